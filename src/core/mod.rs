@@ -1,0 +1,3 @@
+//! Core API: connecting with a client id, rooms, and the list of connected clients.
+
+pub(crate) mod server;

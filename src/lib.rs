@@ -1,0 +1,17 @@
+//! # socketio-p2p
+//!
+//! Lets clients of one Socket.IO server talk to each other by client id as if directly: rooms,
+//! messages with replies, and listeners per peer. The relay ([`P2pServer`], or the ready-made
+//! [`Relay`]) runs on socketioxide and also speaks the wire protocol of the original JavaScript
+//! plugin, so its clients keep working; the Rust client is [`P2pClient`].
+
+pub mod core;
+pub mod error;
+pub mod message;
+pub mod protocol;
+pub mod relay;
+pub mod server;
+
+pub use error::{Error, Result};
+pub use relay::{Relay, RelayOptions};
+pub use server::{DuplicateIdPolicy, P2pServer, ServerOptions};

@@ -1,0 +1,226 @@
+//! Wire protocol shared by the relay server and the Rust client.
+//!
+//! Event names and payload shapes of the seed protocol (what seed-era JavaScript clients speak) and
+//! the extensions Rust peers use on top of it. `PROTOCOL.md` at the repository root describes the
+//! same thing event by event; this module is its typed form.
+
+use serde::de::{SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use std::fmt;
+
+/// Query-string key carrying the client id in the handshake (`?clientId=alice`).
+pub const QUERY_CLIENT_ID: &str = "clientId";
+/// Query-string key a Rust peer sets to `1` to announce the protocol extensions
+/// (acknowledgements carried as `P2P_REQ`/`P2P_RES` events, `P2P_WELCOME`, batches).
+pub const QUERY_EXTENSIONS: &str = "p2pExt";
+
+/// Seed event names.
+pub mod event {
+    /// Join a room, or one of the action forms (see `PROTOCOL.md`).
+    pub const JOIN_ROOM: &str = "JOIN_ROOM";
+    /// Leave a room, or one of the action forms.
+    pub const LEAVE_ROOM: &str = "LEAVE_ROOM";
+    /// Emit an event to every other member of a room.
+    pub const EMIT_ROOM: &str = "EMIT_ROOM";
+    /// Ask the server for the ids of connected clients.
+    pub const LIST_CLIENTS: &str = "LIST_CLIENTS";
+    /// Relay an event to one client.
+    pub const P2P_EMIT: &str = "P2P_EMIT";
+    /// Relay an event to one client and pass its acknowledgement back.
+    pub const P2P_EMIT_ACKNOWLEDGE: &str = "P2P_EMIT_ACKNOWLEDGE";
+    /// Ask a client to become a peer (and watch both ends for disconnects).
+    pub const MULTI_API_ADD_TARGET: &str = "MULTI_API_ADD_TARGET";
+    /// A peer of this client went away.
+    pub const MULTI_API_TARGET_DISCONNECT: &str = "MULTI_API_TARGET_DISCONNECT";
+    /// Open a byte stream to a client.
+    pub const MULTI_API_CREATE_STREAM: &str = "MULTI_API_CREATE_STREAM";
+    /// An error the server reports to the client that caused it.
+    pub const SERVER_ERROR: &str = "SERVER_ERROR";
+
+    /// Extension: an event that wants an answer, for peers that cannot use Socket.IO
+    /// acknowledgements: `P2P_REQ(id, event, ...args)`.
+    pub const P2P_REQ: &str = "P2P_REQ";
+    /// Extension: the answer to a `P2P_REQ`: `P2P_RES(id, {"ok": [...args]} | {"err": "..."})`.
+    pub const P2P_RES: &str = "P2P_RES";
+    /// Extension: sent by the server to an extension peer once its client id is registered.
+    pub const P2P_WELCOME: &str = "P2P_WELCOME";
+    /// Extension: several `P2P_EMIT` payloads in one event, in order (client to server), or several
+    /// relayed events in one event (server to client).
+    pub const P2P_BATCH: &str = "P2P_BATCH";
+}
+
+/// Action strings that select the non-room forms of `JOIN_ROOM`/`LEAVE_ROOM`.
+pub mod action {
+    /// `JOIN_ROOM("CLIENT_SUBSCRIBE_TOPIC", clientId, room)`: join another client to a room.
+    pub const CLIENT_SUBSCRIBE_TOPIC: &str = "CLIENT_SUBSCRIBE_TOPIC";
+    /// `JOIN_ROOM("SERVICE_CREATE_TOPIC", room)`: a service joins its own topic room.
+    pub const SERVICE_CREATE_TOPIC: &str = "SERVICE_CREATE_TOPIC";
+    /// `LEAVE_ROOM("CLIENT_UNSUBSCRIBE_TOPIC", clientId, room)`: remove another client from a room.
+    pub const CLIENT_UNSUBSCRIBE_TOPIC: &str = "CLIENT_UNSUBSCRIBE_TOPIC";
+    /// `LEAVE_ROOM("SERVICE_DESTROY_TOPIC", room)`: empty a room, telling every member.
+    pub const SERVICE_DESTROY_TOPIC: &str = "SERVICE_DESTROY_TOPIC";
+}
+
+/// Payload of `P2P_EMIT` and `P2P_EMIT_ACKNOWLEDGE`: `{targetClientId, event, args}`.
+///
+/// `args[0]` is the sender's client id; the relay checks it against the connection's own id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EmitPayload {
+    /// The client the event is for.
+    pub target_client_id: String,
+    /// The event name the target receives.
+    pub event: String,
+    /// The event's arguments, sender id first.
+    #[serde(default)]
+    pub args: Vec<Value>,
+}
+
+/// The `ok`/`err` body of a `P2P_RES` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResBody {
+    /// What a Socket.IO acknowledgement would have carried.
+    Ok(Vec<Value>),
+    /// Why the request failed.
+    Err(String),
+}
+
+/// All the arguments of an event, as a list.
+///
+/// Socket.IO events carry a variable number of arguments; socketioxide hands a handler the whole
+/// list only when the target type deserializes as a tuple, which this type does. On the sending
+/// side it serializes as a tuple too, so each element becomes one event argument.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Args(pub Vec<Value>);
+
+impl<'de> Deserialize<'de> for Args {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Args;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of event arguments")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Args, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(v) = seq.next_element::<Value>()? {
+                    out.push(v);
+                }
+                Ok(Args(out))
+            }
+        }
+        d.deserialize_tuple(usize::MAX, V)
+    }
+}
+
+impl Serialize for Args {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for v in &self.0 {
+            t.serialize_element(v)?;
+        }
+        t.end()
+    }
+}
+
+/// Borrowed form of [`Args`] for emitting without cloning.
+pub struct ArgsRef<'a>(pub &'a [Value]);
+
+impl Serialize for ArgsRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for v in self.0 {
+            t.serialize_element(v)?;
+        }
+        t.end()
+    }
+}
+
+/// The seed's error text for an unknown add-target / create-stream target.
+pub fn not_registered(id: &str) -> String {
+    format!("Client {id} is not registered to server")
+}
+
+/// The seed's error text for an unknown message target.
+pub fn unknown_target(id: &str) -> String {
+    format!("Error: Could not find target client '{id}' socket")
+}
+
+/// Extracts `(key, value)` pairs from a URL query string, percent-decoded.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+/// Decodes `%XX` escapes and `+` as a space; invalid escapes are kept as they are.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Encodes a query-string component.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_round_trip() {
+        for s in ["alice", "a b&c=d", "ünï/çødé", "%", "x%2"] {
+            assert_eq!(percent_decode(&percent_encode(s)), s);
+        }
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn query_pairs_parse() {
+        let v: Vec<_> = query_pairs("clientId=al%20ice&p2pExt=1&EIO=4").collect();
+        assert_eq!(v[0], ("clientId".into(), "al ice".into()));
+        assert_eq!(v[1], ("p2pExt".into(), "1".into()));
+    }
+
+    #[test]
+    fn res_body_shape() {
+        let ok = serde_json::to_value(ResBody::Ok(vec![1.into()])).unwrap();
+        assert_eq!(ok, serde_json::json!({"ok": [1]}));
+        let err: ResBody = serde_json::from_value(serde_json::json!({"err": "x"})).unwrap();
+        assert_eq!(err, ResBody::Err("x".into()));
+    }
+}

@@ -1,0 +1,476 @@
+//! The relay server: a plugin on a socketioxide [`SocketIo`] that registers clients by id and relays
+//! rooms, messages and replies between them.
+//!
+//! Every event handler here runs inline on the socket's receive path (see [`Inline`]) so that the
+//! events of one connection are handled in the order they arrived; only work that has to wait for a
+//! peer (a reply, an acceptance) is moved to a task of its own.
+
+use crate::error::Error;
+use crate::protocol::{self, event, Args, ArgsRef, ResBody};
+use serde_json::Value;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::handler::{FromMessageParts, MessageHandler, Value as SioValue};
+use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::{SendError, SocketError, SocketIo};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+mod dispatch;
+
+/// What the server does when a client connects with an id that is already connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DuplicateIdPolicy {
+    /// Refuse the new connection with a `SERVER_ERROR` and disconnect it (the default).
+    #[default]
+    Reject,
+    /// Disconnect the old connection (its peers see it leave) and keep the new one.
+    Replace,
+}
+
+/// Settings of a [`P2pServer`].
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Handling of a second connection under a connected client id.
+    pub duplicate_ids: DuplicateIdPolicy,
+    /// How long the server waits for a client to answer a request it relayed (a reply, an
+    /// add-target acceptance) before it reports a timeout to the caller.
+    pub reply_timeout: Duration,
+    /// How many relayed requests may wait for one client's answer at once; past that the caller is
+    /// told the target is busy.
+    pub max_pending_per_client: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            duplicate_ids: DuplicateIdPolicy::Reject,
+            reply_timeout: Duration::from_secs(30),
+            max_pending_per_client: 65_536,
+        }
+    }
+}
+
+/// A connected client as the server sees it.
+pub(crate) struct Peer {
+    pub(crate) id: Arc<str>,
+    pub(crate) socket: SocketRef,
+    /// Speaks the protocol extensions (`P2P_REQ`/`P2P_RES`, batches).
+    pub(crate) ext: bool,
+    /// Ids of clients to tell when this one disconnects.
+    watchers: Mutex<HashSet<Arc<str>>>,
+    next_req: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<ResBody>>>,
+}
+
+impl Peer {
+    /// Emits `event(...args)` to this client.
+    pub(crate) fn emit(&self, event: &str, args: &[Value]) -> Result<(), Error> {
+        self.socket
+            .emit(event, &ArgsRef(args))
+            .map_err(|e| send_error(&self.id, e))
+    }
+
+    /// Sends `event(...args)` and waits for the client's answer: a Socket.IO acknowledgement for a
+    /// seed client, a `P2P_RES` for an extension client.
+    pub(crate) async fn request(
+        &self,
+        event: &str,
+        args: &[Value],
+        timeout: Duration,
+        max_pending: usize,
+    ) -> Result<Vec<Value>, Error> {
+        if self.ext {
+            let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut pending = self.pending.lock().unwrap();
+                if pending.len() >= max_pending {
+                    return Err(Error::Busy(self.id.to_string()));
+                }
+                pending.insert(id, tx);
+            }
+            let mut full = Vec::with_capacity(args.len() + 2);
+            full.push(Value::from(id));
+            full.push(Value::from(event));
+            full.extend_from_slice(args);
+            if let Err(e) = self.emit(event::P2P_REQ, &full) {
+                self.pending.lock().unwrap().remove(&id);
+                return Err(e);
+            }
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(ResBody::Ok(v))) => Ok(v),
+                Ok(Ok(ResBody::Err(e))) => Err(Error::Remote(e)),
+                Ok(Err(_)) => Err(Error::PeerGone(self.id.to_string())),
+                Err(_) => {
+                    self.pending.lock().unwrap().remove(&id);
+                    Err(Error::Timeout(format!(
+                        "client '{}' did not answer '{event}' within {timeout:?}",
+                        self.id
+                    )))
+                }
+            }
+        } else {
+            let stream = self
+                .socket
+                .timeout(timeout)
+                .emit_with_ack::<_, Args>(event, &ArgsRef(args))
+                .map_err(|e| send_error(&self.id, e))?;
+            match stream.await {
+                Ok(Args(v)) => Ok(v),
+                Err(socketioxide::AckError::Timeout) => Err(Error::Timeout(format!(
+                    "client '{}' did not answer '{event}' within {timeout:?}",
+                    self.id
+                ))),
+                Err(socketioxide::AckError::Socket(_)) => {
+                    Err(Error::PeerGone(self.id.to_string()))
+                }
+                Err(e) => Err(Error::Protocol(format!(
+                    "bad answer from '{}' to '{event}': {e}",
+                    self.id
+                ))),
+            }
+        }
+    }
+
+    /// Hands a `P2P_RES` to the request waiting for it; answers nobody waits for are dropped.
+    fn resolve(&self, id: u64, body: ResBody) -> bool {
+        match self.pending.lock().unwrap().remove(&id) {
+            Some(tx) => {
+                let _ = tx.send(body);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn watch(&self, other: &Arc<str>) {
+        let mut w = self.watchers.lock().unwrap();
+        if !w.contains(other) {
+            w.insert(other.clone());
+        }
+    }
+
+    /// Sends `SERVER_ERROR(message)`.
+    pub(crate) fn server_error(&self, message: &str) {
+        tracing::debug!(client = %self.id, "SERVER_ERROR: {message}");
+        if let Err(e) = self
+            .socket
+            .emit(event::SERVER_ERROR, &ArgsRef(&[Value::from(message)]))
+        {
+            tracing::warn!(client = %self.id, "could not send SERVER_ERROR: {e}");
+        }
+    }
+}
+
+fn send_error(id: &str, e: SendError) -> Error {
+    match e {
+        SendError::Socket(SocketError::InternalChannelFull) => Error::Busy(id.to_string()),
+        SendError::Socket(SocketError::Closed) => Error::PeerGone(id.to_string()),
+        SendError::Serialize(e) => Error::Protocol(format!("could not encode event: {e}")),
+    }
+}
+
+/// How a handled request is answered.
+pub(crate) enum Responder {
+    /// The caller asked for nothing: errors go out as `SERVER_ERROR`.
+    None,
+    /// A Socket.IO acknowledgement.
+    Ack(AckSender),
+    /// A `P2P_RES(id, ...)` event to an extension client.
+    Event(u64),
+}
+
+/// A failed request: what to say, and how the seed would have acknowledged it, if it would have.
+pub(crate) struct OpError {
+    pub(crate) error: Error,
+    pub(crate) seed_ack: Option<Vec<Value>>,
+}
+
+impl From<Error> for OpError {
+    fn from(error: Error) -> Self {
+        OpError {
+            error,
+            seed_ack: None,
+        }
+    }
+}
+
+impl Responder {
+    pub(crate) fn respond(self, caller: &Peer, result: Result<Vec<Value>, OpError>) {
+        match (self, result) {
+            (Responder::None, Ok(_)) => {}
+            (Responder::None, Err(e)) => caller.server_error(&e.error.to_string()),
+            (Responder::Ack(ack), Ok(args)) => {
+                let _ = ack.send(&ArgsRef(&args));
+            }
+            (Responder::Ack(ack), Err(OpError { error, seed_ack })) => match seed_ack {
+                Some(args) => {
+                    let _ = ack.send(&ArgsRef(&args));
+                }
+                None => caller.server_error(&error.to_string()),
+            },
+            (Responder::Event(id), result) => {
+                let body = match result {
+                    Ok(args) => ResBody::Ok(args),
+                    Err(e) => ResBody::Err(e.error.to_string()),
+                };
+                let body = serde_json::to_value(body).unwrap_or(Value::Null);
+                if let Err(e) = caller.emit(event::P2P_RES, &[Value::from(id), body]) {
+                    tracing::warn!(client = %caller.id, "could not answer request {id}: {e}");
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) opts: ServerOptions,
+    clients: RwLock<HashMap<Arc<str>, Arc<Peer>>>,
+}
+
+/// The P2P relay attached to a socketioxide [`SocketIo`].
+///
+/// Cheap to clone; every clone is the same server.
+#[derive(Clone)]
+pub struct P2pServer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl P2pServer {
+    /// Attaches the relay to the root namespace of `io`.
+    pub fn attach(io: &SocketIo, opts: ServerOptions) -> P2pServer {
+        let server = P2pServer {
+            inner: Arc::new(Inner {
+                opts,
+                clients: RwLock::new(HashMap::new()),
+            }),
+        };
+        let s = server.clone();
+        io.ns("/", move |socket: SocketRef| {
+            let s = s.clone();
+            async move { s.on_connect(socket) }
+        });
+        server
+    }
+
+    /// The ids of the connected clients.
+    pub fn client_ids(&self) -> Vec<String> {
+        let clients = self.inner.clients.read().unwrap();
+        clients.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// Whether a client with this id is connected.
+    pub fn is_connected(&self, client_id: &str) -> bool {
+        self.inner.clients.read().unwrap().contains_key(client_id)
+    }
+
+    /// The socket of a connected client, to use socketioxide's own API on it.
+    pub fn socket_of(&self, client_id: &str) -> Option<SocketRef> {
+        self.peer(client_id).map(|p| p.socket.clone())
+    }
+
+    /// Emits `event(...args)` from the server to a client.
+    pub fn emit_to(&self, client_id: &str, event: &str, args: Vec<Value>) -> Result<(), Error> {
+        let peer = self
+            .peer(client_id)
+            .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
+        peer.emit(event, &args)
+    }
+
+    /// Emits `event(...args)` to a client and waits for its answer, at most `timeout`.
+    pub async fn emit_to_with_reply(
+        &self,
+        client_id: &str,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, Error> {
+        let peer = self
+            .peer(client_id)
+            .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
+        peer.request(event, &args, timeout, self.inner.opts.max_pending_per_client)
+            .await
+    }
+
+    /// Disconnects every client, so that each sees the server leave at once.
+    pub fn disconnect_all(&self) {
+        let peers: Vec<_> = self.inner.clients.read().unwrap().values().cloned().collect();
+        for p in peers {
+            let _ = p.socket.clone().disconnect();
+        }
+    }
+
+    pub(crate) fn peer(&self, id: &str) -> Option<Arc<Peer>> {
+        self.inner.clients.read().unwrap().get(id).cloned()
+    }
+
+    fn on_connect(&self, socket: SocketRef) {
+        let mut client_id = None;
+        let mut ext = false;
+        if let Some(q) = socket.req_parts().uri.query() {
+            for (k, v) in protocol::query_pairs(q) {
+                match k.as_str() {
+                    protocol::QUERY_CLIENT_ID => client_id = Some(v),
+                    protocol::QUERY_EXTENSIONS => ext = v == "1",
+                    _ => {}
+                }
+            }
+        }
+        let refuse = |reason: &str| {
+            tracing::info!(sid = %socket.id, "refusing connection: {reason}");
+            let _ = socket.emit(event::SERVER_ERROR, &ArgsRef(&[Value::from(reason)]));
+            let _ = socket.clone().disconnect();
+        };
+        let id: Arc<str> = match client_id {
+            Some(id) if !id.is_empty() => id.into(),
+            _ => {
+                return refuse(
+                    "Error: connection refused: the handshake query has no clientId \
+                     (connect with ?clientId=<id>)",
+                )
+            }
+        };
+        if id.len() > 256 {
+            return refuse("Error: connection refused: clientId is longer than 256 bytes");
+        }
+        let peer = Arc::new(Peer {
+            id: id.clone(),
+            socket: socket.clone(),
+            ext,
+            watchers: Mutex::new(HashSet::new()),
+            next_req: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+        });
+        enum Registration {
+            Fresh,
+            Replaced(Arc<Peer>),
+            Refused,
+        }
+        let registration = {
+            let mut clients = self.inner.clients.write().unwrap();
+            match clients.get(&id) {
+                Some(old) if old.socket.connected() => match self.inner.opts.duplicate_ids {
+                    DuplicateIdPolicy::Reject => Registration::Refused,
+                    DuplicateIdPolicy::Replace => {
+                        let old = old.clone();
+                        clients.insert(id.clone(), peer.clone());
+                        Registration::Replaced(old)
+                    }
+                },
+                _ => {
+                    clients.insert(id.clone(), peer.clone());
+                    Registration::Fresh
+                }
+            }
+        };
+        let replaced = match registration {
+            Registration::Refused => {
+                return refuse(&format!(
+                    "Error: connection refused: client id '{id}' is already connected"
+                ))
+            }
+            Registration::Replaced(old) => Some(old),
+            Registration::Fresh => None,
+        };
+        if let Some(old) = replaced {
+            tracing::info!(client = %id, "replacing the older connection of this client id");
+            old.server_error(&format!(
+                "Error: disconnected: a newer connection took over client id '{id}'"
+            ));
+            self.forget(&old);
+            let _ = old.socket.clone().disconnect();
+        }
+        tracing::debug!(client = %id, ext, sid = %socket.id, "client connected");
+
+        dispatch::register(self, &peer);
+
+        let this = self.clone();
+        let weak = Arc::downgrade(&peer);
+        socket.on_disconnect(move |_s: SocketRef, reason: DisconnectReason| {
+            let this = this.clone();
+            let weak = weak.clone();
+            async move {
+                if let Some(peer) = weak.upgrade() {
+                    tracing::debug!(client = %peer.id, ?reason, "client disconnected");
+                    this.forget(&peer);
+                }
+            }
+        });
+
+        if ext {
+            let _ = peer.emit(event::P2P_WELCOME, &[serde_json::json!({ "clientId": &*id })]);
+        }
+    }
+
+    /// Removes a peer (if it is still the registered one for its id), fails what waits on it and
+    /// tells its watchers it left.
+    fn forget(&self, peer: &Arc<Peer>) {
+        {
+            let mut clients = self.inner.clients.write().unwrap();
+            if clients.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+                clients.remove(&peer.id);
+            }
+        }
+        peer.pending.lock().unwrap().clear();
+        let watchers: Vec<_> = peer.watchers.lock().unwrap().drain().collect();
+        for w in watchers {
+            if let Some(other) = self.peer(&w) {
+                other.watchers.lock().unwrap().remove(&peer.id);
+                if let Err(e) = other.emit(
+                    event::MULTI_API_TARGET_DISCONNECT,
+                    &[Value::from(&*peer.id)],
+                ) {
+                    tracing::warn!(client = %other.id, "could not send disconnect notice: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// A socketioxide message handler that runs synchronously on the socket's receive path, keeping
+/// the events of one connection in order (socketioxide's own async handlers each get a task, and
+/// tasks may run out of order).
+pub(crate) struct Inline<F>(pub(crate) F);
+
+/// Marker type for [`Inline`]'s [`MessageHandler`] implementation.
+pub(crate) struct InlineMarker;
+
+impl<F> MessageHandler<LocalAdapter, InlineMarker> for Inline<F>
+where
+    F: Fn(&Arc<Socket<LocalAdapter>>, SioValue, Option<i64>) + Send + Sync + 'static,
+{
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, v: SioValue, ack_id: Option<i64>) {
+        (self.0)(&s, v, ack_id)
+    }
+}
+
+/// Decodes every argument of an event.
+pub(crate) fn decode_args(
+    s: &Arc<Socket<LocalAdapter>>,
+    v: &mut SioValue,
+    ack_id: &Option<i64>,
+) -> Result<Vec<Value>, Error> {
+    socketioxide::extract::Data::<Args>::from_message_parts(s, v, ack_id)
+        .map(|d| d.0 .0)
+        .map_err(|e| Error::BadRequest(format!("payload is not valid JSON: {e}")))
+}
+
+/// The responder for a seed event: an acknowledgement when the client asked for one.
+pub(crate) fn seed_responder(
+    s: &Arc<Socket<LocalAdapter>>,
+    v: &mut SioValue,
+    ack_id: &Option<i64>,
+) -> Responder {
+    if ack_id.is_some() {
+        match AckSender::from_message_parts(s, v, ack_id) {
+            Ok(a) => Responder::Ack(a),
+            Err(_) => Responder::None,
+        }
+    } else {
+        Responder::None
+    }
+}
