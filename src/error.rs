@@ -1,7 +1,5 @@
 //! Errors of the relay and the client.
 
-use std::time::Duration;
-
 /// Everything that can go wrong talking through the relay.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum Error {
@@ -38,12 +36,6 @@ pub enum Error {
     /// A value could not be converted to or from JSON.
     #[error("Error: could not convert the payload: {0}")]
     Json(String),
-}
-
-impl Error {
-    pub(crate) fn timeout(what: impl std::fmt::Display, after: Duration) -> Error {
-        Error::Timeout(format!("{what} (no answer within {after:?})"))
-    }
 }
 
 impl From<serde_json::Error> for Error {

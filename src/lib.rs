@@ -5,6 +5,7 @@
 //! [`Relay`]) runs on socketioxide and also speaks the wire protocol of the original JavaScript
 //! plugin, so its clients keep working; the Rust client is [`P2pClient`].
 
+pub mod client;
 pub mod core;
 pub mod error;
 pub mod message;
@@ -12,6 +13,8 @@ pub mod protocol;
 pub mod relay;
 pub mod server;
 
+pub use client::{ClientOptions, P2pClient};
 pub use error::{Error, Result};
+pub use message::{parse_args, IntoArgs, ListenerId, PeerMessage, Reply};
 pub use relay::{Relay, RelayOptions};
 pub use server::{DuplicateIdPolicy, P2pServer, ServerOptions};

@@ -1,0 +1,264 @@
+'use strict';
+// A client of the seed-era P2P protocol (see the seed protocol document), built on a plain
+// socket.io-client 2.x socket. It behaves like the seed's client plugin so that the relay can be
+// tested against what existing JavaScript peers send and expect.
+
+const io = require('socket.io-client');
+
+const EV = Object.freeze({
+  JOIN_ROOM: 'JOIN_ROOM',
+  LEAVE_ROOM: 'LEAVE_ROOM',
+  EMIT_ROOM: 'EMIT_ROOM',
+  LIST_CLIENTS: 'LIST_CLIENTS',
+  P2P_EMIT: 'P2P_EMIT',
+  P2P_EMIT_ACKNOWLEDGE: 'P2P_EMIT_ACKNOWLEDGE',
+  MULTI_API_ADD_TARGET: 'MULTI_API_ADD_TARGET',
+  MULTI_API_TARGET_DISCONNECT: 'MULTI_API_TARGET_DISCONNECT',
+  SERVER_ERROR: 'SERVER_ERROR',
+});
+
+/**
+ * Opens a raw socket.io-client 2.x socket announcing `clientId` in the handshake query.
+ * `forceNew` matters: socket.io-client otherwise shares one Manager (and so one handshake query,
+ * i.e. one client id) between every socket opened to the same host.
+ */
+function connectRaw(url, clientId, options) {
+  const opts = Object.assign({ transports: ['websocket'], forceNew: true }, options || {});
+  if (clientId !== undefined && clientId !== null) {
+    opts.query = Object.assign({}, opts.query || {}, { clientId });
+  }
+  return io(url, opts);
+}
+
+class SeedClient {
+  constructor(url, clientId, options) {
+    this.clientId = clientId;
+    this.socket = connectRaw(url, clientId, options);
+    /** Every SERVER_ERROR message received, in order. */
+    this.serverErrors = [];
+    this._serverErrorWaiters = [];
+    this._addTargetCallbacks = [];
+    this._targetDisconnectCallbacks = [];
+    // clientId -> [{event, cb, listener}] for listeners registered through from(clientId).
+    this._fromListeners = new Map();
+    // [{event, cb, listener}] for listeners registered through onAny/onceAny.
+    this._anyListeners = [];
+    this._addTargetHooked = false;
+
+    this.socket.on(EV.SERVER_ERROR, (message) => {
+      this.serverErrors.push(message);
+      const waiters = this._serverErrorWaiters;
+      this._serverErrorWaiters = [];
+      for (const w of waiters) w(message);
+    });
+    // Registered before any caller's callback so that, by the time a caller hears of the
+    // disconnect, the listeners tied to that peer are already gone.
+    this.socket.on(EV.MULTI_API_TARGET_DISCONNECT, (targetId) => {
+      this._dropFromListeners(targetId);
+      for (const cb of this._targetDisconnectCallbacks.slice()) cb(targetId);
+    });
+  }
+
+  /** Resolves once connected; rejects on a connection error, a disconnect, or after `timeoutMs`. */
+  waitConnected(timeoutMs = 5000) {
+    const s = this.socket;
+    if (s.connected) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = (err) => {
+        clearTimeout(timer);
+        s.off('connect', onConnect);
+        s.off('connect_error', onError);
+        s.off('error', onError);
+        s.off('disconnect', onDisconnect);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onConnect = () => done();
+      const onError = (e) => done(new Error(`connection error: ${e && e.message ? e.message : e}`));
+      const onDisconnect = (reason) => done(new Error(`disconnected before connecting: ${reason}`));
+      const timer = setTimeout(() => done(new Error(`not connected after ${timeoutMs} ms`)), timeoutMs);
+      s.on('connect', onConnect);
+      s.on('connect_error', onError);
+      s.on('error', onError);
+      s.on('disconnect', onDisconnect);
+    });
+  }
+
+  /** Resolves with the next SERVER_ERROR message (or one already received past index `since`). */
+  nextServerError(timeoutMs = 3000, since = this.serverErrors.length) {
+    if (this.serverErrors.length > since) return Promise.resolve(this.serverErrors[since]);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const i = this._serverErrorWaiters.indexOf(waiter);
+        if (i >= 0) this._serverErrorWaiters.splice(i, 1);
+        reject(new Error(`no SERVER_ERROR within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = (message) => {
+        clearTimeout(timer);
+        resolve(message);
+      };
+      this._serverErrorWaiters.push(waiter);
+    });
+  }
+
+  close() {
+    this.socket.close();
+  }
+
+  // ---- Core ----
+
+  joinRoom(room, cb) {
+    if (typeof cb === 'function') this.socket.emit(EV.JOIN_ROOM, room, cb);
+    else this.socket.emit(EV.JOIN_ROOM, room);
+  }
+
+  leaveRoom(room, cb) {
+    if (typeof cb === 'function') this.socket.emit(EV.LEAVE_ROOM, room, cb);
+    else this.socket.emit(EV.LEAVE_ROOM, room);
+  }
+
+  emitRoom(room, event, ...args) {
+    this.socket.emit(EV.EMIT_ROOM, room, event, ...args);
+  }
+
+  getClientList() {
+    return new Promise((resolve) => {
+      this.socket.emit(EV.LIST_CLIENTS, (list) => resolve(list));
+    });
+  }
+
+  // ---- Message ----
+
+  /**
+   * Asks `targetId` to accept this client as a peer. The seed server acknowledges with nothing on
+   * success and with an error string otherwise (e.g. "Client x is not registered to server").
+   */
+  addP2pTarget(targetId) {
+    return new Promise((resolve, reject) => {
+      this.socket.emit(EV.MULTI_API_ADD_TARGET, targetId, (err) => {
+        if (err !== undefined && err !== null) reject(new Error(String(err)));
+        else resolve();
+      });
+    });
+  }
+
+  /** Accepts every add-target request, then tells `cb` who asked. */
+  onAddP2pTarget(cb) {
+    this._addTargetCallbacks.push(cb);
+    if (this._addTargetHooked) return;
+    this._addTargetHooked = true;
+    this.socket.on(EV.MULTI_API_ADD_TARGET, (sourceId, ack) => {
+      // Accepting is an acknowledgement without arguments; anything else would read as a refusal.
+      if (typeof ack === 'function') ack();
+      for (const f of this._addTargetCallbacks.slice()) f(sourceId);
+    });
+  }
+
+  onP2pTargetDisconnect(cb) {
+    this._targetDisconnectCallbacks.push(cb);
+  }
+
+  /**
+   * Sends `event(...args)` to `targetId`. With a function as the last argument the event goes as
+   * P2P_EMIT_ACKNOWLEDGE and the function receives the target's acknowledgement.
+   */
+  emitTo(targetId, event, ...args) {
+    const ack = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : null;
+    const payload = { targetClientId: targetId, event, args: [this.clientId, ...args] };
+    if (ack) this.socket.emit(EV.P2P_EMIT_ACKNOWLEDGE, payload, ack);
+    else this.socket.emit(EV.P2P_EMIT, payload);
+  }
+
+  /** Listens to `event` from any sender; `cb` gets the arguments after the sender id. */
+  onAny(event, cb) {
+    this._addAny(event, cb, false);
+  }
+
+  onceAny(event, cb) {
+    this._addAny(event, cb, true);
+  }
+
+  /** Removes one onAny/onceAny listener, or all of them for `event` when `cb` is omitted. */
+  offAny(event, cb) {
+    this._anyListeners = this._anyListeners.filter((e) => {
+      if (e.event !== event || (cb && e.cb !== cb)) return true;
+      this.socket.off(event, e.listener);
+      return false;
+    });
+  }
+
+  _addAny(event, cb, once) {
+    const entry = { event, cb, listener: null };
+    entry.listener = (_sender, ...rest) => {
+      if (once) this._removeAny(entry);
+      cb(...rest);
+    };
+    this._anyListeners.push(entry);
+    this.socket.on(event, entry.listener);
+  }
+
+  _removeAny(entry) {
+    const i = this._anyListeners.indexOf(entry);
+    if (i >= 0) this._anyListeners.splice(i, 1);
+    this.socket.off(entry.event, entry.listener);
+  }
+
+  /** Listeners that only hear events whose sender id (args[0]) is `sourceId`. */
+  from(sourceId) {
+    return {
+      on: (event, cb) => this._addFrom(sourceId, event, cb, false),
+      once: (event, cb) => this._addFrom(sourceId, event, cb, true),
+      off: (event, cb) => this._offFrom(sourceId, event, cb),
+    };
+  }
+
+  /** How many listeners registered through from(sourceId) are still active. */
+  fromListenerCount(sourceId) {
+    const list = this._fromListeners.get(sourceId);
+    return list ? list.length : 0;
+  }
+
+  _addFrom(sourceId, event, cb, once) {
+    const entry = { event, cb, listener: null };
+    entry.listener = (sender, ...rest) => {
+      if (sender !== sourceId) return;
+      // A once-listener must survive events from other senders, so socket.once would not do.
+      if (once) this._removeFrom(sourceId, entry);
+      cb(...rest);
+    };
+    if (!this._fromListeners.has(sourceId)) this._fromListeners.set(sourceId, []);
+    this._fromListeners.get(sourceId).push(entry);
+    this.socket.on(event, entry.listener);
+  }
+
+  _removeFrom(sourceId, entry) {
+    const list = this._fromListeners.get(sourceId);
+    if (list) {
+      const i = list.indexOf(entry);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this._fromListeners.delete(sourceId);
+    }
+    this.socket.off(entry.event, entry.listener);
+  }
+
+  _offFrom(sourceId, event, cb) {
+    const list = this._fromListeners.get(sourceId);
+    if (!list) return;
+    for (const entry of list.slice()) {
+      if (entry.event === event && (!cb || entry.cb === cb)) this._removeFrom(sourceId, entry);
+    }
+  }
+
+  _dropFromListeners(sourceId) {
+    const list = this._fromListeners.get(sourceId);
+    if (!list) return;
+    for (const entry of list) this.socket.off(entry.event, entry.listener);
+    this._fromListeners.delete(sourceId);
+  }
+}
+
+function createSeedClient(url, clientId, options) {
+  return new SeedClient(url, clientId, options);
+}
+
+module.exports = { createSeedClient, connectRaw, SeedClient, EV };

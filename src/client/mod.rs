@@ -1,0 +1,485 @@
+//! The Rust client: a connection to the relay under a client id.
+//!
+//! Every event that reaches the client goes through one demultiplexer ([`ClientInner::demux`])
+//! that hands it to its owner: the pending-request table (answers to this client's requests), the
+//! listener registry (events from peers, rooms and the server), or the peer-disconnect handlers.
+//! Outgoing events go through one writer task that keeps them in order and packs runs of
+//! fire-and-forget messages into `P2P_BATCH` events.
+
+use crate::error::{Error, Result};
+use crate::message::client::Registry;
+use crate::protocol::{self, event, ResBody};
+use futures::FutureExt;
+use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder};
+use rust_socketio::{Payload, TransportType};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Settings of a [`P2pClient`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long a call that waits on a peer or the server (a reply, an add-target, a room join)
+    /// waits before it fails with [`Error::Timeout`].
+    pub timeout: Duration,
+    /// How long [`P2pClient::connect`] waits for the server to accept the client id.
+    pub connect_timeout: Duration,
+    /// Outgoing events queued before senders wait.
+    pub send_queue: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            send_queue: 4096,
+        }
+    }
+}
+
+/// An event on its way to the server.
+pub(crate) enum Outgoing {
+    /// `P2P_EMIT(payload)`; consecutive ones travel together as one `P2P_BATCH`.
+    Emit(Value),
+    /// Any other event with its arguments.
+    Event(&'static str, Vec<Value>),
+}
+
+/// Most `P2P_EMIT`s packed into one `P2P_BATCH`.
+const MAX_BATCH: usize = 512;
+
+pub(crate) struct ClientInner {
+    pub(crate) id: String,
+    pub(crate) opts: ClientOptions,
+    sio: OnceLock<SioClient>,
+    out: mpsc::Sender<Outgoing>,
+    next_req: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<ResBody>>>,
+    pub(crate) registry: Mutex<Registry>,
+    welcome: Mutex<Option<oneshot::Sender<Result<()>>>>,
+    closed: watch::Sender<bool>,
+    closed_flag: AtomicBool,
+}
+
+/// A client of the relay, known to the other clients by its client id.
+///
+/// Cheap to clone; every clone is the same connection. The connection closes when
+/// [`disconnect`](P2pClient::disconnect) is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct P2pClient {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for P2pClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P2pClient")
+            .field("id", &self.inner.id)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl P2pClient {
+    /// Connects to the relay at `url` (e.g. `http://127.0.0.1:9000`) as `client_id`, with default
+    /// options. Fails if the server refuses the id (see [`Error::Refused`]).
+    pub async fn connect(url: &str, client_id: &str) -> Result<P2pClient> {
+        P2pClient::connect_with(url, client_id, ClientOptions::default()).await
+    }
+
+    /// Connects with the given options.
+    pub async fn connect_with(
+        url: &str,
+        client_id: &str,
+        opts: ClientOptions,
+    ) -> Result<P2pClient> {
+        if client_id.is_empty() {
+            return Err(Error::BadRequest("the client id is empty".into()));
+        }
+        let (out_tx, out_rx) = mpsc::channel(opts.send_queue.max(1));
+        let (welcome_tx, welcome_rx) = oneshot::channel();
+        let (closed, _) = watch::channel(false);
+        let inner = Arc::new(ClientInner {
+            id: client_id.to_string(),
+            opts: opts.clone(),
+            sio: OnceLock::new(),
+            out: out_tx,
+            next_req: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry::default()),
+            welcome: Mutex::new(Some(welcome_tx)),
+            closed,
+            closed_flag: AtomicBool::new(false),
+        });
+
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let full_url = format!(
+            "{url}{sep}{}={}&{}=1",
+            protocol::QUERY_CLIENT_ID,
+            protocol::percent_encode(client_id),
+            protocol::QUERY_EXTENSIONS
+        );
+        let weak = Arc::downgrade(&inner);
+        let weak_close = weak.clone();
+        let weak_err = weak.clone();
+        let connecting = ClientBuilder::new(full_url)
+            .transport_type(TransportType::Websocket)
+            .reconnect(false)
+            .on_any(move |ev, payload, _| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.demux(&String::from(ev), payload);
+                }
+                futures::future::ready(()).boxed()
+            })
+            .on("close", move |_, _| {
+                if let Some(inner) = weak_close.upgrade() {
+                    inner.mark_closed("the server closed the connection");
+                }
+                futures::future::ready(()).boxed()
+            })
+            .on("error", move |payload, _| {
+                if let Some(inner) = weak_err.upgrade() {
+                    let text = match payload {
+                        Payload::Text(v) => v
+                            .first()
+                            .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
+                            .unwrap_or_default(),
+                        _ => String::new(),
+                    };
+                    tracing::debug!(client = %inner.id, "socket.io client error: {text}");
+                    inner.on_transport_error(&text);
+                }
+                futures::future::ready(()).boxed()
+            })
+            .connect();
+        let sio = match tokio::time::timeout(opts.connect_timeout, connecting).await {
+            Ok(Ok(sio)) => sio,
+            Ok(Err(e)) => return Err(Error::Connect(e.to_string())),
+            Err(_) => {
+                return Err(Error::Connect(format!(
+                    "no connection to {url} within {:?}",
+                    opts.connect_timeout
+                )))
+            }
+        };
+        let _ = inner.sio.set(sio.clone());
+        tokio::spawn(writer(sio.clone(), out_rx, Arc::downgrade(&inner)));
+
+        match tokio::time::timeout(opts.connect_timeout, welcome_rx).await {
+            Ok(Ok(Ok(()))) => Ok(P2pClient { inner }),
+            Ok(Ok(Err(e))) => {
+                let _ = sio.disconnect().await;
+                Err(e)
+            }
+            Ok(Err(_)) => Err(Error::Connect("the connection closed during the handshake".into())),
+            Err(_) => {
+                let _ = sio.disconnect().await;
+                Err(Error::Connect(format!(
+                    "the server did not accept client id '{client_id}' within {:?} \
+                     (is it a socketio-p2p relay?)",
+                    opts.connect_timeout
+                )))
+            }
+        }
+    }
+
+    /// This client's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_connected(&self) -> bool {
+        !self.inner.closed_flag.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the connection is closed (by either side).
+    pub async fn closed(&self) {
+        let mut rx = self.inner.closed.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Closes the connection. Pending calls fail with [`Error::Disconnected`]; peers that talked
+    /// to this client are told it left.
+    pub async fn disconnect(&self) -> Result<()> {
+        self.inner.mark_closed("disconnected by this client");
+        if let Some(sio) = self.inner.sio.get() {
+            sio.disconnect()
+                .await
+                .map_err(|e| Error::Disconnected(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The default timeout of calls that wait on a peer.
+    pub fn timeout(&self) -> Duration {
+        self.inner.opts.timeout
+    }
+}
+
+impl ClientInner {
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed_flag.load(Ordering::Acquire) {
+            Err(Error::Disconnected(format!(
+                "client '{}' is not connected",
+                self.id
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Queues an event for the writer, waiting when the queue is full.
+    pub(crate) async fn send(&self, item: Outgoing) -> Result<()> {
+        self.check_open()?;
+        self.out
+            .send(item)
+            .await
+            .map_err(|_| Error::Disconnected(format!("client '{}' is closed", self.id)))
+    }
+
+    /// Queues an event without waiting; used from synchronous handlers.
+    pub(crate) fn send_now(self: &Arc<Self>, item: Outgoing) {
+        match self.out.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _ = this.out.send(item).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Sends `P2P_REQ(id, event, ...args)` and waits for the `P2P_RES`, at most `timeout`.
+    pub(crate) async fn request(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>> {
+        let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        let mut full = Vec::with_capacity(args.len() + 2);
+        full.push(Value::from(id));
+        full.push(Value::from(name));
+        full.extend(args);
+        if let Err(e) = self.send(Outgoing::Event(event::P2P_REQ, full)).await {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(e);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(ResBody::Ok(v))) => Ok(v),
+            Ok(Ok(ResBody::Err(e))) => Err(classify_remote(e)),
+            Ok(Err(_)) => Err(Error::Disconnected(format!(
+                "client '{}' lost its connection while waiting for '{name}'",
+                self.id
+            ))),
+            Err(_) => {
+                self.pending.lock().unwrap().remove(&id);
+                Err(Error::Timeout(format!(
+                    "no answer to '{name}' within {timeout:?}"
+                )))
+            }
+        }
+    }
+
+    /// Answers a request the server relayed to this client.
+    pub(crate) fn respond(self: &Arc<Self>, id: u64, body: ResBody) {
+        let body = serde_json::to_value(body).unwrap_or(Value::Null);
+        self.send_now(Outgoing::Event(event::P2P_RES, vec![Value::from(id), body]));
+    }
+
+    fn mark_closed(&self, why: &str) {
+        if self.closed_flag.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::debug!(client = %self.id, "connection closed: {why}");
+        self.pending.lock().unwrap().clear();
+        if let Some(w) = self.welcome.lock().unwrap().take() {
+            let _ = w.send(Err(Error::Connect(why.to_string())));
+        }
+        self.closed.send_replace(true);
+    }
+
+    fn on_transport_error(&self, text: &str) {
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("connecterror") || lower.contains("connect_error") {
+            if let Some(w) = self.welcome.lock().unwrap().take() {
+                let _ = w.send(Err(Error::Refused(text.to_string())));
+            }
+        }
+        // A transport failure ends the packet stream; the client does not reconnect.
+        if lower.contains("websocket")
+            || lower.contains("connection")
+            || lower.contains("closed")
+            || lower.contains("io error")
+        {
+            self.mark_closed(text);
+        }
+    }
+
+    /// The demultiplexer: every event from the server comes through here.
+    fn demux(self: &Arc<Self>, name: &str, payload: Payload) {
+        let args = match payload {
+            Payload::Text(v) => v,
+            Payload::Binary(b) => {
+                tracing::debug!(client = %self.id, len = b.len(), "binary event '{name}' ignored");
+                return;
+            }
+            #[allow(deprecated)]
+            Payload::String(s) => vec![Value::String(s)],
+        };
+        match name {
+            event::P2P_RES => self.on_res(args),
+            event::P2P_REQ => self.on_req(args),
+            event::P2P_BATCH => {
+                for frame in args {
+                    match frame {
+                        Value::Array(mut f) if matches!(f.first(), Some(Value::String(_))) => {
+                            let ev = match f.remove(0) {
+                                Value::String(s) => s,
+                                _ => unreachable!("checked above"),
+                            };
+                            self.dispatch(&ev, f, None);
+                        }
+                        other => tracing::warn!(client = %self.id, "bad P2P_BATCH frame {other}"),
+                    }
+                }
+            }
+            event::P2P_WELCOME => {
+                if let Some(w) = self.welcome.lock().unwrap().take() {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            event::SERVER_ERROR => {
+                let text = args
+                    .first()
+                    .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
+                    .unwrap_or_default();
+                if let Some(w) = self.welcome.lock().unwrap().take() {
+                    let _ = w.send(Err(Error::Refused(text)));
+                    return;
+                }
+                tracing::warn!(client = %self.id, "SERVER_ERROR: {text}");
+                crate::message::client::server_error(self, text);
+            }
+            event::MULTI_API_TARGET_DISCONNECT => match args.first().and_then(Value::as_str) {
+                Some(peer) => crate::message::client::peer_disconnected(self, peer),
+                None => tracing::warn!(client = %self.id, "bad MULTI_API_TARGET_DISCONNECT"),
+            },
+            _ => self.dispatch(name, args, None),
+        }
+    }
+
+    fn on_res(&self, args: Vec<Value>) {
+        let mut it = args.into_iter();
+        let (Some(id), Some(body)) = (it.next().and_then(|v| v.as_u64()), it.next()) else {
+            tracing::warn!(client = %self.id, "malformed P2P_RES");
+            return;
+        };
+        let body = serde_json::from_value::<ResBody>(body)
+            .unwrap_or_else(|e| ResBody::Err(format!("malformed answer: {e}")));
+        if let Some(tx) = self.pending.lock().unwrap().remove(&id) {
+            let _ = tx.send(body);
+        }
+    }
+
+    fn on_req(self: &Arc<Self>, mut args: Vec<Value>) {
+        let (Some(id), Some(name)) = (
+            args.first().and_then(Value::as_u64),
+            args.get(1).and_then(Value::as_str).map(str::to_string),
+        ) else {
+            tracing::warn!(client = %self.id, "malformed P2P_REQ");
+            return;
+        };
+        args.drain(..2);
+        match name.as_str() {
+            event::MULTI_API_ADD_TARGET => {
+                let source = args.first().and_then(Value::as_str).unwrap_or_default();
+                self.respond(id, ResBody::Ok(vec![]));
+                crate::message::client::peer_added(self, source);
+            }
+            _ => self.dispatch(&name, args, Some(id)),
+        }
+    }
+
+    /// Hands an event to the listener registry. `reply` is the request id when the sender waits
+    /// for an answer.
+    fn dispatch(self: &Arc<Self>, name: &str, args: Vec<Value>, reply: Option<u64>) {
+        crate::message::client::dispatch(self, name, args, reply);
+    }
+}
+
+/// Sorts a remote error text into the matching [`Error`] variant.
+fn classify_remote(text: String) -> Error {
+    if text.starts_with("Error: Could not find target client") || text.contains("is not registered")
+    {
+        let id = text.split('\'').nth(1).unwrap_or_default().to_string();
+        if !id.is_empty() {
+            return Error::UnknownTarget(id);
+        }
+    }
+    if text.starts_with("Error: timed out") {
+        return Error::Timeout(text);
+    }
+    Error::Remote(text)
+}
+
+/// Takes queued events and emits them in order, packing runs of `P2P_EMIT`s into batches.
+async fn writer(sio: SioClient, mut rx: mpsc::Receiver<Outgoing>, inner: Weak<ClientInner>) {
+    let mut held: Option<Outgoing> = None;
+    loop {
+        let first = match held.take() {
+            Some(item) => item,
+            None => match rx.recv().await {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let (name, args) = match first {
+            Outgoing::Event(name, args) => (name, args),
+            Outgoing::Emit(payload) => {
+                let mut batch = vec![payload];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Outgoing::Emit(p)) => batch.push(p),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if batch.len() == 1 {
+                    (event::P2P_EMIT, batch)
+                } else {
+                    (event::P2P_BATCH, batch)
+                }
+            }
+        };
+        if let Err(e) = sio.emit(name, Payload::Text(args)).await {
+            if let Some(inner) = inner.upgrade() {
+                inner.mark_closed(&format!("sending failed: {e}"));
+            }
+            break;
+        }
+    }
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        if let Some(sio) = self.sio.get().cloned() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = sio.disconnect().await;
+                });
+            }
+        }
+    }
+}

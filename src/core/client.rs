@@ -1,0 +1,62 @@
+//! Client side of the Core API: rooms and the client list.
+
+use crate::client::P2pClient;
+use crate::error::{Error, Result};
+use crate::message::client::IntoArgs;
+use crate::protocol::event;
+use serde_json::Value;
+
+fn check_room(room: &str) -> Result<()> {
+    if room.is_empty() {
+        Err(Error::BadRequest("the room name is empty".into()))
+    } else {
+        Ok(())
+    }
+}
+
+impl P2pClient {
+    /// Joins a room; resolves once the server has added this client to it.
+    pub async fn join_room(&self, room: &str) -> Result<()> {
+        check_room(room)?;
+        self.inner
+            .request(event::JOIN_ROOM, vec![Value::from(room)], self.inner.opts.timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Leaves a room; resolves once the server has removed this client from it.
+    pub async fn leave_room(&self, room: &str) -> Result<()> {
+        check_room(room)?;
+        self.inner
+            .request(event::LEAVE_ROOM, vec![Value::from(room)], self.inner.opts.timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Emits `event(...args)` to every other member of `room`; members receive it through
+    /// [`on`](P2pClient::on). Resolves once the server has sent it.
+    pub async fn emit_room(&self, room: &str, event: &str, args: impl IntoArgs) -> Result<()> {
+        check_room(room)?;
+        if event.is_empty() {
+            return Err(Error::BadRequest("the event name is empty".into()));
+        }
+        let mut all = vec![Value::from(room), Value::from(event)];
+        all.extend(args.into_args()?);
+        self.inner
+            .request(event::EMIT_ROOM, all, self.inner.opts.timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// The ids of the clients connected to the server, sorted.
+    pub async fn list_clients(&self) -> Result<Vec<String>> {
+        let reply = self
+            .inner
+            .request(event::LIST_CLIENTS, vec![], self.inner.opts.timeout)
+            .await?;
+        let list = reply.into_iter().next().unwrap_or(Value::Array(vec![]));
+        serde_json::from_value(list).map_err(|e| {
+            Error::Protocol(format!("LIST_CLIENTS answer is not a list of ids: {e}"))
+        })
+    }
+}
