@@ -294,6 +294,15 @@ async function main() {
     assert(list.filter((x) => x === ids.b).length === 1, `LIST_CLIENTS: ${show(list)}`);
   });
 
+  await check('a connection without clientId gets SERVER_ERROR and is disconnected', async () => {
+    const anon = raw(null);
+    const errored = waitFor('SERVER_ERROR at the anonymous connection', (done) => anon.once('SERVER_ERROR', done));
+    const disconnected = waitFor('the anonymous connection to be disconnected', (done) => anon.once('disconnect', done));
+    const message = await errored;
+    await disconnected;
+    assert(typeof message === 'string' && message.length > 0, `SERVER_ERROR carried ${show(message)}`);
+  });
+
   await check('a forged sender id gets SERVER_ERROR and nothing reaches the target', async () => {
     const malloryId = `js-mallory-${run}`;
     const mallory = raw(malloryId);
