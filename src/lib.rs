@@ -12,9 +12,11 @@ pub mod message;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+pub mod stream;
 
 pub use client::{ClientOptions, P2pClient};
 pub use error::{Error, Result};
 pub use message::{parse_args, IntoArgs, ListenerId, PeerMessage, Reply};
 pub use relay::{Relay, RelayOptions};
 pub use server::{DuplicateIdPolicy, P2pServer, ServerOptions};
+pub use stream::{IncomingStreams, P2pDuplex, StreamInfo, StreamOptions};

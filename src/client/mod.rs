@@ -29,6 +29,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Outgoing events queued before senders wait.
     pub send_queue: usize,
+    /// Receive window of each stream this client accepts or opens, in bytes: how much a peer may
+    /// send before this end's reader consumes some.
+    pub stream_window: u32,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +40,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             send_queue: 4096,
+            stream_window: crate::stream::DEFAULT_WINDOW,
         }
     }
 }
@@ -47,7 +51,19 @@ pub(crate) enum Outgoing {
     Emit(Value),
     /// Any other event with its arguments.
     Event(&'static str, Vec<Value>),
+    /// A binary stream frame (`P2P_FRAME` with one attachment).
+    Frame(bytes::Bytes),
 }
+
+/// A request waiting for its `P2P_RES`.
+struct Pending {
+    tx: oneshot::Sender<ResBody>,
+    /// Runs on the receive path when the answer arrives, before any later event is handled.
+    hook: Option<AnswerHook>,
+}
+
+/// See [`Pending::hook`].
+pub(crate) type AnswerHook = Box<dyn FnOnce(&ResBody) + Send>;
 
 /// Most `P2P_EMIT`s packed into one `P2P_BATCH`.
 const MAX_BATCH: usize = 512;
@@ -56,10 +72,12 @@ pub(crate) struct ClientInner {
     pub(crate) id: String,
     pub(crate) opts: ClientOptions,
     sio: OnceLock<SioClient>,
-    out: mpsc::Sender<Outgoing>,
+    pub(crate) out: mpsc::Sender<Outgoing>,
     next_req: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<ResBody>>>,
+    pending: Mutex<HashMap<u64, Pending>>,
     pub(crate) registry: Mutex<Registry>,
+    pub(crate) me: Weak<ClientInner>,
+    pub(crate) streams: crate::stream::client::Streams,
     welcome: Mutex<Option<oneshot::Sender<Result<()>>>>,
     closed: watch::Sender<bool>,
     closed_flag: AtomicBool,
@@ -102,7 +120,9 @@ impl P2pClient {
         let (out_tx, out_rx) = mpsc::channel(opts.send_queue.max(1));
         let (welcome_tx, welcome_rx) = oneshot::channel();
         let (closed, _) = watch::channel(false);
-        let inner = Arc::new(ClientInner {
+        let inner = Arc::new_cyclic(|me| ClientInner {
+            me: me.clone(),
+            streams: Default::default(),
             id: client_id.to_string(),
             opts: opts.clone(),
             sio: OnceLock::new(),
@@ -242,13 +262,13 @@ impl ClientInner {
     }
 
     /// Queues an event without waiting; used from synchronous handlers.
-    pub(crate) fn send_now(self: &Arc<Self>, item: Outgoing) {
+    pub(crate) fn send_now(&self, item: Outgoing) {
         match self.out.try_send(item) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(item)) => {
-                let this = self.clone();
+                let out = self.out.clone();
                 tokio::spawn(async move {
-                    let _ = this.out.send(item).await;
+                    let _ = out.send(item).await;
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -262,9 +282,20 @@ impl ClientInner {
         args: Vec<Value>,
         timeout: Duration,
     ) -> Result<Vec<Value>> {
+        self.request_with_hook(name, args, timeout, None).await
+    }
+
+    /// Like [`request`](Self::request); `hook` sees the answer on the receive path first.
+    pub(crate) async fn request_with_hook(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+        hook: Option<AnswerHook>,
+    ) -> Result<Vec<Value>> {
         let id = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap().insert(id, tx);
+        self.pending.lock().unwrap().insert(id, Pending { tx, hook });
         let mut full = Vec::with_capacity(args.len() + 2);
         full.push(Value::from(id));
         full.push(Value::from(name));
@@ -290,7 +321,7 @@ impl ClientInner {
     }
 
     /// Answers a request the server relayed to this client.
-    pub(crate) fn respond(self: &Arc<Self>, id: u64, body: ResBody) {
+    pub(crate) fn respond(&self, id: u64, body: ResBody) {
         let body = serde_json::to_value(body).unwrap_or(Value::Null);
         self.send_now(Outgoing::Event(event::P2P_RES, vec![Value::from(id), body]));
     }
@@ -301,6 +332,7 @@ impl ClientInner {
         }
         tracing::debug!(client = %self.id, "connection closed: {why}");
         self.pending.lock().unwrap().clear();
+        crate::stream::client::connection_lost(self, why);
         if let Some(w) = self.welcome.lock().unwrap().take() {
             let _ = w.send(Err(Error::Connect(why.to_string())));
         }
@@ -329,7 +361,11 @@ impl ClientInner {
         let args = match payload {
             Payload::Text(v) => v,
             Payload::Binary(b) => {
-                tracing::debug!(client = %self.id, len = b.len(), "binary event '{name}' ignored");
+                if name == crate::stream::frame::FRAME_EVENT {
+                    crate::stream::client::on_frame(self, b);
+                } else {
+                    tracing::debug!(client = %self.id, len = b.len(), "binary event '{name}' ignored");
+                }
                 return;
             }
             #[allow(deprecated)]
@@ -370,7 +406,10 @@ impl ClientInner {
                 crate::message::client::server_error(self, text);
             }
             event::MULTI_API_TARGET_DISCONNECT => match args.first().and_then(Value::as_str) {
-                Some(peer) => crate::message::client::peer_disconnected(self, peer),
+                Some(peer) => {
+                    crate::stream::client::peer_gone(self, peer);
+                    crate::message::client::peer_disconnected(self, peer)
+                }
                 None => tracing::warn!(client = %self.id, "bad MULTI_API_TARGET_DISCONNECT"),
             },
             _ => self.dispatch(name, args, None),
@@ -385,8 +424,12 @@ impl ClientInner {
         };
         let body = serde_json::from_value::<ResBody>(body)
             .unwrap_or_else(|e| ResBody::Err(format!("malformed answer: {e}")));
-        if let Some(tx) = self.pending.lock().unwrap().remove(&id) {
-            let _ = tx.send(body);
+        let pending = self.pending.lock().unwrap().remove(&id);
+        if let Some(p) = pending {
+            if let Some(hook) = p.hook {
+                hook(&body);
+            }
+            let _ = p.tx.send(body);
         }
     }
 
@@ -405,6 +448,9 @@ impl ClientInner {
                 self.respond(id, ResBody::Ok(vec![]));
                 crate::message::client::peer_added(self, source);
             }
+            event::MULTI_API_CREATE_STREAM => {
+                crate::stream::client::on_create_stream(self, id, args);
+            }
             _ => self.dispatch(&name, args, Some(id)),
         }
     }
@@ -412,6 +458,9 @@ impl ClientInner {
     /// Hands an event to the listener registry. `reply` is the request id when the sender waits
     /// for an answer.
     fn dispatch(self: &Arc<Self>, name: &str, args: Vec<Value>, reply: Option<u64>) {
+        if crate::stream::client::on_seed_event(self, name, &args, reply) {
+            return;
+        }
         crate::message::client::dispatch(self, name, args, reply);
     }
 }
@@ -442,8 +491,9 @@ async fn writer(sio: SioClient, mut rx: mpsc::Receiver<Outgoing>, inner: Weak<Cl
                 None => break,
             },
         };
-        let (name, args) = match first {
-            Outgoing::Event(name, args) => (name, args),
+        let (name, payload) = match first {
+            Outgoing::Event(name, args) => (name, Payload::Text(args)),
+            Outgoing::Frame(bytes) => (crate::stream::frame::FRAME_EVENT, Payload::Binary(bytes)),
             Outgoing::Emit(payload) => {
                 let mut batch = vec![payload];
                 while batch.len() < MAX_BATCH {
@@ -457,13 +507,13 @@ async fn writer(sio: SioClient, mut rx: mpsc::Receiver<Outgoing>, inner: Weak<Cl
                     }
                 }
                 if batch.len() == 1 {
-                    (event::P2P_EMIT, batch)
+                    (event::P2P_EMIT, Payload::Text(batch))
                 } else {
-                    (event::P2P_BATCH, batch)
+                    (event::P2P_BATCH, Payload::Text(batch))
                 }
             }
         };
-        if let Err(e) = sio.emit(name, Payload::Text(args)).await {
+        if let Err(e) = sio.emit(name, payload).await {
             if let Some(inner) = inner.upgrade() {
                 inner.mark_closed(&format!("sending failed: {e}"));
             }

@@ -2,6 +2,7 @@
 //! event name to the operation that handles it (shared by seed events and `P2P_REQ`).
 
 use super::{decode_args, seed_responder, Inline, OpError, P2pServer, Peer, Responder};
+use socketioxide::handler::Value as SioValue;
 use crate::error::Error;
 use crate::protocol::{event, ResBody};
 use serde_json::Value;
@@ -22,6 +23,7 @@ fn op_for(name: &str) -> Option<Op> {
         event::P2P_EMIT => message::p2p_emit,
         event::P2P_EMIT_ACKNOWLEDGE => message::p2p_emit_acknowledge,
         event::MULTI_API_ADD_TARGET => message::add_target,
+        event::MULTI_API_CREATE_STREAM => crate::stream::server::create_stream,
         _ => return None,
     })
 }
@@ -34,6 +36,7 @@ const SEED_EVENTS: &[&str] = &[
     event::P2P_EMIT,
     event::P2P_EMIT_ACKNOWLEDGE,
     event::MULTI_API_ADD_TARGET,
+    event::MULTI_API_CREATE_STREAM,
 ];
 
 pub(super) fn register(server: &P2pServer, peer: &Arc<Peer>) {
@@ -45,6 +48,7 @@ pub(super) fn register(server: &P2pServer, peer: &Arc<Peer>) {
         on(server, peer, event::P2P_REQ, p2p_req);
         on(server, peer, event::P2P_RES, p2p_res);
         on(server, peer, event::P2P_BATCH, crate::message::server::p2p_batch);
+        on_frame(server, peer);
     }
 }
 
@@ -59,6 +63,28 @@ fn on(server: &P2pServer, peer: &Arc<Peer>, name: &'static str, op: Op) {
             match decode_args(s, &mut v, &ack_id) {
                 Ok(args) => op(&server, &peer, args, responder),
                 Err(e) => responder.respond(&peer, Err(e.into())),
+            }
+        }),
+    );
+}
+
+/// Binary stream frames: the attachment is taken as it is, with no JSON decoding.
+fn on_frame(server: &P2pServer, peer: &Arc<Peer>) {
+    let server = server.clone();
+    let weak = Arc::downgrade(peer);
+    peer.socket.on(
+        crate::stream::frame::FRAME_EVENT,
+        Inline(move |_: &_, v, _: Option<i64>| {
+            let Some(peer) = weak.upgrade() else { return };
+            let bin = match v {
+                SioValue::Str(_, Some(mut bins)) if bins.len() == 1 => bins.pop_front(),
+                _ => None,
+            };
+            match bin {
+                Some(b) => crate::stream::server::on_frame(&server, &peer, b),
+                None => peer.server_error(
+                    "Error: bad request: P2P_FRAME carries exactly one binary attachment",
+                ),
             }
         }),
     );

@@ -64,6 +64,8 @@ pub(crate) struct Peer {
     watchers: Mutex<HashSet<Arc<str>>>,
     next_req: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<ResBody>>>,
+    /// Stream routes this client is an end of.
+    pub(crate) routes: Mutex<HashSet<u64>>,
 }
 
 impl Peer {
@@ -229,6 +231,7 @@ impl Responder {
 
 pub(crate) struct Inner {
     pub(crate) opts: ServerOptions,
+    pub(crate) streams: crate::stream::server::Routes,
     clients: RwLock<HashMap<Arc<str>, Arc<Peer>>>,
 }
 
@@ -246,6 +249,7 @@ impl P2pServer {
         let server = P2pServer {
             inner: Arc::new(Inner {
                 opts,
+                streams: Default::default(),
                 clients: RwLock::new(HashMap::new()),
             }),
         };
@@ -296,6 +300,11 @@ impl P2pServer {
             .await
     }
 
+    /// How many credit-mode streams the relay is routing between clients.
+    pub fn stream_count(&self) -> usize {
+        self.inner.streams.len()
+    }
+
     /// Disconnects every client, so that each sees the server leave at once.
     pub fn disconnect_all(&self) {
         let peers: Vec<_> = self.inner.clients.read().unwrap().values().cloned().collect();
@@ -344,6 +353,7 @@ impl P2pServer {
             watchers: Mutex::new(HashSet::new()),
             next_req: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashSet::new()),
         });
         enum Registration {
             Fresh,
@@ -416,6 +426,7 @@ impl P2pServer {
             }
         }
         peer.pending.lock().unwrap().clear();
+        crate::stream::server::peer_gone(self, peer);
         let watchers: Vec<_> = peer.watchers.lock().unwrap().drain().collect();
         for w in watchers {
             if let Some(other) = self.peer(&w) {

@@ -1,0 +1,581 @@
+//! Client side of the Stream API: opening, accepting, and the receive path of streams.
+
+use super::duplex::{Endpoint, Mode, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
+use super::flow::{RecvWindow, SendCredit, MAX_WINDOW};
+use super::frame::Frame;
+use super::{SEED_DATA_PREFIX, SEED_DESTROYED};
+use crate::client::{ClientInner, Outgoing, P2pClient};
+use crate::error::{Error, Result};
+use crate::protocol::{event, EmitPayload, ResBody};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
+
+/// Options of [`P2pClient::add_p2p_stream_with`].
+#[derive(Debug, Clone, Default)]
+pub struct StreamOptions {
+    /// This end's stream id (generated when `None`).
+    pub stream_id: Option<String>,
+    /// The peer's stream id (generated when `None`).
+    pub peer_stream_id: Option<String>,
+    /// This end's receive window (the client's `stream_window` when `None`).
+    pub window: Option<u32>,
+    /// A channel name: the peer hands the stream to its acceptor for that channel.
+    pub channel: Option<String>,
+    /// JSON arguments the acceptor sees.
+    pub args: Value,
+    /// How long to wait for the peer to accept (the client's timeout when `None`).
+    pub timeout: Option<Duration>,
+}
+
+enum Acceptor {
+    Handler(Arc<dyn Fn(P2pDuplex) + Send + Sync>),
+    Queue(mpsc::Sender<P2pDuplex>),
+}
+
+/// A client's streams and stream acceptors.
+#[derive(Default)]
+pub(crate) struct Streams {
+    table: Mutex<HashMap<StreamKey, Arc<Shared>>>,
+    acceptors: Mutex<HashMap<Option<String>, Acceptor>>,
+    seq: AtomicU64,
+}
+
+/// Incoming streams of one channel, as an async stream: see [`P2pClient::incoming_streams`].
+pub struct IncomingStreams {
+    rx: mpsc::Receiver<P2pDuplex>,
+}
+
+impl IncomingStreams {
+    /// The next incoming stream; `None` once the client is closed.
+    pub async fn next(&mut self) -> Option<P2pDuplex> {
+        self.rx.recv().await
+    }
+}
+
+impl futures::Stream for IncomingStreams {
+    type Item = P2pDuplex;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<P2pDuplex>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Endpoint for ClientInner {
+    fn send_frame(&self, frame: Bytes) -> io::Result<()> {
+        self.send_now(Outgoing::Frame(frame));
+        Ok(())
+    }
+
+    fn poll_ready(&self, cx: &mut Context<'_>, slot: &mut Option<Slot>) -> Poll<io::Result<()>> {
+        let s = slot.get_or_insert_with(|| PollSender::new(self.out.clone()));
+        s.poll_reserve(cx).map_err(|_| {
+            io::Error::new(io::ErrorKind::NotConnected, "the client connection is closed")
+        })
+    }
+
+    fn send_reserved(&self, slot: &mut Option<Slot>, frame: Bytes) -> io::Result<()> {
+        let s = slot.as_mut().expect("poll_ready reserved a slot");
+        s.send_item(Outgoing::Frame(frame)).map_err(|_| {
+            io::Error::new(io::ErrorKind::NotConnected, "the client connection is closed")
+        })
+    }
+
+    fn send_seed_chunk(
+        &self,
+        peer: &str,
+        own_stream_id: &str,
+        chunk: Option<Bytes>,
+        done: Box<dyn FnOnce(std::result::Result<(), String>) + Send>,
+    ) {
+        let payload = EmitPayload {
+            target_client_id: peer.to_string(),
+            event: format!("{SEED_DATA_PREFIX}{own_stream_id}"),
+            args: vec![
+                Value::from(self.id.as_str()),
+                chunk.map_or(Value::Null, |c| Value::from(c.to_vec())),
+            ],
+        };
+        let Some(me) = self.me.upgrade() else {
+            return done(Err("the client connection is closed".into()));
+        };
+        tokio::spawn(async move {
+            let payload = match serde_json::to_value(payload) {
+                Ok(p) => p,
+                Err(e) => return done(Err(e.to_string())),
+            };
+            let timeout = me.opts.timeout;
+            let r = me
+                .request(event::P2P_EMIT_ACKNOWLEDGE, vec![payload], timeout)
+                .await;
+            done(r.map(|_| ()).map_err(|e| e.to_string()));
+        });
+    }
+
+    fn send_seed_destroy(&self, peer: &str, own_stream_id: &str) {
+        let payload = EmitPayload {
+            target_client_id: peer.to_string(),
+            event: SEED_DESTROYED.to_string(),
+            args: vec![Value::from(self.id.as_str()), Value::from(own_stream_id)],
+        };
+        if let Ok(p) = serde_json::to_value(payload) {
+            self.send_now(Outgoing::Emit(p));
+        }
+    }
+
+    fn ack_seed_chunk(&self, ack: u64) {
+        self.respond(ack, ResBody::Ok(vec![]));
+    }
+
+    fn unregister(&self, key: &StreamKey) {
+        self.streams.table.lock().unwrap().remove(key);
+    }
+}
+
+fn endpoint_of(inner: &ClientInner) -> Weak<dyn Endpoint> {
+    let weak: Weak<ClientInner> = inner.me.clone();
+    weak
+}
+
+fn slot_of(inner: &ClientInner) -> Option<Slot> {
+    Some(PollSender::new(inner.out.clone()))
+}
+
+fn valid_window(v: Option<&Value>) -> Option<u32> {
+    let w = v?.as_u64()?;
+    (w > 0 && w <= MAX_WINDOW).then_some(w as u32)
+}
+
+fn id_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl P2pClient {
+    /// Opens a byte stream to `target` with default options.
+    pub async fn add_p2p_stream(&self, target: &str) -> Result<P2pDuplex> {
+        self.add_p2p_stream_with(target, StreamOptions::default()).await
+    }
+
+    /// Opens a byte stream to `target`; resolves once the peer accepts. Fails when the peer is
+    /// unknown, refuses, accepts no streams (on that channel), or does not answer in time.
+    pub async fn add_p2p_stream_with(&self, target: &str, opts: StreamOptions) -> Result<P2pDuplex> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        if target.is_empty() {
+            return Err(Error::BadRequest("the target client id is empty".into()));
+        }
+        let seq = inner.streams.seq.fetch_add(1, Ordering::Relaxed);
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let own_id = opts
+            .stream_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{seq}-{nonce:x}", inner.id));
+        let peer_sid = opts
+            .peer_stream_id
+            .clone()
+            .unwrap_or_else(|| format!("{target}-{seq}-{nonce:x}"));
+        let window = opts.window.unwrap_or(inner.opts.stream_window);
+        if window == 0 || u64::from(window) > MAX_WINDOW {
+            return Err(Error::BadRequest(format!("stream window {window} is out of range")));
+        }
+        let info = StreamInfo {
+            peer: target.to_string(),
+            stream_id: own_id.clone(),
+            peer_stream_id: peer_sid.clone(),
+            channel: opts.channel.clone(),
+            args: opts.args.clone(),
+            seed_mode: true,
+        };
+        // A seed-era peer may send data as soon as it accepts: be ready for it before asking.
+        let seed_key = StreamKey::Seed(target.to_string(), peer_sid.clone());
+        let seed_shared = Shared::new(
+            seed_key.clone(),
+            info.clone(),
+            Mode::Seed {
+                in_flight: false,
+                held_acks: Default::default(),
+            },
+            endpoint_of(inner),
+        );
+        inner
+            .streams
+            .table
+            .lock()
+            .unwrap()
+            .insert(seed_key.clone(), seed_shared.clone());
+
+        let mut request = json!({
+            "sourceStreamId": own_id,
+            "targetStreamId": peer_sid,
+            "targetClientId": target,
+            "window": window,
+        });
+        if let Some(c) = &opts.channel {
+            request["channel"] = Value::from(c.as_str());
+        }
+        if !opts.args.is_null() {
+            request["args"] = opts.args.clone();
+        }
+
+        // In credit mode the peer may send frames right behind the answer; the hook registers
+        // the stream on the receive path before they are handled.
+        let credit: Arc<Mutex<Option<Arc<Shared>>>> = Arc::default();
+        let hook = {
+            let credit = credit.clone();
+            let me = inner.me.clone();
+            let mut info = info.clone();
+            Box::new(move |body: &ResBody| {
+                let (Some(inner), ResBody::Ok(args)) = (me.upgrade(), body) else {
+                    return;
+                };
+                let Some(obj) = args.first().and_then(Value::as_object) else {
+                    return;
+                };
+                let (Some(peer_window), Some(route)) = (
+                    valid_window(obj.get("window")),
+                    obj.get("route").and_then(Value::as_u64),
+                ) else {
+                    return;
+                };
+                info.seed_mode = false;
+                let key = StreamKey::Route(route);
+                let shared = Shared::new(
+                    key.clone(),
+                    info,
+                    Mode::Credit {
+                        route,
+                        send: SendCredit::new(peer_window),
+                        recv: RecvWindow::new(window),
+                    },
+                    endpoint_of(&inner),
+                );
+                inner.streams.table.lock().unwrap().insert(key, shared.clone());
+                *credit.lock().unwrap() = Some(shared);
+            }) as crate::client::AnswerHook
+        };
+        let timeout = opts.timeout.unwrap_or(inner.opts.timeout);
+        let answer = inner
+            .request_with_hook(event::MULTI_API_CREATE_STREAM, vec![request], timeout, Some(hook))
+            .await;
+        let registered = credit.lock().unwrap().take();
+        let unregister_seed = || inner.streams.table.lock().unwrap().remove(&seed_key);
+        match answer {
+            Ok(args) => {
+                if let Some(shared) = registered {
+                    unregister_seed();
+                    return Ok(P2pDuplex::new(shared, slot_of(inner)));
+                }
+                match args.first() {
+                    None | Some(Value::Null) => Ok(P2pDuplex::new(seed_shared, slot_of(inner))),
+                    Some(Value::String(refusal)) => {
+                        unregister_seed();
+                        Err(Error::Remote(refusal.clone()))
+                    }
+                    Some(other) => {
+                        unregister_seed();
+                        Err(Error::Protocol(format!(
+                            "unexpected answer to MULTI_API_CREATE_STREAM: {other}"
+                        )))
+                    }
+                }
+            }
+            Err(e) => {
+                unregister_seed();
+                if let Some(shared) = registered {
+                    // Accepted too late: tell the peer the stream is gone.
+                    P2pDuplex::new(shared, slot_of(inner)).reset();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Accepts streams on `channel` (`None`: streams with no channel, and any channel that has no
+    /// acceptor of its own) by calling `handler` with each new [`P2pDuplex`]. Replaces an earlier
+    /// acceptor of the same channel.
+    pub fn on_add_p2p_stream(
+        &self,
+        channel: Option<&str>,
+        handler: impl Fn(P2pDuplex) + Send + Sync + 'static,
+    ) {
+        self.inner
+            .streams
+            .acceptors
+            .lock()
+            .unwrap()
+            .insert(channel.map(str::to_string), Acceptor::Handler(Arc::new(handler)));
+    }
+
+    /// Accepts streams on `channel` as an async stream of [`P2pDuplex`]es (see
+    /// [`on_add_p2p_stream`](P2pClient::on_add_p2p_stream) for how channels match). Streams that
+    /// arrive while 64 wait unclaimed are refused.
+    pub fn incoming_streams(&self, channel: Option<&str>) -> IncomingStreams {
+        let (tx, rx) = mpsc::channel(64);
+        self.inner
+            .streams
+            .acceptors
+            .lock()
+            .unwrap()
+            .insert(channel.map(str::to_string), Acceptor::Queue(tx));
+        IncomingStreams { rx }
+    }
+
+    /// Stops accepting streams on `channel`; later requests are refused.
+    pub fn off_add_p2p_stream(&self, channel: Option<&str>) {
+        self.inner
+            .streams
+            .acceptors
+            .lock()
+            .unwrap()
+            .remove(&channel.map(str::to_string));
+    }
+
+    /// How many streams of this client are live (not yet closed at both ends or destroyed).
+    pub fn stream_count(&self) -> usize {
+        self.inner.streams.table.lock().unwrap().len()
+    }
+}
+
+/// `P2P_REQ(id, "MULTI_API_CREATE_STREAM", info)`: a peer opens a stream to this client.
+pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Value>) {
+    let info = args.into_iter().next().unwrap_or(Value::Null);
+    let (Some(source), Some(peer_sid), Some(own_sid)) = (
+        id_string(info.get("sourceClientId")),
+        id_string(info.get("sourceStreamId")),
+        id_string(info.get("targetStreamId")),
+    ) else {
+        inner.respond(
+            req,
+            ResBody::Err("MULTI_API_CREATE_STREAM needs sourceClientId and stream ids".into()),
+        );
+        return;
+    };
+    let channel = info.get("channel").and_then(Value::as_str).map(str::to_string);
+    let acceptor = {
+        let acceptors = inner.streams.acceptors.lock().unwrap();
+        let pick = acceptors
+            .get(&channel)
+            .or_else(|| acceptors.get(&None));
+        match pick {
+            Some(Acceptor::Handler(h)) => Some(Acceptor::Handler(h.clone())),
+            Some(Acceptor::Queue(q)) => Some(Acceptor::Queue(q.clone())),
+            None => None,
+        }
+    };
+    let Some(acceptor) = acceptor else {
+        // The seed's refusal text, as an acknowledgement argument.
+        let text = format!("Client {} is not listening to create stream event", inner.id);
+        inner.respond(req, ResBody::Ok(vec![Value::from(text)]));
+        return;
+    };
+    let mut stream_info = StreamInfo {
+        peer: source.clone(),
+        stream_id: own_sid,
+        peer_stream_id: peer_sid.clone(),
+        channel,
+        args: info.get("args").cloned().unwrap_or(Value::Null),
+        seed_mode: true,
+    };
+    let credit = (
+        valid_window(info.get("window")),
+        info.get("route").and_then(Value::as_u64),
+    );
+    let shared = match credit {
+        (Some(peer_window), Some(route)) => {
+            stream_info.seed_mode = false;
+            let own_window = inner.opts.stream_window;
+            let key = StreamKey::Route(route);
+            let shared = Shared::new(
+                key.clone(),
+                stream_info,
+                Mode::Credit {
+                    route,
+                    send: SendCredit::new(peer_window),
+                    recv: RecvWindow::new(own_window),
+                },
+                endpoint_of(inner),
+            );
+            inner.streams.table.lock().unwrap().insert(key, shared.clone());
+            inner.respond(req, ResBody::Ok(vec![json!({ "window": own_window })]));
+            shared
+        }
+        _ => {
+            let key = StreamKey::Seed(source, peer_sid);
+            let shared = Shared::new(
+                key.clone(),
+                stream_info,
+                Mode::Seed {
+                    in_flight: false,
+                    held_acks: Default::default(),
+                },
+                endpoint_of(inner),
+            );
+            inner.streams.table.lock().unwrap().insert(key, shared.clone());
+            // A seed-era opener takes an acknowledgement with no argument as acceptance.
+            inner.respond(req, ResBody::Ok(vec![]));
+            shared
+        }
+    };
+    let duplex = P2pDuplex::new(shared, slot_of(inner));
+    match acceptor {
+        Acceptor::Handler(h) => h(duplex),
+        Acceptor::Queue(q) => {
+            if let Err(e) = q.try_send(duplex) {
+                tracing::warn!(client = %inner.id, "incoming stream refused: {e}");
+                // Dropping the duplex resets the stream, so the opener learns of it.
+            }
+        }
+    }
+}
+
+/// A binary `P2P_FRAME` from the relay.
+pub(crate) fn on_frame(inner: &Arc<ClientInner>, bytes: Bytes) {
+    let frame = match Frame::decode(bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(client = %inner.id, "bad stream frame: {e}");
+            return;
+        }
+    };
+    let route = match &frame {
+        Frame::Data { route, .. }
+        | Frame::Window { route, .. }
+        | Frame::Fin { route }
+        | Frame::Reset { route, .. } => *route,
+    };
+    let shared = inner
+        .streams
+        .table
+        .lock()
+        .unwrap()
+        .get(&StreamKey::Route(route))
+        .cloned();
+    match shared {
+        Some(s) => {
+            if let Some(reset) = s.on_frame(frame) {
+                inner.send_now(Outgoing::Frame(reset.encode()));
+            }
+        }
+        None => {
+            // Frames for a stream this end already closed or reset; answer data with a reset
+            // so a writer that missed ours stops.
+            if matches!(frame, Frame::Data { .. } | Frame::Fin { .. }) {
+                tracing::debug!(client = %inner.id, route, "frame for an unknown stream");
+            }
+        }
+    }
+}
+
+/// Seed-protocol stream events; returns whether `name` was one.
+pub(crate) fn on_seed_event(
+    inner: &Arc<ClientInner>,
+    name: &str,
+    args: &[Value],
+    reply: Option<u64>,
+) -> bool {
+    let sender = args.first().and_then(Value::as_str).unwrap_or_default();
+    if let Some(sid) = name.strip_prefix(SEED_DATA_PREFIX) {
+        let key = StreamKey::Seed(sender.to_string(), sid.to_string());
+        let shared = inner.streams.table.lock().unwrap().get(&key).cloned();
+        let Some(shared) = shared else {
+            if let Some(r) = reply {
+                inner.respond(r, ResBody::Err(format!("no stream '{sid}' from '{sender}'")));
+            }
+            return true;
+        };
+        let chunk = match args.get(1) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => {
+                let bytes: Option<Vec<u8>> = a
+                    .iter()
+                    .map(|v| v.as_u64().filter(|b| *b <= 255).map(|b| b as u8))
+                    .collect();
+                match bytes {
+                    Some(b) => Some(Bytes::from(b)),
+                    None => {
+                        shared.fail(io::ErrorKind::InvalidData, "seed chunk is not bytes".into());
+                        return true;
+                    }
+                }
+            }
+            Some(Value::String(s)) => Some(Bytes::from(s.clone().into_bytes())),
+            Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("Buffer") => {
+                // A Node Buffer serialized as JSON: {"type":"Buffer","data":[...]}.
+                let data = o.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+                Some(Bytes::from(
+                    data.iter()
+                        .filter_map(|v| v.as_u64().map(|b| b as u8))
+                        .collect::<Vec<u8>>(),
+                ))
+            }
+            Some(_) => {
+                shared.fail(io::ErrorKind::InvalidData, "seed chunk is not bytes".into());
+                return true;
+            }
+        };
+        if shared.on_seed_chunk(chunk, reply) {
+            if let Some(r) = reply {
+                inner.respond(r, ResBody::Ok(vec![]));
+            }
+        }
+        return true;
+    }
+    if name == SEED_DESTROYED {
+        if let Some(sid) = id_string(args.get(1)) {
+            let key = StreamKey::Seed(sender.to_string(), sid);
+            let shared = inner.streams.table.lock().unwrap().get(&key).cloned();
+            if let Some(s) = shared {
+                s.fail(
+                    io::ErrorKind::ConnectionReset,
+                    format!("stream destroyed by '{sender}'"),
+                );
+            }
+        }
+        if let Some(r) = reply {
+            inner.respond(r, ResBody::Ok(vec![]));
+        }
+        return true;
+    }
+    false
+}
+
+/// A peer disconnected: its seed-mode streams end (credit-mode ones get a RESET from the relay).
+pub(crate) fn peer_gone(inner: &ClientInner, peer: &str) {
+    let gone: Vec<_> = inner
+        .streams
+        .table
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| matches!(k, StreamKey::Seed(p, _) if p == peer))
+        .map(|(_, s)| s.clone())
+        .collect();
+    for s in gone {
+        s.fail(
+            io::ErrorKind::ConnectionAborted,
+            format!("client '{peer}' disconnected"),
+        );
+    }
+}
+
+/// This client's connection is gone: every stream fails.
+pub(crate) fn connection_lost(inner: &ClientInner, why: &str) {
+    let all: Vec<_> = inner.streams.table.lock().unwrap().values().cloned().collect();
+    for s in all {
+        s.fail(io::ErrorKind::NotConnected, format!("connection lost: {why}"));
+    }
+}
