@@ -1,9 +1,15 @@
 //! Shared set-up of the integration tests: a real relay on a loopback port and real clients.
 #![allow(dead_code)]
 
+use futures::FutureExt;
+use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder};
+use rust_socketio::{Payload, TransportType};
+use serde_json::{json, Value};
 use socketio_p2p::{ClientOptions, P2pClient, Relay, RelayOptions};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// A relay on an ephemeral loopback port.
 pub async fn relay() -> Relay {
@@ -41,4 +47,237 @@ pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(5), f)
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// A client with its own call timeout.
+pub async fn client_with_timeout(relay: &Relay, id: &str, timeout: Duration) -> P2pClient {
+    let opts = ClientOptions {
+        timeout,
+        ..ClientOptions::default()
+    };
+    P2pClient::connect_with(&relay.url(), id, opts)
+        .await
+        .unwrap_or_else(|e| panic!("client '{id}' connects: {e}"))
+}
+
+/// A shared, append-only record of what listeners saw.
+pub struct Log<T>(Arc<Mutex<Vec<T>>>);
+
+impl<T> Clone for Log<T> {
+    fn clone(&self) -> Self {
+        Log(self.0.clone())
+    }
+}
+
+impl<T: Clone> Log<T> {
+    pub fn new() -> Self {
+        Log(Arc::new(Mutex::new(Vec::new())))
+    }
+    pub fn push(&self, v: T) {
+        self.0.lock().unwrap().push(v);
+    }
+    pub fn get(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    /// Waits (bounded) until at least `n` entries are recorded.
+    pub async fn wait_len(&self, what: &str, n: usize) {
+        eventually(what, || self.len() >= n).await;
+    }
+}
+
+/// Waits (bounded) until `cond` resolves to true, polling an async condition.
+pub async fn eventually_async<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if tokio::time::timeout(Duration::from_secs(5), cond())
+            .await
+            .unwrap_or(false)
+        {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two fresh normal clients exchange a message and a reply through `relay`: the server still
+/// works.
+pub async fn assert_relay_works(relay: &Relay, a_id: &str, b_id: &str) {
+    let a = client(relay, a_id).await;
+    let b = client(relay, b_id).await;
+    let got = Log::new();
+    let g = got.clone();
+    b.on_any("check-msg", move |m| g.push((m.from, m.args)));
+    b.on_any("check-ask", |m| {
+        let n: i64 = m.arg(0).unwrap();
+        m.reply.unwrap().send((n * 2,));
+    });
+    a.emit_to(b_id, "check-msg", ("still alive",)).await.unwrap();
+    let r: i64 = within("check reply", a.request(b_id, "check-ask", (21,)))
+        .await
+        .expect("the relay still relays replies");
+    assert_eq!(r, 42);
+    got.wait_len("check message arrives", 1).await;
+    assert_eq!(
+        got.get(),
+        vec![(a_id.to_string(), vec![json!("still alive")])]
+    );
+    a.disconnect().await.unwrap();
+    b.disconnect().await.unwrap();
+}
+
+/// A raw Socket.IO client speaking only the seed protocol (no extensions), as the original
+/// JavaScript client would: it records every event it receives and every `SERVER_ERROR` text.
+pub struct RawClient {
+    pub sio: SioClient,
+    pub errors: mpsc::UnboundedReceiver<String>,
+    pub events: Log<(String, Vec<Value>)>,
+    pub closed: watch::Receiver<bool>,
+}
+
+fn first_text(p: &Payload) -> String {
+    match p {
+        Payload::Text(v) => v
+            .first()
+            .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// Connects a raw seed-protocol client to `url` (the query string, if any, is the caller's).
+pub async fn raw_client(url: &str) -> RawClient {
+    let (err_tx, errors) = mpsc::unbounded_channel();
+    let (closed_tx, closed) = watch::channel(false);
+    let closed_tx = Arc::new(closed_tx);
+    let events: Log<(String, Vec<Value>)> = Log::new();
+    let ev = events.clone();
+    let sio = within(
+        "raw client connects",
+        ClientBuilder::new(url.to_string())
+            .transport_type(TransportType::Websocket)
+            .reconnect(false)
+            .on("SERVER_ERROR", move |p, _| {
+                let _ = err_tx.send(first_text(&p));
+                futures::future::ready(()).boxed()
+            })
+            .on("close", move |_, _| {
+                closed_tx.send_replace(true);
+                futures::future::ready(()).boxed()
+            })
+            .on_any(move |name, p, _| {
+                if let Payload::Text(v) = p {
+                    ev.push((String::from(name), v));
+                }
+                futures::future::ready(()).boxed()
+            })
+            .connect(),
+    )
+    .await
+    .expect("raw client connects at the transport level");
+    RawClient {
+        sio,
+        errors,
+        events,
+        closed,
+    }
+}
+
+impl RawClient {
+    /// Emits `event(...args)`.
+    pub async fn emit(&self, event: &str, args: Vec<Value>) {
+        self.sio
+            .emit(event, Payload::Text(args))
+            .await
+            .expect("raw emit is sent");
+    }
+
+    /// Emits `event(...args, ack)` and waits (bounded) for the acknowledgement's arguments.
+    pub async fn emit_with_ack(&self, event: &str, args: Vec<Value>) -> Vec<Value> {
+        let (tx, rx) = oneshot::channel::<Vec<Value>>();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        self.sio
+            .emit_with_ack(
+                event,
+                Payload::Text(args),
+                Duration::from_secs(5),
+                move |p: Payload, _| {
+                    if let (Some(tx), Payload::Text(v)) = (tx.lock().unwrap().take(), p) {
+                        // The acknowledgement's data arrives as one JSON array of its arguments.
+                        let args = match v.as_slice() {
+                            [Value::Array(a)] => a.clone(),
+                            _ => v,
+                        };
+                        let _ = tx.send(args);
+                    }
+                    futures::future::ready(()).boxed()
+                },
+            )
+            .await
+            .expect("raw emit is sent");
+        within(&format!("ack of {event}"), rx)
+            .await
+            .expect("ack callback runs")
+    }
+
+    /// The next `SERVER_ERROR` text (bounded wait).
+    pub async fn next_error(&mut self, what: &str) -> String {
+        within(&format!("SERVER_ERROR for {what}"), self.errors.recv())
+            .await
+            .expect("error channel open")
+    }
+
+    /// Waits (bounded) until the server closed the connection.
+    pub async fn wait_closed(&mut self, what: &str) {
+        within(what, self.closed.wait_for(|c| *c))
+            .await
+            .expect("close channel open");
+    }
+}
+
+/// Runs `node <script> <args...>` from the `interop/` folder, returning its exit status and
+/// stdout lines, and calls `on_line` with each line as it arrives. Fails the test with a clear
+/// message when Node or the npm packages are missing (run `npm ci` in `interop/`).
+pub async fn run_node(
+    script: &str,
+    args: &[&str],
+    limit: Duration,
+    mut on_line: impl FnMut(&str),
+) -> (std::process::ExitStatus, Vec<String>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("interop");
+    assert!(
+        dir.join("node_modules").join("socket.io-client").exists(),
+        "interop/node_modules is missing: run `npm ci` in interop/ (the README's test command does)"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (install Node.js to run the interop tests)");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut seen = Vec::new();
+    let run = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            on_line(&line);
+            seen.push(line);
+        }
+        child.wait().await.expect("node exits")
+    };
+    let status = tokio::time::timeout(limit, run)
+        .await
+        .unwrap_or_else(|_| panic!("node {script} did not finish within {limit:?}"));
+    (status, seen)
 }

@@ -1,0 +1,72 @@
+//! Seed-era JavaScript clients (socket.io-client 2.x speaking the original plugin's protocol)
+//! against the Rust relay, and with Rust clients.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_clients_talk_through_the_rust_relay() {
+    let relay = relay().await;
+    let url = relay.url();
+    let (status, lines) = run_node("js-js.js", &[&url], Duration::from_secs(60), |l| {
+        println!("js-js: {l}")
+    })
+    .await;
+    let failed: Vec<_> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failed.is_empty(), "failed checks: {failed:?}");
+    assert!(status.success(), "js-js.js exited with {status}");
+    assert!(lines.iter().any(|l| l == "all checks passed"));
+    assert!(lines.iter().filter(|l| l.starts_with("ok ")).count() >= 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_and_javascript_exchange_messages_and_replies() {
+    let relay = relay().await;
+    let rust = client(&relay, "rust-peer").await;
+    let hellos = Arc::new(Mutex::new(Vec::new()));
+    let added = Arc::new(Mutex::new(Vec::new()));
+    {
+        let hellos = hellos.clone();
+        rust.on_any("hello", move |m| hellos.lock().unwrap().push((m.from, m.args)));
+        let added = added.clone();
+        rust.on_add_p2p_target(move |id| added.lock().unwrap().push(id));
+        rust.on_any("ask", |m| {
+            let n: i64 = m.arg(0).unwrap_or(0);
+            if let Some(r) = m.reply {
+                r.send((n + 1,));
+            }
+        });
+    }
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut ready_tx = Some(ready_tx);
+    let url = relay.url();
+    let node = tokio::spawn(async move {
+        run_node("message-interop.js", &[&url], Duration::from_secs(40), move |l| {
+            println!("message-interop: {l}");
+            if l == "READY" {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        })
+        .await
+    });
+    within("the JavaScript peer is ready", ready_rx).await.unwrap();
+    // What the JavaScript peer did before READY reached the Rust peer.
+    assert_eq!(added.lock().unwrap().clone(), vec!["js-peer".to_string()]);
+    assert_eq!(
+        hellos.lock().unwrap().clone(),
+        vec![("js-peer".to_string(), vec![json!("from js"), json!(42)])]
+    );
+    // Rust -> JavaScript: a message, then a request answered by a Socket.IO acknowledgement.
+    rust.emit_to("js-peer", "greet", ("hi from rust",)).await.unwrap();
+    let answer: i64 = rust.request("js-peer", "question", (21,)).await.unwrap();
+    assert_eq!(answer, 42);
+    rust.disconnect().await.unwrap();
+    let (status, lines) = within("the JavaScript peer finishes", node).await.unwrap();
+    assert!(status.success(), "message-interop.js failed: {lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+}
