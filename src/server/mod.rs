@@ -231,7 +231,7 @@ impl Responder {
 
 pub(crate) struct Inner {
     pub(crate) opts: ServerOptions,
-    pub(crate) streams: crate::stream::server::Routes,
+    pub(crate) streams: Arc<crate::stream::server::Routes>,
     clients: RwLock<HashMap<Arc<str>, Arc<Peer>>>,
 }
 
@@ -249,7 +249,7 @@ impl P2pServer {
         let server = P2pServer {
             inner: Arc::new(Inner {
                 opts,
-                streams: Default::default(),
+                streams: crate::stream::server::Routes::new(),
                 clients: RwLock::new(HashMap::new()),
             }),
         };

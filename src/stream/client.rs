@@ -3,6 +3,7 @@
 use super::duplex::{Endpoint, Mode, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
 use super::flow::{RecvWindow, SendCredit, MAX_WINDOW};
 use super::frame::Frame;
+use super::accept::{Acceptors, IncomingStreams};
 use super::{SEED_DATA_PREFIX, SEED_DESTROYED};
 use crate::client::{ClientInner, Outgoing, P2pClient};
 use crate::error::{Error, Result};
@@ -11,12 +12,10 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
 /// Options of [`P2pClient::add_p2p_stream_with`].
@@ -36,36 +35,12 @@ pub struct StreamOptions {
     pub timeout: Option<Duration>,
 }
 
-enum Acceptor {
-    Handler(Arc<dyn Fn(P2pDuplex) + Send + Sync>),
-    Queue(mpsc::Sender<P2pDuplex>),
-}
-
 /// A client's streams and stream acceptors.
 #[derive(Default)]
 pub(crate) struct Streams {
     table: Mutex<HashMap<StreamKey, Arc<Shared>>>,
-    acceptors: Mutex<HashMap<Option<String>, Acceptor>>,
+    acceptors: Acceptors,
     seq: AtomicU64,
-}
-
-/// Incoming streams of one channel, as an async stream: see [`P2pClient::incoming_streams`].
-pub struct IncomingStreams {
-    rx: mpsc::Receiver<P2pDuplex>,
-}
-
-impl IncomingStreams {
-    /// The next incoming stream; `None` once the client is closed.
-    pub async fn next(&mut self) -> Option<P2pDuplex> {
-        self.rx.recv().await
-    }
-}
-
-impl futures::Stream for IncomingStreams {
-    type Item = P2pDuplex;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<P2pDuplex>> {
-        self.rx.poll_recv(cx)
-    }
 }
 
 impl Endpoint for ClientInner {
@@ -312,36 +287,19 @@ impl P2pClient {
         channel: Option<&str>,
         handler: impl Fn(P2pDuplex) + Send + Sync + 'static,
     ) {
-        self.inner
-            .streams
-            .acceptors
-            .lock()
-            .unwrap()
-            .insert(channel.map(str::to_string), Acceptor::Handler(Arc::new(handler)));
+        self.inner.streams.acceptors.set_handler(channel, handler);
     }
 
     /// Accepts streams on `channel` as an async stream of [`P2pDuplex`]es (see
     /// [`on_add_p2p_stream`](P2pClient::on_add_p2p_stream) for how channels match). Streams that
     /// arrive while 64 wait unclaimed are refused.
     pub fn incoming_streams(&self, channel: Option<&str>) -> IncomingStreams {
-        let (tx, rx) = mpsc::channel(64);
-        self.inner
-            .streams
-            .acceptors
-            .lock()
-            .unwrap()
-            .insert(channel.map(str::to_string), Acceptor::Queue(tx));
-        IncomingStreams { rx }
+        self.inner.streams.acceptors.queue(channel)
     }
 
     /// Stops accepting streams on `channel`; later requests are refused.
     pub fn off_add_p2p_stream(&self, channel: Option<&str>) {
-        self.inner
-            .streams
-            .acceptors
-            .lock()
-            .unwrap()
-            .remove(&channel.map(str::to_string));
+        self.inner.streams.acceptors.remove(channel);
     }
 
     /// How many streams of this client are live (not yet closed at both ends or destroyed).
@@ -365,17 +323,7 @@ pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Val
         return;
     };
     let channel = info.get("channel").and_then(Value::as_str).map(str::to_string);
-    let acceptor = {
-        let acceptors = inner.streams.acceptors.lock().unwrap();
-        let pick = acceptors
-            .get(&channel)
-            .or_else(|| acceptors.get(&None));
-        match pick {
-            Some(Acceptor::Handler(h)) => Some(Acceptor::Handler(h.clone())),
-            Some(Acceptor::Queue(q)) => Some(Acceptor::Queue(q.clone())),
-            None => None,
-        }
-    };
+    let acceptor = inner.streams.acceptors.pick(channel.as_deref());
     let Some(acceptor) = acceptor else {
         // The seed's refusal text, as an acknowledgement argument.
         let text = format!("Client {} is not listening to create stream event", inner.id);
@@ -430,16 +378,7 @@ pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Val
             shared
         }
     };
-    let duplex = P2pDuplex::new(shared, slot_of(inner));
-    match acceptor {
-        Acceptor::Handler(h) => h(duplex),
-        Acceptor::Queue(q) => {
-            if let Err(e) = q.try_send(duplex) {
-                tracing::warn!(client = %inner.id, "incoming stream refused: {e}");
-                // Dropping the duplex resets the stream, so the opener learns of it.
-            }
-        }
-    }
+    acceptor.deliver(P2pDuplex::new(shared, slot_of(inner)));
 }
 
 /// A binary `P2P_FRAME` from the relay.

@@ -403,32 +403,39 @@ impl tokio::io::AsyncRead for P2pDuplex {
             n += take;
         }
         st.recv_len -= n;
-        let ep = shared.endpoint();
         let below = st.recv_len <= SEED_BUFFER;
+        // What to send back is sent after the state lock is released (lock order: a stream's
+        // state is never held while its owner's tables are taken).
+        let mut grant = None;
+        let mut acks = Vec::new();
         match &mut st.mode {
             Mode::Credit { route, recv, .. } => {
                 if let Some(increment) = recv.on_consumed(n) {
-                    let frame = Frame::Window {
-                        route: *route,
-                        increment,
-                    }
-                    .encode();
-                    if let Some(ep) = &ep {
-                        let _ = ep.send_frame(frame);
-                    }
+                    grant = Some(
+                        Frame::Window {
+                            route: *route,
+                            increment,
+                        }
+                        .encode(),
+                    );
                 }
             }
             Mode::Seed { held_acks, .. } => {
                 if below {
-                    if let Some(ep) = &ep {
-                        for a in held_acks.drain(..) {
-                            ep.ack_seed_chunk(a);
-                        }
-                    }
+                    acks.extend(held_acks.drain(..));
                 }
             }
         }
         shared.maybe_finished(&mut st);
+        drop(st);
+        if let Some(ep) = shared.endpoint() {
+            if let Some(g) = grant {
+                let _ = ep.send_frame(g);
+            }
+            for a in acks {
+                ep.ack_seed_chunk(a);
+            }
+        }
         Poll::Ready(Ok(()))
     }
 }

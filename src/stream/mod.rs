@@ -6,13 +6,15 @@
 //! grants more credit as it consumes (see [`flow`]). With a seed-era JavaScript peer (whose answer
 //! carries no window) the stream falls back to that protocol: one acknowledged chunk at a time.
 
+pub mod accept;
 pub mod client;
 pub mod duplex;
 pub mod flow;
 pub mod frame;
 pub(crate) mod server;
 
-pub use client::{IncomingStreams, StreamOptions};
+pub use accept::IncomingStreams;
+pub use client::StreamOptions;
 pub use duplex::{P2pDuplex, StreamInfo};
 
 /// Default receive window of a stream: 512 KiB.
