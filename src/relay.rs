@@ -2,6 +2,7 @@
 //! attached. Used by the `socketio-p2p serve` command, the examples and the tests.
 
 use crate::server::{P2pServer, ServerOptions};
+use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -69,6 +70,12 @@ impl Relay {
         let app = axum::Router::new().layer(layer);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            // Small frames (replies, credit grants) must not wait for Nagle's algorithm.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("could not set TCP_NODELAY: {e}");
+                }
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;

@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod nodelay;
+
 /// Settings of a [`P2pClient`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -186,6 +188,9 @@ impl P2pClient {
             }
         };
         let _ = inner.sio.set(sio.clone());
+        let relay_addrs = nodelay::resolve(url).await;
+        let tuned = nodelay::set_on_sockets_to(&relay_addrs);
+        tracing::trace!(client = %client_id, tuned, "TCP_NODELAY set on sockets to the relay");
         tokio::spawn(writer(sio.clone(), out_rx, Arc::downgrade(&inner)));
 
         match tokio::time::timeout(opts.connect_timeout, welcome_rx).await {
@@ -312,7 +317,13 @@ impl ClientInner {
                 self.id
             ))),
             Err(_) => {
-                self.pending.lock().unwrap().remove(&id);
+                let mut pending = self.pending.lock().unwrap();
+                // A request with a hook keeps it for a late answer (the server always answers,
+                // at worst with its own timeout), so the hook can undo what that answer set up.
+                if pending.get(&id).is_some_and(|p| p.hook.is_none()) {
+                    pending.remove(&id);
+                }
+                drop(pending);
                 Err(Error::Timeout(format!(
                     "no answer to '{name}' within {timeout:?}"
                 )))
@@ -467,8 +478,15 @@ impl ClientInner {
 
 /// Sorts a remote error text into the matching [`Error`] variant.
 fn classify_remote(text: String) -> Error {
-    if text.starts_with("Error: Could not find target client") || text.contains("is not registered")
+    if let Some(id) = text
+        .strip_prefix("Client ")
+        .and_then(|t| t.strip_suffix(" is not registered to server"))
     {
+        if !id.is_empty() {
+            return Error::UnknownTarget(id.to_string());
+        }
+    }
+    if text.starts_with("Error: Could not find target client") {
         let id = text.split('\'').nth(1).unwrap_or_default().to_string();
         if !id.is_empty() {
             return Error::UnknownTarget(id);

@@ -1,0 +1,511 @@
+//! Stream benchmark: prints figures and ratios against baselines measured in the same run.
+//!
+//! 1. One stream, `STREAM_MB` (256) MiB in 64 KiB writes, client -> relay -> client, against:
+//!    the same bytes as bare Socket.IO binary events relayed by a minimal socketioxide server
+//!    between two rust_socketio clients (no P2P layer, no flow control); a raw TCP relay (tokio
+//!    `copy` through a middle task); and the JavaScript anchor (`../shared/bench/js-anchor`).
+//! 2. `STREAMS` (256) concurrent streams of `EACH_MB` (4) MiB: aggregate MB/s and fairness.
+//! 3. `THROTTLED_MB` (1024) MiB to a reader throttled to `THROTTLE_MBPS` (20) MB/s, with sender,
+//!    relay and receiver in processes of their own: peak RSS of each against its idle RSS.
+//!
+//! Run with `cargo bench --bench streams`; `SKIP_THROTTLED=1` leaves out part 3 (about a minute).
+
+use bytes::Bytes;
+use futures::FutureExt;
+use rust_socketio::asynchronous::ClientBuilder;
+use rust_socketio::{Payload, TransportType};
+use socketio_p2p::{ClientOptions, P2pClient, Relay, StreamOptions};
+use socketioxide::extract::{Data, SocketRef};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MB: f64 = 1024.0 * 1024.0;
+const CHUNK: usize = 64 * 1024;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Payload bytes for every measurement: a pattern without 0x1E, because rust_engineio 0.6 splits
+/// incoming binary WebSocket messages at that byte and the bare Socket.IO baseline would break.
+fn chunk() -> Vec<u8> {
+    (0..CHUNK)
+        .map(|i| {
+            let b = (i * 31 % 251) as u8;
+            if b == 0x1e {
+                0x1f
+            } else {
+                b
+            }
+        })
+        .collect()
+}
+
+fn rss_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn client(url: &str, id: &str) -> P2pClient {
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    };
+    P2pClient::connect_with(url, id, opts)
+        .await
+        .expect("client connects")
+}
+
+/// One P2P stream of `total` bytes; returns MB/s.
+async fn p2p_one_stream(total: usize) -> f64 {
+    let relay = Relay::bind("127.0.0.1:0").await.unwrap();
+    let a = client(&relay.url(), "alice").await;
+    let b = client(&relay.url(), "bob").await;
+    let mut incoming = b.incoming_streams(None);
+    let reader = tokio::spawn(async move {
+        let mut s = incoming.next().await.unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0usize;
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got
+    });
+    let mut w = a.add_p2p_stream("bob").await.unwrap();
+    let data = chunk();
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        w.write_all(&data).await.unwrap();
+        sent += data.len();
+    }
+    w.shutdown().await.unwrap();
+    let got = reader.await.unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(got, total, "every byte arrived");
+    drop(w);
+    total as f64 / MB / secs
+}
+
+/// The same bytes as bare Socket.IO binary events through a minimal socketioxide relay.
+async fn bare_socketio(total: usize) -> f64 {
+    let (layer, io) = socketioxide::SocketIo::builder()
+        .max_buffer_size(1 << 16)
+        .max_payload(1 << 24)
+        .build_layer();
+    io.ns("/", async |s: SocketRef| {
+        s.on("chunk", async |s: SocketRef, Data::<Bytes>(b)| {
+            let _ = s.broadcast().emit("chunk", &b).await;
+        });
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, axum::Router::new().layer(layer)).await;
+    });
+    let got = Arc::new(AtomicU64::new(0));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let done_tx = Arc::new(std::sync::Mutex::new(Some(done_tx)));
+    let g = got.clone();
+    let _receiver = ClientBuilder::new(url.clone())
+        .transport_type(TransportType::Websocket)
+        .on("chunk", move |p, _| {
+            if let Payload::Binary(b) = p {
+                let n = g.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
+                if n >= total as u64 {
+                    if let Some(tx) = done_tx.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            futures::future::ready(()).boxed()
+        })
+        .connect()
+        .await
+        .unwrap();
+    let sender = ClientBuilder::new(url)
+        .transport_type(TransportType::Websocket)
+        .connect()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let data = Bytes::from(chunk());
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        sender
+            .emit("chunk", Payload::Binary(data.clone()))
+            .await
+            .unwrap();
+        sent += data.len();
+    }
+    let ok = tokio::time::timeout(Duration::from_secs(120), done_rx).await;
+    let secs = t0.elapsed().as_secs_f64();
+    server.abort();
+    if ok.is_err() {
+        println!(
+            "  (bare Socket.IO relay delivered {} of {total} bytes: no flow control)",
+            got.load(Ordering::Relaxed)
+        );
+    }
+    got.load(Ordering::Relaxed) as f64 / MB / secs
+}
+
+/// A raw TCP relay: the middle task copies one socket into the other.
+async fn raw_tcp(total: usize) -> f64 {
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (fa, ba) = (front.local_addr().unwrap(), back.local_addr().unwrap());
+    let relay = tokio::spawn(async move {
+        let (mut inbound, _) = front.accept().await.unwrap();
+        let mut outbound = tokio::net::TcpStream::connect(ba).await.unwrap();
+        tokio::io::copy(&mut inbound, &mut outbound).await.unwrap();
+        outbound.shutdown().await.unwrap();
+    });
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = back.accept().await.unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0usize;
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got
+    });
+    let mut w = tokio::net::TcpStream::connect(fa).await.unwrap();
+    let data = chunk();
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        w.write_all(&data).await.unwrap();
+        sent += data.len();
+    }
+    w.shutdown().await.unwrap();
+    let got = reader.await.unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    relay.await.unwrap();
+    assert_eq!(got, total);
+    total as f64 / MB / secs
+}
+
+/// Many concurrent streams; returns (aggregate MB/s, slowest stream's rate / mean rate).
+async fn many_streams(n: usize, each: usize) -> (f64, f64) {
+    let relay = Relay::bind("127.0.0.1:0").await.unwrap();
+    let a = client(&relay.url(), "alice").await;
+    let b = client(&relay.url(), "bob").await;
+    let mut incoming = b.incoming_streams(None);
+    let readers = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let mut s = incoming.next().await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = 0usize;
+                loop {
+                    let k = s.read(&mut buf).await.unwrap();
+                    if k == 0 {
+                        break;
+                    }
+                    got += k;
+                }
+                got
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total
+    });
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        streams.push(
+            a.add_p2p_stream_with("bob", StreamOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let data = Arc::new(chunk());
+    let t0 = Instant::now();
+    let mut writers = Vec::new();
+    for mut s in streams {
+        let data = data.clone();
+        writers.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let mut sent = 0;
+            while sent < each {
+                s.write_all(&data).await.unwrap();
+                sent += data.len();
+            }
+            s.shutdown().await.unwrap();
+            let secs = start.elapsed().as_secs_f64();
+            // Keep the stream open until the reader saw EOF.
+            let mut end = [0u8; 1];
+            let _ = s.read(&mut end).await;
+            secs
+        }));
+    }
+    let mut times = Vec::new();
+    let got = readers.await.unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    for w in writers {
+        times.push(w.await.unwrap());
+    }
+    assert_eq!(got, n * each, "every byte of every stream arrived");
+    let rates: Vec<f64> = times.iter().map(|t| each as f64 / t).collect();
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    let slowest = rates.iter().cloned().fold(f64::INFINITY, f64::min);
+    ((n * each) as f64 / MB / secs, slowest / mean)
+}
+
+/// Part 3's roles, run as child processes of this program.
+async fn role(role: &str, url: &str, total: usize, mbps: f64) {
+    let me = std::process::id();
+    match role {
+        "sender" => {
+            let a = client(url, "throttle-sender").await;
+            println!("idle {}", rss_kib(me, "VmRSS:"));
+            let mut w = loop {
+                match a.add_p2p_stream("throttle-receiver").await {
+                    Ok(w) => break w,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            let data = chunk();
+            let mut sent = 0;
+            while sent < total {
+                w.write_all(&data).await.unwrap();
+                sent += data.len();
+            }
+            w.shutdown().await.unwrap();
+            let mut end = [0u8; 1];
+            let _ = w.read(&mut end).await;
+            println!("peak {}", rss_kib(me, "VmHWM:"));
+        }
+        "receiver" => {
+            let b = client(url, "throttle-receiver").await;
+            let mut incoming = b.incoming_streams(None);
+            println!("idle {}", rss_kib(me, "VmRSS:"));
+            let mut s = incoming.next().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0usize;
+            let t0 = Instant::now();
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got += n;
+                let due = Duration::from_secs_f64(got as f64 / (mbps * 1e6));
+                if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            assert_eq!(got, total);
+            println!(
+                "rate {:.1}",
+                got as f64 / 1e6 / t0.elapsed().as_secs_f64()
+            );
+            println!("peak {}", rss_kib(me, "VmHWM:"));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn parse_line(out: &str, key: &str) -> f64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+async fn throttled(total: usize, mbps: f64) {
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_socketio-p2p"))
+        .args(["serve", "--port", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("relay starts");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let relay_pid = relay.id().unwrap();
+    let relay_idle = rss_kib(relay_pid, "VmRSS:");
+    let exe = std::env::current_exe().unwrap();
+    let spawn = |r: &str| {
+        tokio::process::Command::new(&exe)
+            .args(["--role", r, &url, &total.to_string(), &mbps.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("role starts")
+    };
+    let receiver = spawn("receiver");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sender = spawn("sender");
+    let mut relay_peak_during = 0;
+    let watch = async {
+        loop {
+            relay_peak_during = relay_peak_during.max(rss_kib(relay_pid, "VmRSS:"));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let both = async {
+        let s = sender.wait_with_output().await.unwrap();
+        let r = receiver.wait_with_output().await.unwrap();
+        (s, r)
+    };
+    let (s, r) = tokio::select! {
+        out = both => out,
+        _ = watch => unreachable!(),
+    };
+    let relay_peak = rss_kib(relay_pid, "VmHWM:");
+    let _ = relay.kill().await;
+    let (so, ro) = (
+        String::from_utf8_lossy(&s.stdout).to_string(),
+        String::from_utf8_lossy(&r.stdout).to_string(),
+    );
+    if !s.status.success() || !r.status.success() {
+        println!("  throttled run failed: sender {so:?} receiver {ro:?}");
+        return;
+    }
+    let window_mib = socketio_p2p::stream::DEFAULT_WINDOW as f64 / MB;
+    println!(
+        "throttled reader       {:.0} MiB at {:.1} MB/s (asked {mbps} MB/s); window {window_mib:.1} MiB",
+        total as f64 / MB,
+        parse_line(&ro, "rate")
+    );
+    for (name, idle, peak) in [
+        ("sender", parse_line(&so, "idle"), parse_line(&so, "peak")),
+        ("relay", relay_idle as f64, relay_peak as f64),
+        ("receiver", parse_line(&ro, "idle"), parse_line(&ro, "peak")),
+    ] {
+        println!(
+            "  peak RSS {name:<9} {:>7.1} MiB   idle {:>6.1} MiB   above idle {:>6.1} MiB",
+            peak / 1024.0,
+            idle / 1024.0,
+            (peak - idle) / 1024.0
+        );
+    }
+}
+
+/// Runs the JavaScript anchor when present; returns its stream MB/s.
+fn js_anchor(stream_mb: usize) -> Option<f64> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/js-anchor");
+    if !dir.join("bench.js").exists() {
+        println!("js-anchor: not present at {}", dir.display());
+        return None;
+    }
+    if !dir.join("node_modules").exists() {
+        let ok = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            println!("js-anchor: npm install failed");
+            return None;
+        }
+    }
+    let out = std::process::Command::new("node")
+        .arg("bench.js")
+        .env("STREAM_MB", stream_mb.to_string())
+        .env("MSGS", "2000")
+        .env("ACKS", "200")
+        .current_dir(&dir)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let v = parse_line(&text, "stream_MBps");
+            let v = if v.is_nan() {
+                text.lines()
+                    .find(|l| l.starts_with("stream_MBps"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN)
+            } else {
+                v
+            };
+            Some(v)
+        }
+        Ok(o) => {
+            println!("js-anchor: failed: {}", String::from_utf8_lossy(&o.stderr));
+            None
+        }
+        Err(e) => {
+            println!("js-anchor: cannot run node: {e}");
+            None
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--role") {
+        let (r, url, total, mbps) = (&args[i + 1], &args[i + 2], &args[i + 3], &args[i + 4]);
+        role(r, url, total.parse().unwrap(), mbps.parse().unwrap()).await;
+        return;
+    }
+    let stream_mb = env_usize("STREAM_MB", 256);
+    let total = stream_mb << 20;
+    println!("== one stream, {stream_mb} MiB in 64 KiB writes, client -> relay -> client ==");
+    let ours = p2p_one_stream(total).await;
+    let bare = bare_socketio(total).await;
+    let tcp = raw_tcp(total).await;
+    let anchor_mb = env_usize("ANCHOR_STREAM_MB", 64);
+    let anchor = js_anchor(anchor_mb);
+    println!("socketio-p2p stream    {ours:>8.1} MB/s");
+    println!(
+        "bare Socket.IO relay   {bare:>8.1} MB/s   ours/bare {:.2} (target >= 0.70)",
+        ours / bare
+    );
+    println!(
+        "raw TCP relay          {tcp:>8.1} MB/s   ours/tcp  {:.3}",
+        ours / tcp
+    );
+    match anchor {
+        Some(a) => println!(
+            "js-anchor stream       {a:>8.1} MB/s   ours/anchor {:.1}x (target >= 20x; anchor moved {anchor_mb} MiB)",
+            ours / a
+        ),
+        None => println!("js-anchor stream       (not measured)"),
+    }
+
+    let n = env_usize("STREAMS", 256);
+    let each = env_usize("EACH_MB", 4) << 20;
+    println!("== {n} concurrent streams of {} MiB ==", each >> 20);
+    let (agg, fairness) = many_streams(n, each).await;
+    println!("aggregate              {agg:>8.1} MB/s   slowest stream / mean rate {fairness:.2}");
+
+    if std::env::var("SKIP_THROTTLED").is_ok() {
+        println!("== throttled reader: left out (SKIP_THROTTLED) ==");
+        return;
+    }
+    let tmb = env_usize("THROTTLED_MB", 1024);
+    let mbps = env_usize("THROTTLE_MBPS", 20) as f64;
+    println!("== {tmb} MiB to a reader throttled to {mbps} MB/s, three processes ==");
+    throttled(tmb << 20, mbps).await;
+}
