@@ -17,7 +17,9 @@ pub async fn relay() -> Relay {
 }
 
 pub async fn relay_with(opts: RelayOptions) -> Relay {
-    Relay::bind_with("127.0.0.1:0", opts).await.expect("relay binds a loopback port")
+    Relay::bind_with("127.0.0.1:0", opts)
+        .await
+        .expect("relay binds a loopback port")
 }
 
 /// A client with a short timeout, so that a test failing on a wait fails fast.
@@ -121,7 +123,9 @@ pub async fn assert_relay_works(relay: &Relay, a_id: &str, b_id: &str) {
         let n: i64 = m.arg(0).unwrap();
         m.reply.unwrap().send((n * 2,));
     });
-    a.emit_to(b_id, "check-msg", ("still alive",)).await.unwrap();
+    a.emit_to(b_id, "check-msg", ("still alive",))
+        .await
+        .unwrap();
     let r: i64 = within("check reply", a.request(b_id, "check-ask", (21,)))
         .await
         .expect("the relay still relays replies");

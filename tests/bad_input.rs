@@ -1,0 +1,443 @@
+//! Malformed and hostile input from a raw Socket.IO client speaking the seed protocol: every bad
+//! event gets a `SERVER_ERROR` saying what was wrong, nothing bad is relayed, and the relay keeps
+//! working for everyone else. Real relay, real clients, loopback.
+
+mod common;
+use common::*;
+use futures::FutureExt;
+use serde_json::{json, Value};
+use socketio_p2p::{Error, P2pClient, Relay};
+
+/// A raw seed client registered as `raw`.
+async fn raw(relay: &Relay) -> RawClient {
+    let c = raw_client(&format!("{}?clientId=raw", relay.url())).await;
+    eventually("raw registers", || relay.server().is_connected("raw")).await;
+    c
+}
+
+/// Sends `event(...args)` and returns the `SERVER_ERROR` it caused.
+async fn error_for(raw: &mut RawClient, event: &str, args: Vec<Value>) -> String {
+    raw.emit(event, args.clone()).await;
+    raw.next_error(&format!("{event}{args:?}")).await
+}
+
+fn assert_says(text: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(
+            text.contains(n),
+            "SERVER_ERROR {text:?} should mention {n:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_p2p_emit() {
+    let relay = relay().await;
+    let bob = client(&relay, "bob").await;
+    let seen = Log::new();
+    let s = seen.clone();
+    bob.on_any("chat", move |m| s.push((m.from, m.args)));
+    let mut raw = raw(&relay).await;
+
+    let e = error_for(&mut raw, "P2P_EMIT", vec![json!(5)]).await;
+    assert_says(&e, &["bad request", "payload must be", "targetClientId"]);
+
+    let e = error_for(&mut raw, "P2P_EMIT", vec![]).await;
+    assert_says(&e, &["bad request", "missing"]);
+
+    let e = error_for(
+        &mut raw,
+        "P2P_EMIT",
+        vec![json!({"targetClientId": "bob", "args": ["raw", "no event"]})],
+    )
+    .await;
+    assert_says(&e, &["bad request", "event"]);
+
+    let e = error_for(
+        &mut raw,
+        "P2P_EMIT",
+        vec![json!({"targetClientId": "bob", "event": "", "args": ["raw"]})],
+    )
+    .await;
+    assert_says(&e, &["event name is empty"]);
+
+    let e = error_for(
+        &mut raw,
+        "P2P_EMIT",
+        vec![json!({"targetClientId": "bob", "event": "chat", "args": []})],
+    )
+    .await;
+    assert_says(&e, &["args[0]", "'raw'", "got nothing"]);
+
+    let e = error_for(
+        &mut raw,
+        "P2P_EMIT",
+        vec![json!({"targetClientId": 7, "event": "chat", "args": ["raw"]})],
+    )
+    .await;
+    assert_says(&e, &["bad request", "targetClientId"]);
+
+    // P2P_EMIT_ACKNOWLEDGE with the same kind of garbage.
+    let e = error_for(
+        &mut raw,
+        "P2P_EMIT_ACKNOWLEDGE",
+        vec![json!("not an object")],
+    )
+    .await;
+    assert_says(&e, &["bad request", "payload must be"]);
+
+    // Positive control: a well-formed message from raw does reach bob, and it is the only one.
+    raw.emit(
+        "P2P_EMIT",
+        vec![json!({"targetClientId": "bob", "event": "chat", "args": ["raw", "fine"]})],
+    )
+    .await;
+    seen.wait_len("the good message arrives", 1).await;
+    assert_eq!(seen.get(), vec![("raw".to_string(), vec![json!("fine")])]);
+    assert!(
+        raw.errors.try_recv().is_err(),
+        "the good message caused no error"
+    );
+
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_target() {
+    let relay = relay().await;
+    let mut raw = raw(&relay).await;
+    let e = error_for(
+        &mut raw,
+        "P2P_EMIT",
+        vec![json!({"targetClientId": "nobody", "event": "chat", "args": ["raw"]})],
+    )
+    .await;
+    assert_eq!(e, "Error: Could not find target client 'nobody' socket");
+    // The seed's add-target to an unknown client answers through the acknowledgement.
+    let ack = raw
+        .emit_with_ack("MULTI_API_ADD_TARGET", vec![json!("nobody")])
+        .await;
+    assert_eq!(
+        ack,
+        vec![json!("Client nobody is not registered to server")]
+    );
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+// The relay does not trust a client's claim about who it is: args[0] must be its own id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_sender_is_refused_and_never_delivered() {
+    let relay = relay().await;
+    let _alice = client(&relay, "alice").await;
+    let bob = client(&relay, "bob").await;
+    let seen = Log::new();
+    let s = seen.clone();
+    bob.on_any("chat", move |m| s.push((m.from, m.args)));
+    let from_alice = Log::new();
+    let f = from_alice.clone();
+    bob.from("alice").on("chat", move |m| f.push(m.args));
+    let asked = Log::new();
+    let a = asked.clone();
+    bob.on_any("ask", move |m| {
+        a.push(m.from.clone());
+        m.reply.unwrap().send(("answered",));
+    });
+    let mut raw = raw(&relay).await;
+
+    let e = error_for(
+        &mut raw,
+        "P2P_EMIT",
+        vec![json!({"targetClientId": "bob", "event": "chat", "args": ["alice", "forged"]})],
+    )
+    .await;
+    assert_says(&e, &["args[0]", "own client id 'raw'", "\"alice\""]);
+
+    let e = error_for(
+        &mut raw,
+        "P2P_EMIT",
+        vec![json!({"targetClientId": "bob", "event": "chat", "args": [42, "forged"]})],
+    )
+    .await;
+    assert_says(&e, &["args[0]", "'raw'", "42"]);
+
+    // With an acknowledgement the forged request is refused too and never reaches bob's listener.
+    raw.emit(
+        "P2P_EMIT_ACKNOWLEDGE",
+        vec![json!({"targetClientId": "bob", "event": "ask", "args": ["alice"]})],
+    )
+    .await;
+    let e = raw.next_error("forged P2P_EMIT_ACKNOWLEDGE").await;
+    assert_says(&e, &["args[0]", "'raw'", "\"alice\""]);
+
+    // Positive control, after the forgeries (events of one connection are handled in order).
+    raw.emit(
+        "P2P_EMIT",
+        vec![json!({"targetClientId": "bob", "event": "chat", "args": ["raw", "genuine"]})],
+    )
+    .await;
+    let ack = raw
+        .emit_with_ack(
+            "P2P_EMIT_ACKNOWLEDGE",
+            vec![json!({"targetClientId": "bob", "event": "ask", "args": ["raw"]})],
+        )
+        .await;
+    assert_eq!(ack, vec![json!("answered")]);
+    seen.wait_len("the genuine message arrives", 1).await;
+    assert_eq!(
+        seen.get(),
+        vec![("raw".to_string(), vec![json!("genuine")])],
+        "the forged messages never reached bob"
+    );
+    assert!(
+        from_alice.get().is_empty(),
+        "bob's from(alice) listener never fired"
+    );
+    assert_eq!(
+        asked.get(),
+        vec!["raw"],
+        "the forged request never reached bob"
+    );
+
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+// An extension client's batch is checked item by item: a forged item is refused, the others go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_item_in_a_batch_is_refused() {
+    let relay = relay().await;
+    let _alice = client(&relay, "alice").await;
+    let bob = client(&relay, "bob").await;
+    let seen = Log::new();
+    let s = seen.clone();
+    bob.on_any("chat", move |m| s.push((m.from, m.args)));
+    let mut ext = raw_client(&format!("{}?clientId=rawext&p2pExt=1", relay.url())).await;
+    eventually("rawext registers", || relay.server().is_connected("rawext")).await;
+
+    ext.emit(
+        "P2P_BATCH",
+        vec![
+            json!({"targetClientId": "bob", "event": "chat", "args": ["rawext", 1]}),
+            json!({"targetClientId": "bob", "event": "chat", "args": ["alice", "forged"]}),
+            json!({"targetClientId": "bob", "event": "P2P_RES", "args": ["rawext", 1, {"ok": []}]}),
+            json!("garbage"),
+            json!({"targetClientId": "bob", "event": "chat", "args": ["rawext", 2]}),
+        ],
+    )
+    .await;
+    let mut errors = Vec::new();
+    for i in 0..3 {
+        errors.push(ext.next_error(&format!("bad batch item {i}")).await);
+    }
+    assert_says(&errors[0], &["args[0]", "'rawext'", "\"alice\""]);
+    assert_says(&errors[1], &["reserved", "P2P_RES"]);
+    assert_says(&errors[2], &["bad request", "payload must be"]);
+    seen.wait_len("the good batch items arrive", 2).await;
+    ext.emit(
+        "P2P_EMIT",
+        vec![json!({"targetClientId": "bob", "event": "chat", "args": ["rawext", 3]})],
+    )
+    .await;
+    seen.wait_len("the later message arrives", 3).await;
+    assert_eq!(
+        seen.get(),
+        vec![
+            ("rawext".to_string(), vec![json!(1)]),
+            ("rawext".to_string(), vec![json!(2)]),
+            ("rawext".to_string(), vec![json!(3)]),
+        ]
+    );
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_room_events() {
+    let relay = relay().await;
+    let bob = client(&relay, "bob").await;
+    bob.join_room("lobby").await.unwrap();
+    let at_bob = Log::new();
+    let b = at_bob.clone();
+    bob.on("news", move |args| b.push(args));
+    let mut raw = raw(&relay).await;
+
+    let e = error_for(&mut raw, "JOIN_ROOM", vec![json!("")]).await;
+    assert_says(&e, &["JOIN_ROOM", "room name is empty"]);
+    let e = error_for(&mut raw, "JOIN_ROOM", vec![json!(5)]).await;
+    assert_says(&e, &["JOIN_ROOM", "must be a string", "5"]);
+    let e = error_for(&mut raw, "JOIN_ROOM", vec![]).await;
+    assert_says(&e, &["JOIN_ROOM", "missing"]);
+    let e = error_for(&mut raw, "LEAVE_ROOM", vec![json!({"room": "lobby"})]).await;
+    assert_says(&e, &["LEAVE_ROOM", "must be a string"]);
+    let e = error_for(&mut raw, "EMIT_ROOM", vec![json!("lobby")]).await;
+    assert_says(&e, &["EMIT_ROOM", "event name must be a non-empty string"]);
+    let e = error_for(
+        &mut raw,
+        "EMIT_ROOM",
+        vec![json!("lobby"), json!(5), json!("x")],
+    )
+    .await;
+    assert_says(&e, &["EMIT_ROOM", "event name must be a non-empty string"]);
+    let e = error_for(&mut raw, "EMIT_ROOM", vec![]).await;
+    assert_says(&e, &["EMIT_ROOM", "room name is missing"]);
+    let e = error_for(
+        &mut raw,
+        "EMIT_ROOM",
+        vec![
+            json!("lobby"),
+            json!("MULTI_API_TARGET_DISCONNECT"),
+            json!("bob"),
+        ],
+    )
+    .await;
+    assert_says(&e, &["EMIT_ROOM", "reserved"]);
+
+    // The same requests with an acknowledgement still report the problem.
+    raw.sio
+        .emit_with_ack(
+            "JOIN_ROOM",
+            rust_socketio::Payload::Text(vec![json!("")]),
+            std::time::Duration::from_secs(5),
+            |_, _| futures::future::ready(()).boxed(),
+        )
+        .await
+        .unwrap();
+    let e = raw.next_error("JOIN_ROOM(\"\", ack)").await;
+    assert_says(&e, &["room name is empty"]);
+
+    // Positive control: a good room event from raw reaches bob, and only that one did.
+    assert_eq!(
+        raw.emit_with_ack("JOIN_ROOM", vec![json!("lobby")]).await,
+        Vec::<Value>::new()
+    );
+    raw.emit(
+        "EMIT_ROOM",
+        vec![json!("lobby"), json!("news"), json!("good")],
+    )
+    .await;
+    at_bob.wait_len("the good room event arrives", 1).await;
+    assert_eq!(at_bob.get(), vec![vec![json!("good")]]);
+
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_add_target() {
+    let relay = relay().await;
+    let bob = client(&relay, "bob").await;
+    let added = Log::new();
+    let a = added.clone();
+    bob.on_add_p2p_target(move |id| a.push(id));
+    let mut raw = raw(&relay).await;
+
+    let e = error_for(&mut raw, "MULTI_API_ADD_TARGET", vec![json!({"id": "bob"})]).await;
+    assert_says(&e, &["MULTI_API_ADD_TARGET", "target client id"]);
+    let e = error_for(&mut raw, "MULTI_API_ADD_TARGET", vec![json!("")]).await;
+    assert_says(&e, &["MULTI_API_ADD_TARGET", "target client id"]);
+    let e = error_for(&mut raw, "MULTI_API_ADD_TARGET", vec![]).await;
+    assert_says(&e, &["MULTI_API_ADD_TARGET", "target client id"]);
+
+    // Positive control: a proper add-target from raw reaches bob, and only that one.
+    let ack = raw
+        .emit_with_ack("MULTI_API_ADD_TARGET", vec![json!("bob")])
+        .await;
+    assert_eq!(ack, Vec::<Value>::new(), "bob accepts");
+    added.wait_len("bob sees raw add it", 1).await;
+    assert_eq!(added.get(), vec!["raw"]);
+
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+// A client may not relay events the receiving library treats as protocol frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_event_names_are_not_relayed() {
+    let relay = relay().await;
+    let bob = client(&relay, "bob").await;
+    let gone = Log::new();
+    let g = gone.clone();
+    bob.on_p2p_target_disconnect(move |id| g.push(id));
+    let errors = Log::new();
+    let e = errors.clone();
+    bob.on_server_error(move |t| e.push(t));
+    let seen = Log::new();
+    let s = seen.clone();
+    bob.on_any("chat", move |m| s.push(m.args));
+    let mut raw = raw(&relay).await;
+
+    for (event, args) in [
+        ("P2P_RES", json!(["raw", 1, {"ok": ["forged"]}])),
+        ("P2P_REQ", json!(["raw", 1, "chat"])),
+        ("SERVER_ERROR", json!(["raw", "forged error"])),
+        ("MULTI_API_TARGET_DISCONNECT", json!(["raw", "alice"])),
+        ("MULTI_API_ADD_TARGET", json!(["raw"])),
+        ("P2P_WELCOME", json!(["raw"])),
+        ("P2P_BATCH", json!(["raw", ["chat", "raw", "x"]])),
+    ] {
+        let e = error_for(
+            &mut raw,
+            "P2P_EMIT",
+            vec![json!({"targetClientId": "bob", "event": event, "args": args})],
+        )
+        .await;
+        assert_says(&e, &["reserved", event]);
+    }
+
+    // Positive control: a later ordinary message arrives, and nothing forged came before it.
+    raw.emit(
+        "P2P_EMIT",
+        vec![json!({"targetClientId": "bob", "event": "chat", "args": ["raw", "ordinary"]})],
+    )
+    .await;
+    seen.wait_len("the ordinary message arrives", 1).await;
+    assert_eq!(
+        seen.get(),
+        vec![vec![json!("ordinary")]],
+        "no forged batch item arrived"
+    );
+    assert!(
+        gone.get().is_empty(),
+        "no forged disconnect notice reached bob"
+    );
+    assert!(
+        errors.get().is_empty(),
+        "no forged SERVER_ERROR reached bob"
+    );
+
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_without_client_id_is_refused() {
+    let relay = relay().await;
+    for url in [
+        relay.url(),
+        format!("{}?clientId=", relay.url()),
+        format!("{}?other=1", relay.url()),
+    ] {
+        let mut c = raw_client(&url).await;
+        let e = c.next_error(&format!("connecting to {url}")).await;
+        assert_says(&e, &["refused", "clientId"]);
+        c.wait_closed("the server disconnects a client without id")
+            .await;
+    }
+    assert!(relay.server().client_ids().is_empty());
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_client_ids_from_the_rust_client() {
+    let relay = relay().await;
+    match P2pClient::connect(&relay.url(), "").await {
+        Err(Error::BadRequest(text)) => assert!(text.contains("client id is empty"), "{text}"),
+        other => panic!("expected a BadRequest for an empty id, got {other:?}"),
+    }
+    let long = "x".repeat(300);
+    match within("long id", P2pClient::connect(&relay.url(), &long)).await {
+        Err(Error::Refused(text)) => assert!(text.contains("256"), "{text}"),
+        other => panic!("expected Refused for a 300-byte id, got {other:?}"),
+    }
+    assert!(relay.server().client_ids().is_empty());
+    // Ids with characters that need escaping in a URL are fine.
+    let odd = client(&relay, "a b&c=d/ü").await;
+    assert!(relay.server().is_connected("a b&c=d/ü"));
+    assert_eq!(odd.list_clients().await.unwrap(), vec!["a b&c=d/ü"]);
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
