@@ -495,6 +495,12 @@ fn classify_remote(text: String) -> Error {
     if text.starts_with("Error: timed out") {
         return Error::Timeout(text);
     }
+    if let Some(id) = text
+        .strip_prefix("Error: client '")
+        .and_then(|r| r.strip_suffix("' disconnected"))
+    {
+        return Error::PeerGone(id.to_string());
+    }
     Error::Remote(text)
 }
 

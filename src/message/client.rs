@@ -162,6 +162,7 @@ impl Drop for ReplyInner {
 
 type PeerHandler = Arc<dyn Fn(PeerMessage) + Send + Sync>;
 type RawHandler = Arc<dyn Fn(Vec<Value>) + Send + Sync>;
+type RequestHandler = Arc<dyn Fn(Vec<Value>, Reply) + Send + Sync>;
 type IdHandler = Arc<dyn Fn(String) + Send + Sync>;
 
 #[derive(Clone)]
@@ -170,6 +171,8 @@ enum Handler {
     Peer(PeerHandler),
     /// Any event with its arguments as they came.
     Raw(RawHandler),
+    /// An event that wants an answer, with its arguments as they came.
+    Request(RequestHandler),
 }
 
 struct Listener {
@@ -214,6 +217,17 @@ impl Registry {
 
 /// Calls the listeners of `name`. Peer listeners see `args[0]` as the sender.
 pub(crate) fn dispatch(inner: &Arc<ClientInner>, name: &str, mut args: Vec<Value>, reply: Option<u64>) {
+    // rust_socketio hands an event without arguments (`["X"]` on the wire, e.g. a topic's
+    // `<room>-TOPIC_BEING_DESTROYED`) to its catch-all callback as a "message" event whose one
+    // argument is "X"; an event this client listens to is given back its own name.
+    if name == "message" && reply.is_none() {
+        if let [Value::String(ev)] = args.as_slice() {
+            if ev != "message" && inner.registry.lock().unwrap().by_event.contains_key(ev.as_str()) {
+                let ev = ev.clone();
+                return dispatch(inner, &ev, Vec::new(), None);
+            }
+        }
+    }
     let sender = args.first().and_then(Value::as_str).map(str::to_string);
     let handlers: Vec<Handler> = {
         let mut reg = inner.registry.lock().unwrap();
@@ -231,6 +245,7 @@ pub(crate) fn dispatch(inner: &Arc<ClientInner>, name: &str, mut args: Vec<Value
         list.retain(|l| {
             let matches = match (&l.handler, &l.from) {
                 (Handler::Raw(_), _) => true,
+                (Handler::Request(_), _) => reply.is_some(),
                 (Handler::Peer(_), None) => sender.is_some(),
                 (Handler::Peer(_), Some(f)) => sender.as_deref() == Some(f.as_str()),
             };
@@ -264,6 +279,12 @@ pub(crate) fn dispatch(inner: &Arc<ClientInner>, name: &str, mut args: Vec<Value
             Handler::Raw(f) => {
                 let a = if i + 1 == n { std::mem::take(&mut args) } else { args.clone() };
                 f(a)
+            }
+            Handler::Request(f) => {
+                if let Some(r) = &reply {
+                    let a = if i + 1 == n { std::mem::take(&mut args) } else { args.clone() };
+                    f(a, r.clone())
+                }
             }
             Handler::Peer(f) => f(PeerMessage {
                 from: sender.clone().unwrap_or_default(),
@@ -476,6 +497,28 @@ impl P2pClient {
     /// emits, topic publications, events from the server.
     pub fn on(&self, event: &str, handler: impl Fn(Vec<Value>) + Send + Sync + 'static) -> ListenerId {
         self.add_listener(event, None, false, Handler::Raw(Arc::new(handler)))
+    }
+
+    /// Removes every listener of `event`, of any kind; returns how many there were.
+    pub(crate) fn remove_event_listeners(&self, event: &str) -> usize {
+        let mut n = 0;
+        self.inner.registry.lock().unwrap().retain(|ev, _| {
+            let hit = ev == event;
+            n += usize::from(hit);
+            !hit
+        });
+        n
+    }
+
+    /// Calls `handler` with the arguments (as they came) and a [`Reply`] for every `event` that
+    /// wants an answer, whoever sent it: requests from the server
+    /// ([`P2pServer::emit_to_with_reply`](crate::P2pServer::emit_to_with_reply)) arrive here.
+    pub fn on_request(
+        &self,
+        event: &str,
+        handler: impl Fn(Vec<Value>, Reply) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.add_listener(event, None, false, Handler::Request(Arc::new(handler)))
     }
 
     /// Removes one listener. Returns whether it was registered.

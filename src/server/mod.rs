@@ -233,6 +233,7 @@ pub(crate) struct Inner {
     pub(crate) opts: ServerOptions,
     pub(crate) streams: Arc<crate::stream::server::Routes>,
     clients: RwLock<HashMap<Arc<str>, Arc<Peer>>>,
+    pub(crate) services: crate::service::server::Services,
 }
 
 /// The P2P relay attached to a socketioxide [`SocketIo`].
@@ -251,6 +252,7 @@ impl P2pServer {
                 opts,
                 streams: crate::stream::server::Routes::new(),
                 clients: RwLock::new(HashMap::new()),
+                services: Default::default(),
             }),
         };
         let s = server.clone();
@@ -277,7 +279,8 @@ impl P2pServer {
         self.peer(client_id).map(|p| p.socket.clone())
     }
 
-    /// Emits `event(...args)` from the server to a client.
+    /// Emits `event(...args)` from the server to a client; a Rust client receives it through
+    /// [`P2pClient::on`](crate::P2pClient::on).
     pub fn emit_to(&self, client_id: &str, event: &str, args: Vec<Value>) -> Result<(), Error> {
         let peer = self
             .peer(client_id)
@@ -285,7 +288,8 @@ impl P2pServer {
         peer.emit(event, &args)
     }
 
-    /// Emits `event(...args)` to a client and waits for its answer, at most `timeout`.
+    /// Emits `event(...args)` to a client and waits for its answer, at most `timeout`; a Rust
+    /// client answers through [`P2pClient::on_request`](crate::P2pClient::on_request).
     pub async fn emit_to_with_reply(
         &self,
         client_id: &str,
@@ -311,6 +315,13 @@ impl P2pServer {
         for p in peers {
             let _ = p.socket.clone().disconnect();
         }
+    }
+
+    /// Any connected client's socket: the server's way into the namespace's rooms.
+    pub(crate) fn any_socket(&self) -> Option<SocketRef> {
+        let clients = self.inner.clients.read().unwrap();
+        let peer = clients.values().find(|p| p.socket.connected());
+        peer.map(|p| p.socket.clone())
     }
 
     pub(crate) fn peer(&self, id: &str) -> Option<Arc<Peer>> {

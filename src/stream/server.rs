@@ -58,7 +58,7 @@ impl End {
                 match Frame::decode(bytes.clone()) {
                     Ok(f) => {
                         if let Some(reset) = shared.on_frame(f) {
-                            routes.from_local(reset.encode());
+                            routes.forward_local(reset.encode());
                         }
                     }
                     Err(e) => shared.fail(io::ErrorKind::InvalidData, format!("bad frame: {e}")),
@@ -149,7 +149,7 @@ impl Routes {
     }
 
     /// A frame written by one of the server's own streams: forwarded to the client end.
-    fn from_local(&self, bytes: Bytes) {
+    fn forward_local(&self, bytes: Bytes) {
         let Ok(h) = frame::peek(&bytes) else { return };
         let id = h.route;
         let mut table = self.table.lock().unwrap();
@@ -192,7 +192,7 @@ impl Routes {
 
 impl Endpoint for Routes {
     fn send_frame(&self, frame: Bytes) -> io::Result<()> {
-        self.from_local(frame);
+        self.forward_local(frame);
         Ok(())
     }
 
@@ -202,7 +202,7 @@ impl Endpoint for Routes {
     }
 
     fn send_reserved(&self, _: &mut Option<Slot>, frame: Bytes) -> io::Result<()> {
-        self.from_local(frame);
+        self.forward_local(frame);
         Ok(())
     }
 
@@ -222,7 +222,7 @@ impl Endpoint for Routes {
 
     fn unregister(&self, key: &StreamKey) {
         // A finished or destroyed server-side stream: its route goes once both ends are done,
-        // which the frames through `from_local` already tell; a destroyed one is removed here.
+        // which the frames through `forward_local` already tell; a destroyed one is removed here.
         if let StreamKey::Route(id) = key {
             let done = self
                 .table
@@ -600,7 +600,7 @@ impl P2pServer {
         for f in queued {
             if let Ok(frame) = Frame::decode(f) {
                 if let Some(reset) = shared.on_frame(frame) {
-                    routes.from_local(reset.encode());
+                    routes.forward_local(reset.encode());
                 }
             }
         }
