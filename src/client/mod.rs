@@ -364,7 +364,23 @@ impl ClientInner {
             || lower.contains("io error")
         {
             self.mark_closed(text);
+            return;
         }
+        // rust_socketio reports other failures (a ping timeout, a packet it could not parse)
+        // as text only: ask the server something cheap, and if no answer comes the link is gone.
+        if self.closed_flag.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        let why = text.to_string();
+        tokio::spawn(async move {
+            let limit = me.opts.timeout.min(Duration::from_secs(3));
+            if let Err(Error::Timeout(_) | Error::Disconnected(_)) =
+                me.request(event::LIST_CLIENTS, vec![], limit).await
+            {
+                me.mark_closed(&format!("no answer from the server after: {why}"));
+            }
+        });
     }
 
     /// The demultiplexer: every event from the server comes through here.
