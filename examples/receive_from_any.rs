@@ -1,0 +1,67 @@
+//! One target receives messages from any client with `on_any`, and learns who sent each one.
+//!
+//! Two source clients send readings to a "dashboard" client. The dashboard registered one
+//! listener for the event, without naming any peer, and sees each sender's id in `msg.from`
+//! (the relay vouches for it: a client cannot pretend to be another).
+//!
+//! Run with `cargo run --example receive_from_any`.
+
+use socketio_p2p::{P2pClient, Relay};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+type BoxError = Box<dyn std::error::Error>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let relay = Relay::bind("127.0.0.1:0").await?;
+    println!("relay listening on {}", relay.url());
+
+    let dashboard = P2pClient::connect(&relay.url(), "dashboard").await?;
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    dashboard.on_any("reading", move |msg| {
+        let (what, value): (String, String) = msg.parse().unwrap_or_default();
+        println!("[dashboard] from '{}': {what} = {value}", msg.from);
+        let _ = seen_tx.send(msg.from);
+    });
+    println!("[dashboard] listening to 'reading' from any client");
+
+    let kitchen = P2pClient::connect(&relay.url(), "sensor-kitchen").await?;
+    let garage = P2pClient::connect(&relay.url(), "sensor-garage").await?;
+    println!("'sensor-kitchen' and 'sensor-garage' connected");
+
+    kitchen
+        .emit_to("dashboard", "reading", ("temperature", "21.5 °C"))
+        .await?;
+    garage
+        .emit_to("dashboard", "reading", ("temperature", "9.0 °C"))
+        .await?;
+    kitchen
+        .emit_to("dashboard", "reading", ("humidity", "48 %"))
+        .await?;
+    garage
+        .emit_to("dashboard", "reading", ("door", "open"))
+        .await?;
+
+    let mut senders = Vec::new();
+    while senders.len() < 4 {
+        match timeout(Duration::from_secs(3), seen_rx.recv()).await {
+            Ok(Some(from)) => senders.push(from),
+            _ => return Err("a reading did not arrive".into()),
+        }
+    }
+    senders.sort();
+    senders.dedup();
+    println!(
+        "[dashboard] got 4 readings from {} clients: {senders:?}",
+        senders.len()
+    );
+
+    kitchen.disconnect().await?;
+    garage.disconnect().await?;
+    dashboard.disconnect().await?;
+    relay.shutdown().await;
+    println!("done");
+    Ok(())
+}
