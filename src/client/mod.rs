@@ -88,10 +88,25 @@ pub(crate) struct ClientInner {
 /// A client of the relay, known to the other clients by its client id.
 ///
 /// Cheap to clone; every clone is the same connection. The connection closes when
-/// [`disconnect`](P2pClient::disconnect) is called or the last clone is dropped.
+/// [`disconnect`](P2pClient::disconnect) is called or the last clone is dropped. A listener that
+/// needs its own client should capture a [`WeakP2pClient`] (see [`P2pClient::downgrade`]): a
+/// clone captured by a listener of the same client keeps the connection alive until
+/// `disconnect`.
 #[derive(Clone)]
 pub struct P2pClient {
     pub(crate) inner: Arc<ClientInner>,
+}
+
+/// A handle to a [`P2pClient`] that does not keep its connection open: for listeners that need
+/// the client they are registered on.
+#[derive(Clone)]
+pub struct WeakP2pClient(Weak<ClientInner>);
+
+impl WeakP2pClient {
+    /// The client, if it is still held somewhere.
+    pub fn upgrade(&self) -> Option<P2pClient> {
+        self.0.upgrade().map(|inner| P2pClient { inner })
+    }
 }
 
 impl std::fmt::Debug for P2pClient {
@@ -209,6 +224,11 @@ impl P2pClient {
                 )))
             }
         }
+    }
+
+    /// A handle that does not keep the connection open.
+    pub fn downgrade(&self) -> WeakP2pClient {
+        WeakP2pClient(Arc::downgrade(&self.inner))
     }
 
     /// This client's id.
