@@ -257,8 +257,138 @@ class SeedClient {
   }
 }
 
+// ---- Service ----
+// Written from the Service section of the seed protocol document: a service is addressed like a
+// client, a topic is the room `service:<service>:topic:<topic>`, publications arrive as
+// `<room>-DEFAULT_TOPIC_EVENT` and `<room>-TOPIC_BEING_DESTROYED` ends a topic.
+
+const SUBSCRIBE_TOPIC = 'SUBSCRIBE_TOPIC';
+const UNSUBSCRIBE_TOPIC = 'UNSUBSCRIBE_TOPIC';
+const EMPTY_TOPIC = 'topicName can not be empty';
+
+function topicRoom(service, topic) {
+  return `service:${service}:topic:${topic}`;
+}
+
+function topicNames(names) {
+  // The seed ignores names that are not strings (and empty ones make no topic).
+  const list = Array.isArray(names) ? names : [names];
+  return list.filter((n) => typeof n === 'string' && n.length > 0);
+}
+
+/** Calls `api` of `service`; with a function as the last argument it receives the answer. */
+SeedClient.prototype.emitService = function emitService(service, api, ...args) {
+  this.emitTo(service, api, ...args);
+};
+
+/**
+ * Subscribes to `topic` of `service`. Resolves once the service acknowledged; `cb` then receives
+ * each publication's arguments. When the topic is destroyed its listener is removed and
+ * `onDestroyed` (optional) is called. Rejects with the service's error text (`ack(error)`).
+ */
+SeedClient.prototype.subscribeTopic = function subscribeTopic(service, topic, cb, onDestroyed) {
+  return new Promise((resolve, reject) => {
+    this.emitService(service, SUBSCRIBE_TOPIC, this.clientId, topic, (err) => {
+      if (err !== undefined && err !== null && err !== '') {
+        reject(new Error(String(err)));
+        return;
+      }
+      const room = topicRoom(service, topic);
+      const publication = `${room}-DEFAULT_TOPIC_EVENT`;
+      const onPublish = (...args) => cb(...args);
+      this.socket.on(publication, onPublish);
+      this.socket.once(`${room}-TOPIC_BEING_DESTROYED`, () => {
+        this.socket.off(publication, onPublish);
+        if (typeof onDestroyed === 'function') onDestroyed();
+      });
+      resolve();
+    });
+  });
+};
+
+/** Unsubscribes from `topic` of `service` (not acknowledged, as in the seed). */
+SeedClient.prototype.unsubscribeTopic = function unsubscribeTopic(service, topic) {
+  this.emitService(service, UNSUBSCRIBE_TOPIC, this.clientId, topic);
+  const room = topicRoom(service, topic);
+  this.socket.off(`${room}-DEFAULT_TOPIC_EVENT`);
+  this.socket.off(`${room}-TOPIC_BEING_DESTROYED`);
+};
+
+/** Turns this client into the service named by its client id (one service per client). */
+SeedClient.prototype._initService = function _initService() {
+  this.isService = true;
+  this._topics = new Set();
+  const membership = (action, event) => (clientId, topic, ack) => {
+    const answer = typeof ack === 'function' ? ack : () => {};
+    if (typeof topic !== 'string' || topic.length === 0) {
+      answer(EMPTY_TOPIC);
+      return;
+    }
+    this.socket.emit(event, action, clientId, topicRoom(this.clientId, topic), answer);
+  };
+  this.onAny(SUBSCRIBE_TOPIC, membership('CLIENT_SUBSCRIBE_TOPIC', EV.JOIN_ROOM));
+  this.onAny(UNSUBSCRIBE_TOPIC, membership('CLIENT_UNSUBSCRIBE_TOPIC', EV.LEAVE_ROOM));
+};
+
+SeedClient.prototype._requireService = function _requireService(what) {
+  if (!this.isService) throw new Error(`${what}: this client is not a service`);
+};
+
+/** Handles calls of `api`: `cb(...args, ack?)` with the arguments after the caller id. */
+SeedClient.prototype.provideService = function provideService(api, cb) {
+  this._requireService('provideService');
+  this.onAny(api, cb);
+};
+
+/** Removes the handlers of `api` (or only `cb`). */
+SeedClient.prototype.destroyService = function destroyService(api, cb) {
+  this._requireService('destroyService');
+  this.offAny(api, cb);
+};
+
+/** Creates one topic or an array of topics. */
+SeedClient.prototype.createTopic = function createTopic(names) {
+  this._requireService('createTopic');
+  for (const name of topicNames(names)) {
+    if (this._topics.has(name)) continue;
+    this._topics.add(name);
+    this.socket.emit(EV.JOIN_ROOM, 'SERVICE_CREATE_TOPIC', topicRoom(this.clientId, name));
+  }
+};
+
+/** Publishes to a topic this service created; throws otherwise. */
+SeedClient.prototype.publishTopic = function publishTopic(topic, ...args) {
+  this._requireService('publishTopic');
+  if (typeof topic !== 'string') throw new Error('publishTopic: the topic name must be a string');
+  if (!this._topics.has(topic)) throw new Error(`publishTopic: topic '${topic}' was not created`);
+  const room = topicRoom(this.clientId, topic);
+  this.socket.emit(EV.EMIT_ROOM, room, `${room}-DEFAULT_TOPIC_EVENT`, ...args);
+};
+
+/** Destroys one topic or an array of topics: subscribers are told and leave. */
+SeedClient.prototype.destroyTopic = function destroyTopic(names) {
+  this._requireService('destroyTopic');
+  for (const name of topicNames(names)) {
+    this._topics.delete(name);
+    this.socket.emit(EV.LEAVE_ROOM, 'SERVICE_DESTROY_TOPIC', topicRoom(this.clientId, name));
+  }
+};
+
+/** Sends `event(serviceName, ...args)` to a client (with an acknowledgement if the last argument is a function). */
+SeedClient.prototype.emitClient = function emitClient(clientId, event, ...args) {
+  this._requireService('emitClient');
+  this.emitTo(clientId, event, ...args);
+};
+
 function createSeedClient(url, clientId, options) {
   return new SeedClient(url, clientId, options);
 }
 
-module.exports = { createSeedClient, connectRaw, SeedClient, EV };
+/** A client that is the service `serviceName` (its client id is the service name). */
+function createSeedService(url, serviceName, options) {
+  const client = new SeedClient(url, serviceName, options);
+  client._initService();
+  return client;
+}
+
+module.exports = { createSeedClient, createSeedService, connectRaw, SeedClient, EV, topicRoom };

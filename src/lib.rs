@@ -12,6 +12,7 @@ pub mod message;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+pub mod service;
 pub mod stream;
 
 pub use client::{ClientOptions, P2pClient};
@@ -19,4 +20,7 @@ pub use error::{Error, Result};
 pub use message::{parse_args, IntoArgs, ListenerId, PeerMessage, Reply};
 pub use relay::{Relay, RelayOptions};
 pub use server::{DuplicateIdPolicy, P2pServer, ServerOptions};
+pub use service::{
+    HandlerId, ServiceClient, ServiceHandle, ServiceReply, ServiceRequest, TopicEvent, TopicNames,
+};
 pub use stream::{IncomingStreams, P2pDuplex, StreamInfo, StreamOptions};

@@ -222,7 +222,8 @@ pub(crate) fn dispatch(inner: &Arc<ClientInner>, name: &str, mut args: Vec<Value
     // argument is "X"; an event this client listens to is given back its own name.
     if name == "message" && reply.is_none() {
         if let [Value::String(ev)] = args.as_slice() {
-            if ev != "message" && inner.registry.lock().unwrap().by_event.contains_key(ev.as_str()) {
+            let listened = inner.registry.lock().unwrap().by_event.contains_key(ev);
+            if listened && ev != "message" {
                 let ev = ev.clone();
                 return dispatch(inner, &ev, Vec::new(), None);
             }

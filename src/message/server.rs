@@ -74,11 +74,16 @@ fn target_of(server: &P2pServer, caller: &Peer, id: &str) -> Result<Arc<Peer>, E
 
 /// `P2P_EMIT({targetClientId, event, args})`: `event(...args)` to the target.
 pub(crate) fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, r: Responder) {
-    let result = parse_emit(peer, args.into_iter().next())
-        .and_then(|p| {
-            let target = target_of(server, peer, &p.target_client_id)?;
-            target.emit(&p.event, &p.args)
-        })
+    let p = match parse_emit(peer, args.into_iter().next()) {
+        Ok(p) => p,
+        Err(e) => return r.respond(peer, Err(e.into())),
+    };
+    let (p, r) = match crate::service::server::intercept(server, peer, p, r, false) {
+        crate::service::server::Intercept::Handled => return,
+        crate::service::server::Intercept::Relay(p, r) => (p, r),
+    };
+    let result = target_of(server, peer, &p.target_client_id)
+        .and_then(|target| target.emit(&p.event, &p.args))
         .map(|()| vec![])
         .map_err(OpError::from);
     r.respond(peer, result);
@@ -95,6 +100,10 @@ pub(crate) fn p2p_emit_acknowledge(
     let p = match parse_emit(peer, args.into_iter().next()) {
         Ok(p) => p,
         Err(e) => return r.respond(peer, Err(e.into())),
+    };
+    let (p, r) = match crate::service::server::intercept(server, peer, p, r, true) {
+        crate::service::server::Intercept::Handled => return,
+        crate::service::server::Intercept::Relay(p, r) => (p, r),
     };
     let target = match target_of(server, peer, &p.target_client_id) {
         Ok(t) => t,
@@ -158,6 +167,11 @@ pub(crate) fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, items: Vec<Value>,
     let mut batches: HashMap<Arc<str>, (Arc<Peer>, Vec<Value>)> = HashMap::new();
     for raw in items {
         let result = parse_emit(peer, Some(raw)).and_then(|p| {
+            let p = match crate::service::server::intercept(server, peer, p, Responder::None, false)
+            {
+                crate::service::server::Intercept::Handled => return Ok(()),
+                crate::service::server::Intercept::Relay(p, _) => p,
+            };
             let target = target_of(server, peer, &p.target_client_id)?;
             if target.ext {
                 let mut frame = Vec::with_capacity(p.args.len() + 1);

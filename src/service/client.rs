@@ -1,0 +1,509 @@
+//! Client side of the Service API: calling services and subscribing to their topics (any
+//! [`P2pClient`]), and being a service ([`ServiceClient`]).
+
+use super::{
+    check_name, check_topic, check_topics, is_builtin_api, topic_destroyed_event, topic_event,
+    topic_room, HandlerId, HandlerKey, ReplyKind, ServiceReply, ServiceRequest, TopicNames,
+    EMPTY_TOPIC, SUBSCRIBE_TOPIC, UNSUBSCRIBE_TOPIC,
+};
+use crate::client::{ClientInner, ClientOptions, P2pClient};
+use crate::error::{Error, Result};
+use crate::message::client::{parse_args, IntoArgs, ListenerId, PeerMessage};
+use crate::protocol::{action, event};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// What a topic subscriber's handler receives (see [`P2pClient::subscribe_topic`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicEvent {
+    /// A publication, with the arguments the service published.
+    Published(Vec<Value>),
+    /// The service destroyed the topic. This is the handler's last event: the subscription is
+    /// already removed, and the handler is not called again even if the topic is created anew.
+    Destroyed,
+}
+
+impl TopicEvent {
+    /// The arguments of a publication; `None` for [`TopicEvent::Destroyed`].
+    pub fn args(&self) -> Option<&[Value]> {
+        match self {
+            TopicEvent::Published(args) => Some(args),
+            TopicEvent::Destroyed => None,
+        }
+    }
+
+    /// Deserializes a publication's arguments as one typed value (a tuple for several).
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
+        match self {
+            TopicEvent::Published(args) => parse_args(args),
+            TopicEvent::Destroyed => Err(Error::BadRequest(
+                "a destroyed topic carries no publication".into(),
+            )),
+        }
+    }
+}
+
+impl P2pClient {
+    /// Calls `api` of `service` without waiting for an answer. The service may be provided by the
+    /// server or by a client; the call is the same. A failure (no such service or API) comes back
+    /// as a server error (see [`on_server_error`](P2pClient::on_server_error)).
+    pub async fn emit_service(&self, service: &str, api: &str, args: impl IntoArgs) -> Result<()> {
+        check_name(service, "service")?;
+        check_name(api, "API")?;
+        self.emit_to(service, api, args).await
+    }
+
+    /// Calls `api` of `service` and waits for its answer, at most the client's timeout. An
+    /// unknown service or API is an error answer, not a wait.
+    pub async fn emit_service_with_reply(
+        &self,
+        service: &str,
+        api: &str,
+        args: impl IntoArgs,
+    ) -> Result<Vec<Value>> {
+        self.emit_service_with_reply_timeout(service, api, args, self.inner.opts.timeout)
+            .await
+    }
+
+    /// Like [`emit_service_with_reply`](P2pClient::emit_service_with_reply) with a timeout of
+    /// its own.
+    pub async fn emit_service_with_reply_timeout(
+        &self,
+        service: &str,
+        api: &str,
+        args: impl IntoArgs,
+        timeout: Duration,
+    ) -> Result<Vec<Value>> {
+        check_name(service, "service")?;
+        check_name(api, "API")?;
+        self.emit_to_with_reply_timeout(service, api, args, timeout)
+            .await
+    }
+
+    /// Calls `api` of `service` and deserializes the answer: a tuple for several answer
+    /// arguments, the value itself for one.
+    ///
+    /// ```no_run
+    /// # async fn f(client: socketio_p2p::P2pClient) -> socketio_p2p::Result<()> {
+    /// let sum: i64 = client.request_service("math", "add", (2, 3)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn request_service<R: DeserializeOwned>(
+        &self,
+        service: &str,
+        api: &str,
+        args: impl IntoArgs,
+    ) -> Result<R> {
+        let reply = self.emit_service_with_reply(service, api, args).await?;
+        parse_args(&reply)
+    }
+
+    /// Calls `handler` for every `event` the service sends this client (its `emit_client`):
+    /// the same as `from(service).on(event, handler)`.
+    pub fn on_service(
+        &self,
+        service: &str,
+        event: &str,
+        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.from(service).on(event, handler)
+    }
+
+    /// Subscribes to `topic` of `service`; resolves once the service has added this client to
+    /// the topic. `handler` then receives each publication as [`TopicEvent::Published`].
+    ///
+    /// When the service destroys the topic, the subscription's listeners are removed and
+    /// `handler` receives [`TopicEvent::Destroyed`] as its last event. Subscribing twice adds a
+    /// second handler; [`unsubscribe_topic`](P2pClient::unsubscribe_topic) removes them all.
+    pub async fn subscribe_topic(
+        &self,
+        service: &str,
+        topic: &str,
+        handler: impl Fn(TopicEvent) + Send + Sync + 'static,
+    ) -> Result<()> {
+        check_name(service, "service")?;
+        check_topic(topic)?;
+        let room = topic_room(service, topic);
+        let handler = Arc::new(handler);
+        // Listening starts before the request goes out, so no publication made after the
+        // service's answer can arrive before its listener exists.
+        let h = handler.clone();
+        let published = self.on(&topic_event(&room), move |args| {
+            h(TopicEvent::Published(args))
+        });
+        let own: Arc<OnceLock<ListenerId>> = Arc::new(OnceLock::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let destroyed = {
+            let weak = Arc::downgrade(&self.inner);
+            let (own, done) = (own.clone(), done.clone());
+            self.on(&topic_destroyed_event(&room), move |_| {
+                if done.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                if let Some(inner) = weak.upgrade() {
+                    let client = P2pClient { inner };
+                    client.remove_listener(published);
+                    if let Some(id) = own.get() {
+                        client.remove_listener(*id);
+                    }
+                }
+                handler(TopicEvent::Destroyed);
+            })
+        };
+        let _ = own.set(destroyed);
+        if done.load(Ordering::Acquire) {
+            self.remove_listener(destroyed);
+        }
+        let answer = self
+            .emit_service_with_reply(service, SUBSCRIBE_TOPIC, (self.id(), topic))
+            .await;
+        // The seed's services answer a refusal as `ack(errorText)`.
+        let result = match answer {
+            Ok(args) => match args.first() {
+                None | Some(Value::Null) => Ok(()),
+                Some(Value::String(s)) if s.is_empty() => Ok(()),
+                Some(Value::String(s)) => Err(Error::Remote(s.clone())),
+                Some(other) => Err(Error::Remote(other.to_string())),
+            },
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.remove_listener(published);
+            self.remove_listener(destroyed);
+        }
+        result
+    }
+
+    /// Unsubscribes from `topic` of `service`: this client's handlers of that topic are removed
+    /// at once (no publication reaches them after this returns), and the service is asked to
+    /// remove this client from the topic's room. As in the seed, the request is not answered;
+    /// resolves once it is queued.
+    pub async fn unsubscribe_topic(&self, service: &str, topic: &str) -> Result<()> {
+        check_name(service, "service")?;
+        check_topic(topic)?;
+        let room = topic_room(service, topic);
+        self.remove_event_listeners(&topic_event(&room));
+        self.remove_event_listeners(&topic_destroyed_event(&room));
+        self.emit_service(service, UNSUBSCRIBE_TOPIC, (self.id(), topic))
+            .await
+    }
+
+    /// Connects as the service `service`: the client id is the service name, so one connection
+    /// is one service. Fails with [`Error::Refused`] if a client of that name is connected
+    /// already (the relay's duplicate-id rule).
+    pub async fn connect_service(
+        url: &str,
+        service: &str,
+        opts: ClientOptions,
+    ) -> Result<ServiceClient> {
+        check_name(service, "service")?;
+        let client = P2pClient::connect_with(url, service, opts).await?;
+        Ok(ServiceClient::install(client))
+    }
+}
+
+/// A client that is a service: its client id is the service name. Other clients call it like
+/// a service the server provides; it answers the built-in topic APIs itself.
+///
+/// It derefs to its [`P2pClient`], so it can also call other services and message clients.
+/// Cheap to clone; every clone is the same service.
+///
+/// ```no_run
+/// # async fn f() -> socketio_p2p::Result<()> {
+/// use socketio_p2p::{ClientOptions, P2pClient};
+/// let jobs = P2pClient::connect_service("http://127.0.0.1:9000", "jobs", ClientOptions::default()).await?;
+/// jobs.provide_service("add", |call| {
+///     let (a, b): (i64, i64) = call.parse().unwrap_or_default();
+///     call.respond((a + b,));
+/// })?;
+/// jobs.create_topic("done").await?;
+/// jobs.publish_topic("done", ("job-1",)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ServiceClient {
+    client: P2pClient,
+    state: Arc<State>,
+}
+
+struct State {
+    apis: Mutex<HashMap<String, Vec<ListenerId>>>,
+    topics: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for ServiceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClient")
+            .field("name", &self.client.id())
+            .field("connected", &self.client.is_connected())
+            .finish()
+    }
+}
+
+impl std::ops::Deref for ServiceClient {
+    type Target = P2pClient;
+    fn deref(&self) -> &P2pClient {
+        &self.client
+    }
+}
+
+impl ServiceClient {
+    /// Connects as the service `service` with default options: see
+    /// [`P2pClient::connect_service`].
+    pub async fn connect(url: &str, service: &str) -> Result<ServiceClient> {
+        P2pClient::connect_service(url, service, ClientOptions::default()).await
+    }
+
+    fn install(client: P2pClient) -> ServiceClient {
+        for join in [true, false] {
+            let weak = Arc::downgrade(&client.inner);
+            let api = if join {
+                SUBSCRIBE_TOPIC
+            } else {
+                UNSUBSCRIBE_TOPIC
+            };
+            client.on_any(api, move |m| {
+                if let Some(inner) = weak.upgrade() {
+                    topic_membership(inner, m, join);
+                }
+            });
+        }
+        ServiceClient {
+            client,
+            state: Arc::new(State {
+                apis: Mutex::new(HashMap::new()),
+                topics: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// The service's name (its client id).
+    pub fn name(&self) -> &str {
+        self.client.id()
+    }
+
+    /// The client this service runs on.
+    pub fn client(&self) -> &P2pClient {
+        &self.client
+    }
+
+    /// Calls `handler` for every call of `api`, from any client. An API may have several
+    /// handlers: all run, and the first answer wins. Handlers run on the receive path and should
+    /// return quickly; one may keep the [`ServiceReply`] and answer later from a task. Fails if
+    /// `api` is empty or a built-in topic API.
+    pub fn provide_service(
+        &self,
+        api: &str,
+        handler: impl Fn(ServiceRequest) + Send + Sync + 'static,
+    ) -> Result<HandlerId> {
+        check_name(api, "API")?;
+        if is_builtin_api(api) {
+            return Err(Error::BadRequest(format!(
+                "'{api}' is a built-in API of every service"
+            )));
+        }
+        let service = self.name().to_string();
+        let id = self.client.on_any(api, move |m: PeerMessage| {
+            handler(ServiceRequest {
+                service: service.clone(),
+                api: m.event,
+                from: m.from,
+                args: m.args,
+                reply: m.reply.map(|r| ServiceReply(ReplyKind::Client(r))),
+            })
+        });
+        self.state
+            .apis
+            .lock()
+            .unwrap()
+            .entry(api.to_string())
+            .or_default()
+            .push(id);
+        Ok(HandlerId(HandlerKey::Client(id)))
+    }
+
+    /// Removes every handler of `api` given to [`provide_service`](Self::provide_service);
+    /// later calls of it with a reply get an error answer. Returns whether it had handlers.
+    pub fn destroy_service(&self, api: &str) -> bool {
+        let ids = self.state.apis.lock().unwrap().remove(api);
+        match ids {
+            Some(ids) => {
+                for id in ids {
+                    self.client.remove_listener(id);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes one handler of `api`. Returns whether it was there.
+    pub fn destroy_service_handler(&self, api: &str, handler: HandlerId) -> bool {
+        let HandlerKey::Client(id) = handler.0 else {
+            return false;
+        };
+        let mut apis = self.state.apis.lock().unwrap();
+        let Some(list) = apis.get_mut(api) else {
+            return false;
+        };
+        let Some(pos) = list.iter().position(|l| *l == id) else {
+            return false;
+        };
+        list.remove(pos);
+        if list.is_empty() {
+            apis.remove(api);
+        }
+        drop(apis);
+        self.client.remove_listener(id)
+    }
+
+    /// Removes every API of this service; the built-in topic APIs and the topics stay.
+    pub fn destroy_all_services(&self) {
+        let all: Vec<_> = self.state.apis.lock().unwrap().drain().collect();
+        for (_, ids) in all {
+            for id in ids {
+                self.client.remove_listener(id);
+            }
+        }
+    }
+
+    /// The APIs this service provides (not counting the built-in ones), sorted.
+    pub fn apis(&self) -> Vec<String> {
+        let mut apis: Vec<String> = self.state.apis.lock().unwrap().keys().cloned().collect();
+        apis.sort();
+        apis
+    }
+
+    /// Creates one or several topics (`"news"` or `["a", "b"]`); creating one again does nothing.
+    /// Resolves once the server has set up their rooms.
+    pub async fn create_topic(&self, names: impl TopicNames) -> Result<()> {
+        for name in check_topics(names)? {
+            if self.state.topics.lock().unwrap().contains(&name) {
+                continue;
+            }
+            let room = topic_room(self.name(), &name);
+            let args = vec![Value::from(action::SERVICE_CREATE_TOPIC), Value::from(room)];
+            self.client
+                .inner
+                .request(event::JOIN_ROOM, args, self.client.inner.opts.timeout)
+                .await?;
+            self.state.topics.lock().unwrap().insert(name);
+        }
+        Ok(())
+    }
+
+    /// Destroys one or several topics: every subscriber receives `<room>-TOPIC_BEING_DESTROYED`
+    /// and leaves the topic's room, and publishing to it fails until it is created again.
+    pub async fn destroy_topic(&self, names: impl TopicNames) -> Result<()> {
+        for name in check_topics(names)? {
+            self.state.topics.lock().unwrap().remove(&name);
+            let room = topic_room(self.name(), &name);
+            let args = vec![
+                Value::from(action::SERVICE_DESTROY_TOPIC),
+                Value::from(room),
+            ];
+            self.client
+                .inner
+                .request(event::LEAVE_ROOM, args, self.client.inner.opts.timeout)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `args` to the subscribers of `topic`: each receives
+    /// `<room>-DEFAULT_TOPIC_EVENT(...args)`. Fails if the topic was not created. Resolves once
+    /// the server has sent it.
+    pub async fn publish_topic(&self, topic: &str, args: impl IntoArgs) -> Result<()> {
+        check_topic(topic)?;
+        if !self.state.topics.lock().unwrap().contains(topic) {
+            return Err(Error::BadRequest(format!(
+                "topic '{topic}' of service '{}' was not created",
+                self.name()
+            )));
+        }
+        let room = topic_room(self.name(), topic);
+        self.client
+            .emit_room(&room, &topic_event(&room), args)
+            .await
+    }
+
+    /// The topics this service created and did not destroy, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.state.topics.lock().unwrap().iter().cloned().collect();
+        topics.sort();
+        topics
+    }
+
+    /// Sends `event(serviceName, ...args)` to a client, which sees it as a message from the
+    /// service (`on_service(service, event, ..)`).
+    pub async fn emit_client(&self, client: &str, event: &str, args: impl IntoArgs) -> Result<()> {
+        self.client.emit_to(client, event, args).await
+    }
+
+    /// Like [`emit_client`](Self::emit_client), and waits for the client's answer, at most the
+    /// client's timeout.
+    pub async fn emit_client_with_reply(
+        &self,
+        client: &str,
+        event: &str,
+        args: impl IntoArgs,
+    ) -> Result<Vec<Value>> {
+        self.client.emit_to_with_reply(client, event, args).await
+    }
+}
+
+/// The built-in `SUBSCRIBE_TOPIC(clientId, topic)` / `UNSUBSCRIBE_TOPIC(clientId, topic)` of a
+/// client service: asks the server to add the caller to the topic's room (or remove it), as the
+/// seed did, and answers with nothing on success or the error text (the seed's `ack(error)`).
+fn topic_membership(inner: Arc<ClientInner>, m: PeerMessage, join: bool) {
+    let refuse = |text: String| {
+        if let Some(r) = &m.reply {
+            r.send((text,));
+        }
+    };
+    let client = match m.args.first() {
+        Some(Value::String(s)) => s.clone(),
+        _ => {
+            return refuse(format!(
+                "{}: the client id must be a string",
+                if join {
+                    SUBSCRIBE_TOPIC
+                } else {
+                    UNSUBSCRIBE_TOPIC
+                }
+            ))
+        }
+    };
+    let topic = match m.args.get(1) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return refuse(EMPTY_TOPIC.to_string()),
+    };
+    // The seed trusted this id; here a client may only (un)subscribe itself.
+    if client != m.from {
+        return refuse(format!(
+            "client '{}' may only subscribe or unsubscribe itself, not '{client}'",
+            m.from
+        ));
+    }
+    let room = topic_room(&inner.id, &topic);
+    let (name, act) = if join {
+        (event::JOIN_ROOM, action::CLIENT_SUBSCRIBE_TOPIC)
+    } else {
+        (event::LEAVE_ROOM, action::CLIENT_UNSUBSCRIBE_TOPIC)
+    };
+    let args = vec![Value::from(act), Value::from(client), Value::from(room)];
+    let reply = m.reply;
+    tokio::spawn(async move {
+        let result = inner.request(name, args, inner.opts.timeout).await;
+        if let Some(r) = reply {
+            match result {
+                Ok(_) => r.send(()),
+                Err(e) => r.send((e.to_string(),)),
+            };
+        }
+    });
+}
