@@ -383,6 +383,16 @@ async fn one_server_provides_several_services() {
         .unwrap();
     assert_eq!(other, "greeter has its own add");
 
+    // Several topics at once; repeats are one topic.
+    math.create_topic(["a", "b", "a"]).unwrap();
+    math.create_topic(vec!["b".to_string(), "c".to_string()])
+        .unwrap();
+    assert_eq!(math.topics(), vec!["a", "b", "c"]);
+    math.destroy_topic(&["a", "c"][..]).unwrap();
+    assert_eq!(math.topics(), vec!["b"]);
+    assert!(math.publish_topic("a", ()).is_err());
+    math.publish_topic("b", ()).unwrap();
+
     // Same topic name in two services: two topics, two rooms.
     math.create_topic("news").unwrap();
     greeter.create_topic("news").unwrap();
@@ -890,7 +900,13 @@ async fn server_service_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_service_bad_input() {
     let relay = relay().await;
-    let p = Provider::Client(service_client(&relay, "b-cli").await);
+    let svc = service_client(&relay, "b-cli").await;
+    svc.create_topic(["x", "y", "x"]).await.unwrap();
+    assert_eq!(svc.topics(), vec!["x", "y"]);
+    svc.destroy_topic(["x", "y"]).await.unwrap();
+    assert!(svc.topics().is_empty());
+    assert!(svc.create_topic(["ok", ""]).await.is_err());
+    let p = Provider::Client(svc);
     bad_input(&relay, p).await;
     assert_relay_works(&relay, "bc-check-a", "bc-check-b").await;
 }

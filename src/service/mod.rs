@@ -36,8 +36,10 @@ use serde_json::Value;
 use std::sync::Arc;
 
 /// Built-in API of every service: `SUBSCRIBE_TOPIC(clientId, topic)` joins that client (it must
-/// be the caller) to the topic's room. Answered with no arguments on success and with an error
-/// text otherwise (the seed's `ack(error)`).
+/// be the caller) to the topic's room. Answered with no arguments on success. A refusal (empty or
+/// non-string topic, another client's id) is answered as the seed did, with the error text as the
+/// one argument; the server answers a Rust caller with an error instead.
+/// [`P2pClient::subscribe_topic`](crate::P2pClient::subscribe_topic) reads both as an error.
 pub const SUBSCRIBE_TOPIC: &str = "SUBSCRIBE_TOPIC";
 /// Built-in API of every service: `UNSUBSCRIBE_TOPIC(clientId, topic)` removes that client (it
 /// must be the caller) from the topic's room.
