@@ -35,6 +35,14 @@ pub struct StreamOptions {
     pub timeout: Option<Duration>,
 }
 
+/// Where an open stands, shared by the opener and the hook that sees the answer.
+enum Opening {
+    Waiting,
+    Accepted(Arc<Shared>),
+    /// The opener returned: a later acceptance is undone.
+    Abandoned,
+}
+
 /// A client's streams and stream acceptors.
 #[derive(Default)]
 pub(crate) struct Streams {
@@ -207,25 +215,43 @@ impl P2pClient {
         }
 
         // In credit mode the peer may send frames right behind the answer; the hook registers
-        // the stream on the receive path before they are handled.
-        let credit: Arc<Mutex<Option<Arc<Shared>>>> = Arc::default();
+        // the stream on the receive path before they are handled. An answer that arrives after
+        // this call gave up (timeout) still runs the hook, which then destroys the stream the
+        // peer accepted, so the peer's end does not wait forever.
+        let opening: Arc<Mutex<Opening>> = Arc::new(Mutex::new(Opening::Waiting));
         let hook = {
-            let credit = credit.clone();
+            let opening = opening.clone();
             let me = inner.me.clone();
             let mut info = info.clone();
+            let own_id = own_id.clone();
             Box::new(move |body: &ResBody| {
                 let (Some(inner), ResBody::Ok(args)) = (me.upgrade(), body) else {
                     return;
                 };
-                let Some(obj) = args.first().and_then(Value::as_object) else {
+                let mut opening = opening.lock().unwrap();
+                let abandoned = matches!(*opening, Opening::Abandoned);
+                let credit = args.first().and_then(Value::as_object).and_then(|obj| {
+                    Some((
+                        valid_window(obj.get("window"))?,
+                        obj.get("route").and_then(Value::as_u64)?,
+                    ))
+                });
+                let Some((peer_window, route)) = credit else {
+                    if abandoned && matches!(args.first(), None | Some(Value::Null)) {
+                        // A seed-era peer accepted too late.
+                        inner.send_seed_destroy(&info.peer, &own_id);
+                    }
                     return;
                 };
-                let (Some(peer_window), Some(route)) = (
-                    valid_window(obj.get("window")),
-                    obj.get("route").and_then(Value::as_u64),
-                ) else {
+                if abandoned {
+                    let reset = Frame::Reset {
+                        route,
+                        code: super::frame::code::CANCEL,
+                        reason: "the opener gave up waiting for the acceptance".into(),
+                    };
+                    inner.send_now(Outgoing::Frame(reset.encode()));
                     return;
-                };
+                }
                 info.seed_mode = false;
                 let key = StreamKey::Route(route);
                 let shared = Shared::new(
@@ -239,14 +265,18 @@ impl P2pClient {
                     endpoint_of(&inner),
                 );
                 inner.streams.table.lock().unwrap().insert(key, shared.clone());
-                *credit.lock().unwrap() = Some(shared);
+                *opening = Opening::Accepted(shared);
             }) as crate::client::AnswerHook
         };
         let timeout = opts.timeout.unwrap_or(inner.opts.timeout);
         let answer = inner
             .request_with_hook(event::MULTI_API_CREATE_STREAM, vec![request], timeout, Some(hook))
             .await;
-        let registered = credit.lock().unwrap().take();
+        let outcome = std::mem::replace(&mut *opening.lock().unwrap(), Opening::Abandoned);
+        let registered = match outcome {
+            Opening::Accepted(shared) => Some(shared),
+            _ => None,
+        };
         let unregister_seed = || inner.streams.table.lock().unwrap().remove(&seed_key);
         match answer {
             Ok(args) => {
