@@ -255,6 +255,172 @@ class SeedClient {
     for (const entry of list) this.socket.off(entry.event, entry.listener);
     this._fromListeners.delete(sourceId);
   }
+
+  // ---- Stream ----
+  // Written from the Stream section of the seed protocol document: one chunk in flight per
+  // stream, each sent as P2P_EMIT_ACKNOWLEDGE of `P2P_EMIT_STREAM-from-stream-<own stream id>`
+  // and the next one only after the acknowledgement; a `null` chunk ends a direction;
+  // PEER_STREAM_DESTROYED destroys the peer's end.
+
+  // Set `streamChunksAsJson = true` to send stream chunks as JSON arrays of numbers (which the
+  // seed's receivers also accept) instead of Buffers.
+
+  /**
+   * Opens a stream to `targetId`. Resolves with a Node Duplex once the peer accepts; rejects with
+   * the refusal text (unknown client, not listening) otherwise.
+   */
+  addP2pStream(targetId) {
+    const seq = (this._streamSeq = (this._streamSeq || 0) + 1);
+    const tag = Math.random().toString(36).slice(2, 8);
+    const sourceStreamId = `${this.clientId}-${seq}-${tag}`;
+    const targetStreamId = `${targetId}-${seq}-${tag}`;
+    // The peer may send a chunk right behind its acceptance, so listen before asking.
+    const duplex = this._createStream(targetId, sourceStreamId, targetStreamId);
+    return new Promise((resolve, reject) => {
+      const info = { sourceStreamId, targetStreamId, targetClientId: targetId };
+      this.socket.emit('MULTI_API_CREATE_STREAM', info, (err) => {
+        if (err !== undefined && err !== null) {
+          duplex._p2p.quiet = true;
+          duplex.destroy();
+          reject(new Error(String(err)));
+        } else {
+          resolve(duplex);
+        }
+      });
+    });
+  }
+
+  /**
+   * Accepts every stream a peer opens: `cb(duplex, connectionInfo)`. Replaces an earlier `cb`.
+   * From the first call on, this client answers every request: accepted while a `cb` is set,
+   * refused with the seed's text after `offAddP2pStream`.
+   */
+  onAddP2pStream(cb) {
+    this._streamAcceptor = cb;
+    if (this._streamHooked) return;
+    this._streamHooked = true;
+    this.socket.on('MULTI_API_CREATE_STREAM', (info, ack) => {
+      const answer = typeof ack === 'function' ? ack : () => {};
+      const accept = this._streamAcceptor;
+      if (!accept) {
+        answer(`Client ${this.clientId} is not listening to create stream event`);
+        return;
+      }
+      if (!info || typeof info.sourceClientId !== 'string') {
+        answer('MULTI_API_CREATE_STREAM without sourceClientId');
+        return;
+      }
+      // On this side the ids swap: our stream id is the opener's targetStreamId.
+      const duplex = this._createStream(info.sourceClientId, info.targetStreamId, info.sourceStreamId);
+      answer();
+      accept(duplex, info);
+    });
+  }
+
+  /** Stops accepting streams. */
+  offAddP2pStream() {
+    this._streamAcceptor = null;
+  }
+
+  /** How many streams of this client still have socket listeners. */
+  streamCount() {
+    return this._streams ? this._streams.size : 0;
+  }
+
+  _createStream(peerId, ownStreamId, peerStreamId) {
+    const { Duplex } = require('stream');
+    if (!this._streams) this._streams = new Set();
+    const socket = this.socket;
+    const dataEvent = `P2P_EMIT_STREAM-from-stream-${peerStreamId}`;
+    const state = { peerId, ownStreamId, peerStreamId, heldAck: null, ended: false, quiet: false };
+    const client = this;
+    const duplex = new Duplex({
+      // Chunks from Rust peers are JSON arrays of numbers; the readable side hands out Buffers.
+      write(chunk, _encoding, callback) {
+        // The seed sends Buffers (binary attachments); `streamChunksAsJson` sends arrays of numbers.
+        const payload = client.streamChunksAsJson ? Array.from(chunk) : chunk;
+        client.emitTo(peerId, `P2P_EMIT_STREAM-from-stream-${ownStreamId}`, payload, (err) => {
+          if (err !== undefined && err !== null) callback(new Error(String(err)));
+          else callback();
+        });
+      },
+      final(callback) {
+        client.emitTo(peerId, `P2P_EMIT_STREAM-from-stream-${ownStreamId}`, null, () => callback());
+      },
+      read() {
+        // The reader wants more: acknowledge the chunk held back, so the peer sends the next.
+        const ack = state.heldAck;
+        state.heldAck = null;
+        if (ack) ack();
+      },
+      destroy(err, callback) {
+        detach();
+        if (!state.quiet && !(state.ended && duplex.writableFinished)) {
+          client.emitTo(peerId, 'PEER_STREAM_DESTROYED', ownStreamId);
+        }
+        callback(err);
+      },
+    });
+    duplex._p2p = state;
+
+    const onData = (sender, chunk, ack) => {
+      if (sender !== peerId) return;
+      const answer = typeof ack === 'function' ? ack : () => {};
+      if (chunk === null || chunk === undefined) {
+        state.ended = true;
+        duplex.push(null);
+        answer();
+        maybeDone();
+        return;
+      }
+      let buf;
+      if (Buffer.isBuffer(chunk)) buf = chunk;
+      else if (chunk instanceof ArrayBuffer) buf = Buffer.from(chunk);
+      else if (Array.isArray(chunk)) buf = Buffer.from(chunk);
+      else if (typeof chunk === 'string') buf = Buffer.from(chunk);
+      else {
+        answer('stream chunk is not bytes');
+        duplex.destroy(new Error('stream chunk is not bytes'));
+        return;
+      }
+      // Stop-and-wait: acknowledge now if the readable side has room, else when it is read.
+      if (duplex.push(buf)) answer();
+      else state.heldAck = answer;
+    };
+    const onDestroyed = (sender, streamId) => {
+      if (sender !== peerId || streamId !== peerStreamId) return;
+      state.quiet = true;
+      duplex.destroy(new Error(`stream destroyed by '${peerId}'`));
+    };
+    const onTargetGone = (id) => {
+      if (id !== peerId) return;
+      state.quiet = true;
+      duplex.destroy(new Error(`client '${peerId}' disconnected`));
+    };
+    const onDisconnect = () => {
+      state.quiet = true;
+      duplex.destroy(new Error('disconnected from the server'));
+    };
+    function detach() {
+      if (!client._streams.has(duplex)) return;
+      client._streams.delete(duplex);
+      socket.off(dataEvent, onData);
+      socket.off('PEER_STREAM_DESTROYED', onDestroyed);
+      socket.off('MULTI_API_TARGET_DISCONNECT', onTargetGone);
+      socket.off('disconnect', onDisconnect);
+    }
+    // Both directions ended: the stream is over and its listeners go.
+    function maybeDone() {
+      if (state.ended && duplex.writableFinished) detach();
+    }
+    duplex.on('finish', maybeDone);
+    socket.on(dataEvent, onData);
+    socket.on('PEER_STREAM_DESTROYED', onDestroyed);
+    socket.on('MULTI_API_TARGET_DISCONNECT', onTargetGone);
+    socket.on('disconnect', onDisconnect);
+    this._streams.add(duplex);
+    return duplex;
+  }
 }
 
 // ---- Service ----
