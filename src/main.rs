@@ -2,10 +2,17 @@
 
 use clap::{Parser, Subcommand};
 use socketio_p2p::{DuplicateIdPolicy, Relay, RelayOptions};
+use std::path::PathBuf;
 use std::time::Duration;
 
+mod transfer;
+
 #[derive(Parser)]
-#[command(name = "socketio-p2p", version, about = "Peer-to-peer relay over Socket.IO")]
+#[command(
+    name = "socketio-p2p",
+    version,
+    about = "Peer-to-peer relay over Socket.IO"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,18 +39,52 @@ enum Command {
         #[arg(long, default_value_t = 4096)]
         buffer: usize,
     },
+    /// Send a file to another client through the relay (checked with SHA-256 at both ends).
+    Send {
+        /// Relay URL, e.g. http://127.0.0.1:9000.
+        #[arg(long)]
+        server: String,
+        /// This client's id.
+        #[arg(long)]
+        id: String,
+        /// The receiving client's id.
+        #[arg(long)]
+        to: String,
+        /// The file to send, or `-` for stdin.
+        file: PathBuf,
+    },
+    /// Receive one file from another client through the relay (checked with SHA-256 at both
+    /// ends). Progress goes to stderr; the digest and verdict to stdout, or to stderr when the
+    /// data goes to stdout.
+    Recv {
+        /// Relay URL, e.g. http://127.0.0.1:9000.
+        #[arg(long)]
+        server: String,
+        /// This client's id.
+        #[arg(long)]
+        id: String,
+        /// Where to write the file, or `-` for stdout. Default: the sender's file name in the
+        /// current directory (an existing file is not overwritten).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The file commands keep stderr for their own progress unless RUST_LOG asks for more.
+    let default_filter = match cli.command {
+        Command::Serve { .. } => "info",
+        Command::Send { .. } | Command::Recv { .. } => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Serve {
             port,
@@ -74,6 +115,33 @@ async fn main() -> std::process::ExitCode {
             tracing::info!("shutting down");
             relay.shutdown().await;
             std::process::ExitCode::SUCCESS
+        }
+        Command::Send {
+            server,
+            id,
+            to,
+            file,
+        } => exit_with(
+            transfer::send(transfer::SendArgs {
+                server,
+                id,
+                to,
+                file,
+            })
+            .await,
+        ),
+        Command::Recv { server, id, out } => {
+            exit_with(transfer::recv(transfer::RecvArgs { server, id, out }).await)
+        }
+    }
+}
+
+fn exit_with(result: Result<(), transfer::Error>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socketio-p2p: error: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,457 @@
+//! `socketio-p2p send` and `socketio-p2p recv`: one file from one client to another through the
+//! relay, checked with SHA-256 at both ends.
+//!
+//! The exchange:
+//! 1. The sender opens a stream to the receiver on channel [`CHANNEL`], with the arguments
+//!    `{"name": <file name>, "size": <bytes>}` (each left out when unknown, e.g. for stdin).
+//! 2. It writes the bytes and shuts its direction down; the receiver reads to EOF.
+//! 3. The receiver answers on the other direction with `sha256 <hex>\n` and ends it; the sender
+//!    compares that with its own digest.
+//! 4. The sender sends its digest as a request ([`DIGEST_EVENT`]); the receiver compares and
+//!    replies `true` or `false`, so each end reports a verdict of its own.
+//!
+//! Hashing runs on a blocking thread beside the copy, so it overlaps with the network.
+
+use bytes::{Bytes, BytesMut};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use socketio_p2p::{P2pClient, P2pDuplex, StreamOptions};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Stream channel of file transfers.
+pub const CHANNEL: &str = "file";
+/// Event of the sender's digest, sent as a request after the stream.
+pub const DIGEST_EVENT: &str = "FILE_SHA256";
+/// Bytes read or written at once.
+const CHUNK: usize = 256 * 1024;
+/// How long one end waits for the other's digest once the bytes are through.
+const DIGEST_WAIT: Duration = Duration::from_secs(60);
+
+/// Any failure, as a message for the user.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T> = std::result::Result<T, Error>;
+
+/// What `send` was asked to do.
+pub struct SendArgs {
+    /// Relay URL.
+    pub server: String,
+    /// This client's id.
+    pub id: String,
+    /// The receiver's id.
+    pub to: String,
+    /// The file, or `-` for stdin.
+    pub file: PathBuf,
+}
+
+/// What `recv` was asked to do.
+pub struct RecvArgs {
+    /// Relay URL.
+    pub server: String,
+    /// This client's id.
+    pub id: String,
+    /// Where to write: a path, `-` for stdout, or `None` for the sender's file name in the
+    /// current directory (never overwriting a file).
+    pub out: Option<PathBuf>,
+}
+
+/// SHA-256 computed on a blocking thread from chunks handed over by the copy loop.
+struct Hasher {
+    tx: mpsc::Sender<Bytes>,
+    task: tokio::task::JoinHandle<String>,
+}
+
+impl Hasher {
+    fn new() -> Hasher {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut h = Sha256::new();
+            while let Some(b) = rx.blocking_recv() {
+                h.update(&b);
+            }
+            hex::encode(h.finalize())
+        });
+        Hasher { tx, task }
+    }
+
+    async fn update(&self, b: Bytes) -> Result<()> {
+        self.tx
+            .send(b)
+            .await
+            .map_err(|_| "the hashing thread stopped".into())
+    }
+
+    async fn finish(self) -> Result<String> {
+        drop(self.tx);
+        Ok(self.task.await?)
+    }
+}
+
+/// Progress on stderr: a bar on a terminal, a plain line a second otherwise.
+enum Progress {
+    Bar(ProgressBar, &'static str, Instant),
+    Plain {
+        verb: &'static str,
+        total: Option<u64>,
+        start: Instant,
+        last: Instant,
+    },
+}
+
+impl Progress {
+    fn new(verb: &'static str, total: Option<u64>) -> Progress {
+        let start = Instant::now();
+        if !std::io::stderr().is_terminal() {
+            return Progress::Plain {
+                verb,
+                total,
+                start,
+                last: start,
+            };
+        }
+        let (bar, template) = match total {
+            Some(n) => (
+                ProgressBar::new(n),
+                "{spinner} {bytes}/{total_bytes} [{wide_bar}] {binary_bytes_per_sec} eta {eta}",
+            ),
+            None => (
+                ProgressBar::no_length(),
+                "{spinner} {bytes} {binary_bytes_per_sec} {elapsed}",
+            ),
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Progress::Bar(bar, verb, start)
+    }
+
+    fn set(&mut self, done: u64) {
+        match self {
+            Progress::Bar(bar, _, _) => bar.set_position(done),
+            Progress::Plain {
+                verb,
+                total,
+                start,
+                last,
+            } => {
+                if last.elapsed() >= Duration::from_secs(1) {
+                    *last = Instant::now();
+                    let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                    match total {
+                        Some(t) if *t > 0 => eprintln!(
+                            "{verb} {} of {} ({}%), {}/s",
+                            HumanBytes(done),
+                            HumanBytes(*t),
+                            done * 100 / *t,
+                            HumanBytes(rate as u64)
+                        ),
+                        _ => {
+                            eprintln!("{verb} {}, {}/s", HumanBytes(done), HumanBytes(rate as u64))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(self, done: u64) {
+        let (verb, start) = match self {
+            Progress::Bar(bar, verb, start) => {
+                bar.finish_and_clear();
+                (verb, start)
+            }
+            Progress::Plain { verb, start, .. } => (verb, start),
+        };
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "{verb} {} ({done} bytes) in {secs:.2} s, {:.1} MB/s",
+            HumanBytes(done),
+            done as f64 / 1e6 / secs.max(1e-9)
+        );
+    }
+}
+
+async fn connect(server: &str, id: &str) -> Result<P2pClient> {
+    P2pClient::connect(server, id)
+        .await
+        .map_err(|e| format!("cannot connect to {server} as '{id}': {e}").into())
+}
+
+fn is_dash(p: &Path) -> bool {
+    p.as_os_str() == "-"
+}
+
+/// Sends a file; returns once both ends verified the SHA-256.
+pub async fn send(a: SendArgs) -> Result<()> {
+    let (mut input, name, size): (
+        Box<dyn AsyncRead + Unpin + Send>,
+        Option<String>,
+        Option<u64>,
+    ) = if is_dash(&a.file) {
+        (Box::new(tokio::io::stdin()), None, None)
+    } else {
+        let f = tokio::fs::File::open(&a.file)
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?;
+        let meta = f.metadata().await?;
+        let name = a.file.file_name().map(|n| n.to_string_lossy().into_owned());
+        let size = meta.is_file().then_some(meta.len());
+        (Box::new(f), name, size)
+    };
+    let client = connect(&a.server, &a.id).await?;
+    let mut args = serde_json::Map::new();
+    if let Some(n) = &name {
+        args.insert("name".into(), Value::from(n.as_str()));
+    }
+    if let Some(s) = size {
+        args.insert("size".into(), Value::from(s));
+    }
+    let opts = StreamOptions {
+        channel: Some(CHANNEL.into()),
+        args: Value::Object(args),
+        ..StreamOptions::default()
+    };
+    let mut duplex = client
+        .add_p2p_stream_with(&a.to, opts)
+        .await
+        .map_err(|e| format!("cannot open a stream to '{}': {e}", a.to))?;
+    eprintln!(
+        "sending {} ({}) to '{}'",
+        name.as_deref().unwrap_or("stdin"),
+        size.map_or("size unknown".to_string(), |s| HumanBytes(s).to_string()),
+        a.to
+    );
+
+    let mut progress = Progress::new("sent", size);
+    let hasher = Hasher::new();
+    let mut total = 0u64;
+    loop {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        let n = input
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| format!("reading the input failed after {total} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.freeze();
+        hasher.update(chunk.clone()).await?;
+        duplex
+            .write_all(&chunk)
+            .await
+            .map_err(|e| format!("sending failed after {total} bytes: {e}"))?;
+        total += n as u64;
+        progress.set(total);
+    }
+    duplex
+        .shutdown()
+        .await
+        .map_err(|e| format!("ending the stream failed: {e}"))?;
+    progress.finish(total);
+    let own = hasher.finish().await?;
+
+    let theirs = read_digest(&mut duplex, &a.to).await?;
+    let confirmed: bool = client
+        .request(&a.to, DIGEST_EVENT, (own.clone(),))
+        .await
+        .map_err(|e| format!("'{}' did not confirm the digest: {e}", a.to))?;
+    println!("sha256 {own}");
+    let _ = client.disconnect().await;
+    if theirs != own {
+        return Err(format!("SHA-256 mismatch: '{}' received sha256 {theirs}", a.to).into());
+    }
+    if !confirmed {
+        return Err(format!("'{}' reports a SHA-256 mismatch", a.to).into());
+    }
+    println!("verified");
+    Ok(())
+}
+
+/// Reads the receiver's `sha256 <hex>` line (the rest of the stream).
+async fn read_digest(duplex: &mut P2pDuplex, peer: &str) -> Result<String> {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(DIGEST_WAIT, duplex.take(256).read_to_end(&mut answer)).await;
+    match read {
+        Err(_) => return Err(format!("no digest from '{peer}' within {DIGEST_WAIT:?}").into()),
+        Ok(Err(e)) => return Err(format!("reading the digest from '{peer}' failed: {e}").into()),
+        Ok(Ok(_)) => {}
+    }
+    let text = String::from_utf8_lossy(&answer);
+    match text.trim_end().strip_prefix("sha256 ") {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(hex.to_ascii_lowercase())
+        }
+        _ => Err(format!("'{peer}' answered {text:?} instead of a digest").into()),
+    }
+}
+
+/// The file name the sender announced, reduced to a plain name in the current directory.
+fn safe_name(announced: Option<&str>) -> PathBuf {
+    let name = announced
+        .and_then(|n| Path::new(n).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty() && n != "." && n != "..");
+    PathBuf::from(name.unwrap_or_else(|| "received.bin".into()))
+}
+
+/// Receives one file; returns once both ends verified the SHA-256.
+pub async fn recv(a: RecvArgs) -> Result<()> {
+    let client = connect(&a.server, &a.id).await?;
+    let (digest_tx, mut digest_rx) = mpsc::unbounded_channel();
+    client.on_any(DIGEST_EVENT, move |m| {
+        let _ = digest_tx.send(m);
+    });
+    let (gone_tx, mut gone_rx) = mpsc::unbounded_channel();
+    client.on_p2p_target_disconnect(move |id| {
+        let _ = gone_tx.send(id);
+    });
+    let mut incoming = client.incoming_streams(Some(CHANNEL));
+    eprintln!("waiting for a file as '{}' on {}", a.id, a.server);
+    let mut duplex = tokio::select! {
+        d = incoming.next() => d.ok_or("the client stopped accepting streams")?,
+        _ = client.closed() => return Err("the connection to the relay closed".into()),
+    };
+    // One file per run: later senders are refused.
+    client.off_add_p2p_stream(Some(CHANNEL));
+    let from = duplex.peer_id().to_string();
+    let name = duplex
+        .args()
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let size = duplex.args().get("size").and_then(Value::as_u64);
+
+    let to_stdout = a.out.as_deref().is_some_and(is_dash);
+    let (out, created): (Box<dyn AsyncWrite + Unpin + Send>, Option<PathBuf>) = if to_stdout {
+        (Box::new(tokio::io::stdout()), None)
+    } else {
+        let (path, file) = match &a.out {
+            Some(p) => (p.clone(), tokio::fs::File::create(p).await),
+            None => {
+                let p = safe_name(name.as_deref());
+                let f = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)
+                    .await;
+                (p, f)
+            }
+        };
+        let file = file.map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        (Box::new(file), Some(path))
+    };
+    eprintln!(
+        "receiving {} ({}) from '{from}' into {}",
+        name.as_deref().unwrap_or("a file"),
+        size.map_or("size unknown".to_string(), |s| HumanBytes(s).to_string()),
+        created
+            .as_ref()
+            .map_or("stdout".to_string(), |p| p.display().to_string())
+    );
+    let result = receive_into(&mut duplex, out, size, &from, &mut digest_rx).await;
+    if result.is_err() {
+        if let Some(p) = &created {
+            let _ = tokio::fs::remove_file(p).await;
+        }
+    }
+    let (own, verdict) = result?;
+    let say = |line: &str| {
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    say(&format!("sha256 {own}"));
+    // Leave once the sender has its answer (it disconnects then), or after a grace period.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(id) = gone_rx.recv().await {
+            if id == from {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = client.disconnect().await;
+    verdict?;
+    say("verified");
+    Ok(())
+}
+
+/// Copies the stream into `out` while hashing, answers with the digest and takes the sender's.
+/// Returns this end's digest and the verdict.
+async fn receive_into(
+    duplex: &mut P2pDuplex,
+    mut out: Box<dyn AsyncWrite + Unpin + Send>,
+    size: Option<u64>,
+    from: &str,
+    digest_rx: &mut mpsc::UnboundedReceiver<socketio_p2p::PeerMessage>,
+) -> Result<(String, Result<()>)> {
+    let mut progress = Progress::new("received", size);
+    let hasher = Hasher::new();
+    let mut total = 0u64;
+    loop {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        let n = duplex
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| format!("receiving failed after {total} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.freeze();
+        hasher.update(chunk.clone()).await?;
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| format!("writing the output failed after {total} bytes: {e}"))?;
+        total += n as u64;
+        progress.set(total);
+    }
+    out.flush()
+        .await
+        .map_err(|e| format!("writing the output failed: {e}"))?;
+    drop(out);
+    progress.finish(total);
+    if let Some(s) = size {
+        if s != total {
+            return Err(format!("received {total} bytes, but '{from}' announced {s}").into());
+        }
+    }
+    let own = hasher.finish().await?;
+    duplex
+        .write_all(format!("sha256 {own}\n").as_bytes())
+        .await
+        .map_err(|e| format!("sending the digest failed: {e}"))?;
+    duplex
+        .shutdown()
+        .await
+        .map_err(|e| format!("sending the digest failed: {e}"))?;
+
+    let msg = tokio::time::timeout(DIGEST_WAIT, async {
+        while let Some(m) = digest_rx.recv().await {
+            if m.from == from {
+                return Some(m);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| format!("'{from}' did not send its digest within {DIGEST_WAIT:?}"))?;
+    let theirs: String = msg.arg(0).unwrap_or_default();
+    let same = theirs.eq_ignore_ascii_case(&own);
+    if let Some(r) = &msg.reply {
+        r.send((same,));
+    }
+    let verdict = if same {
+        Ok(())
+    } else {
+        Err(format!("SHA-256 mismatch: '{from}' sent sha256 {theirs}").into())
+    };
+    Ok((own, verdict))
+}

@@ -1,0 +1,303 @@
+//! The command-line tools end to end: `serve`, `recv` and `send` as separate processes.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
+
+/// A directory of its own under the system's temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("socketio-p2p-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Bytes that are not all alike, 0x1E included.
+fn sample(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as u8
+        })
+        .collect()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// `socketio-p2p serve` on a port the system picks; returns the process and its URL.
+async fn serve() -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = bounded("serve announces its URL", lines.next_line())
+        .await
+        .unwrap()
+        .expect("a line from serve");
+    let url = line
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .unwrap_or_else(|| panic!("unexpected first line from serve: {line}"))
+        .to_string();
+    (child, url)
+}
+
+/// What a finished command printed.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<String>,
+}
+
+impl Finished {
+    fn stdout_lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A command whose output is collected in the background.
+struct Running {
+    child: Child,
+    output: tokio::task::JoinHandle<(Vec<u8>, Vec<String>)>,
+}
+
+impl Running {
+    /// Starts `socketio-p2p <args>`; with `ready`, waits until a stderr line starts with it.
+    async fn start(args: &[&str], stdin: Option<Vec<u8>>, ready: Option<&str>) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the command starts");
+        if let Some(data) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            tokio::spawn(async move {
+                let _ = pipe.write_all(&data).await;
+            });
+        }
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        if let Some(ready) = ready {
+            loop {
+                let line = bounded("the command gets ready", stderr.next_line())
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{args:?} ended early: {seen:?}"));
+                let done = line.starts_with(ready);
+                seen.push(line);
+                if done {
+                    break;
+                }
+            }
+        }
+        let mut stdout = child.stdout.take().unwrap();
+        let output = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let (_, _) = tokio::join!(stdout.read_to_end(&mut out), async {
+                while let Ok(Some(line)) = stderr.next_line().await {
+                    seen.push(line);
+                }
+            });
+            (out, seen)
+        });
+        Running { child, output }
+    }
+
+    async fn finish(mut self) -> Finished {
+        let status = bounded("the command ends", self.child.wait())
+            .await
+            .unwrap();
+        let (stdout, stderr) = bounded("its output", self.output).await.unwrap();
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 temporary path")
+}
+
+/// A file across two clients: both ends print the digest and `verified`; the copy is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_and_recv_move_a_file_and_verify_it() {
+    let dir = TempDir::new("cli");
+    let data = sample(5 * 1024 * 1024 + 77);
+    let input = dir.0.join("input.bin");
+    let output = dir.0.join("output.bin");
+    std::fs::write(&input, &data).unwrap();
+    let (_serve, url) = serve().await;
+
+    let receiver = Running::start(
+        &[
+            "recv",
+            "--server",
+            &url,
+            "--id",
+            "bob",
+            "--out",
+            path_str(&output),
+        ],
+        None,
+        Some("waiting for a file"),
+    )
+    .await;
+    let sender = Running::start(
+        &[
+            "send",
+            "--server",
+            &url,
+            "--id",
+            "alice",
+            "--to",
+            "bob",
+            path_str(&input),
+        ],
+        None,
+        None,
+    )
+    .await;
+    let sent = sender.finish().await;
+    let received = receiver.finish().await;
+
+    let expected = vec![
+        format!("sha256 {}", sha256_hex(&data)),
+        "verified".to_string(),
+    ];
+    assert!(sent.status.success(), "send failed: {:?}", sent.stderr);
+    assert!(
+        received.status.success(),
+        "recv failed: {:?}",
+        received.stderr
+    );
+    assert_eq!(sent.stdout_lines(), expected, "send's stdout");
+    assert_eq!(received.stdout_lines(), expected, "recv's stdout");
+    assert!(
+        received
+            .stderr
+            .iter()
+            .any(|l| l.contains("input.bin") && l.contains("'alice'")),
+        "recv names the file and the sender: {:?}",
+        received.stderr
+    );
+    let copy = std::fs::read(&output).unwrap();
+    assert!(copy == data, "the copy differs from the original");
+}
+
+/// Data from stdin to stdout: stdout carries the bytes and nothing else; the verdict goes to
+/// stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_to_stdout_keeps_stdout_clean() {
+    let data = sample(3 * 1024 * 1024 + 5);
+    let (_serve, url) = serve().await;
+    let receiver = Running::start(
+        &["recv", "--server", &url, "--id", "bob", "--out", "-"],
+        None,
+        Some("waiting for a file"),
+    )
+    .await;
+    let sender = Running::start(
+        &[
+            "send", "--server", &url, "--id", "alice", "--to", "bob", "-",
+        ],
+        Some(data.clone()),
+        None,
+    )
+    .await;
+    let sent = sender.finish().await;
+    let received = receiver.finish().await;
+    assert!(sent.status.success(), "send failed: {:?}", sent.stderr);
+    assert!(
+        received.status.success(),
+        "recv failed: {:?}",
+        received.stderr
+    );
+    assert!(
+        received.stdout == data,
+        "stdout holds exactly the bytes sent"
+    );
+    let digest = format!("sha256 {}", sha256_hex(&data));
+    assert!(received.stderr.contains(&digest), "{:?}", received.stderr);
+    assert!(received.stderr.contains(&"verified".to_string()));
+    assert_eq!(sent.stdout_lines(), vec![digest, "verified".to_string()]);
+}
+
+/// Sending to a client that is not connected fails with a clear message and a failure status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_to_an_absent_client_fails() {
+    let dir = TempDir::new("cli-absent");
+    let input = dir.0.join("input.bin");
+    std::fs::write(&input, b"hello").unwrap();
+    let (_serve, url) = serve().await;
+    let sent = Running::start(
+        &[
+            "send",
+            "--server",
+            &url,
+            "--id",
+            "alice",
+            "--to",
+            "nobody",
+            path_str(&input),
+        ],
+        None,
+        None,
+    )
+    .await
+    .finish()
+    .await;
+    assert!(!sent.status.success());
+    assert!(sent.stdout.is_empty(), "nothing on stdout");
+    let text = sent.stderr.join("\n");
+    assert!(
+        text.contains("'nobody'") && text.contains("error"),
+        "{text}"
+    );
+}
