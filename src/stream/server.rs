@@ -41,19 +41,23 @@ impl End {
         matches!(self, End::Client(p) if Arc::ptr_eq(p, peer))
     }
 
-    fn name(&self) -> String {
-        match self {
-            End::Client(p) => p.id.to_string(),
-            End::Local(_) => "the server".into(),
-        }
-    }
-
     /// Forwards a frame as it is to a client, or decodes it into the server's own stream. Call
     /// it for a local end only without the route table locked: the stream's state lock is always
     /// taken before the table's.
-    fn deliver(&self, bytes: &Bytes, routes: &Routes) -> Result<(), String> {
+    ///
+    /// A failure comes with the reset code and reason to tell both ends: a destination whose
+    /// socket already closed has disconnected (its disconnect may not have been handled yet).
+    fn deliver(&self, bytes: &Bytes, routes: &Routes) -> Result<(), (u32, String)> {
         match self {
-            End::Client(p) => p.socket.emit(FRAME_EVENT, bytes).map_err(|e| e.to_string()),
+            End::Client(p) => p.socket.emit(FRAME_EVENT, bytes).map_err(|e| match e {
+                socketioxide::SendError::Socket(socketioxide::SocketError::Closed) => {
+                    (code::PEER_GONE, format!("client '{}' disconnected", p.id))
+                }
+                e => (
+                    code::RELAY,
+                    format!("relay could not forward to '{}': {e}", p.id),
+                ),
+            }),
             End::Local(shared) => {
                 match Frame::decode(bytes.clone()) {
                     Ok(f) => {
@@ -181,10 +185,9 @@ impl Routes {
             drop(table);
             rt.a.forget(id);
             rt.b.forget(id);
-            if let Some(e) = failed {
-                let reason = format!("relay could not forward to '{}': {e}", dest.name());
-                rt.a.reset(id, code::RELAY, &reason);
-                rt.b.reset(id, code::RELAY, &reason);
+            if let Some((c, reason)) = failed {
+                rt.a.reset(id, c, &reason);
+                rt.b.reset(id, c, &reason);
             }
         }
     }
@@ -715,14 +718,13 @@ pub(crate) fn on_frame(server: &P2pServer, sender: &Arc<Peer>, bytes: Bytes) {
         return;
     }
     // Forward under the lock so frames of one route keep their order.
-    if let Err(e) = dest.deliver(&bytes, routes) {
+    if let Err((c, reason)) = dest.deliver(&bytes, routes) {
         // The frame cannot be forwarded (the destination's buffer is full or it is gone):
         // the stream cannot go on without losing data, so both ends are told.
         let rt = table.remove(&id).expect("route present");
         drop(table);
-        let reason = format!("relay could not forward to '{}': {e}", dest.name());
-        rt.a.reset(id, code::RELAY, &reason);
-        rt.b.reset(id, code::RELAY, &reason);
+        rt.a.reset(id, c, &reason);
+        rt.b.reset(id, c, &reason);
     }
 }
 
