@@ -15,7 +15,7 @@ pub mod server;
 pub mod service;
 pub mod stream;
 
-pub use client::{ClientOptions, P2pClient};
+pub use client::{ClientOptions, P2pClient, WeakP2pClient};
 pub use error::{Error, Result};
 pub use message::{parse_args, IntoArgs, ListenerId, PeerMessage, Reply};
 pub use relay::{Relay, RelayOptions};

@@ -54,7 +54,6 @@ async fn rust_and_seed_javascript_stream_both_ways_json_chunks() {
 
 /// JavaScript sends its chunks as Buffers (Socket.IO binary attachments), as the seed did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the relay refuses seed events with binary attachments (decode_args in src/server/mod.rs)"]
 async fn rust_and_seed_javascript_stream_both_ways_buffer_chunks() {
     exchange(&[]).await;
 }

@@ -6,7 +6,7 @@
 //! peer (a reply, an acceptance) is moved to a task of its own.
 
 use crate::error::Error;
-use crate::protocol::{self, event, Args, ArgsRef, ResBody};
+use crate::protocol::{self, event, Args, ArgsRef, ExtArgsRef, ResBody};
 use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef};
@@ -71,9 +71,12 @@ pub(crate) struct Peer {
 impl Peer {
     /// Emits `event(...args)` to this client.
     pub(crate) fn emit(&self, event: &str, args: &[Value]) -> Result<(), Error> {
-        self.socket
-            .emit(event, &ArgsRef(args))
-            .map_err(|e| send_error(&self.id, e))
+        let sent = if self.ext {
+            self.socket.emit(event, &ExtArgsRef(args))
+        } else {
+            self.socket.emit(event, &ArgsRef(args))
+        };
+        sent.map_err(|e| send_error(&self.id, e))
     }
 
     /// Sends `event(...args)` and waits for the client's answer: a Socket.IO acknowledgement for a
