@@ -322,10 +322,7 @@ async fn role(role: &str, url: &str, total: usize, mbps: f64) {
                 }
             }
             assert_eq!(got, total);
-            println!(
-                "rate {:.1}",
-                got as f64 / 1e6 / t0.elapsed().as_secs_f64()
-            );
+            println!("rate {:.1}", got as f64 / 1e6 / t0.elapsed().as_secs_f64());
             println!("peak {}", rss_kib(me, "VmHWM:"));
         }
         other => panic!("unknown role {other}"),

@@ -205,7 +205,10 @@ impl Serialize for Out<'_> {
             Value::Array(a) => {
                 let mut seq = s.serialize_seq(Some(a.len()))?;
                 for v in a {
-                    seq.serialize_element(&Out { v, bytes: self.bytes })?;
+                    seq.serialize_element(&Out {
+                        v,
+                        bytes: self.bytes,
+                    })?;
                 }
                 seq.end()
             }
@@ -222,7 +225,13 @@ impl Serialize for Out<'_> {
                 }
                 let mut map = s.serialize_map(Some(m.len()))?;
                 for (k, v) in m {
-                    map.serialize_entry(k, &Out { v, bytes: self.bytes })?;
+                    map.serialize_entry(
+                        k,
+                        &Out {
+                            v,
+                            bytes: self.bytes,
+                        },
+                    )?;
                 }
                 map.end()
             }
@@ -342,7 +351,10 @@ mod tests {
 
     #[test]
     fn binary_tag_goes_out_as_bytes_or_numbers() {
-        let args = vec![serde_json::json!({"a": {BINARY_TAG: [1, 2, 255]}}), Value::from("x")];
+        let args = vec![
+            serde_json::json!({"a": {BINARY_TAG: [1, 2, 255]}}),
+            Value::from("x"),
+        ];
         // Towards an extension client: plain arrays.
         let ext = serde_json::to_value(ExtArgsRef(&args)).unwrap();
         assert_eq!(ext, serde_json::json!([{"a": [1, 2, 255]}, "x"]));
@@ -355,7 +367,14 @@ mod tests {
     #[test]
     fn args_read_every_argument() {
         let a: Args = serde_json::from_str(r#"[1, {"k": [true, null]}, "s"]"#).unwrap();
-        assert_eq!(a.0, vec![Value::from(1), serde_json::json!({"k": [true, null]}), Value::from("s")]);
+        assert_eq!(
+            a.0,
+            vec![
+                Value::from(1),
+                serde_json::json!({"k": [true, null]}),
+                Value::from("s")
+            ]
+        );
     }
 
     #[test]

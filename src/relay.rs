@@ -48,10 +48,7 @@ impl Relay {
     }
 
     /// Binds `addr` and starts serving.
-    pub async fn bind_with(
-        addr: impl ToSocketAddrs,
-        opts: RelayOptions,
-    ) -> std::io::Result<Relay> {
+    pub async fn bind_with(addr: impl ToSocketAddrs, opts: RelayOptions) -> std::io::Result<Relay> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Relay::serve(listener, opts))
     }

@@ -30,7 +30,9 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
     let added = Arc::new(Mutex::new(Vec::new()));
     {
         let hellos = hellos.clone();
-        rust.on_any("hello", move |m| hellos.lock().unwrap().push((m.from, m.args)));
+        rust.on_any("hello", move |m| {
+            hellos.lock().unwrap().push((m.from, m.args))
+        });
         let added = added.clone();
         rust.on_add_p2p_target(move |id| added.lock().unwrap().push(id));
         rust.on_any("ask", |m| {
@@ -44,17 +46,24 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
     let mut ready_tx = Some(ready_tx);
     let url = relay.url();
     let node = tokio::spawn(async move {
-        run_node("message-interop.js", &[&url], Duration::from_secs(40), move |l| {
-            println!("message-interop: {l}");
-            if l == "READY" {
-                if let Some(tx) = ready_tx.take() {
-                    let _ = tx.send(());
+        run_node(
+            "message-interop.js",
+            &[&url],
+            Duration::from_secs(40),
+            move |l| {
+                println!("message-interop: {l}");
+                if l == "READY" {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     });
-    within("the JavaScript peer is ready", ready_rx).await.unwrap();
+    within("the JavaScript peer is ready", ready_rx)
+        .await
+        .unwrap();
     // What the JavaScript peer did before READY reached the Rust peer.
     assert_eq!(added.lock().unwrap().clone(), vec!["js-peer".to_string()]);
     assert_eq!(
@@ -62,7 +71,9 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
         vec![("js-peer".to_string(), vec![json!("from js"), json!(42)])]
     );
     // Rust -> JavaScript: a message, then a request answered by a Socket.IO acknowledgement.
-    rust.emit_to("js-peer", "greet", ("hi from rust",)).await.unwrap();
+    rust.emit_to("js-peer", "greet", ("hi from rust",))
+        .await
+        .unwrap();
     let answer: i64 = rust.request("js-peer", "question", (21,)).await.unwrap();
     assert_eq!(answer, 42);
     rust.disconnect().await.unwrap();

@@ -4,7 +4,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mib_both_ways() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let relay = relay().await;
     let a = client(&relay, "alice").await;
     let b = client(&relay, "bob").await;
@@ -33,5 +35,8 @@ async fn one_mib_both_ways() {
     theirs.shutdown().await.unwrap();
     let back = within("reply", w).await.unwrap();
     assert_eq!(back, b"thanks");
-    eventually("streams freed", || a.stream_count() == 0 && b.stream_count() == 0 && relay.server().stream_count() == 0).await;
+    eventually("streams freed", || {
+        a.stream_count() == 0 && b.stream_count() == 0 && relay.server().stream_count() == 0
+    })
+    .await;
 }

@@ -214,7 +214,9 @@ impl P2pClient {
                 let _ = sio.disconnect().await;
                 Err(e)
             }
-            Ok(Err(_)) => Err(Error::Connect("the connection closed during the handshake".into())),
+            Ok(Err(_)) => Err(Error::Connect(
+                "the connection closed during the handshake".into(),
+            )),
             Err(_) => {
                 let _ = sio.disconnect().await;
                 Err(Error::Connect(format!(
@@ -320,7 +322,10 @@ impl ClientInner {
     ) -> Result<Vec<Value>> {
         let id = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap().insert(id, Pending { tx, hook });
+        self.pending
+            .lock()
+            .unwrap()
+            .insert(id, Pending { tx, hook });
         let mut full = Vec::with_capacity(args.len() + 2);
         full.push(Value::from(id));
         full.push(Value::from(name));

@@ -19,7 +19,11 @@ impl P2pClient {
     pub async fn join_room(&self, room: &str) -> Result<()> {
         check_room(room)?;
         self.inner
-            .request(event::JOIN_ROOM, vec![Value::from(room)], self.inner.opts.timeout)
+            .request(
+                event::JOIN_ROOM,
+                vec![Value::from(room)],
+                self.inner.opts.timeout,
+            )
             .await
             .map(|_| ())
     }
@@ -28,7 +32,11 @@ impl P2pClient {
     pub async fn leave_room(&self, room: &str) -> Result<()> {
         check_room(room)?;
         self.inner
-            .request(event::LEAVE_ROOM, vec![Value::from(room)], self.inner.opts.timeout)
+            .request(
+                event::LEAVE_ROOM,
+                vec![Value::from(room)],
+                self.inner.opts.timeout,
+            )
             .await
             .map(|_| ())
     }
@@ -55,8 +63,7 @@ impl P2pClient {
             .request(event::LIST_CLIENTS, vec![], self.inner.opts.timeout)
             .await?;
         let list = reply.into_iter().next().unwrap_or(Value::Array(vec![]));
-        serde_json::from_value(list).map_err(|e| {
-            Error::Protocol(format!("LIST_CLIENTS answer is not a list of ids: {e}"))
-        })
+        serde_json::from_value(list)
+            .map_err(|e| Error::Protocol(format!("LIST_CLIENTS answer is not a list of ids: {e}")))
     }
 }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 fn room_arg(args: &[Value], i: usize, what: &str) -> Result<String, OpError> {
     match args.get(i) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(Error::BadRequest(format!("{what}: the room name is empty")).into()),
+        Some(Value::String(_)) => {
+            Err(Error::BadRequest(format!("{what}: the room name is empty")).into())
+        }
         Some(other) => Err(Error::BadRequest(format!(
             "{what}: the room name must be a string, got {other}"
         ))
@@ -127,7 +129,9 @@ pub(crate) fn emit_room(_: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, r: Re
             }
         };
         if crate::message::server::is_reserved(&ev) {
-            return Err(Error::BadRequest(format!("EMIT_ROOM: event name '{ev}' is reserved")).into());
+            return Err(
+                Error::BadRequest(format!("EMIT_ROOM: event name '{ev}' is reserved")).into(),
+            );
         }
         let socket = peer.socket.clone();
         let rest = Args(args[2..].to_vec());

@@ -216,7 +216,12 @@ impl Registry {
 }
 
 /// Calls the listeners of `name`. Peer listeners see `args[0]` as the sender.
-pub(crate) fn dispatch(inner: &Arc<ClientInner>, name: &str, mut args: Vec<Value>, reply: Option<u64>) {
+pub(crate) fn dispatch(
+    inner: &Arc<ClientInner>,
+    name: &str,
+    mut args: Vec<Value>,
+    reply: Option<u64>,
+) {
     // rust_socketio hands an event without arguments (`["X"]` on the wire, e.g. a topic's
     // `<room>-TOPIC_BEING_DESTROYED`) to its catch-all callback as a "message" event whose one
     // argument is "X"; an event this client listens to is given back its own name.
@@ -278,12 +283,20 @@ pub(crate) fn dispatch(inner: &Arc<ClientInner>, name: &str, mut args: Vec<Value
     for (i, h) in handlers.into_iter().enumerate() {
         match h {
             Handler::Raw(f) => {
-                let a = if i + 1 == n { std::mem::take(&mut args) } else { args.clone() };
+                let a = if i + 1 == n {
+                    std::mem::take(&mut args)
+                } else {
+                    args.clone()
+                };
                 f(a)
             }
             Handler::Request(f) => {
                 if let Some(r) = &reply {
-                    let a = if i + 1 == n { std::mem::take(&mut args) } else { args.clone() };
+                    let a = if i + 1 == n {
+                        std::mem::take(&mut args)
+                    } else {
+                        args.clone()
+                    };
                     f(a, r.clone())
                 }
             }
@@ -331,15 +344,31 @@ pub struct PeerListeners<'a> {
 
 impl PeerListeners<'_> {
     /// Calls `handler` for every `event` this peer sends.
-    pub fn on(&self, event: &str, handler: impl Fn(PeerMessage) + Send + Sync + 'static) -> ListenerId {
-        self.client
-            .add_listener(event, Some(&self.peer), false, Handler::Peer(Arc::new(handler)))
+    pub fn on(
+        &self,
+        event: &str,
+        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.client.add_listener(
+            event,
+            Some(&self.peer),
+            false,
+            Handler::Peer(Arc::new(handler)),
+        )
     }
 
     /// Calls `handler` for the next `event` this peer sends, then forgets it.
-    pub fn once(&self, event: &str, handler: impl Fn(PeerMessage) + Send + Sync + 'static) -> ListenerId {
-        self.client
-            .add_listener(event, Some(&self.peer), true, Handler::Peer(Arc::new(handler)))
+    pub fn once(
+        &self,
+        event: &str,
+        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.client.add_listener(
+            event,
+            Some(&self.peer),
+            true,
+            Handler::Peer(Arc::new(handler)),
+        )
     }
 
     /// Removes this peer's listeners of `event`.
@@ -366,7 +395,11 @@ impl PeerListeners<'_> {
 
 impl P2pClient {
     fn add_listener(&self, event: &str, from: Option<&str>, once: bool, h: Handler) -> ListenerId {
-        self.inner.registry.lock().unwrap().add(event, from, once, h)
+        self.inner
+            .registry
+            .lock()
+            .unwrap()
+            .add(event, from, once, h)
     }
 
     /// Sends `event(...args)` to the peer `target`, without waiting for an answer. A failure
@@ -398,7 +431,11 @@ impl P2pClient {
     ) -> Result<Vec<Value>> {
         let payload = self.emit_payload(target, event, args)?;
         self.inner
-            .request(crate::protocol::event::P2P_EMIT_ACKNOWLEDGE, vec![payload], timeout)
+            .request(
+                crate::protocol::event::P2P_EMIT_ACKNOWLEDGE,
+                vec![payload],
+                timeout,
+            )
             .await
     }
 
@@ -449,7 +486,12 @@ impl P2pClient {
     /// Calls `handler` with the id of every client that adds this one as a target (this client
     /// always accepts).
     pub fn on_add_p2p_target(&self, handler: impl Fn(String) + Send + Sync + 'static) {
-        self.inner.registry.lock().unwrap().on_add_target.push(Arc::new(handler));
+        self.inner
+            .registry
+            .lock()
+            .unwrap()
+            .on_add_target
+            .push(Arc::new(handler));
     }
 
     /// Calls `handler` with the id of a peer that disconnected (a peer is a client this one added,
@@ -465,16 +507,29 @@ impl P2pClient {
 
     /// Calls `handler` with the text of every `SERVER_ERROR` the server sends this client.
     pub fn on_server_error(&self, handler: impl Fn(String) + Send + Sync + 'static) {
-        self.inner.registry.lock().unwrap().on_server_error.push(Arc::new(handler));
+        self.inner
+            .registry
+            .lock()
+            .unwrap()
+            .on_server_error
+            .push(Arc::new(handler));
     }
 
     /// Calls `handler` for `event` from any peer.
-    pub fn on_any(&self, event: &str, handler: impl Fn(PeerMessage) + Send + Sync + 'static) -> ListenerId {
+    pub fn on_any(
+        &self,
+        event: &str,
+        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
+    ) -> ListenerId {
         self.add_listener(event, None, false, Handler::Peer(Arc::new(handler)))
     }
 
     /// Calls `handler` for the next `event` from any peer, then forgets it.
-    pub fn once_any(&self, event: &str, handler: impl Fn(PeerMessage) + Send + Sync + 'static) -> ListenerId {
+    pub fn once_any(
+        &self,
+        event: &str,
+        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
+    ) -> ListenerId {
         self.add_listener(event, None, true, Handler::Peer(Arc::new(handler)))
     }
 
@@ -496,7 +551,11 @@ impl P2pClient {
 
     /// Calls `handler` with the arguments of every `event` as they arrive, whoever sent it: room
     /// emits, topic publications, events from the server.
-    pub fn on(&self, event: &str, handler: impl Fn(Vec<Value>) + Send + Sync + 'static) -> ListenerId {
+    pub fn on(
+        &self,
+        event: &str,
+        handler: impl Fn(Vec<Value>) + Send + Sync + 'static,
+    ) -> ListenerId {
         self.add_listener(event, None, false, Handler::Raw(Arc::new(handler)))
     }
 

@@ -41,7 +41,10 @@ pub(crate) fn parse_emit(caller: &Peer, raw: Option<Value>) -> Result<EmitPayloa
         return Err(Error::BadRequest("the event name is empty".into()));
     }
     if is_reserved(&p.event) {
-        return Err(Error::BadRequest(format!("event name '{}' is reserved", p.event)));
+        return Err(Error::BadRequest(format!(
+            "event name '{}' is reserved",
+            p.event
+        )));
     }
     // The sender id is the server's word, not the client's.
     match p.args.first() {

@@ -2,10 +2,10 @@
 //! event name to the operation that handles it (shared by seed events and `P2P_REQ`).
 
 use super::{decode_args, seed_responder, Inline, OpError, P2pServer, Peer, Responder};
-use socketioxide::handler::Value as SioValue;
 use crate::error::Error;
 use crate::protocol::{event, ResBody};
 use serde_json::Value;
+use socketioxide::handler::Value as SioValue;
 use std::sync::Arc;
 
 /// An operation of the relay: the caller, its arguments, and how to answer it.
@@ -47,7 +47,12 @@ pub(super) fn register(server: &P2pServer, peer: &Arc<Peer>) {
     if peer.ext {
         on(server, peer, event::P2P_REQ, p2p_req);
         on(server, peer, event::P2P_RES, p2p_res);
-        on(server, peer, event::P2P_BATCH, crate::message::server::p2p_batch);
+        on(
+            server,
+            peer,
+            event::P2P_BATCH,
+            crate::message::server::p2p_batch,
+        );
         on_frame(server, peer);
     }
 }

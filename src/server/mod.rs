@@ -130,9 +130,7 @@ impl Peer {
                     "client '{}' did not answer '{event}' within {timeout:?}",
                     self.id
                 ))),
-                Err(socketioxide::AckError::Socket(_)) => {
-                    Err(Error::PeerGone(self.id.to_string()))
-                }
+                Err(socketioxide::AckError::Socket(_)) => Err(Error::PeerGone(self.id.to_string())),
                 Err(e) => Err(Error::Protocol(format!(
                     "bad answer from '{}' to '{event}': {e}",
                     self.id
@@ -303,8 +301,13 @@ impl P2pServer {
         let peer = self
             .peer(client_id)
             .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
-        peer.request(event, &args, timeout, self.inner.opts.max_pending_per_client)
-            .await
+        peer.request(
+            event,
+            &args,
+            timeout,
+            self.inner.opts.max_pending_per_client,
+        )
+        .await
     }
 
     /// How many credit-mode streams the relay is routing between clients.
@@ -314,7 +317,14 @@ impl P2pServer {
 
     /// Disconnects every client, so that each sees the server leave at once.
     pub fn disconnect_all(&self) {
-        let peers: Vec<_> = self.inner.clients.read().unwrap().values().cloned().collect();
+        let peers: Vec<_> = self
+            .inner
+            .clients
+            .read()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
         for p in peers {
             let _ = p.socket.clone().disconnect();
         }
@@ -426,7 +436,10 @@ impl P2pServer {
         });
 
         if ext {
-            let _ = peer.emit(event::P2P_WELCOME, &[serde_json::json!({ "clientId": &*id })]);
+            let _ = peer.emit(
+                event::P2P_WELCOME,
+                &[serde_json::json!({ "clientId": &*id })],
+            );
         }
     }
 

@@ -39,10 +39,10 @@ impl Acceptors {
         channel: Option<&str>,
         handler: impl Fn(P2pDuplex) + Send + Sync + 'static,
     ) {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(channel.map(str::to_string), Acceptor::Handler(Arc::new(handler)));
+        self.0.lock().unwrap().insert(
+            channel.map(str::to_string),
+            Acceptor::Handler(Arc::new(handler)),
+        );
     }
 
     pub(crate) fn queue(&self, channel: Option<&str>) -> IncomingStreams {

@@ -1,9 +1,9 @@
 //! Client side of the Stream API: opening, accepting, and the receive path of streams.
 
+use super::accept::{Acceptors, IncomingStreams};
 use super::duplex::{Endpoint, Mode, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
 use super::flow::{RecvWindow, SendCredit, MAX_WINDOW};
 use super::frame::Frame;
-use super::accept::{Acceptors, IncomingStreams};
 use super::{SEED_DATA_PREFIX, SEED_DESTROYED};
 use crate::client::{ClientInner, Outgoing, P2pClient};
 use crate::error::{Error, Result};
@@ -60,14 +60,20 @@ impl Endpoint for ClientInner {
     fn poll_ready(&self, cx: &mut Context<'_>, slot: &mut Option<Slot>) -> Poll<io::Result<()>> {
         let s = slot.get_or_insert_with(|| PollSender::new(self.out.clone()));
         s.poll_reserve(cx).map_err(|_| {
-            io::Error::new(io::ErrorKind::NotConnected, "the client connection is closed")
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the client connection is closed",
+            )
         })
     }
 
     fn send_reserved(&self, slot: &mut Option<Slot>, frame: Bytes) -> io::Result<()> {
         let s = slot.as_mut().expect("poll_ready reserved a slot");
         s.send_item(Outgoing::Frame(frame)).map_err(|_| {
-            io::Error::new(io::ErrorKind::NotConnected, "the client connection is closed")
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the client connection is closed",
+            )
         })
     }
 
@@ -147,12 +153,17 @@ fn id_string(v: Option<&Value>) -> Option<String> {
 impl P2pClient {
     /// Opens a byte stream to `target` with default options.
     pub async fn add_p2p_stream(&self, target: &str) -> Result<P2pDuplex> {
-        self.add_p2p_stream_with(target, StreamOptions::default()).await
+        self.add_p2p_stream_with(target, StreamOptions::default())
+            .await
     }
 
     /// Opens a byte stream to `target`; resolves once the peer accepts. Fails when the peer is
     /// unknown, refuses, accepts no streams (on that channel), or does not answer in time.
-    pub async fn add_p2p_stream_with(&self, target: &str, opts: StreamOptions) -> Result<P2pDuplex> {
+    pub async fn add_p2p_stream_with(
+        &self,
+        target: &str,
+        opts: StreamOptions,
+    ) -> Result<P2pDuplex> {
         let inner = &self.inner;
         inner.check_open()?;
         if target.is_empty() {
@@ -173,7 +184,9 @@ impl P2pClient {
             .unwrap_or_else(|| format!("{target}-{seq}-{nonce:x}"));
         let window = opts.window.unwrap_or(inner.opts.stream_window);
         if window == 0 || u64::from(window) > MAX_WINDOW {
-            return Err(Error::BadRequest(format!("stream window {window} is out of range")));
+            return Err(Error::BadRequest(format!(
+                "stream window {window} is out of range"
+            )));
         }
         let info = StreamInfo {
             peer: target.to_string(),
@@ -264,13 +277,23 @@ impl P2pClient {
                     },
                     endpoint_of(&inner),
                 );
-                inner.streams.table.lock().unwrap().insert(key, shared.clone());
+                inner
+                    .streams
+                    .table
+                    .lock()
+                    .unwrap()
+                    .insert(key, shared.clone());
                 *opening = Opening::Accepted(shared);
             }) as crate::client::AnswerHook
         };
         let timeout = opts.timeout.unwrap_or(inner.opts.timeout);
         let answer = inner
-            .request_with_hook(event::MULTI_API_CREATE_STREAM, vec![request], timeout, Some(hook))
+            .request_with_hook(
+                event::MULTI_API_CREATE_STREAM,
+                vec![request],
+                timeout,
+                Some(hook),
+            )
             .await;
         let outcome = std::mem::replace(&mut *opening.lock().unwrap(), Opening::Abandoned);
         let registered = match outcome {
@@ -352,11 +375,17 @@ pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Val
         );
         return;
     };
-    let channel = info.get("channel").and_then(Value::as_str).map(str::to_string);
+    let channel = info
+        .get("channel")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let acceptor = inner.streams.acceptors.pick(channel.as_deref());
     let Some(acceptor) = acceptor else {
         // The seed's refusal text, as an acknowledgement argument.
-        let text = format!("Client {} is not listening to create stream event", inner.id);
+        let text = format!(
+            "Client {} is not listening to create stream event",
+            inner.id
+        );
         inner.respond(req, ResBody::Ok(vec![Value::from(text)]));
         return;
     };
@@ -387,7 +416,12 @@ pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Val
                 },
                 endpoint_of(inner),
             );
-            inner.streams.table.lock().unwrap().insert(key, shared.clone());
+            inner
+                .streams
+                .table
+                .lock()
+                .unwrap()
+                .insert(key, shared.clone());
             inner.respond(req, ResBody::Ok(vec![json!({ "window": own_window })]));
             shared
         }
@@ -402,7 +436,12 @@ pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Val
                 },
                 endpoint_of(inner),
             );
-            inner.streams.table.lock().unwrap().insert(key, shared.clone());
+            inner
+                .streams
+                .table
+                .lock()
+                .unwrap()
+                .insert(key, shared.clone());
             // A seed-era opener takes an acknowledgement with no argument as acceptance.
             inner.respond(req, ResBody::Ok(vec![]));
             shared
@@ -462,7 +501,10 @@ pub(crate) fn on_seed_event(
         let shared = inner.streams.table.lock().unwrap().get(&key).cloned();
         let Some(shared) = shared else {
             if let Some(r) = reply {
-                inner.respond(r, ResBody::Err(format!("no stream '{sid}' from '{sender}'")));
+                inner.respond(
+                    r,
+                    ResBody::Err(format!("no stream '{sid}' from '{sender}'")),
+                );
             }
             return true;
         };
@@ -484,7 +526,11 @@ pub(crate) fn on_seed_event(
             Some(Value::String(s)) => Some(Bytes::from(s.clone().into_bytes())),
             Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("Buffer") => {
                 // A Node Buffer serialized as JSON: {"type":"Buffer","data":[...]}.
-                let data = o.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+                let data = o
+                    .get("data")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 Some(Bytes::from(
                     data.iter()
                         .filter_map(|v| v.as_u64().map(|b| b as u8))
@@ -543,8 +589,18 @@ pub(crate) fn peer_gone(inner: &ClientInner, peer: &str) {
 
 /// This client's connection is gone: every stream fails.
 pub(crate) fn connection_lost(inner: &ClientInner, why: &str) {
-    let all: Vec<_> = inner.streams.table.lock().unwrap().values().cloned().collect();
+    let all: Vec<_> = inner
+        .streams
+        .table
+        .lock()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
     for s in all {
-        s.fail(io::ErrorKind::NotConnected, format!("connection lost: {why}"));
+        s.fail(
+            io::ErrorKind::NotConnected,
+            format!("connection lost: {why}"),
+        );
     }
 }

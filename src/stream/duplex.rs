@@ -218,7 +218,9 @@ impl Shared {
                 self.maybe_finished(&mut st);
                 None
             }
-            Frame::Reset { code: c, reason, .. } => {
+            Frame::Reset {
+                code: c, reason, ..
+            } => {
                 let kind = match c {
                     code::PEER_GONE => io::ErrorKind::ConnectionAborted,
                     _ => io::ErrorKind::ConnectionReset,
@@ -288,7 +290,9 @@ pub struct P2pDuplex {
 
 impl std::fmt::Debug for P2pDuplex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("P2pDuplex").field("info", &self.shared.info).finish()
+        f.debug_struct("P2pDuplex")
+            .field("info", &self.shared.info)
+            .finish()
     }
 }
 
@@ -548,7 +552,10 @@ impl tokio::io::AsyncWrite for P2pDuplex {
         let seed = matches!(this.shared.state.lock().unwrap().mode, Mode::Seed { .. });
         if seed {
             let mut st = this.shared.state.lock().unwrap();
-            if let Mode::Seed { in_flight: true, .. } = st.mode {
+            if let Mode::Seed {
+                in_flight: true, ..
+            } = st.mode
+            {
                 // The seed protocol sends the end marker after the last chunk is acknowledged.
                 st.write_waker = Some(cx.waker().clone());
                 return Poll::Pending;

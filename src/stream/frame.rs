@@ -340,7 +340,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_frames() {
-        assert_eq!(Frame::decode(Bytes::from_static(b"D00")), Err(FrameError::Short(3)));
+        assert_eq!(
+            Frame::decode(Bytes::from_static(b"D00")),
+            Err(FrameError::Short(3))
+        );
         assert_eq!(
             Frame::decode(Bytes::from_static(b"X0000000000000001")),
             Err(FrameError::UnknownType(b'X'))

@@ -168,16 +168,28 @@ impl Routes {
                 }
             }
             Kind::Window => {
-                let credit = if local_is_a { &mut rt.credit_to_a } else { &mut rt.credit_to_b };
+                let credit = if local_is_a {
+                    &mut rt.credit_to_a
+                } else {
+                    &mut rt.credit_to_b
+                };
                 *credit = (*credit + u64::from(h.value)).min(MAX_WINDOW);
             }
             Kind::Data => {
-                let credit = if local_is_a { &mut rt.credit_to_b } else { &mut rt.credit_to_a };
+                let credit = if local_is_a {
+                    &mut rt.credit_to_b
+                } else {
+                    &mut rt.credit_to_a
+                };
                 *credit = credit.saturating_sub(u64::from(h.value));
             }
             Kind::Reset => {}
         }
-        let dest = if local_is_a { rt.b.clone() } else { rt.a.clone() };
+        let dest = if local_is_a {
+            rt.b.clone()
+        } else {
+            rt.a.clone()
+        };
         let finished = h.kind == Kind::Reset || (rt.fin_a && rt.fin_b);
         let failed = dest.deliver(&bytes, self).err();
         if finished || failed.is_some() {
@@ -216,7 +228,9 @@ impl Endpoint for Routes {
         _: Option<Bytes>,
         done: Box<dyn FnOnce(Result<(), String>) + Send>,
     ) {
-        done(Err("the server's own streams run in credit mode only".into()));
+        done(Err(
+            "the server's own streams run in credit mode only".into()
+        ));
     }
 
     fn send_seed_destroy(&self, _: &str, _: &str) {}
@@ -260,17 +274,16 @@ fn bad(r: Responder, peer: &Peer, msg: String) {
 
 /// `MULTI_API_CREATE_STREAM({sourceStreamId, targetStreamId, targetClientId, window?, ...}, ack)`.
 pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, r: Responder) {
-    let info = match args.into_iter().next() {
-        Some(Value::Object(o)) => o,
-        _ => {
-            return bad(
+    let info =
+        match args.into_iter().next() {
+            Some(Value::Object(o)) => o,
+            _ => return bad(
                 r,
                 peer,
                 "MULTI_API_CREATE_STREAM needs {sourceStreamId, targetStreamId, targetClientId}"
                     .into(),
-            )
-        }
-    };
+            ),
+        };
     let target_id = match info.get("targetClientId") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => {
@@ -356,7 +369,12 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
     let peer = peer.clone();
     tokio::spawn(async move {
         let answer = target
-            .request(event::MULTI_API_CREATE_STREAM, &[Value::Object(forward)], timeout, max)
+            .request(
+                event::MULTI_API_CREATE_STREAM,
+                &[Value::Object(forward)],
+                timeout,
+                max,
+            )
             .await;
         let drop_route = || {
             if let Some(id) = route {
@@ -433,9 +451,15 @@ fn accept_local(
     r: Responder,
 ) {
     let routes = server.inner.streams.clone();
-    let channel = info.get("channel").and_then(Value::as_str).map(str::to_string);
+    let channel = info
+        .get("channel")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let Some(acceptor) = routes.acceptors.pick(channel.as_deref()) else {
-        let text = format!("Client {}{SERVER_SIDE_SUFFIX} is not listening to create stream event", peer.id);
+        let text = format!(
+            "Client {}{SERVER_SIDE_SUFFIX} is not listening to create stream event",
+            peer.id
+        );
         return r.respond(
             peer,
             Err(OpError {
@@ -512,11 +536,19 @@ impl P2pServer {
         let routes = self.inner.streams.clone();
         let window = opts.window.unwrap_or(routes.window.load(Ordering::Relaxed));
         if window == 0 || u64::from(window) > MAX_WINDOW {
-            return Err(Error::BadRequest(format!("stream window {window} is out of range")));
+            return Err(Error::BadRequest(format!(
+                "stream window {window} is out of range"
+            )));
         }
         let id = routes.allocate();
-        let own_sid = opts.stream_id.clone().unwrap_or_else(|| format!("server-{id}"));
-        let peer_sid = opts.peer_stream_id.clone().unwrap_or_else(|| format!("{client_id}-{id}"));
+        let own_sid = opts
+            .stream_id
+            .clone()
+            .unwrap_or_else(|| format!("server-{id}"));
+        let peer_sid = opts
+            .peer_stream_id
+            .clone()
+            .unwrap_or_else(|| format!("{client_id}-{id}"));
         let shared = Shared::new(
             StreamKey::Route(id),
             StreamInfo {
@@ -657,11 +689,17 @@ pub(crate) fn on_frame(server: &P2pServer, sender: &Arc<Peer>, bytes: Bytes) {
             let n = u64::from(h.value);
             let encoded = (bytes.len() - frame::DATA_HEADER_LEN) as u64;
             let fin = if from_a { rt.fin_a } else { rt.fin_b };
-            let credit = if from_a { &mut rt.credit_to_b } else { &mut rt.credit_to_a };
+            let credit = if from_a {
+                &mut rt.credit_to_b
+            } else {
+                &mut rt.credit_to_a
+            };
             if n > *credit {
                 violation = Some(format!("sent {n} bytes with {credit} bytes of credit"));
             } else if encoded < n || encoded > 2 * n {
-                violation = Some(format!("DATA frame declares {n} bytes but carries {encoded}"));
+                violation = Some(format!(
+                    "DATA frame declares {n} bytes but carries {encoded}"
+                ));
             } else if fin {
                 violation = Some("DATA after FIN".to_string());
             } else {
@@ -677,7 +715,11 @@ pub(crate) fn on_frame(server: &P2pServer, sender: &Arc<Peer>, bytes: Bytes) {
         }
         Kind::Window => {
             // The sender lets the other end send more to it.
-            let credit = if from_a { &mut rt.credit_to_a } else { &mut rt.credit_to_b };
+            let credit = if from_a {
+                &mut rt.credit_to_a
+            } else {
+                &mut rt.credit_to_b
+            };
             let next = *credit + u64::from(h.value);
             if h.value == 0 || next > MAX_WINDOW {
                 violation = Some(format!("impossible window grant of {}", h.value));
