@@ -133,6 +133,33 @@ fn endpoint_of(inner: &ClientInner) -> Weak<dyn Endpoint> {
     weak
 }
 
+/// Creates a stream's shared state and enters it in the client's table.
+fn register(inner: &ClientInner, key: StreamKey, info: StreamInfo, mode: Mode) -> Arc<Shared> {
+    let shared = Shared::new(key.clone(), info, mode, endpoint_of(inner));
+    inner
+        .streams
+        .table
+        .lock()
+        .unwrap()
+        .insert(key, shared.clone());
+    shared
+}
+
+fn seed_mode() -> Mode {
+    Mode::Seed {
+        in_flight: false,
+        held_acks: Default::default(),
+    }
+}
+
+fn credit_mode(route: u64, peer_window: u32, own_window: u32) -> Mode {
+    Mode::Credit {
+        route,
+        send: SendCredit::new(peer_window),
+        recv: RecvWindow::new(own_window),
+    }
+}
+
 fn slot_of(inner: &ClientInner) -> Option<Slot> {
     Some(PollSender::new(inner.out.clone()))
 }
@@ -198,21 +225,7 @@ impl P2pClient {
         };
         // A seed-era peer may send data as soon as it accepts: be ready for it before asking.
         let seed_key = StreamKey::Seed(target.to_string(), peer_sid.clone());
-        let seed_shared = Shared::new(
-            seed_key.clone(),
-            info.clone(),
-            Mode::Seed {
-                in_flight: false,
-                held_acks: Default::default(),
-            },
-            endpoint_of(inner),
-        );
-        inner
-            .streams
-            .table
-            .lock()
-            .unwrap()
-            .insert(seed_key.clone(), seed_shared.clone());
+        let seed_shared = register(inner, seed_key.clone(), info.clone(), seed_mode());
 
         let mut request = json!({
             "sourceStreamId": own_id,
@@ -266,23 +279,12 @@ impl P2pClient {
                     return;
                 }
                 info.seed_mode = false;
-                let key = StreamKey::Route(route);
-                let shared = Shared::new(
-                    key.clone(),
+                let shared = register(
+                    &inner,
+                    StreamKey::Route(route),
                     info,
-                    Mode::Credit {
-                        route,
-                        send: SendCredit::new(peer_window),
-                        recv: RecvWindow::new(window),
-                    },
-                    endpoint_of(&inner),
+                    credit_mode(route, peer_window, window),
                 );
-                inner
-                    .streams
-                    .table
-                    .lock()
-                    .unwrap()
-                    .insert(key, shared.clone());
                 *opening = Opening::Accepted(shared);
             }) as crate::client::AnswerHook
         };
@@ -405,43 +407,14 @@ pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Val
         (Some(peer_window), Some(route)) => {
             stream_info.seed_mode = false;
             let own_window = inner.opts.stream_window;
-            let key = StreamKey::Route(route);
-            let shared = Shared::new(
-                key.clone(),
-                stream_info,
-                Mode::Credit {
-                    route,
-                    send: SendCredit::new(peer_window),
-                    recv: RecvWindow::new(own_window),
-                },
-                endpoint_of(inner),
-            );
-            inner
-                .streams
-                .table
-                .lock()
-                .unwrap()
-                .insert(key, shared.clone());
+            let mode = credit_mode(route, peer_window, own_window);
+            let shared = register(inner, StreamKey::Route(route), stream_info, mode);
             inner.respond(req, ResBody::Ok(vec![json!({ "window": own_window })]));
             shared
         }
         _ => {
             let key = StreamKey::Seed(source, peer_sid);
-            let shared = Shared::new(
-                key.clone(),
-                stream_info,
-                Mode::Seed {
-                    in_flight: false,
-                    held_acks: Default::default(),
-                },
-                endpoint_of(inner),
-            );
-            inner
-                .streams
-                .table
-                .lock()
-                .unwrap()
-                .insert(key, shared.clone());
+            let shared = register(inner, key, stream_info, seed_mode());
             // A seed-era opener takes an acknowledgement with no argument as acceptance.
             inner.respond(req, ResBody::Ok(vec![]));
             shared
