@@ -59,6 +59,19 @@ fn rss_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Reads to end-of-stream, counting the bytes.
+async fn count_to_eof(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> usize {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0usize;
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return got;
+        }
+        got += n;
+    }
+}
+
 async fn client(url: &str, id: &str) -> P2pClient {
     let opts = ClientOptions {
         timeout: Duration::from_secs(30),
@@ -77,16 +90,7 @@ async fn p2p_one_stream(total: usize) -> f64 {
     let mut incoming = b.incoming_streams(None);
     let reader = tokio::spawn(async move {
         let mut s = incoming.next().await.unwrap();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut got = 0usize;
-        loop {
-            let n = s.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        got
+        count_to_eof(&mut s).await
     });
     let mut w = a.add_p2p_stream("bob").await.unwrap();
     let data = chunk();
@@ -181,16 +185,7 @@ async fn raw_tcp(total: usize) -> f64 {
     });
     let reader = tokio::spawn(async move {
         let (mut s, _) = back.accept().await.unwrap();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut got = 0usize;
-        loop {
-            let n = s.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        got
+        count_to_eof(&mut s).await
     });
     let mut w = tokio::net::TcpStream::connect(fa).await.unwrap();
     let data = chunk();
@@ -218,18 +213,7 @@ async fn many_streams(n: usize, each: usize) -> (f64, f64) {
         let mut tasks = Vec::new();
         for _ in 0..n {
             let mut s = incoming.next().await.unwrap();
-            tasks.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut got = 0usize;
-                loop {
-                    let k = s.read(&mut buf).await.unwrap();
-                    if k == 0 {
-                        break;
-                    }
-                    got += k;
-                }
-                got
-            }));
+            tasks.push(tokio::spawn(async move { count_to_eof(&mut s).await }));
         }
         let mut total = 0;
         for t in tasks {

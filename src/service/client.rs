@@ -2,7 +2,7 @@
 //! [`P2pClient`]), and being a service ([`ServiceClient`]).
 
 use super::{
-    check_name, check_topic, check_topics, is_builtin_api, topic_destroyed_event, topic_event,
+    check_name, check_provided_api, check_topic, check_topics, topic_destroyed_event, topic_event,
     topic_room, HandlerId, HandlerKey, ReplyKind, ServiceReply, ServiceRequest, TopicNames,
     EMPTY_TOPIC, SUBSCRIBE_TOPIC, UNSUBSCRIBE_TOPIC,
 };
@@ -300,12 +300,7 @@ impl ServiceClient {
         api: &str,
         handler: impl Fn(ServiceRequest) + Send + Sync + 'static,
     ) -> Result<HandlerId> {
-        check_name(api, "API")?;
-        if is_builtin_api(api) {
-            return Err(Error::BadRequest(format!(
-                "'{api}' is a built-in API of every service"
-            )));
-        }
+        check_provided_api(api)?;
         let service = self.name().to_string();
         let id = self.client.on_any(api, move |m: PeerMessage| {
             handler(ServiceRequest {

@@ -148,6 +148,17 @@ pub(crate) fn check_name(name: &str, what: &str) -> Result<()> {
     }
 }
 
+/// Checks an API name given to `provide_service`: not empty, not a built-in topic API.
+pub(crate) fn check_provided_api(api: &str) -> Result<()> {
+    check_name(api, "API")?;
+    if is_builtin_api(api) {
+        return Err(Error::BadRequest(format!(
+            "'{api}' is a built-in API of every service"
+        )));
+    }
+    Ok(())
+}
+
 /// Identifies one handler given to `provide_service`, to remove it alone with
 /// `destroy_service_handler`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,9 +9,9 @@
 //! with an error otherwise.
 
 use super::{
-    check_name, check_topic, check_topics, is_builtin_api, topic_event, topic_room, HandlerId,
-    HandlerKey, ReplyKind, ServiceReply, ServiceRequest, TopicNames, EMPTY_TOPIC, SUBSCRIBE_TOPIC,
-    UNSUBSCRIBE_TOPIC,
+    check_name, check_provided_api, check_topic, check_topics, is_builtin_api, topic_event,
+    topic_room, HandlerId, HandlerKey, ReplyKind, ServiceReply, ServiceRequest, TopicNames,
+    EMPTY_TOPIC, SUBSCRIBE_TOPIC, UNSUBSCRIBE_TOPIC,
 };
 use crate::error::{Error, Result};
 use crate::message::client::IntoArgs;
@@ -335,12 +335,7 @@ impl ServiceHandle {
         api: &str,
         handler: impl Fn(ServiceRequest) + Send + Sync + 'static,
     ) -> Result<HandlerId> {
-        check_name(api, "API")?;
-        if is_builtin_api(api) {
-            return Err(Error::BadRequest(format!(
-                "'{api}' is a built-in API of every service"
-            )));
-        }
+        check_provided_api(api)?;
         let id = self
             .server
             .inner
