@@ -59,6 +59,16 @@ fn rss_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Writes `data` over and over until `total` bytes are out, then ends the write direction.
+async fn write_all_then_end(w: &mut (impl AsyncWriteExt + Unpin), data: &[u8], total: usize) {
+    let mut sent = 0;
+    while sent < total {
+        w.write_all(data).await.unwrap();
+        sent += data.len();
+    }
+    w.shutdown().await.unwrap();
+}
+
 /// Reads to end-of-stream, counting the bytes.
 async fn count_to_eof(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> usize {
     let mut buf = vec![0u8; 256 * 1024];
@@ -95,12 +105,7 @@ async fn p2p_one_stream(total: usize) -> f64 {
     let mut w = a.add_p2p_stream("bob").await.unwrap();
     let data = chunk();
     let t0 = Instant::now();
-    let mut sent = 0;
-    while sent < total {
-        w.write_all(&data).await.unwrap();
-        sent += data.len();
-    }
-    w.shutdown().await.unwrap();
+    write_all_then_end(&mut w, &data, total).await;
     let got = reader.await.unwrap();
     let secs = t0.elapsed().as_secs_f64();
     assert_eq!(got, total, "every byte arrived");
@@ -190,12 +195,7 @@ async fn raw_tcp(total: usize) -> f64 {
     let mut w = tokio::net::TcpStream::connect(fa).await.unwrap();
     let data = chunk();
     let t0 = Instant::now();
-    let mut sent = 0;
-    while sent < total {
-        w.write_all(&data).await.unwrap();
-        sent += data.len();
-    }
-    w.shutdown().await.unwrap();
+    write_all_then_end(&mut w, &data, total).await;
     let got = reader.await.unwrap();
     let secs = t0.elapsed().as_secs_f64();
     relay.await.unwrap();
@@ -236,12 +236,7 @@ async fn many_streams(n: usize, each: usize) -> (f64, f64) {
         let data = data.clone();
         writers.push(tokio::spawn(async move {
             let start = Instant::now();
-            let mut sent = 0;
-            while sent < each {
-                s.write_all(&data).await.unwrap();
-                sent += data.len();
-            }
-            s.shutdown().await.unwrap();
+            write_all_then_end(&mut s, &data, each).await;
             let secs = start.elapsed().as_secs_f64();
             // Keep the stream open until the reader saw EOF.
             let mut end = [0u8; 1];
@@ -276,12 +271,7 @@ async fn role(role: &str, url: &str, total: usize, mbps: f64) {
                 }
             };
             let data = chunk();
-            let mut sent = 0;
-            while sent < total {
-                w.write_all(&data).await.unwrap();
-                sent += data.len();
-            }
-            w.shutdown().await.unwrap();
+            write_all_then_end(&mut w, &data, total).await;
             let mut end = [0u8; 1];
             let _ = w.read(&mut end).await;
             println!("peak {}", rss_kib(me, "VmHWM:"));
