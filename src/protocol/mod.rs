@@ -10,6 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::fmt;
 
+pub mod stream;
+
 /// Query-string key carrying the client id in the handshake (`?clientId=alice`).
 pub const QUERY_CLIENT_ID: &str = "clientId";
 /// Query-string key a Rust peer sets to `1` to announce the protocol extensions

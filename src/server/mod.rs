@@ -79,6 +79,13 @@ impl Peer {
         sent.map_err(|e| send_error(&self.id, e))
     }
 
+    /// Sends one binary stream frame (`P2P_FRAME` with one attachment) to this client.
+    pub(crate) fn send_frame(&self, frame: &bytes::Bytes) -> Result<(), Error> {
+        self.socket
+            .emit(crate::stream::frame::FRAME_EVENT, frame)
+            .map_err(|e| send_error(&self.id, e))
+    }
+
     /// Sends `event(...args)` and waits for the client's answer: a Socket.IO acknowledgement for a
     /// seed client, a `P2P_RES` for an extension client.
     pub(crate) async fn request(
