@@ -106,7 +106,9 @@ async fn main() -> Result<(), BoxError> {
         .request::<(u32, u32)>("kitchen", "order", (7, "soup"))
         .await
     {
-        Err(Error::Remote(why)) => println!("[waiter-2] the kitchen said no: {why}"),
+        Err(Error::Remote { message: why, .. }) => {
+            println!("[waiter-2] the kitchen said no: {why}")
+        }
         other => println!("[waiter-2] unexpected: {other:?}"),
     }
     match waiters[1].request::<Value>("waiter-3", "help", ()).await {

@@ -11,12 +11,14 @@ pub mod error;
 pub mod message;
 pub mod protocol;
 pub mod relay;
+#[allow(dead_code)] // used by the request paths as they move onto it
+pub(crate) mod request;
 pub mod server;
 pub mod service;
 pub mod stream;
 
 pub use client::{ClientOptions, P2pClient, WeakP2pClient};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorCode, Result};
 pub use message::{parse_args, IntoArgs, ListenerId, PeerMessage, Reply};
 pub use relay::{Relay, RelayOptions};
 pub use server::{DuplicateIdPolicy, P2pServer, ServerOptions};

@@ -208,9 +208,10 @@ async fn server_emits_to_a_client() {
         vec![vec![json!(1), json!("two"), json!({"three": 3})]],
         "a raw listener gets the server's arguments as they were sent"
     );
-    assert_eq!(
-        relay.server().emit_to("nobody", "x", vec![]),
-        Err(Error::UnknownTarget("nobody".into()))
+    let r = relay.server().emit_to("nobody", "x", vec![]);
+    assert!(
+        matches!(&r, Err(Error::UnknownTarget(id)) if id == "nobody"),
+        "{r:?}"
     );
 }
 
@@ -263,7 +264,11 @@ async fn server_request_answered_by_a_client() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err, Error::Remote("not today".into()));
+    assert!(
+        matches!(&err, Error::Remote { message, .. } if message == "not today"),
+        "{:?}",
+        err
+    );
 
     // No listener at all: the client says so at once.
     let t = Instant::now();
@@ -279,7 +284,7 @@ async fn server_request_answered_by_a_client() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, Error::Remote(text) if text.contains("no listener")),
+        matches!(&err, Error::Remote { message: text, .. } if text.contains("no listener")),
         "{err:?}"
     );
     assert!(
@@ -301,7 +306,7 @@ async fn server_request_answered_by_a_client() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(
         t.elapsed() >= Duration::from_millis(250),
         "{:?}",

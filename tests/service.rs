@@ -444,7 +444,7 @@ async fn handlers_added_and_removed(relay: &Relay, p: Provider) {
         .await
         .unwrap_err();
     assert!(
-        !matches!(err, Error::Timeout(_)),
+        !matches!(err, Error::Timeout { .. }),
         "an error answer, not a wait: {err}"
     );
     assert!(err.to_string().contains("api"), "{err}");
@@ -462,7 +462,7 @@ async fn handlers_added_and_removed(relay: &Relay, p: Provider) {
             .emit_service_with_reply(&svc, api, ())
             .await
             .unwrap_err();
-        assert!(!matches!(err, Error::Timeout(_)), "{err}");
+        assert!(!matches!(err, Error::Timeout { .. }), "{err}");
     }
     let (log, h) = topic_log();
     caller.subscribe_topic(&svc, "kept", h).await.unwrap();
@@ -513,7 +513,11 @@ async fn replies(relay: &Relay, p: Provider) {
         .emit_service_with_reply(&svc, "fails", ())
         .await
         .unwrap_err();
-    assert_eq!(err, Error::Remote("no such job".into()));
+    assert!(
+        matches!(&err, Error::Remote { message, .. } if message == "no such job"),
+        "{:?}",
+        err
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -827,7 +831,7 @@ async fn bad_input(relay: &Relay, p: Provider) {
         .emit_service_with_reply(&svc, "no-such-api", ())
         .await
         .unwrap_err();
-    assert!(!matches!(err, Error::Timeout(_)), "{err}");
+    assert!(!matches!(err, Error::Timeout { .. }), "{err}");
     assert!(err.to_string().contains("no-such-api"), "{err}");
     let r: String = caller.request_service(&svc, "ok", ()).await.unwrap();
     assert_eq!(r, "ok");
@@ -845,7 +849,11 @@ async fn server_service_bad_input() {
         .emit_service_with_reply("no-such-service", "api", ())
         .await
         .unwrap_err();
-    assert_eq!(err, Error::UnknownTarget("no-such-service".into()));
+    assert!(
+        matches!(&err, Error::UnknownTarget(x) if x == "no-such-service"),
+        "{:?}",
+        err
+    );
     // A fire-and-forget call of an unknown API comes back as a server error.
     let errors = Log::new();
     {

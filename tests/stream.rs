@@ -574,7 +574,10 @@ async fn opening_to_an_unknown_client_fails() {
     let relay = relay().await;
     let a = client(&relay, "alice").await;
     let r = within("open to nobody", a.add_p2p_stream("nobody")).await;
-    assert_eq!(r.unwrap_err(), Error::UnknownTarget("nobody".into()));
+    assert!(
+        matches!(&r, Err(Error::UnknownTarget(x)) if x == "nobody"),
+        "{r:?}"
+    );
     assert!(matches!(
         a.add_p2p_stream("").await,
         Err(Error::BadRequest(_))
@@ -699,7 +702,7 @@ async fn an_open_that_times_out_leaves_nothing_behind() {
     )
     .await;
     match r {
-        Err(Error::Timeout(_)) => {
+        Err(Error::Timeout { .. }) => {
             // Bob accepted after alice gave up: his end must not wait forever.
             let mut late = within("bob accepts", rx.recv()).await.unwrap();
             let e = within("bob's end fails", read_until_error(&mut late)).await;
@@ -724,7 +727,7 @@ async fn an_open_to_a_silent_peer_times_out() {
         ..StreamOptions::default()
     };
     let r = within("open to silent", a.add_p2p_stream_with("silent", opts)).await;
-    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
     silent.events.wait_len("silent saw the request", 1).await;
     assert_eq!(silent.events.get()[0].0, "MULTI_API_CREATE_STREAM");
     all_freed(&relay, &[&a]).await;

@@ -194,12 +194,18 @@ impl P2pClient {
             .connect();
         let sio = match tokio::time::timeout(opts.connect_timeout, connecting).await {
             Ok(Ok(sio)) => sio,
-            Ok(Err(e)) => return Err(Error::Connect(e.to_string())),
+            Ok(Err(e)) => {
+                return Err(Error::Connect {
+                    url: url.to_string(),
+                    source: Arc::new(e),
+                })
+            }
             Err(_) => {
-                return Err(Error::Connect(format!(
-                    "no connection to {url} within {:?}",
-                    opts.connect_timeout
-                )))
+                return Err(Error::Timeout {
+                    peer: None,
+                    event: "connect".into(),
+                    after: opts.connect_timeout,
+                })
             }
         };
         let _ = inner.sio.set(sio.clone());
@@ -214,16 +220,16 @@ impl P2pClient {
                 let _ = sio.disconnect().await;
                 Err(e)
             }
-            Ok(Err(_)) => Err(Error::Connect(
+            Ok(Err(_)) => Err(Error::Disconnected(
                 "the connection closed during the handshake".into(),
             )),
             Err(_) => {
                 let _ = sio.disconnect().await;
-                Err(Error::Connect(format!(
-                    "the server did not accept client id '{client_id}' within {:?} \
-                     (is it a socketio-p2p relay?)",
-                    opts.connect_timeout
-                )))
+                Err(Error::Timeout {
+                    peer: None,
+                    event: format!("connect as '{client_id}' (is it a socketio-p2p relay?)"),
+                    after: opts.connect_timeout,
+                })
             }
         }
     }
@@ -350,9 +356,11 @@ impl ClientInner {
                     pending.remove(&id);
                 }
                 drop(pending);
-                Err(Error::Timeout(format!(
-                    "no answer to '{name}' within {timeout:?}"
-                )))
+                Err(Error::Timeout {
+                    peer: None,
+                    event: name.to_string(),
+                    after: timeout,
+                })
             }
         }
     }
@@ -371,7 +379,7 @@ impl ClientInner {
         self.pending.lock().unwrap().clear();
         crate::stream::client::connection_lost(self, why);
         if let Some(w) = self.welcome.lock().unwrap().take() {
-            let _ = w.send(Err(Error::Connect(why.to_string())));
+            let _ = w.send(Err(Error::Disconnected(why.to_string())));
         }
         self.closed.send_replace(true);
     }
@@ -401,7 +409,7 @@ impl ClientInner {
         let why = text.to_string();
         tokio::spawn(async move {
             let limit = me.opts.timeout.min(Duration::from_secs(3));
-            if let Err(Error::Timeout(_) | Error::Disconnected(_)) =
+            if let Err(Error::Timeout { .. } | Error::Disconnected(_)) =
                 me.request(event::LIST_CLIENTS, vec![], limit).await
             {
                 me.mark_closed(&format!("no answer from the server after: {why}"));
@@ -534,8 +542,12 @@ fn classify_remote(text: String) -> Error {
             return Error::UnknownTarget(id);
         }
     }
-    if text.starts_with("Error: timed out") {
-        return Error::Timeout(text);
+    if let Some(what) = text.strip_prefix("Error: timed out: ") {
+        return Error::Timeout {
+            peer: None,
+            event: what.to_string(),
+            after: Duration::ZERO,
+        };
     }
     if let Some(id) = text
         .strip_prefix("Error: client '")
@@ -543,7 +555,7 @@ fn classify_remote(text: String) -> Error {
     {
         return Error::PeerGone(id.to_string());
     }
-    Error::Remote(text)
+    Error::remote("the relay", text)
 }
 
 /// Takes queued events and emits them in order, packing runs of `P2P_EMIT`s into batches.

@@ -144,7 +144,7 @@ pub(crate) fn add_target(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>,
             return r.respond(
                 peer,
                 Err(OpError {
-                    error: Error::Remote(msg.clone()),
+                    error: Error::remote("the relay", msg.clone()),
                     seed_ack: Some(vec![Value::from(msg)]),
                 }),
             );

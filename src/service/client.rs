@@ -166,8 +166,8 @@ impl P2pClient {
             Ok(args) => match args.first() {
                 None | Some(Value::Null) => Ok(()),
                 Some(Value::String(s)) if s.is_empty() => Ok(()),
-                Some(Value::String(s)) => Err(Error::Remote(s.clone())),
-                Some(other) => Err(Error::Remote(other.to_string())),
+                Some(Value::String(s)) => Err(Error::remote(service, s.clone())),
+                Some(other) => Err(Error::remote(service, other.to_string())),
             },
             Err(e) => Err(e),
         };

@@ -92,10 +92,10 @@ pub(crate) fn intercept(
         if server.is_connected(&service.name) {
             return Intercept::Relay(p, r);
         }
-        let error = Error::Remote(format!(
-            "Error: service '{}' has no API '{api}'",
-            service.name
-        ));
+        let error = Error::remote(
+            service.name.to_string(),
+            format!("Error: service '{}' has no API '{api}'", service.name),
+        );
         r.respond(caller, Err(error.into()));
         return Intercept::Handled;
     }
@@ -227,16 +227,19 @@ impl ServerReply {
     pub(crate) fn send(&self, args: impl IntoArgs) -> bool {
         match args.into_args() {
             Ok(args) => self.finish(Ok(args)),
-            Err(e) => self.finish(Err(Error::Remote(format!(
-                "Error: service '{}' could not encode its reply to '{}': {e}",
-                self.service, self.api
-            ))
+            Err(e) => self.finish(Err(Error::remote(
+                self.service.to_string(),
+                format!(
+                    "Error: service '{}' could not encode its reply to '{}': {e}",
+                    self.service, self.api
+                ),
+            )
             .into())),
         }
     }
 
     pub(crate) fn error(&self, message: String) -> bool {
-        self.finish(Err(Error::Remote(message).into()))
+        self.finish(Err(Error::remote(self.service.to_string(), message).into()))
     }
 }
 
@@ -247,7 +250,10 @@ impl Drop for ServerReply {
                 "Error: service '{}' did not reply to '{}'",
                 self.service, self.api
             );
-            r.respond(&self.caller, Err(Error::Remote(text).into()));
+            r.respond(
+                &self.caller,
+                Err(Error::remote(self.service.to_string(), text).into()),
+            );
         }
     }
 }

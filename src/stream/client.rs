@@ -313,7 +313,7 @@ impl P2pClient {
                     None | Some(Value::Null) => Ok(P2pDuplex::new(seed_shared, slot_of(inner))),
                     Some(Value::String(refusal)) => {
                         unregister_seed();
-                        Err(Error::Remote(refusal.clone()))
+                        Err(Error::remote(target, refusal.clone()))
                     }
                     Some(other) => {
                         unregister_seed();

@@ -328,7 +328,7 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
         return r.respond(
             peer,
             Err(OpError {
-                error: Error::Remote(msg.clone()),
+                error: Error::remote("the relay", msg.clone()),
                 seed_ack: Some(vec![Value::from(msg)]),
             }),
         );
@@ -393,7 +393,7 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
                     r.respond(
                         &peer,
                         Err(OpError {
-                            error: Error::Remote(refusal.clone()),
+                            error: Error::remote(&*target.id, refusal.clone()),
                             seed_ack: Some(vec![Value::from(refusal.clone())]),
                         }),
                     );
@@ -463,7 +463,7 @@ fn accept_local(
         return r.respond(
             peer,
             Err(OpError {
-                error: Error::Remote(text.clone()),
+                error: Error::remote("the relay", text.clone()),
                 seed_ack: Some(vec![Value::from(text)]),
             }),
         );
@@ -611,7 +611,7 @@ impl P2pServer {
             return Err(match answer {
                 Err(e) => e,
                 Ok(args) => match args.first() {
-                    Some(Value::String(refusal)) => Error::Remote(refusal.clone()),
+                    Some(Value::String(refusal)) => Error::remote(client_id, refusal.clone()),
                     _ => Error::Protocol(format!("'{client_id}' did not accept with a window")),
                 },
             });
