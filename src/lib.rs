@@ -6,7 +6,7 @@
 //! plugin, so its clients keep working; the Rust client is [`P2pClient`].
 
 pub mod client;
-pub mod core;
+pub mod room;
 pub mod error;
 pub mod message;
 pub mod protocol;

@@ -449,7 +449,7 @@ impl ServiceHandle {
         // Nobody connected means nobody subscribed.
         if let Some(socket) = self.server.any_socket() {
             for n in &names {
-                crate::core::server::destroy_room(&socket, &topic_room(&self.service.name, n));
+                crate::room::server::destroy_room(&socket, &topic_room(&self.service.name, n));
             }
         }
         Ok(())
