@@ -27,7 +27,10 @@ async fn open_pair(from: &P2pClient, to: &P2pClient) -> (P2pDuplex, P2pDuplex) {
     let opener = {
         let from = from.clone();
         let to = to.id().to_string();
-        tokio::spawn(async move { from.add_p2p_stream_with(&to, StreamOptions::default()).await })
+        tokio::spawn(async move {
+            from.add_p2p_stream_with(&to, StreamOptions::default())
+                .await
+        })
     };
     let theirs = within("the peer accepts", incoming.next())
         .await
@@ -65,7 +68,9 @@ async fn paused_read(d: &mut P2pDuplex, run: u64) -> Result<Vec<u8>, (usize, io:
     let mut buf = vec![0u8; 48 * 1024];
     let mut i = run;
     loop {
-        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        i = i
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let want = 1 + (i >> 33) as usize % buf.len();
         match d.read(&mut buf[..want]).await {
             Ok(0) => return Ok(got),
@@ -110,7 +115,11 @@ async fn copy_shutdown_drop_delivers_everything_then_eof() {
         let wrote = within("the writer finishes", writer).await.unwrap();
         assert!(wrote.is_ok(), "run {run}: the writer failed: {wrote:?}");
         match read {
-            Ok(got) => assert!(got == data, "run {run}: {} of {len} bytes, or different bytes", got.len()),
+            Ok(got) => assert!(
+                got == data,
+                "run {run}: {} of {len} bytes, or different bytes",
+                got.len()
+            ),
             Err((n, e)) => failures.push(format!("run {run}: {n} of {len} bytes, then {e}")),
         }
         drop(alices);
@@ -196,23 +205,22 @@ async fn drop_after_shutdown_keeps_data_and_eof_and_stops_the_peer_writer() {
     within("the writer finishes", async {
         // Bob is not reading yet: the last window is still on its way when alice drops.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let got = paused_read(&mut theirs, 2).await.expect("every byte, then EOF");
+        let got = paused_read(&mut theirs, 2)
+            .await
+            .expect("every byte, then EOF");
         assert!(got == data, "bob got {} of {} bytes", got.len(), data.len());
     })
     .await;
     writer.await.unwrap();
     // Alice's reset tells bob that nobody reads its direction any more.
-    let e = within(
-        "bob's write fails",
-        async {
-            loop {
-                if let Err(e) = theirs.write_all(&[1u8; 4096]).await {
-                    return e;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+    let e = within("bob's write fails", async {
+        loop {
+            if let Err(e) = theirs.write_all(&[1u8; 4096]).await {
+                return e;
             }
-        },
-    )
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
     .await;
     assert_reset(&e, "bob's write");
     // The EOF stays an EOF.
