@@ -338,7 +338,7 @@ mod tests {
     fn create_stream_round_trips_with_seed_field_names() {
         let v = json!({"sourceStreamId": "s1", "targetStreamId": 7, "targetClientId": "bob",
                        "window": 1024, "channel": "c", "args": [1], "custom": true});
-        let info = CreateStream::from_args(&[v.clone()]).unwrap();
+        let info = CreateStream::from_args(std::slice::from_ref(&v)).unwrap();
         assert_eq!(info.window.map(Window::get), Some(1024));
         assert_eq!(info.target_stream_id.to_string(), "7");
         assert_eq!(info.to_value(), v);
@@ -351,7 +351,10 @@ mod tests {
             json!({"sourceStreamId": "s", "targetStreamId": "t"}),
             json!("nope"),
         ] {
-            assert!(CreateStream::from_args(&[bad.clone()]).is_err(), "{bad}");
+            assert!(
+                CreateStream::from_args(std::slice::from_ref(&bad)).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -1,7 +1,8 @@
 //! [`P2pDuplex`]: one end of a byte stream between two clients (or a client and the server).
 //!
-//! The duplex and the receive path share one [`Shared`] state behind a mutex, with a waker per
-//! direction (as yamux does). Two wire modes exist: credit mode between peers that speak the
+//! The duplex and the receive path share one state (the sans-IO core of `super::core`) behind a
+//! mutex, with a waker per direction (as yamux does); the owner is only called once that lock
+//! is released. Two wire modes exist: credit mode between peers that speak the
 //! extensions (binary frames, many in flight, bounded by the peer's window), and seed mode with a
 //! seed-era JavaScript peer (one acknowledged chunk at a time).
 

@@ -36,6 +36,9 @@ pub const SERVER_SIDE_SUFFIX: &str = "-server-side";
 /// takes its shard's read lock to find its route.
 const SHARDS: usize = 16;
 
+/// One shard of the route table.
+type Shard = RwLock<HashMap<u64, Arc<Route>>>;
+
 /// One end of a route.
 enum End {
     Client(Arc<Peer>),
@@ -128,7 +131,7 @@ impl Route {
 
 /// The relay's routes, and the server's own stream ends.
 pub(crate) struct Routes {
-    shards: Box<[RwLock<HashMap<u64, Arc<Route>>>]>,
+    shards: Box<[Shard]>,
     next: AtomicU64,
     acceptors: Acceptors,
     window: AtomicU32,
@@ -146,7 +149,7 @@ impl Routes {
         })
     }
 
-    fn shard(&self, id: u64) -> &RwLock<HashMap<u64, Arc<Route>>> {
+    fn shard(&self, id: u64) -> &Shard {
         &self.shards[(id % SHARDS as u64) as usize]
     }
 
@@ -378,7 +381,9 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
         let answer = match answer {
             Ok(args) => CreateAnswer::from_args(&args),
             Err(e) => {
-                route.map(|id| routes.discard(id));
+                if let Some(id) = route {
+                    routes.discard(id);
+                }
                 return r.respond(&peer, Err(e.into()));
             }
         };
