@@ -8,6 +8,10 @@
 //! 3. `THROTTLED_MB` (1024) MiB to a reader throttled to `THROTTLE_MBPS` (20) MB/s, with sender,
 //!    relay and receiver in processes of their own: peak RSS of each against its idle RSS.
 //!
+//! 4. Relay CPU seconds per GiB relayed, `CPU_MB` (256) MiB through one stream: our relay in a
+//!    process of its own (`/proc/<pid>/stat`), next to the raw TCP relay on a thread of its own
+//!    (`/proc/thread-self/schedstat`).
+//!
 //! Run with `cargo bench --bench streams`; `SKIP_THROTTLED=1` leaves out part 3 (about a minute).
 
 use bytes::Bytes;
@@ -57,6 +61,92 @@ fn rss_kib(pid: u32, key: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used so far, all threads.
+fn process_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // /proc reports clock ticks of USER_HZ, 100 on Linux.
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
+}
+
+/// CPU seconds the calling thread has used so far.
+fn thread_cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(f64::NAN, |ns| ns as f64 / 1e9)
+}
+
+/// Our relay in a child process: CPU seconds per GiB it spends relaying one stream.
+async fn p2p_relay_cpu_per_gib(total: usize) -> f64 {
+    let port = 40000 + (std::process::id() % 20000) as u16;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_socketio-p2p"))
+        .args(["serve", "--port", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("relay starts");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = relay.id().unwrap();
+    let a = client(&url, "alice").await;
+    let b = client(&url, "bob").await;
+    let mut incoming = b.incoming_streams(None);
+    let reader = tokio::spawn(async move {
+        let mut s = incoming.next().await.unwrap();
+        count_to_eof(&mut s).await
+    });
+    let mut w = a.add_p2p_stream("bob").await.unwrap();
+    let data = chunk();
+    let cpu0 = process_cpu_secs(pid);
+    write_all_then_end(&mut w, &data, total).await;
+    let got = reader.await.unwrap();
+    let cpu = process_cpu_secs(pid) - cpu0;
+    assert_eq!(got, total, "every byte arrived");
+    drop(w);
+    let _ = relay.kill().await;
+    cpu / (total as f64 / (1024.0 * MB))
+}
+
+/// The raw TCP relay on a thread and runtime of its own: CPU seconds per GiB it spends.
+async fn raw_tcp_relay_cpu_per_gib(total: usize) -> f64 {
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let back = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (fa, ba) = (front.local_addr().unwrap(), back.local_addr().unwrap());
+    let relay = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            front.set_nonblocking(true).unwrap();
+            let front = tokio::net::TcpListener::from_std(front).unwrap();
+            let (mut inbound, _) = front.accept().await.unwrap();
+            let mut outbound = tokio::net::TcpStream::connect(ba).await.unwrap();
+            let cpu0 = thread_cpu_secs();
+            tokio::io::copy(&mut inbound, &mut outbound).await.unwrap();
+            outbound.shutdown().await.unwrap();
+            thread_cpu_secs() - cpu0
+        })
+    });
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = back.accept().await.unwrap();
+        count_to_eof(&mut s).await
+    });
+    let mut w = tokio::net::TcpStream::connect(fa).await.unwrap();
+    write_all_then_end(&mut w, &chunk(), total).await;
+    assert_eq!(reader.await.unwrap(), total);
+    let cpu = tokio::task::spawn_blocking(move || relay.join().unwrap())
+        .await
+        .unwrap();
+    cpu / (total as f64 / (1024.0 * MB))
 }
 
 /// Writes `data` over and over until `total` bytes are out, then ends the write direction.
@@ -464,6 +554,16 @@ async fn main() {
         ),
         None => println!("js-anchor stream       (not measured)"),
     }
+
+    let cpu_mb = env_usize("CPU_MB", 256);
+    println!("== relay CPU per GiB relayed, one stream of {cpu_mb} MiB ==");
+    let ours_cpu = p2p_relay_cpu_per_gib(cpu_mb << 20).await;
+    let tcp_cpu = raw_tcp_relay_cpu_per_gib(cpu_mb << 20).await;
+    println!("socketio-p2p relay     {ours_cpu:>8.2} CPU s/GiB (relay process)");
+    println!(
+        "raw TCP relay          {tcp_cpu:>8.2} CPU s/GiB (relay thread)   ours/tcp {:.1}x",
+        ours_cpu / tcp_cpu
+    );
 
     let n = env_usize("STREAMS", 256);
     let each = env_usize("EACH_MB", 4) << 20;

@@ -1,15 +1,19 @@
 //! Client side of the Stream API: opening, accepting, and the receive path of streams.
 
 use super::accept::{Acceptors, IncomingStreams};
-use super::duplex::{Endpoint, Mode, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
-use super::flow::{RecvWindow, SendCredit, MAX_WINDOW};
+use super::core::Core;
+use super::duplex::{Endpoint, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
 use super::frame::Frame;
 use super::{SEED_DATA_PREFIX, SEED_DESTROYED};
 use crate::client::{ClientInner, Outgoing, P2pClient};
 use crate::error::{Error, Result};
+use crate::protocol::stream::{
+    CreateAnswer, CreateStream, SeedData, SeedDestroyed, StreamAccept, Window,
+};
 use crate::protocol::{event, EmitPayload, ResBody};
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,8 +138,8 @@ fn endpoint_of(inner: &ClientInner) -> Weak<dyn Endpoint> {
 }
 
 /// Creates a stream's shared state and enters it in the client's table.
-fn register(inner: &ClientInner, key: StreamKey, info: StreamInfo, mode: Mode) -> Arc<Shared> {
-    let shared = Shared::new(key.clone(), info, mode, endpoint_of(inner));
+fn register(inner: &ClientInner, key: StreamKey, info: StreamInfo, core: Core) -> Arc<Shared> {
+    let shared = Shared::new(key.clone(), info, core, endpoint_of(inner));
     inner
         .streams
         .table
@@ -145,36 +149,8 @@ fn register(inner: &ClientInner, key: StreamKey, info: StreamInfo, mode: Mode) -
     shared
 }
 
-fn seed_mode() -> Mode {
-    Mode::Seed {
-        in_flight: false,
-        held_acks: Default::default(),
-    }
-}
-
-fn credit_mode(route: u64, peer_window: u32, own_window: u32) -> Mode {
-    Mode::Credit {
-        route,
-        send: SendCredit::new(peer_window),
-        recv: RecvWindow::new(own_window),
-    }
-}
-
 fn slot_of(inner: &ClientInner) -> Option<Slot> {
     Some(PollSender::new(inner.out.clone()))
-}
-
-fn valid_window(v: Option<&Value>) -> Option<u32> {
-    let w = v?.as_u64()?;
-    (w > 0 && w <= MAX_WINDOW).then_some(w as u32)
-}
-
-fn id_string(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 impl P2pClient {
@@ -210,11 +186,11 @@ impl P2pClient {
             .clone()
             .unwrap_or_else(|| format!("{target}-{seq}-{nonce:x}"));
         let window = opts.window.unwrap_or(inner.opts.stream_window);
-        if window == 0 || u64::from(window) > MAX_WINDOW {
+        let Some(window) = Window::new(u64::from(window)) else {
             return Err(Error::BadRequest(format!(
                 "stream window {window} is out of range"
             )));
-        }
+        };
         let info = StreamInfo {
             peer: target.to_string(),
             stream_id: own_id.clone(),
@@ -225,20 +201,19 @@ impl P2pClient {
         };
         // A seed-era peer may send data as soon as it accepts: be ready for it before asking.
         let seed_key = StreamKey::Seed(target.to_string(), peer_sid.clone());
-        let seed_shared = register(inner, seed_key.clone(), info.clone(), seed_mode());
+        let seed_shared = register(inner, seed_key.clone(), info.clone(), Core::seed());
 
-        let mut request = json!({
-            "sourceStreamId": own_id,
-            "targetStreamId": peer_sid,
-            "targetClientId": target,
-            "window": window,
-        });
-        if let Some(c) = &opts.channel {
-            request["channel"] = Value::from(c.as_str());
-        }
-        if !opts.args.is_null() {
-            request["args"] = opts.args.clone();
-        }
+        let request = CreateStream {
+            source_stream_id: own_id.as_str().into(),
+            target_stream_id: peer_sid.as_str().into(),
+            target_client_id: target.to_string(),
+            source_client_id: None,
+            window: Some(window),
+            route: None,
+            channel: opts.channel.clone(),
+            args: opts.args.clone(),
+            extra: Map::new(),
+        };
 
         // In credit mode the peer may send frames right behind the answer; the hook registers
         // the stream on the receive path before they are handled. An answer that arrives after
@@ -256,17 +231,19 @@ impl P2pClient {
                 };
                 let mut opening = opening.lock().unwrap();
                 let abandoned = matches!(*opening, Opening::Abandoned);
-                let credit = args.first().and_then(Value::as_object).and_then(|obj| {
-                    Some((
-                        valid_window(obj.get("window"))?,
-                        obj.get("route").and_then(Value::as_u64)?,
-                    ))
-                });
-                let Some((peer_window, route)) = credit else {
-                    if abandoned && matches!(args.first(), None | Some(Value::Null)) {
+                let credit = match CreateAnswer::from_args(args) {
+                    CreateAnswer::Credit(StreamAccept {
+                        window: peer_window,
+                        route: Some(route),
+                    }) => Some((peer_window, route)),
+                    CreateAnswer::Seed if abandoned => {
                         // A seed-era peer accepted too late.
                         inner.send_seed_destroy(&info.peer, &own_id);
+                        None
                     }
+                    _ => None,
+                };
+                let Some((peer_window, route)) = credit else {
                     return;
                 };
                 if abandoned {
@@ -283,7 +260,7 @@ impl P2pClient {
                     &inner,
                     StreamKey::Route(route),
                     info,
-                    credit_mode(route, peer_window, window),
+                    Core::credit(route, peer_window.get(), window.get()),
                 );
                 *opening = Opening::Accepted(shared);
             }) as crate::client::AnswerHook
@@ -292,7 +269,7 @@ impl P2pClient {
         let answer = inner
             .request_with_hook(
                 event::MULTI_API_CREATE_STREAM,
-                vec![request],
+                vec![request.to_value()],
                 timeout,
                 Some(hook),
             )
@@ -309,16 +286,17 @@ impl P2pClient {
                     unregister_seed();
                     return Ok(P2pDuplex::new(shared, slot_of(inner)));
                 }
-                match args.first() {
-                    None | Some(Value::Null) => Ok(P2pDuplex::new(seed_shared, slot_of(inner))),
-                    Some(Value::String(refusal)) => {
+                match CreateAnswer::from_args(&args) {
+                    CreateAnswer::Seed => Ok(P2pDuplex::new(seed_shared, slot_of(inner))),
+                    CreateAnswer::Refused(refusal) => {
                         unregister_seed();
-                        Err(Error::remote(target, refusal.clone()))
+                        Err(Error::remote(target, refusal))
                     }
-                    Some(other) => {
+                    CreateAnswer::Credit(_) | CreateAnswer::Invalid(_) => {
                         unregister_seed();
                         Err(Error::Protocol(format!(
-                            "unexpected answer to MULTI_API_CREATE_STREAM: {other}"
+                            "unexpected answer to MULTI_API_CREATE_STREAM: {}",
+                            Value::Array(args)
                         )))
                     }
                 }
@@ -365,23 +343,28 @@ impl P2pClient {
 
 /// `P2P_REQ(id, "MULTI_API_CREATE_STREAM", info)`: a peer opens a stream to this client.
 pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Value>) {
-    let info = args.into_iter().next().unwrap_or(Value::Null);
-    let (Some(source), Some(peer_sid), Some(own_sid)) = (
-        id_string(info.get("sourceClientId")),
-        id_string(info.get("sourceStreamId")),
-        id_string(info.get("targetStreamId")),
-    ) else {
+    let info = match CreateStream::from_args(&args) {
+        Ok(CreateStream {
+            source_client_id: Some(source),
+            ..
+        }) if source.is_empty() => None,
+        Ok(
+            info @ CreateStream {
+                source_client_id: Some(_),
+                ..
+            },
+        ) => Some(info),
+        _ => None,
+    };
+    let Some(info) = info else {
         inner.respond(
             req,
             ResBody::Err("MULTI_API_CREATE_STREAM needs sourceClientId and stream ids".into()),
         );
         return;
     };
-    let channel = info
-        .get("channel")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let acceptor = inner.streams.acceptors.pick(channel.as_deref());
+    let source = info.source_client_id.unwrap_or_default();
+    let acceptor = inner.streams.acceptors.pick(info.channel.as_deref());
     let Some(acceptor) = acceptor else {
         // The seed's refusal text, as an acknowledgement argument.
         let text = format!(
@@ -391,30 +374,31 @@ pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Val
         inner.respond(req, ResBody::Ok(vec![Value::from(text)]));
         return;
     };
+    let peer_sid = info.source_stream_id.to_string();
     let mut stream_info = StreamInfo {
         peer: source.clone(),
-        stream_id: own_sid,
+        stream_id: info.target_stream_id.to_string(),
         peer_stream_id: peer_sid.clone(),
-        channel,
-        args: info.get("args").cloned().unwrap_or(Value::Null),
+        channel: info.channel,
+        args: info.args,
         seed_mode: true,
     };
-    let credit = (
-        valid_window(info.get("window")),
-        info.get("route").and_then(Value::as_u64),
-    );
-    let shared = match credit {
+    let shared = match (info.window, info.route) {
         (Some(peer_window), Some(route)) => {
             stream_info.seed_mode = false;
-            let own_window = inner.opts.stream_window;
-            let mode = credit_mode(route, peer_window, own_window);
-            let shared = register(inner, StreamKey::Route(route), stream_info, mode);
-            inner.respond(req, ResBody::Ok(vec![json!({ "window": own_window })]));
+            let own_window = Window::clamped(inner.opts.stream_window);
+            let core = Core::credit(route, peer_window.get(), own_window.get());
+            let shared = register(inner, StreamKey::Route(route), stream_info, core);
+            let answer = StreamAccept {
+                window: own_window,
+                route: None,
+            };
+            inner.respond(req, ResBody::Ok(vec![answer.to_value()]));
             shared
         }
         _ => {
             let key = StreamKey::Seed(source, peer_sid);
-            let shared = register(inner, key, stream_info, seed_mode());
+            let shared = register(inner, key, stream_info, Core::seed());
             // A seed-era opener takes an acknowledgement with no argument as acceptance.
             inner.respond(req, ResBody::Ok(vec![]));
             shared
@@ -447,16 +431,11 @@ pub(crate) fn on_frame(inner: &Arc<ClientInner>, bytes: Bytes) {
         .cloned();
     match shared {
         Some(s) => {
-            if let Some(reset) = s.on_frame(frame) {
-                inner.send_now(Outgoing::Frame(reset.encode()));
-            }
+            let _ = s.handle_frame(frame).run(&s, None);
         }
         None => {
-            // Frames for a stream this end already closed or reset; answer data with a reset
-            // so a writer that missed ours stops.
-            if matches!(frame, Frame::Data { .. } | Frame::Fin { .. }) {
-                tracing::debug!(client = %inner.id, route, "frame for an unknown stream");
-            }
+            // Frames for a stream this end already closed or reset (they crossed our RESET).
+            tracing::debug!(client = %inner.id, route, "frame for an unknown stream");
         }
     }
 }
@@ -468,68 +447,47 @@ pub(crate) fn on_seed_event(
     args: &[Value],
     reply: Option<u64>,
 ) -> bool {
-    let sender = args.first().and_then(Value::as_str).unwrap_or_default();
     if let Some(sid) = name.strip_prefix(SEED_DATA_PREFIX) {
-        let key = StreamKey::Seed(sender.to_string(), sid.to_string());
+        let data = match SeedData::from_args(args) {
+            Ok(d) => d,
+            Err(e) => {
+                // Bad bytes end the stream they were meant for, and the sender is told.
+                if let Some(sender) = args.first().and_then(|v| String::deserialize(v).ok()) {
+                    let key = StreamKey::Seed(sender, sid.to_string());
+                    let shared = inner.streams.table.lock().unwrap().get(&key).cloned();
+                    if let Some(s) = shared {
+                        s.fail(io::ErrorKind::InvalidData, e.clone());
+                    }
+                }
+                if let Some(r) = reply {
+                    inner.respond(r, ResBody::Err(format!("Error: protocol violation: {e}")));
+                }
+                return true;
+            }
+        };
+        let key = StreamKey::Seed(data.sender.clone(), sid.to_string());
         let shared = inner.streams.table.lock().unwrap().get(&key).cloned();
         let Some(shared) = shared else {
             if let Some(r) = reply {
                 inner.respond(
                     r,
-                    ResBody::Err(format!("no stream '{sid}' from '{sender}'")),
+                    ResBody::Err(format!("no stream '{sid}' from '{}'", data.sender)),
                 );
             }
             return true;
         };
-        let chunk = match args.get(1) {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(a)) => {
-                let bytes: Option<Vec<u8>> = a
-                    .iter()
-                    .map(|v| v.as_u64().filter(|b| *b <= 255).map(|b| b as u8))
-                    .collect();
-                match bytes {
-                    Some(b) => Some(Bytes::from(b)),
-                    None => {
-                        shared.fail(io::ErrorKind::InvalidData, "seed chunk is not bytes".into());
-                        return true;
-                    }
-                }
-            }
-            Some(Value::String(s)) => Some(Bytes::from(s.clone().into_bytes())),
-            Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("Buffer") => {
-                // A Node Buffer serialized as JSON: {"type":"Buffer","data":[...]}.
-                let data = o
-                    .get("data")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                Some(Bytes::from(
-                    data.iter()
-                        .filter_map(|v| v.as_u64().map(|b| b as u8))
-                        .collect::<Vec<u8>>(),
-                ))
-            }
-            Some(_) => {
-                shared.fail(io::ErrorKind::InvalidData, "seed chunk is not bytes".into());
-                return true;
-            }
-        };
-        if shared.on_seed_chunk(chunk, reply) {
-            if let Some(r) = reply {
-                inner.respond(r, ResBody::Ok(vec![]));
-            }
-        }
+        let chunk = data.chunk.into_bytes().map(Bytes::from);
+        shared.handle_seed_chunk(chunk, reply);
         return true;
     }
     if name == SEED_DESTROYED {
-        if let Some(sid) = id_string(args.get(1)) {
-            let key = StreamKey::Seed(sender.to_string(), sid);
+        if let Ok(d) = SeedDestroyed::from_args(args) {
+            let key = StreamKey::Seed(d.sender.clone(), d.stream_id.to_string());
             let shared = inner.streams.table.lock().unwrap().get(&key).cloned();
             if let Some(s) = shared {
                 s.fail(
                     io::ErrorKind::ConnectionReset,
-                    format!("stream destroyed by '{sender}'"),
+                    format!("stream destroyed by '{}'", d.sender),
                 );
             }
         }

@@ -1,26 +1,20 @@
 //! [`P2pDuplex`]: one end of a byte stream between two clients (or a client and the server).
 //!
-//! The duplex and the receive path share one [`Shared`] state behind a mutex, with a waker per
-//! direction (as yamux does). Two wire modes exist: credit mode between peers that speak the
+//! The duplex and the receive path share one state (the sans-IO core of `super::core`) behind a
+//! mutex, with a waker per direction (as yamux does); the owner is only called once that lock
+//! is released. Two wire modes exist: credit mode between peers that speak the
 //! extensions (binary frames, many in flight, bounded by the peer's window), and seed mode with a
 //! seed-era JavaScript peer (one acknowledged chunk at a time).
 
-use super::flow::{RecvWindow, SendCredit};
-use super::frame::{code, Frame};
-use bytes::{Buf, Bytes};
+use super::core::{Core, Stop, Transmit};
+pub use super::core::{MAX_FRAME, SEED_BUFFER, SEED_CHUNK};
+use super::frame::Frame;
+use bytes::Bytes;
 use serde_json::Value;
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
-
-/// Largest DATA frame a writer sends.
-pub const MAX_FRAME: usize = 64 * 1024;
-/// Largest chunk sent to a seed-era peer (sent as a JSON array of numbers).
-pub const SEED_CHUNK: usize = 16 * 1024;
-/// Bytes buffered from a seed-era peer before its acknowledgements are held back.
-pub const SEED_BUFFER: usize = 256 * 1024;
 
 /// What a stream's owner (a client or the server) does for it.
 pub(crate) trait Endpoint: Send + Sync {
@@ -76,58 +70,100 @@ pub struct StreamInfo {
     pub seed_mode: bool,
 }
 
-pub(crate) enum Mode {
-    Credit {
-        route: u64,
-        send: SendCredit,
-        recv: RecvWindow,
-    },
-    Seed {
-        in_flight: bool,
-        held_acks: VecDeque<u64>,
-    },
-}
-
-pub(crate) struct State {
-    pub(crate) mode: Mode,
-    recv: VecDeque<Bytes>,
-    recv_len: usize,
-    recv_eof: bool,
-    sent_fin: bool,
-    error: Option<(io::ErrorKind, String)>,
+/// A stream end's state and the tasks waiting on it.
+struct Inner {
+    core: Core,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
-    unregistered: bool,
 }
 
-/// State shared by a [`P2pDuplex`] and its owner's receive path.
+/// State shared by a [`P2pDuplex`] and its owner's receive path: the sans-IO [`Core`] behind a
+/// mutex, with a waker per direction.
+///
+/// The lock is only ever taken inside [`Shared::update`], which hands back the [`Effects`] of the
+/// change (frames to send, tasks to wake, the table entry to drop) to be run once the lock is
+/// released: the owner is never called with a stream's state locked.
 pub(crate) struct Shared {
     pub(crate) key: StreamKey,
     pub(crate) info: StreamInfo,
-    pub(crate) state: Mutex<State>,
+    state: Mutex<Inner>,
     endpoint: Weak<dyn Endpoint>,
+}
+
+/// What a change of a stream's state asks of the outside world; see [`Shared::update`].
+#[must_use = "effects do nothing until run"]
+pub(crate) struct Effects {
+    transmits: Vec<Transmit>,
+    wake: [Option<Waker>; 2],
+    unregister: bool,
+}
+
+impl Effects {
+    /// Wakes, sends and unregisters. A DATA or FIN frame goes through `slot` when the caller
+    /// reserved room there; its send error (the connection is closed) is returned.
+    pub(crate) fn run(
+        self,
+        shared: &Arc<Shared>,
+        mut slot: Option<&mut Option<Slot>>,
+    ) -> io::Result<()> {
+        for w in self.wake.into_iter().flatten() {
+            w.wake();
+        }
+        let mut result = Ok(());
+        if let Some(ep) = shared.endpoint.upgrade() {
+            for t in self.transmits {
+                match t {
+                    Transmit::Ordered(frame) => match slot.take() {
+                        Some(s) => result = ep.send_reserved(s, frame),
+                        None => result = result.and(ep.send_frame(frame)),
+                    },
+                    Transmit::Control(frame) => {
+                        let _ = ep.send_frame(frame);
+                    }
+                    Transmit::SeedChunk(chunk) => {
+                        let weak = Arc::downgrade(shared);
+                        ep.send_seed_chunk(
+                            &shared.info.peer,
+                            &shared.info.stream_id,
+                            chunk,
+                            Box::new(move |res| {
+                                if let Some(shared) = weak.upgrade() {
+                                    let _ = shared
+                                        .update(|st| st.core.handle_seed_sent(res))
+                                        .1
+                                        .run(&shared, None);
+                                }
+                            }),
+                        );
+                    }
+                    Transmit::SeedDestroy => {
+                        ep.send_seed_destroy(&shared.info.peer, &shared.info.stream_id)
+                    }
+                    Transmit::SeedAck(a) => ep.ack_seed_chunk(a),
+                }
+            }
+            if self.unregister {
+                ep.unregister(&shared.key);
+            }
+        }
+        result
+    }
 }
 
 impl Shared {
     pub(crate) fn new(
         key: StreamKey,
         info: StreamInfo,
-        mode: Mode,
+        core: Core,
         endpoint: Weak<dyn Endpoint>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             key,
             info,
-            state: Mutex::new(State {
-                mode,
-                recv: VecDeque::new(),
-                recv_len: 0,
-                recv_eof: false,
-                sent_fin: false,
-                error: None,
+            state: Mutex::new(Inner {
+                core,
                 read_waker: None,
                 write_waker: None,
-                unregistered: false,
             }),
             endpoint,
         })
@@ -137,141 +173,49 @@ impl Shared {
         self.endpoint.upgrade()
     }
 
-    /// Wakes both directions.
-    fn wake(st: &mut State) {
-        if let Some(w) = st.read_waker.take() {
-            w.wake();
-        }
-        if let Some(w) = st.write_waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Marks the stream failed (unless it already is) and wakes everyone.
-    pub(crate) fn fail(&self, kind: io::ErrorKind, why: String) {
-        let mut st = self.state.lock().unwrap();
-        if st.error.is_none() {
-            st.error = Some((kind, why));
-        }
-        Shared::wake(&mut st);
-        self.unregister_locked(&mut st);
-    }
-
-    fn unregister_locked(&self, st: &mut State) {
-        if !st.unregistered {
-            st.unregistered = true;
-            if let Some(ep) = self.endpoint() {
-                ep.unregister(&self.key);
-            }
-        }
-    }
-
-    fn maybe_finished(&self, st: &mut State) {
-        if st.sent_fin && st.recv_eof && st.recv.is_empty() {
-            self.unregister_locked(st);
-        }
-    }
-
-    /// Handles a frame from the peer (credit mode). Returns a RESET to send back when the peer
-    /// broke the rules.
-    pub(crate) fn on_frame(&self, frame: Frame) -> Option<Frame> {
-        let mut st = self.state.lock().unwrap();
-        if st.error.is_some() {
-            return None;
-        }
-        let Mode::Credit { route, send, recv } = &mut st.mode else {
-            return None;
+    /// Runs `f` on the state, then collects what the change asks for, with the lock released
+    /// before returning.
+    fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> (R, Effects) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut st);
+        let (read, write) = st.core.take_wakes();
+        let effects = Effects {
+            transmits: std::iter::from_fn(|| st.core.poll_transmit()).collect(),
+            wake: [
+                read.then(|| st.read_waker.take()).flatten(),
+                write.then(|| st.write_waker.take()).flatten(),
+            ],
+            unregister: st.core.take_done(),
         };
-        let route = *route;
-        let violation = match frame {
-            Frame::Data { data, .. } => match recv.on_data(data.len()) {
-                Ok(()) => {
-                    if st.recv_eof {
-                        Some("DATA after FIN".to_string())
-                    } else {
-                        if !data.is_empty() {
-                            st.recv_len += data.len();
-                            st.recv.push_back(data);
-                        }
-                        if let Some(w) = st.read_waker.take() {
-                            w.wake();
-                        }
-                        None
-                    }
-                }
-                Err(e) => Some(e.to_string()),
-            },
-            Frame::Window { increment, .. } => match send.grant(increment) {
-                Ok(()) => {
-                    if let Some(w) = st.write_waker.take() {
-                        w.wake();
-                    }
-                    None
-                }
-                Err(e) => Some(e.to_string()),
-            },
-            Frame::Fin { .. } => {
-                st.recv_eof = true;
-                if let Some(w) = st.read_waker.take() {
-                    w.wake();
-                }
-                self.maybe_finished(&mut st);
-                None
-            }
-            Frame::Reset {
-                code: c, reason, ..
-            } => {
-                let kind = match c {
-                    code::PEER_GONE => io::ErrorKind::ConnectionAborted,
-                    _ => io::ErrorKind::ConnectionReset,
-                };
-                st.error = Some((kind, format!("stream reset by the other end: {reason}")));
-                Shared::wake(&mut st);
-                self.unregister_locked(&mut st);
-                None
-            }
-        };
-        violation.map(|why| {
-            let reason = format!("protocol violation: {why}");
-            st.error = Some((io::ErrorKind::InvalidData, reason.clone()));
-            Shared::wake(&mut st);
-            self.unregister_locked(&mut st);
-            Frame::Reset {
-                route,
-                code: code::PROTOCOL,
-                reason,
-            }
-        })
+        (r, effects)
     }
 
-    /// Handles a chunk from a seed-era peer (`None` is end-of-stream). Returns whether the chunk
-    /// may be acknowledged now; otherwise the ack is held until the reader drains.
-    pub(crate) fn on_seed_chunk(&self, chunk: Option<Bytes>, ack: Option<u64>) -> bool {
-        let mut st = self.state.lock().unwrap();
-        if st.error.is_some() {
-            return true;
-        }
-        match chunk {
-            None => st.recv_eof = true,
-            Some(c) => {
-                if !c.is_empty() && !st.recv_eof {
-                    st.recv_len += c.len();
-                    st.recv.push_back(c);
-                }
-            }
-        }
-        if let Some(w) = st.read_waker.take() {
-            w.wake();
-        }
-        let over = st.recv_len > SEED_BUFFER;
-        if over {
-            if let (Some(a), Mode::Seed { held_acks, .. }) = (ack, &mut st.mode) {
-                held_acks.push_back(a);
-                return false;
-            }
-        }
-        self.maybe_finished(&mut st);
-        true
+    /// A frame from the peer (credit mode); the caller runs the effects (a RESET back to a peer
+    /// that broke the rules among them) when it holds no lock the owner takes.
+    pub(crate) fn handle_frame(&self, frame: Frame) -> Effects {
+        self.update(|st| st.core.handle_frame(frame)).1
+    }
+
+    /// A chunk from a seed-era peer (`None` is end-of-stream), acknowledged with `ack` once there
+    /// is room for more.
+    pub(crate) fn handle_seed_chunk(self: &Arc<Self>, chunk: Option<Bytes>, ack: Option<u64>) {
+        let _ = self
+            .update(|st| st.core.handle_seed_chunk(chunk, ack))
+            .1
+            .run(self, None);
+    }
+
+    /// The stream is gone for a reason outside it (a disconnect, a seed peer's destroy).
+    pub(crate) fn fail(self: &Arc<Self>, kind: io::ErrorKind, why: String) {
+        let _ = self.update(|st| st.core.fail(kind, why)).1.run(self, None);
+    }
+
+    /// The peer's window, once the server's own opener learns it.
+    pub(crate) fn set_peer_window(self: &Arc<Self>, window: u32) {
+        let _ = self
+            .update(|st| st.core.set_peer_window(window))
+            .1
+            .run(self, None);
     }
 }
 
@@ -280,9 +224,25 @@ impl Shared {
 ///
 /// Writes wait while the peer's receive window is used up, so a slow reader slows the writer down
 /// instead of filling memory anywhere on the way. [`shutdown`](tokio::io::AsyncWriteExt::shutdown)
-/// ends this direction (the peer reads to EOF) while the other keeps working. Dropping the duplex
-/// before both directions ended, or calling [`reset`](P2pDuplex::reset), destroys the stream: the
-/// peer's reads and writes fail with an `io::Error`.
+/// ends this direction (the peer reads what was written, then EOF) while the other keeps working.
+///
+/// # Closing and dropping
+///
+/// Streams close like TCP or QUIC streams. The clean way to end one is `shutdown()` on each end;
+/// a duplex may then be dropped at any time. Dropping a duplex (or calling
+/// [`reset`](P2pDuplex::reset)) does, depending on where the stream stands:
+///
+/// | state when dropped | the peer's reads | the peer's writes |
+/// | --- | --- | --- |
+/// | nothing sent yet, no `shutdown()` | fail (`ConnectionReset`) | fail (`ConnectionReset`) |
+/// | in the middle of writing, no `shutdown()` | fail once the reset arrives; what was not read yet is discarded, so a cut-short stream never reads as complete | fail |
+/// | after `shutdown()` | every byte written, then EOF, at whatever pace the peer reads | fail (nobody reads them) |
+/// | after the peer's FIN, without own `shutdown()` | fail (this end's direction was not finished) | had already ended |
+/// | after both directions ended | EOF as before; nothing is sent | had already ended |
+///
+/// A reset that reaches this end after the peer's FIN never discards what the peer finished
+/// sending: reads still return every byte, then EOF; only this end's writes fail. The same holds
+/// when the peer disconnects after its FIN.
 pub struct P2pDuplex {
     shared: Arc<Shared>,
     slot: Option<Slot>,
@@ -326,50 +286,38 @@ impl P2pDuplex {
         &self.shared.info.args
     }
 
-    /// Destroys the stream now: the peer's pending and later reads and writes fail.
+    /// Destroys the stream now, like a drop (see the type's documentation), except that this
+    /// end's own later calls fail too.
     pub fn reset(&mut self) {
-        self.destroy("reset by its owner");
+        self.close("reset by its owner");
     }
 
-    fn destroy(&mut self, why: &str) {
-        let mut st = self.shared.state.lock().unwrap();
-        if st.error.is_some() || (st.sent_fin && st.recv_eof) {
-            self.shared.unregister_locked(&mut st);
-            return;
-        }
-        st.error = Some((io::ErrorKind::ConnectionReset, format!("stream {why}")));
-        Shared::wake(&mut st);
-        let tell = match &st.mode {
-            Mode::Credit { route, .. } => Some(*route),
-            Mode::Seed { .. } => None,
-        };
-        self.shared.unregister_locked(&mut st);
-        drop(st);
-        if let Some(ep) = self.shared.endpoint() {
-            match tell {
-                Some(route) => {
-                    let _ = ep.send_frame(
-                        Frame::Reset {
-                            route,
-                            code: code::CANCEL,
-                            reason: why.to_string(),
-                        }
-                        .encode(),
-                    );
-                }
-                None => ep.send_seed_destroy(&self.shared.info.peer, &self.shared.info.stream_id),
-            }
-        }
+    fn close(&mut self, why: &str) {
+        let _ = self
+            .shared
+            .update(|st| st.core.close(why))
+            .1
+            .run(&self.shared, None);
     }
+}
 
-    fn io_error(e: &(io::ErrorKind, String)) -> io::Error {
-        io::Error::new(e.0, e.1.clone())
+fn stopped(stop: Stop) -> io::Error {
+    match stop {
+        Stop::Failed(f) => f.to_io(),
+        Stop::Blocked => io::Error::new(io::ErrorKind::WouldBlock, "blocked"),
     }
+}
+
+fn link_gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection that carried this stream is gone",
+    )
 }
 
 impl Drop for P2pDuplex {
     fn drop(&mut self) {
-        self.destroy("dropped by its owner");
+        self.close("dropped by its owner");
     }
 }
 
@@ -380,67 +328,36 @@ impl tokio::io::AsyncRead for P2pDuplex {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let shared = &this.shared;
-        let mut st = shared.state.lock().unwrap();
-        if let Some(e) = &st.error {
-            return Poll::Ready(Err(P2pDuplex::io_error(e)));
+        let (r, effects) = this.shared.update(|st| {
+            let r = st.core.read(buf.initialize_unfilled());
+            if r == Err(Stop::Blocked) {
+                st.read_waker = Some(cx.waker().clone());
+            }
+            r
+        });
+        let _ = effects.run(&this.shared, None);
+        match r {
+            Ok(n) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Err(Stop::Blocked) => Poll::Pending,
+            Err(stop) => Poll::Ready(Err(stopped(stop))),
         }
-        if st.recv.is_empty() {
-            if st.recv_eof {
-                shared.maybe_finished(&mut st);
-                return Poll::Ready(Ok(()));
-            }
-            st.read_waker = Some(cx.waker().clone());
-            return Poll::Pending;
+    }
+}
+
+impl P2pDuplex {
+    /// Reserves room in the owner's send queue for one ordered frame (credit mode), so credit is
+    /// only taken when the frame can go.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.shared.info.seed_mode {
+            return Poll::Ready(Ok(()));
         }
-        let mut n = 0;
-        while buf.remaining() > 0 {
-            let Some(front) = st.recv.front_mut() else {
-                break;
-            };
-            let take = front.len().min(buf.remaining());
-            buf.put_slice(&front[..take]);
-            front.advance(take);
-            if front.is_empty() {
-                st.recv.pop_front();
-            }
-            n += take;
-        }
-        st.recv_len -= n;
-        let below = st.recv_len <= SEED_BUFFER;
-        // What to send back is sent after the state lock is released (lock order: a stream's
-        // state is never held while its owner's tables are taken).
-        let mut grant = None;
-        let mut acks = Vec::new();
-        match &mut st.mode {
-            Mode::Credit { route, recv, .. } => {
-                if let Some(increment) = recv.on_consumed(n) {
-                    grant = Some(
-                        Frame::Window {
-                            route: *route,
-                            increment,
-                        }
-                        .encode(),
-                    );
-                }
-            }
-            Mode::Seed { held_acks, .. } => {
-                if below {
-                    acks.extend(held_acks.drain(..));
-                }
-            }
-        }
-        shared.maybe_finished(&mut st);
-        drop(st);
-        if let Some(ep) = shared.endpoint() {
-            if let Some(g) = grant {
-                let _ = ep.send_frame(g);
-            }
-            for a in acks {
-                ep.ack_seed_chunk(a);
-            }
-        }
-        Poll::Ready(Ok(()))
+        let Some(ep) = self.shared.endpoint() else {
+            return Poll::Ready(Err(link_gone()));
+        };
+        ep.poll_ready(cx, &mut self.slot)
     }
 }
 
@@ -454,136 +371,47 @@ impl tokio::io::AsyncWrite for P2pDuplex {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let Some(ep) = this.shared.endpoint() else {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the connection that carried this stream is gone",
-            )));
-        };
-        let seed = matches!(this.shared.state.lock().unwrap().mode, Mode::Seed { .. });
-        if !seed {
-            // Reserve queue room first, so credit is only taken when the frame can go.
-            match ep.poll_ready(cx, &mut this.slot) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+        if let Err(e) = std::task::ready!(this.poll_room(cx)) {
+            return Poll::Ready(Err(e));
         }
-        let mut st = this.shared.state.lock().unwrap();
-        if let Some(e) = &st.error {
-            return Poll::Ready(Err(P2pDuplex::io_error(e)));
-        }
-        if st.sent_fin {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "write after shutdown",
-            )));
-        }
-        match &mut st.mode {
-            Mode::Credit { route, send, .. } => {
-                let n = send.take(buf.len().min(MAX_FRAME));
-                if n == 0 {
-                    st.write_waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-                let frame = Frame::data_from_slice(*route, &buf[..n]);
-                drop(st);
-                ep.send_reserved(&mut this.slot, frame)?;
-                Poll::Ready(Ok(n))
+        let (r, effects) = this.shared.update(|st| {
+            let r = st.core.write(buf);
+            if r == Err(Stop::Blocked) {
+                st.write_waker = Some(cx.waker().clone());
             }
-            Mode::Seed { in_flight, .. } => {
-                if *in_flight {
-                    st.write_waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-                *in_flight = true;
-                let n = buf.len().min(SEED_CHUNK);
-                drop(st);
-                let weak = Arc::downgrade(&this.shared);
-                ep.send_seed_chunk(
-                    &this.shared.info.peer,
-                    &this.shared.info.stream_id,
-                    Some(Bytes::copy_from_slice(&buf[..n])),
-                    Box::new(move |res| {
-                        if let Some(shared) = weak.upgrade() {
-                            let mut st = shared.state.lock().unwrap();
-                            if let Mode::Seed { in_flight, .. } = &mut st.mode {
-                                *in_flight = false;
-                            }
-                            if let Err(e) = res {
-                                if st.error.is_none() {
-                                    st.error = Some((io::ErrorKind::BrokenPipe, e));
-                                }
-                            }
-                            Shared::wake(&mut st);
-                        }
-                    }),
-                );
-                Poll::Ready(Ok(n))
-            }
+            r
+        });
+        let sent = effects.run(&this.shared, Some(&mut this.slot));
+        match r {
+            Ok(n) => Poll::Ready(sent.map(|()| n)),
+            Err(Stop::Blocked) => Poll::Pending,
+            Err(stop) => Poll::Ready(Err(stopped(stop))),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let st = self.shared.state.lock().unwrap();
-        match &st.error {
-            Some(e) => Poll::Ready(Err(P2pDuplex::io_error(e))),
-            None => Poll::Ready(Ok(())),
-        }
+        let (r, effects) = self.shared.update(|st| st.core.flush());
+        let _ = effects.run(&self.shared, None);
+        Poll::Ready(r.map_err(stopped))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(ep) = this.shared.endpoint() else {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the connection that carried this stream is gone",
-            )));
-        };
-        {
-            let st = this.shared.state.lock().unwrap();
-            if st.sent_fin {
-                return Poll::Ready(Ok(()));
-            }
-            if let Some(e) = &st.error {
-                return Poll::Ready(Err(P2pDuplex::io_error(e)));
-            }
+        if let Err(e) = std::task::ready!(this.poll_room(cx)) {
+            return Poll::Ready(Err(e));
         }
-        let seed = matches!(this.shared.state.lock().unwrap().mode, Mode::Seed { .. });
-        if seed {
-            let mut st = this.shared.state.lock().unwrap();
-            if let Mode::Seed {
-                in_flight: true, ..
-            } = st.mode
-            {
-                // The seed protocol sends the end marker after the last chunk is acknowledged.
+        let (r, effects) = this.shared.update(|st| {
+            let r = st.core.shutdown();
+            if r == Err(Stop::Blocked) {
                 st.write_waker = Some(cx.waker().clone());
-                return Poll::Pending;
             }
-            st.sent_fin = true;
-            this.shared.maybe_finished(&mut st);
-            drop(st);
-            ep.send_seed_chunk(
-                &this.shared.info.peer,
-                &this.shared.info.stream_id,
-                None,
-                Box::new(|_| {}),
-            );
-            return Poll::Ready(Ok(()));
+            r
+        });
+        let sent = effects.run(&this.shared, Some(&mut this.slot));
+        match r {
+            Ok(()) => Poll::Ready(sent),
+            Err(Stop::Blocked) => Poll::Pending,
+            Err(stop) => Poll::Ready(Err(stopped(stop))),
         }
-        match ep.poll_ready(cx, &mut this.slot) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        }
-        let mut st = this.shared.state.lock().unwrap();
-        let Mode::Credit { route, .. } = st.mode else {
-            unreachable!("checked above")
-        };
-        st.sent_fin = true;
-        this.shared.maybe_finished(&mut st);
-        drop(st);
-        ep.send_reserved(&mut this.slot, Frame::Fin { route }.encode())?;
-        Poll::Ready(Ok(()))
     }
 }

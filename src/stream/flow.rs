@@ -55,6 +55,19 @@ impl SendCredit {
         n as usize
     }
 
+    /// Accounts for exactly `n` bytes someone else sent on this credit (the relay checking a
+    /// writer): more than is available is an overrun and changes nothing.
+    pub fn consume(&mut self, n: u64) -> Result<(), FlowError> {
+        if n > self.available {
+            return Err(FlowError::Overrun {
+                sent: n,
+                credit: self.available,
+            });
+        }
+        self.available -= n;
+        Ok(())
+    }
+
     /// Adds a grant from the peer.
     pub fn grant(&mut self, increment: u32) -> Result<(), FlowError> {
         let next = self.available + u64::from(increment);

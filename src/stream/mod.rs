@@ -8,9 +8,13 @@
 
 pub mod accept;
 pub mod client;
+pub(crate) mod core;
 pub mod duplex;
 pub mod flow;
 pub mod frame;
+#[cfg(test)]
+mod harness;
+pub(crate) mod route;
 pub(crate) mod server;
 
 pub use accept::IncomingStreams;

@@ -11,26 +11,35 @@
 //! `"<its own id>-server-side"` (the seed's name for the server's end).
 
 use super::accept::{Acceptors, IncomingStreams};
-use super::duplex::{Endpoint, Mode, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
-use super::flow::{RecvWindow, SendCredit, MAX_WINDOW};
-use super::frame::{self, code, Frame, Kind, FRAME_EVENT};
+use super::core::Core;
+use super::duplex::{Effects, Endpoint, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
+use super::flow::MAX_WINDOW;
+use super::frame::{self, code, Frame, Header};
+use super::route::{RouteState, Side, Verdict};
 use super::StreamOptions;
 use crate::error::Error;
+use crate::protocol::stream::{CreateAnswer, CreateStream, StreamAccept, Window};
 use crate::protocol::{self, event};
 use crate::server::{OpError, P2pServer, Peer, Responder};
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::task::{Context, Poll};
 
 /// Suffix of the id under which the server is a stream peer of a client.
 pub const SERVER_SIDE_SUFFIX: &str = "-server-side";
 
+/// Shards of the route table: streams on different shards never contend, and a frame only
+/// takes its shard's read lock to find its route.
+const SHARDS: usize = 16;
+
+/// One shard of the route table.
+type Shard = RwLock<HashMap<u64, Arc<Route>>>;
+
 /// One end of a route.
-#[derive(Clone)]
 enum End {
     Client(Arc<Peer>),
     Local(Arc<Shared>),
@@ -41,34 +50,31 @@ impl End {
         matches!(self, End::Client(p) if Arc::ptr_eq(p, peer))
     }
 
-    /// Forwards a frame as it is to a client, or decodes it into the server's own stream. Call
-    /// it for a local end only without the route table locked: the stream's state lock is always
-    /// taken before the table's.
-    ///
-    /// A failure comes with the reset code and reason to tell both ends: a destination whose
-    /// socket already closed has disconnected (its disconnect may not have been handled yet).
-    fn deliver(&self, bytes: &Bytes, routes: &Routes) -> Result<(), (u32, String)> {
+    fn name(&self) -> String {
         match self {
-            End::Client(p) => p.socket.emit(FRAME_EVENT, bytes).map_err(|e| match e {
-                socketioxide::SendError::Socket(socketioxide::SocketError::Closed) => {
-                    (code::PEER_GONE, format!("client '{}' disconnected", p.id))
-                }
+            End::Client(p) => format!("'{}'", p.id),
+            End::Local(_) => "the server".into(),
+        }
+    }
+
+    /// Hands a frame to this end: as it is to a client; decoded into the server's own stream,
+    /// whose effects the caller runs once it holds no route lock.
+    fn deliver(&self, bytes: &Bytes) -> Result<Option<Effects>, (u32, String)> {
+        match self {
+            End::Client(p) => p.send_frame(bytes).map(|()| None).map_err(|e| match e {
+                Error::PeerGone(id) => (code::PEER_GONE, format!("client '{id}' disconnected")),
                 e => (
                     code::RELAY,
                     format!("relay could not forward to '{}': {e}", p.id),
                 ),
             }),
-            End::Local(shared) => {
-                match Frame::decode(bytes.clone()) {
-                    Ok(f) => {
-                        if let Some(reset) = shared.on_frame(f) {
-                            routes.forward_local(reset.encode());
-                        }
-                    }
-                    Err(e) => shared.fail(io::ErrorKind::InvalidData, format!("bad frame: {e}")),
-                }
-                Ok(())
-            }
+            End::Local(shared) => match Frame::decode(bytes.clone()) {
+                Ok(f) => Ok(Some(shared.handle_frame(f))),
+                Err(e) => Err((
+                    code::PROTOCOL,
+                    format!("protocol violation: bad frame: {e}"),
+                )),
+            },
         }
     }
 
@@ -76,8 +82,7 @@ impl End {
     fn reset(&self, id: u64, code: u32, reason: &str) {
         match self {
             End::Client(p) => {
-                p.routes.lock().unwrap().remove(&id);
-                let _ = p.socket.emit(FRAME_EVENT, &reset_frame(id, code, reason));
+                let _ = p.send_frame(&reset_frame(id, code, reason));
             }
             End::Local(shared) => {
                 let kind = if code == code::PEER_GONE {
@@ -89,31 +94,44 @@ impl End {
             }
         }
     }
-
-    fn forget(&self, id: u64) {
-        if let End::Client(p) = self {
-            p.routes.lock().unwrap().remove(&id);
-        }
-    }
 }
 
-/// One credit-mode stream as the relay sees it: `a` opened it, `b` accepted it.
+/// One credit-mode stream as the relay sees it: `a` opened it, `b` accepted it. Its lock is
+/// held while a frame is checked and handed on, so the frames of one direction keep their order;
+/// other routes are not held up by it.
 struct Route {
+    id: u64,
     a: End,
     b: End,
-    /// Bytes `a` may still send to `b`.
-    credit_to_b: u64,
-    /// Bytes `b` may still send to `a`.
-    credit_to_a: u64,
-    fin_a: bool,
-    fin_b: bool,
-    /// Frames from `b` that arrived before `a` was told the stream is open.
-    opening: Option<Vec<Bytes>>,
+    state: Mutex<RouteState>,
+}
+
+impl Route {
+    fn end(&self, side: Side) -> &End {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    fn side_of(&self, peer: &Arc<Peer>) -> Option<Side> {
+        if self.a.is(peer) {
+            Some(Side::A)
+        } else if self.b.is(peer) {
+            Some(Side::B)
+        } else {
+            None
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RouteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The relay's routes, and the server's own stream ends.
 pub(crate) struct Routes {
-    table: Mutex<HashMap<u64, Route>>,
+    shards: Box<[Shard]>,
     next: AtomicU64,
     acceptors: Acceptors,
     window: AtomicU32,
@@ -123,7 +141,7 @@ pub(crate) struct Routes {
 impl Routes {
     pub(crate) fn new() -> Arc<Routes> {
         Arc::new_cyclic(|me| Routes {
-            table: Mutex::new(HashMap::new()),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             next: AtomicU64::new(0),
             acceptors: Acceptors::default(),
             window: AtomicU32::new(super::DEFAULT_WINDOW),
@@ -131,9 +149,16 @@ impl Routes {
         })
     }
 
+    fn shard(&self, id: u64) -> &Shard {
+        &self.shards[(id % SHARDS as u64) as usize]
+    }
+
     /// How many credit-mode streams the relay is routing.
     pub(crate) fn len(&self) -> usize {
-        self.table.lock().unwrap().len()
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     fn endpoint(&self) -> Weak<dyn Endpoint> {
@@ -145,63 +170,104 @@ impl Routes {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn remove(&self, id: u64) -> Option<Route> {
-        let rt = self.table.lock().unwrap().remove(&id)?;
-        rt.a.forget(id);
-        rt.b.forget(id);
-        Some(rt)
+    fn get(&self, id: u64) -> Option<Arc<Route>> {
+        self.shard(id)
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn insert(&self, route: Route) {
+        for end in [&route.a, &route.b] {
+            if let End::Client(p) = end {
+                p.routes.lock().unwrap().insert(route.id);
+            }
+        }
+        self.shard(route.id)
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(route.id, Arc::new(route));
+    }
+
+    /// Takes a route out of the tables (its ends are not told).
+    fn unlink(&self, id: u64) -> Option<Arc<Route>> {
+        let route = self
+            .shard(id)
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)?;
+        for end in [&route.a, &route.b] {
+            if let End::Client(p) = end {
+                p.routes.lock().unwrap().remove(&id);
+            }
+        }
+        Some(route)
+    }
+
+    /// Removes a route and tells both ends it is gone.
+    fn tear_down(&self, route: &Route, code: u32, reason: &str) {
+        self.unlink(route.id);
+        route.a.reset(route.id, code, reason);
+        route.b.reset(route.id, code, reason);
+    }
+
+    /// Removes a route nobody needs to hear about (the open failed).
+    fn discard(&self, id: u64) {
+        if let Some(route) = self.unlink(id) {
+            route.lock().finish();
+        }
+    }
+
+    /// Checks a frame from `from` against the route's accounts and hands it on unchanged.
+    fn route_frame(&self, route: &Route, from: Side, h: &Header, bytes: Bytes) {
+        let mut st = route.lock();
+        let last = match st.on_frame(from, h, bytes.len()) {
+            Verdict::Stale => {
+                // Frames may cross a reset on the wire.
+                return;
+            }
+            Verdict::Held => return st.hold(bytes),
+            Verdict::Violation(why) => {
+                drop(st);
+                let reason = format!("protocol violation by {}: {why}", route.end(from).name());
+                tracing::info!(route = route.id, "{reason}");
+                return self.tear_down(route, code::PROTOCOL, &reason);
+            }
+            Verdict::Forward { last } => last,
+        };
+        match route.end(from.other()).deliver(&bytes) {
+            Ok(effects) => {
+                drop(st);
+                if last {
+                    self.unlink(route.id);
+                }
+                if let (Some(e), End::Local(shared)) = (effects, route.end(from.other())) {
+                    let _ = e.run(shared, None);
+                }
+            }
+            Err((c, reason)) => {
+                // The stream cannot go on without losing data (the destination's buffer is
+                // full, or it is gone): both ends are told.
+                st.finish();
+                drop(st);
+                self.tear_down(route, c, &reason);
+            }
+        }
     }
 
     /// A frame written by one of the server's own streams: forwarded to the client end.
     fn forward_local(&self, bytes: Bytes) {
         let Ok(h) = frame::peek(&bytes) else { return };
-        let id = h.route;
-        let mut table = self.table.lock().unwrap();
-        let Some(rt) = table.get_mut(&id) else { return };
-        let local_is_a = matches!(rt.a, End::Local(_));
-        match h.kind {
-            Kind::Fin => {
-                if local_is_a {
-                    rt.fin_a = true
-                } else {
-                    rt.fin_b = true
-                }
-            }
-            Kind::Window => {
-                let credit = if local_is_a {
-                    &mut rt.credit_to_a
-                } else {
-                    &mut rt.credit_to_b
-                };
-                *credit = (*credit + u64::from(h.value)).min(MAX_WINDOW);
-            }
-            Kind::Data => {
-                let credit = if local_is_a {
-                    &mut rt.credit_to_b
-                } else {
-                    &mut rt.credit_to_a
-                };
-                *credit = credit.saturating_sub(u64::from(h.value));
-            }
-            Kind::Reset => {}
-        }
-        let dest = if local_is_a {
-            rt.b.clone()
-        } else {
-            rt.a.clone()
+        let Some(route) = self.get(h.route) else {
+            return;
         };
-        let finished = h.kind == Kind::Reset || (rt.fin_a && rt.fin_b);
-        let failed = dest.deliver(&bytes, self).err();
-        if finished || failed.is_some() {
-            let rt = table.remove(&id).expect("route present");
-            drop(table);
-            rt.a.forget(id);
-            rt.b.forget(id);
-            if let Some((c, reason)) = failed {
-                rt.a.reset(id, c, &reason);
-                rt.b.reset(id, c, &reason);
-            }
-        }
+        let from = if matches!(route.a, End::Local(_)) {
+            Side::A
+        } else {
+            Side::B
+        };
+        self.route_frame(&route, from, &h, bytes);
     }
 }
 
@@ -237,26 +303,10 @@ impl Endpoint for Routes {
 
     fn ack_seed_chunk(&self, _: u64) {}
 
-    fn unregister(&self, key: &StreamKey) {
-        // A finished or destroyed server-side stream: its route goes once both ends are done,
-        // which the frames through `forward_local` already tell; a destroyed one is removed here.
-        if let StreamKey::Route(id) = key {
-            let done = self
-                .table
-                .lock()
-                .unwrap()
-                .get(id)
-                .is_some_and(|rt| rt.fin_a && rt.fin_b);
-            if done {
-                self.remove(*id);
-            }
-        }
+    fn unregister(&self, _: &StreamKey) {
+        // A server-side stream's route goes with the frame that ends it (the second FIN or a
+        // RESET), which passes through `forward_local` or `on_frame`.
     }
-}
-
-fn valid_window(v: Option<&Value>) -> Option<u64> {
-    let w = v?.as_u64()?;
-    (w > 0 && w <= MAX_WINDOW).then_some(w)
 }
 
 fn reset_frame(route: u64, code: u32, reason: &str) -> Bytes {
@@ -272,92 +322,44 @@ fn bad(r: Responder, peer: &Peer, msg: String) {
     r.respond(peer, Err(Error::BadRequest(msg).into()))
 }
 
+fn refused(r: Responder, peer: &Peer, text: String) {
+    r.respond(
+        peer,
+        Err(OpError {
+            error: Error::remote("the relay", text.clone()),
+            seed_ack: Some(vec![Value::from(text)]),
+        }),
+    )
+}
+
 /// `MULTI_API_CREATE_STREAM({sourceStreamId, targetStreamId, targetClientId, window?, ...}, ack)`.
 pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, r: Responder) {
-    let info =
-        match args.into_iter().next() {
-            Some(Value::Object(o)) => o,
-            _ => return bad(
-                r,
-                peer,
-                "MULTI_API_CREATE_STREAM needs {sourceStreamId, targetStreamId, targetClientId}"
-                    .into(),
-            ),
-        };
-    let target_id = match info.get("targetClientId") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => {
-            return bad(
-                r,
-                peer,
-                "MULTI_API_CREATE_STREAM: targetClientId must be a non-empty string".into(),
-            )
-        }
+    let mut info = match CreateStream::from_args(&args) {
+        Ok(info) => info,
+        Err(e) => return bad(r, peer, e),
     };
-    for key in ["sourceStreamId", "targetStreamId"] {
-        match info.get(key) {
-            Some(Value::String(s)) if !s.is_empty() => {}
-            Some(Value::Number(_)) => {}
-            _ => {
-                return bad(
-                    r,
-                    peer,
-                    format!("MULTI_API_CREATE_STREAM: {key} must be a non-empty string"),
-                )
-            }
-        }
+    if info.target_client_id == format!("{}{SERVER_SIDE_SUFFIX}", peer.id) {
+        return accept_local(server, peer, info, r);
     }
-    let window_a = match info.get("window") {
-        None => None,
-        w => match valid_window(w) {
-            Some(w) => Some(w),
-            None => {
-                return bad(
-                    r,
-                    peer,
-                    format!("MULTI_API_CREATE_STREAM: window must be 1..={MAX_WINDOW}"),
-                )
-            }
-        },
-    };
-    if target_id == format!("{}{SERVER_SIDE_SUFFIX}", peer.id) {
-        return accept_local(server, peer, info, window_a, r);
-    }
-    let Some(target) = server.peer(&target_id) else {
-        let msg = protocol::not_registered(&target_id);
-        return r.respond(
-            peer,
-            Err(OpError {
-                error: Error::remote("the relay", msg.clone()),
-                seed_ack: Some(vec![Value::from(msg)]),
-            }),
-        );
+    let Some(target) = server.peer(&info.target_client_id) else {
+        return refused(r, peer, protocol::not_registered(&info.target_client_id));
     };
     peer.watch(&target.id);
     target.watch(&peer.id);
 
-    let mut forward = info.clone();
-    forward.insert("sourceClientId".into(), Value::from(&*peer.id));
-    forward.remove("route");
+    info.source_client_id = Some(peer.id.to_string());
+    info.route = None;
     let routes = server.inner.streams.clone();
-    let route = match (window_a, peer.ext && target.ext) {
+    let route = match (info.window, peer.ext && target.ext) {
         (Some(w), true) => {
             let id = routes.allocate();
-            routes.table.lock().unwrap().insert(
+            routes.insert(Route {
                 id,
-                Route {
-                    a: End::Client(peer.clone()),
-                    b: End::Client(target.clone()),
-                    credit_to_b: 0,
-                    credit_to_a: w,
-                    fin_a: false,
-                    fin_b: false,
-                    opening: Some(Vec::new()),
-                },
-            );
-            peer.routes.lock().unwrap().insert(id);
-            target.routes.lock().unwrap().insert(id);
-            forward.insert("route".into(), Value::from(id));
+                a: End::Client(peer.clone()),
+                b: End::Client(target.clone()),
+                state: Mutex::new(RouteState::new(w.get(), 0, true)),
+            });
+            info.route = Some(id);
             Some(id)
         }
         _ => None,
@@ -371,104 +373,89 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
         let answer = target
             .request(
                 event::MULTI_API_CREATE_STREAM,
-                &[Value::Object(forward)],
+                &[info.to_value()],
                 timeout,
                 max,
             )
             .await;
-        let drop_route = || {
-            if let Some(id) = route {
-                routes.remove(id);
+        let answer = match answer {
+            Ok(args) => CreateAnswer::from_args(&args),
+            Err(e) => {
+                if let Some(id) = route {
+                    routes.discard(id);
+                }
+                return r.respond(&peer, Err(e.into()));
             }
         };
+        let Some(id) = route else {
+            // No route (a seed-era end): whatever the acceptor said, the seed way.
+            return match answer {
+                CreateAnswer::Refused(text) => refused(r, &peer, text),
+                _ => r.respond(&peer, Ok(vec![])),
+            };
+        };
         match answer {
-            Ok(args) => match args.first() {
-                None | Some(Value::Null) => {
-                    // A seed-era acceptor: no credit, no route.
-                    drop_route();
-                    r.respond(&peer, Ok(vec![]));
+            CreateAnswer::Seed => {
+                // A seed-era acceptor: no credit, no route.
+                routes.discard(id);
+                r.respond(&peer, Ok(vec![]));
+            }
+            CreateAnswer::Refused(text) => {
+                routes.discard(id);
+                refused(r, &peer, text);
+            }
+            CreateAnswer::Credit(accept) => {
+                let Some(rt) = routes.get(id) else {
+                    return r.respond(&peer, Err(Error::PeerGone(target.id.to_string()).into()));
+                };
+                let mut st = rt.lock();
+                let (held, finished) = st.opened(accept.window.get());
+                // Answer first, then what `b` already sent, so `a` knows the route before its
+                // frames arrive.
+                let answer = StreamAccept {
+                    window: accept.window,
+                    route: Some(id),
+                };
+                r.respond(&peer, Ok(vec![answer.to_value()]));
+                for f in held {
+                    let _ = peer.send_frame(&f);
                 }
-                Some(Value::String(refusal)) => {
-                    drop_route();
-                    r.respond(
-                        &peer,
-                        Err(OpError {
-                            error: Error::remote(&*target.id, refusal.clone()),
-                            seed_ack: Some(vec![Value::from(refusal.clone())]),
-                        }),
-                    );
+                drop(st);
+                if finished {
+                    routes.unlink(id);
                 }
-                Some(obj) => match (route, valid_window(obj.get("window"))) {
-                    (Some(id), Some(wb)) => {
-                        let mut table = routes.table.lock().unwrap();
-                        match table.get_mut(&id) {
-                            Some(rt) => {
-                                rt.credit_to_b = wb;
-                                // Answer first, then what `b` already sent, so `a` knows the
-                                // route before its frames arrive.
-                                r.respond(&peer, Ok(vec![json!({ "window": wb, "route": id })]));
-                                for f in rt.opening.take().unwrap_or_default() {
-                                    let _ = peer.socket.emit(FRAME_EVENT, &f);
-                                }
-                            }
-                            None => {
-                                r.respond(&peer, Err(Error::PeerGone(target.id.to_string()).into()))
-                            }
-                        }
-                    }
-                    (Some(id), None) => {
-                        drop_route();
-                        let _ = target.socket.emit(
-                            FRAME_EVENT,
-                            &reset_frame(id, code::PROTOCOL, "accept answer had no valid window"),
-                        );
-                        r.respond(
-                            &peer,
-                            Err(Error::Protocol(format!(
-                                "'{}' accepted the stream without a valid window",
-                                target.id
-                            ))
-                            .into()),
-                        );
-                    }
-                    (None, _) => r.respond(&peer, Ok(vec![])),
-                },
-            },
-            Err(e) => {
-                drop_route();
-                r.respond(&peer, Err(e.into()));
+            }
+            CreateAnswer::Invalid(what) => {
+                routes.discard(id);
+                let _ = target.send_frame(&reset_frame(
+                    id,
+                    code::PROTOCOL,
+                    "accept answer had no valid window",
+                ));
+                r.respond(
+                    &peer,
+                    Err(Error::Protocol(format!(
+                        "'{}' accepted the stream without a valid window: {what}",
+                        target.id
+                    ))
+                    .into()),
+                );
             }
         }
     });
 }
 
 /// A client opens a stream to the server's own end.
-fn accept_local(
-    server: &P2pServer,
-    peer: &Arc<Peer>,
-    info: Map<String, Value>,
-    window_a: Option<u64>,
-    r: Responder,
-) {
+fn accept_local(server: &P2pServer, peer: &Arc<Peer>, info: CreateStream, r: Responder) {
     let routes = server.inner.streams.clone();
-    let channel = info
-        .get("channel")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let Some(acceptor) = routes.acceptors.pick(channel.as_deref()) else {
+    let Some(acceptor) = routes.acceptors.pick(info.channel.as_deref()) else {
         let text = format!(
             "Client {}{SERVER_SIDE_SUFFIX} is not listening to create stream event",
             peer.id
         );
-        return r.respond(
-            peer,
-            Err(OpError {
-                error: Error::remote("the relay", text.clone()),
-                seed_ack: Some(vec![Value::from(text)]),
-            }),
-        );
+        return refused(r, peer, text);
     };
-    let (Some(window_a), true) = (window_a, peer.ext) else {
+    let (Some(window_a), true) = (info.window, peer.ext) else {
         return bad(
             r,
             peer,
@@ -476,43 +463,31 @@ fn accept_local(
         );
     };
     let id = routes.allocate();
-    let own_window = routes.window.load(Ordering::Relaxed);
-    let id_of = |k: &str| match info.get(k) {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => String::new(),
-    };
+    let own_window = Window::clamped(routes.window.load(Ordering::Relaxed));
     let shared = Shared::new(
         StreamKey::Route(id),
         StreamInfo {
             peer: peer.id.to_string(),
-            stream_id: id_of("targetStreamId"),
-            peer_stream_id: id_of("sourceStreamId"),
-            channel,
-            args: info.get("args").cloned().unwrap_or(Value::Null),
+            stream_id: info.target_stream_id.to_string(),
+            peer_stream_id: info.source_stream_id.to_string(),
+            channel: info.channel,
+            args: info.args,
             seed_mode: false,
         },
-        Mode::Credit {
-            route: id,
-            send: SendCredit::new(window_a as u32),
-            recv: RecvWindow::new(own_window),
-        },
+        Core::credit(id, window_a.get(), own_window.get()),
         routes.endpoint(),
     );
-    routes.table.lock().unwrap().insert(
+    routes.insert(Route {
         id,
-        Route {
-            a: End::Client(peer.clone()),
-            b: End::Local(shared.clone()),
-            credit_to_b: u64::from(own_window),
-            credit_to_a: window_a,
-            fin_a: false,
-            fin_b: false,
-            opening: None,
-        },
-    );
-    peer.routes.lock().unwrap().insert(id);
-    r.respond(peer, Ok(vec![json!({ "window": own_window, "route": id })]));
+        a: End::Client(peer.clone()),
+        b: End::Local(shared.clone()),
+        state: Mutex::new(RouteState::new(window_a.get(), own_window.get(), false)),
+    });
+    let answer = StreamAccept {
+        window: own_window,
+        route: Some(id),
+    };
+    r.respond(peer, Ok(vec![answer.to_value()]));
     acceptor.deliver(P2pDuplex::new(shared, None));
 }
 
@@ -535,11 +510,11 @@ impl P2pServer {
         }
         let routes = self.inner.streams.clone();
         let window = opts.window.unwrap_or(routes.window.load(Ordering::Relaxed));
-        if window == 0 || u64::from(window) > MAX_WINDOW {
+        let Some(window) = Window::new(u64::from(window)) else {
             return Err(Error::BadRequest(format!(
                 "stream window {window} is out of range"
             )));
-        }
+        };
         let id = routes.allocate();
         let own_sid = opts
             .stream_id
@@ -559,85 +534,71 @@ impl P2pServer {
                 args: opts.args.clone(),
                 seed_mode: false,
             },
-            Mode::Credit {
-                route: id,
-                send: SendCredit::new(0),
-                recv: RecvWindow::new(window),
-            },
+            Core::credit(id, 0, window.get()),
             routes.endpoint(),
         );
-        routes.table.lock().unwrap().insert(
+        routes.insert(Route {
             id,
-            Route {
-                a: End::Local(shared.clone()),
-                b: End::Client(peer.clone()),
-                credit_to_b: 0,
-                credit_to_a: u64::from(window),
-                fin_a: false,
-                fin_b: false,
-                opening: Some(Vec::new()),
-            },
-        );
-        peer.routes.lock().unwrap().insert(id);
-        let mut info = json!({
-            "sourceStreamId": own_sid,
-            "targetStreamId": peer_sid,
-            "targetClientId": client_id,
-            "sourceClientId": format!("{client_id}{SERVER_SIDE_SUFFIX}"),
-            "window": window,
-            "route": id,
+            a: End::Local(shared.clone()),
+            b: End::Client(peer.clone()),
+            state: Mutex::new(RouteState::new(window.get(), 0, true)),
         });
-        if let Some(c) = &opts.channel {
-            info["channel"] = Value::from(c.as_str());
-        }
-        if !opts.args.is_null() {
-            info["args"] = opts.args.clone();
-        }
+        let info = CreateStream {
+            source_stream_id: own_sid.as_str().into(),
+            target_stream_id: peer_sid.as_str().into(),
+            target_client_id: client_id.to_string(),
+            source_client_id: Some(format!("{client_id}{SERVER_SIDE_SUFFIX}")),
+            window: Some(window),
+            route: Some(id),
+            channel: opts.channel.clone(),
+            args: opts.args.clone(),
+            extra: Map::new(),
+        };
         let timeout = opts.timeout.unwrap_or(self.inner.opts.reply_timeout);
         let answer = peer
             .request(
                 event::MULTI_API_CREATE_STREAM,
-                &[info],
+                &[info.to_value()],
                 timeout,
                 self.inner.opts.max_pending_per_client,
             )
-            .await;
-        let window_b = match &answer {
-            Ok(args) => args.first().and_then(|v| valid_window(v.get("window"))),
-            Err(_) => None,
+            .await
+            .map(|args| CreateAnswer::from_args(&args));
+        let window_b = match answer {
+            Ok(CreateAnswer::Credit(accept)) => accept.window,
+            other => {
+                routes.discard(id);
+                return Err(match other {
+                    Err(e) => e,
+                    Ok(CreateAnswer::Refused(refusal)) => Error::remote(client_id, refusal),
+                    Ok(_) => Error::Protocol(format!("'{client_id}' did not accept with a window")),
+                });
+            }
         };
-        let Some(wb) = window_b else {
-            routes.remove(id);
-            return Err(match answer {
-                Err(e) => e,
-                Ok(args) => match args.first() {
-                    Some(Value::String(refusal)) => Error::remote(client_id, refusal.clone()),
-                    _ => Error::Protocol(format!("'{client_id}' did not accept with a window")),
-                },
-            });
+        shared.set_peer_window(window_b.get());
+        let Some(rt) = routes.get(id) else {
+            return Err(Error::PeerGone(client_id.to_string()));
         };
-        {
-            let mut st = shared.state.lock().unwrap();
-            if let Mode::Credit { send, .. } = &mut st.mode {
-                *send = SendCredit::new(wb as u32);
+        // What the client sent before this end knew its window goes in first, in order.
+        let mut st = rt.lock();
+        let (held, finished) = st.opened(window_b.get());
+        let mut effects = Vec::with_capacity(held.len());
+        let mut broken = None;
+        for f in held {
+            match Frame::decode(f) {
+                Ok(frame) => effects.push(shared.handle_frame(frame)),
+                Err(e) => broken = Some(format!("protocol violation: bad frame: {e}")),
             }
         }
-        let queued = {
-            let mut table = routes.table.lock().unwrap();
-            match table.get_mut(&id) {
-                Some(rt) => {
-                    rt.credit_to_b = wb;
-                    rt.opening.take().unwrap_or_default()
-                }
-                None => return Err(Error::PeerGone(client_id.to_string())),
-            }
-        };
-        for f in queued {
-            if let Ok(frame) = Frame::decode(f) {
-                if let Some(reset) = shared.on_frame(frame) {
-                    routes.forward_local(reset.encode());
-                }
-            }
+        drop(st);
+        if finished {
+            routes.unlink(id);
+        }
+        for e in effects {
+            let _ = e.run(&shared, None);
+        }
+        if let Some(reason) = broken {
+            routes.tear_down(&rt, code::PROTOCOL, &reason);
         }
         Ok(P2pDuplex::new(shared, None))
     }
@@ -670,104 +631,16 @@ pub(crate) fn on_frame(server: &P2pServer, sender: &Arc<Peer>, bytes: Bytes) {
         Ok(h) => h,
         Err(e) => return sender.server_error(&format!("Error: bad stream frame: {e}")),
     };
-    let id = h.route;
     let routes = &server.inner.streams;
-    let mut table = routes.table.lock().unwrap();
-    let Some(rt) = table.get_mut(&id) else {
+    let Some(route) = routes.get(h.route) else {
         // Frames may cross a reset on the wire; those for a closed route are dropped.
-        tracing::trace!(client = %sender.id, route = id, "frame for a closed route");
+        tracing::trace!(client = %sender.id, route = h.route, "frame for a closed route");
         return;
     };
-    let from_a = rt.a.is(sender);
-    if !from_a && !rt.b.is(sender) {
-        drop(table);
-        return sender.server_error(&format!("Error: stream route {id} is not yours"));
-    }
-    let mut violation = None;
-    match h.kind {
-        Kind::Data => {
-            let n = u64::from(h.value);
-            let encoded = (bytes.len() - frame::DATA_HEADER_LEN) as u64;
-            let fin = if from_a { rt.fin_a } else { rt.fin_b };
-            let credit = if from_a {
-                &mut rt.credit_to_b
-            } else {
-                &mut rt.credit_to_a
-            };
-            if n > *credit {
-                violation = Some(format!("sent {n} bytes with {credit} bytes of credit"));
-            } else if encoded < n || encoded > 2 * n {
-                violation = Some(format!(
-                    "DATA frame declares {n} bytes but carries {encoded}"
-                ));
-            } else if fin {
-                violation = Some("DATA after FIN".to_string());
-            } else {
-                *credit -= n;
-            }
-        }
-        Kind::Fin => {
-            if from_a {
-                rt.fin_a = true;
-            } else {
-                rt.fin_b = true;
-            }
-        }
-        Kind::Window => {
-            // The sender lets the other end send more to it.
-            let credit = if from_a {
-                &mut rt.credit_to_a
-            } else {
-                &mut rt.credit_to_b
-            };
-            let next = *credit + u64::from(h.value);
-            if h.value == 0 || next > MAX_WINDOW {
-                violation = Some(format!("impossible window grant of {}", h.value));
-            } else {
-                *credit = next;
-            }
-        }
-        Kind::Reset => {}
-    }
-    if let Some(why) = violation {
-        let rt = table.remove(&id).expect("route present");
-        drop(table);
-        let reason = format!("protocol violation by '{}': {why}", sender.id);
-        tracing::info!(route = id, "{reason}");
-        rt.a.reset(id, code::PROTOCOL, &reason);
-        rt.b.reset(id, code::PROTOCOL, &reason);
-        return;
-    }
-    let dest = if from_a { rt.b.clone() } else { rt.a.clone() };
-    let finished = h.kind == Kind::Reset || (rt.fin_a && rt.fin_b);
-    if !from_a {
-        if let Some(q) = rt.opening.as_mut() {
-            q.push(bytes);
-            return;
-        }
-    }
-    if finished {
-        let rt = table.remove(&id).expect("route present");
-        drop(table);
-        rt.a.forget(id);
-        rt.b.forget(id);
-        let _ = dest.deliver(&bytes, routes);
-        return;
-    }
-    if let End::Local(_) = dest {
-        drop(table);
-        let _ = dest.deliver(&bytes, routes);
-        return;
-    }
-    // Forward under the lock so frames of one route keep their order.
-    if let Err((c, reason)) = dest.deliver(&bytes, routes) {
-        // The frame cannot be forwarded (the destination's buffer is full or it is gone):
-        // the stream cannot go on without losing data, so both ends are told.
-        let rt = table.remove(&id).expect("route present");
-        drop(table);
-        rt.a.reset(id, c, &reason);
-        rt.b.reset(id, c, &reason);
-    }
+    let Some(from) = route.side_of(sender) else {
+        return sender.server_error(&format!("Error: stream route {} is not yours", h.route));
+    };
+    routes.route_frame(&route, from, &h, bytes);
 }
 
 /// A client disconnected: the other end of each of its routes gets a RESET.
@@ -775,11 +648,17 @@ pub(crate) fn peer_gone(server: &P2pServer, peer: &Arc<Peer>) {
     let ids: Vec<u64> = peer.routes.lock().unwrap().drain().collect();
     let routes = &server.inner.streams;
     for id in ids {
-        let Some(rt) = routes.table.lock().unwrap().remove(&id) else {
+        let Some(route) = routes.unlink(id) else {
             continue;
         };
-        let other = if rt.a.is(peer) { &rt.b } else { &rt.a };
+        if !route.lock().finish() {
+            continue;
+        }
         let reason = format!("client '{}' disconnected", peer.id);
-        other.reset(id, code::PEER_GONE, &reason);
+        match route.side_of(peer) {
+            Some(Side::A) => route.b.reset(id, code::PEER_GONE, &reason),
+            Some(Side::B) => route.a.reset(id, code::PEER_GONE, &reason),
+            None => {}
+        }
     }
 }

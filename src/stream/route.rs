@@ -1,0 +1,233 @@
+//! The relay's accounting of one credit-mode stream, free of I/O: frame headers from side A (the
+//! opener) or B (the acceptor) go in, a [`Verdict`] comes out: forward the frame as it is, hold
+//! it, or reset both ends. The relay keeps the same credit as the ends, with the same checked
+//! types ([`SendCredit`]), so a writer that overruns the receiver's window is cut off here,
+//! before it fills the relay's memory.
+
+use super::flow::SendCredit;
+use super::frame::{Header, Kind, DATA_HEADER_LEN};
+use bytes::Bytes;
+
+/// An end of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The opener.
+    A,
+    /// The acceptor.
+    B,
+}
+
+impl Side {
+    /// The other end.
+    pub(crate) fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// What to do with a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Forward it, unchanged, to the other side; after it the route is finished (`last`: a
+    /// RESET, or the second FIN) and must be removed.
+    Forward { last: bool },
+    /// Keep it until the opener knows the route (see [`RouteState::opened`]).
+    Held,
+    /// The sender broke the rules: reset both ends and remove the route.
+    Violation(String),
+    /// The route is already finished: drop the frame (it crossed a reset).
+    Stale,
+}
+
+/// One route's accounting.
+#[derive(Debug)]
+pub(crate) struct RouteState {
+    /// What A may still send to B.
+    credit_a: SendCredit,
+    /// What B may still send to A.
+    credit_b: SendCredit,
+    fin_a: bool,
+    fin_b: bool,
+    /// Frames from B that arrived before A was told the stream is open.
+    opening: Option<Vec<Bytes>>,
+    /// A RESET passed, both FINs passed, or the route was torn down.
+    finished: bool,
+}
+
+impl RouteState {
+    /// A route whose opener has window `window_a`; B's window is known later (`opened`) when
+    /// `opening`, else it is `window_b` now.
+    pub(crate) fn new(window_a: u32, window_b: u32, opening: bool) -> RouteState {
+        RouteState {
+            credit_a: SendCredit::new(window_b),
+            credit_b: SendCredit::new(window_a),
+            fin_a: false,
+            fin_b: false,
+            opening: opening.then(Vec::new),
+            finished: false,
+        }
+    }
+
+    /// A frame with header `h`, `len` bytes long in all, from `from`.
+    pub(crate) fn on_frame(&mut self, from: Side, h: &Header, len: usize) -> Verdict {
+        if self.finished {
+            return Verdict::Stale;
+        }
+        let (credit, fin, peer_credit) = match from {
+            Side::A => (&mut self.credit_a, &mut self.fin_a, &mut self.credit_b),
+            Side::B => (&mut self.credit_b, &mut self.fin_b, &mut self.credit_a),
+        };
+        match h.kind {
+            Kind::Data => {
+                let n = u64::from(h.value);
+                // Stuffing at most doubles the body: a cheap bound that needs no decoding.
+                let encoded = len.saturating_sub(DATA_HEADER_LEN) as u64;
+                if *fin {
+                    return self.violation("DATA after FIN".into());
+                }
+                if encoded < n || encoded > 2 * n {
+                    return self.violation(format!(
+                        "DATA frame declares {n} bytes but carries {encoded}"
+                    ));
+                }
+                if let Err(e) = credit.consume(n) {
+                    return self.violation(e.to_string());
+                }
+            }
+            Kind::Window => {
+                // The sender lets the other side send more to it.
+                if let Err(e) = peer_credit.grant(h.value) {
+                    return self.violation(e.to_string());
+                }
+            }
+            Kind::Fin => {
+                if *fin {
+                    return self.violation("a second FIN".into());
+                }
+                *fin = true;
+            }
+            Kind::Reset => {}
+        }
+        let last = h.kind == Kind::Reset || (self.fin_a && self.fin_b);
+        if last {
+            self.finished = true;
+        }
+        // A last frame held here is reported by `opened`, after the frames before it.
+        match (&self.opening, from) {
+            (Some(_), Side::B) => Verdict::Held,
+            _ => Verdict::Forward { last },
+        }
+    }
+
+    /// Stores a frame the verdict said to hold.
+    pub(crate) fn hold(&mut self, frame: Bytes) {
+        if let Some(q) = &mut self.opening {
+            q.push(frame);
+        }
+    }
+
+    /// The acceptor answered with `window_b` and the opener is being told: returns the held
+    /// frames to forward to A now, and whether the route finished among them.
+    pub(crate) fn opened(&mut self, window_b: u32) -> (Vec<Bytes>, bool) {
+        self.credit_a = SendCredit::new(window_b);
+        (self.opening.take().unwrap_or_default(), self.finished)
+    }
+
+    fn violation(&mut self, why: String) -> Verdict {
+        self.finished = true;
+        self.opening = None;
+        Verdict::Violation(why)
+    }
+
+    /// Tears the route down; returns whether it was still live (so exactly one caller tells the
+    /// ends).
+    pub(crate) fn finish(&mut self) -> bool {
+        self.opening = None;
+        !std::mem::replace(&mut self.finished, true)
+    }
+
+    /// Credit A (resp. B) still has; for checks.
+    #[cfg(test)]
+    pub(crate) fn credit(&self, side: Side) -> u64 {
+        match side {
+            Side::A => self.credit_a.available(),
+            Side::B => self.credit_b.available(),
+        }
+    }
+
+    /// Whether the route is finished.
+    #[cfg(test)]
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::frame::{peek, Frame};
+
+    fn feed(r: &mut RouteState, from: Side, f: &Frame) -> Verdict {
+        let b = f.encode();
+        r.on_frame(from, &peek(&b).unwrap(), b.len())
+    }
+
+    #[test]
+    fn overrun_and_bad_grants_are_violations() {
+        let mut r = RouteState::new(10, 4, false);
+        let d = |n: usize| Frame::Data {
+            route: 1,
+            data: Bytes::from(vec![0u8; n]),
+        };
+        assert_eq!(
+            feed(&mut r, Side::A, &d(4)),
+            Verdict::Forward { last: false }
+        );
+        assert!(matches!(
+            feed(&mut r, Side::A, &d(1)),
+            Verdict::Violation(_)
+        ));
+        assert_eq!(feed(&mut r, Side::A, &d(1)), Verdict::Stale);
+
+        let mut r = RouteState::new(10, 4, false);
+        let w = Frame::Window {
+            route: 1,
+            increment: u32::MAX,
+        };
+        assert!(matches!(feed(&mut r, Side::B, &w), Verdict::Violation(_)));
+    }
+
+    #[test]
+    fn the_second_fin_or_a_reset_finishes() {
+        let mut r = RouteState::new(10, 10, false);
+        let fin = Frame::Fin { route: 1 };
+        assert_eq!(
+            feed(&mut r, Side::A, &fin),
+            Verdict::Forward { last: false }
+        );
+        assert_eq!(feed(&mut r, Side::B, &fin), Verdict::Forward { last: true });
+        assert!(r.is_finished());
+        assert!(!r.finish(), "already finished");
+    }
+
+    #[test]
+    fn frames_from_the_acceptor_wait_for_the_opening() {
+        let mut r = RouteState::new(10, 0, true);
+        let data = Frame::Data {
+            route: 1,
+            data: Bytes::from_static(b"hi"),
+        };
+        assert_eq!(feed(&mut r, Side::B, &data), Verdict::Held);
+        r.hold(data.encode());
+        let (held, finished) = r.opened(8);
+        assert_eq!(held.len(), 1);
+        assert!(!finished);
+        assert_eq!(r.credit(Side::A), 8);
+        assert_eq!(
+            feed(&mut r, Side::B, &data),
+            Verdict::Forward { last: false }
+        );
+    }
+}
