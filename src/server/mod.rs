@@ -80,7 +80,6 @@ impl Peer {
     }
 
     /// Sends one binary stream frame (`P2P_FRAME` with one attachment) to this client.
-    #[allow(dead_code)] // the stream relay moves onto it
     pub(crate) fn send_frame(&self, frame: &bytes::Bytes) -> Result<(), Error> {
         self.socket
             .emit(crate::stream::frame::FRAME_EVENT, frame)
