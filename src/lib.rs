@@ -6,13 +6,13 @@
 //! plugin, so its clients keep working; the Rust client is [`P2pClient`].
 
 pub mod client;
-pub mod room;
 pub mod error;
 pub mod message;
 pub mod protocol;
 pub mod relay;
 #[allow(dead_code)] // used by the request paths as they move onto it
 pub(crate) mod request;
+pub mod room;
 pub mod server;
 pub mod service;
 pub mod stream;

@@ -783,3 +783,10 @@ pub(crate) fn peer_gone(server: &P2pServer, peer: &Arc<Peer>) {
         other.reset(id, code::PEER_GONE, &reason);
     }
 }
+
+/// Registers the Stream API's relay operations.
+pub(crate) fn register(ops: &mut crate::server::Operations) {
+    ops.add(event::MULTI_API_CREATE_STREAM, create_stream);
+    ops.add_binary(FRAME_EVENT, on_frame);
+    ops.on_peer_gone(peer_gone);
+}
