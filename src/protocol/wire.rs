@@ -394,6 +394,17 @@ impl Request<Vec<Arg>> {
     }
 }
 
+impl Request<Vec<Value>> {
+    /// The event's arguments: `[id, event, ...args]`.
+    pub fn to_values(self) -> Vec<Value> {
+        let mut v = Vec::with_capacity(self.args.len() + 2);
+        v.push(Value::from(self.id));
+        v.push(Value::from(self.event));
+        v.extend(self.args);
+        v
+    }
+}
+
 impl FromValues for Request<Vec<Value>> {
     fn from_values(args: Vec<Value>) -> Result<Self, DecodeError> {
         let r = Request::decode(args.into_iter().map(Arg::Json).collect()).map_err(|b| b.error)?;
@@ -628,6 +639,23 @@ impl FromValues for RelayedBatch {
         Ok(RelayedBatch(
             args.into_iter().map(BatchItem::decode).collect(),
         ))
+    }
+}
+
+/// The sender id of a relayed peer event: its first argument, when that is a string.
+pub fn sender_of(args: &[Value]) -> Option<&str> {
+    match args.first() {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// The event name rust_socketio hands over as the one argument of a `message` event when an event
+/// came without arguments (`["X"]` on the wire).
+pub fn bare_event_name(args: &[Value]) -> Option<&str> {
+    match args {
+        [Value::String(ev)] => Some(ev),
+        _ => None,
     }
 }
 
