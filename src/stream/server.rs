@@ -328,7 +328,7 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
         return r.respond(
             peer,
             Err(OpError {
-                error: Error::remote("the relay", msg.clone()),
+                error: Error::UnknownTarget(target_id),
                 seed_ack: Some(vec![Value::from(msg)]),
             }),
         );
