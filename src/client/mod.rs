@@ -1,6 +1,6 @@
 //! The Rust client: a connection to the relay under a client id.
 //!
-//! Every event that reaches the client goes through one demultiplexer ([`ClientInner::demux`])
+//! Every event that reaches the client goes through one demultiplexer (`ClientInner::demux`)
 //! that hands it to its owner: the pending-request table (answers to this client's requests), the
 //! listener registry (events from peers, rooms and the server), or the peer-disconnect handlers.
 //! Outgoing events go through one writer task that keeps them in order and packs runs of

@@ -1,7 +1,7 @@
 //! The relay server: a plugin on a socketioxide [`SocketIo`] that registers clients by id and relays
 //! rooms, messages and replies between them.
 //!
-//! Every event handler here runs inline on the socket's receive path (see [`Inline`]) so that the
+//! Every event handler here runs inline on the socket's receive path (see `Inline`) so that the
 //! events of one connection are handled in the order they arrived; only work that has to wait for a
 //! peer (a reply, an acceptance) is moved to a task of its own.
 
