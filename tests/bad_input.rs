@@ -490,3 +490,29 @@ async fn json_cannot_pose_as_binary() {
     assert!(raw.errors.try_recv().is_err(), "nothing was refused");
     assert_relay_works(&relay, "after-1", "after-2").await;
 }
+
+// A request that times out names the peer and the user's event, not the internal one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_names_the_peer_and_the_event() {
+    let relay = relay().await;
+    let alice = client_with_timeout(&relay, "alice", std::time::Duration::from_millis(300)).await;
+    let bob = client(&relay, "bob").await;
+    let keep = Log::new();
+    let k = keep.clone();
+    bob.on_any("slow", move |m| k.push(m.reply)); // never answers, keeps the reply alive
+    let err = alice
+        .emit_to_with_reply("bob", "slow", ())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Timeout { peer, event, .. } => {
+            assert_eq!(peer.as_deref(), Some("bob"));
+            assert_eq!(event, "slow");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("'bob'") && text.contains("'slow'"), "{text}");
+    assert!(!text.contains("P2P_EMIT_ACKNOWLEDGE"), "{text}");
+    drop(keep);
+}
