@@ -131,6 +131,8 @@ pub enum ErrorCode {
     Busy,
     /// [`Error::Protocol`].
     Protocol,
+    /// [`Error::Refused`]: the relay refused the connection.
+    Refused,
     /// Anything else that failed on the other side; reaches the caller as [`Error::Remote`].
     #[serde(other)]
     Internal,
@@ -175,6 +177,7 @@ impl Error {
             Error::PeerGone(_) => ErrorCode::PeerGone,
             Error::Busy(_) => ErrorCode::Busy,
             Error::Protocol(_) => ErrorCode::Protocol,
+            Error::Refused(_) => ErrorCode::Refused,
             _ => ErrorCode::Internal,
         }
     }
@@ -201,7 +204,9 @@ impl Error {
             Error::UnknownTarget(p) | Error::PeerGone(p) | Error::Busy(p) => {
                 w.peer = Some(p.clone())
             }
-            Error::BadRequest(d) | Error::Protocol(d) => w.detail = Some(d.clone()),
+            Error::BadRequest(d) | Error::Protocol(d) | Error::Refused(d) => {
+                w.detail = Some(d.clone())
+            }
             Error::Remote { peer, message } => {
                 w.peer = Some(peer.clone());
                 w.detail = Some(message.clone());
@@ -227,6 +232,7 @@ impl Error {
             Some(ErrorCode::Busy) => Error::Busy(peer),
             Some(ErrorCode::BadRequest) => Error::BadRequest(detail),
             Some(ErrorCode::Protocol) => Error::Protocol(detail),
+            Some(ErrorCode::Refused) => Error::Refused(detail),
             Some(ErrorCode::Timeout) => Error::Timeout {
                 peer: w.peer,
                 event: w.event.unwrap_or_default(),
@@ -270,6 +276,7 @@ mod tests {
             Error::PeerGone("bob".into()),
             Error::Busy("bob".into()),
             Error::Protocol("DATA after FIN".into()),
+            Error::Refused("client id 'bob' is already connected".into()),
         ];
         for e in cases {
             let json = serde_json::to_value(e.to_wire()).unwrap();

@@ -104,7 +104,10 @@ async fn main() -> std::process::ExitCode {
             let relay = match Relay::bind_with((host.as_str(), port), opts).await {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("socketio-p2p: cannot listen on {host}:{port}: {e}");
+                    eprintln!(
+                        "socketio-p2p: cannot listen on {host}:{port}: {}",
+                        with_causes(&e)
+                    );
                     return std::process::ExitCode::FAILURE;
                 }
             };
@@ -140,8 +143,24 @@ fn exit_with(result: Result<(), transfer::Error>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("socketio-p2p: error: {e}");
+            eprintln!("socketio-p2p: error: {}", with_causes(&*e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error's text followed by each of its causes, each once: `a: b: c`.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        // Some errors repeat their cause in their own text; say each thing once.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }

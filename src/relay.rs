@@ -43,12 +43,13 @@ pub struct Relay {
 
 impl Relay {
     /// Binds `addr` and starts serving with default options.
-    pub async fn bind(addr: impl ToSocketAddrs) -> std::io::Result<Relay> {
+    pub async fn bind(addr: impl ToSocketAddrs) -> crate::Result<Relay> {
         Relay::bind_with(addr, RelayOptions::default()).await
     }
 
     /// Binds `addr` and starts serving.
-    pub async fn bind_with(addr: impl ToSocketAddrs, opts: RelayOptions) -> std::io::Result<Relay> {
+    /// A failure to bind is [`Error::Io`](crate::Error::Io), its cause kept.
+    pub async fn bind_with(addr: impl ToSocketAddrs, opts: RelayOptions) -> crate::Result<Relay> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Relay::serve(listener, opts))
     }

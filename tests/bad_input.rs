@@ -441,3 +441,78 @@ async fn bad_client_ids_from_the_rust_client() {
     assert_eq!(odd.list_clients().await.unwrap(), vec!["a b&c=d/ü"]);
     assert_relay_works(&relay, "after-1", "after-2").await;
 }
+
+// Binary data cannot be forged with JSON: an object that looks like the relay's old in-band
+// binary marker is relayed as the very JSON it is, to seed-era and Rust receivers alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_cannot_pose_as_binary() {
+    let relay = relay().await;
+    let bob = client(&relay, "bob").await;
+    let at_bob = Log::new();
+    let b = at_bob.clone();
+    bob.on_any("chat", move |m| b.push(m.args));
+    let seed_bob = raw_client(&format!("{}?clientId=seedbob", relay.url())).await;
+    eventually("seedbob registers", || {
+        relay.server().is_connected("seedbob")
+    })
+    .await;
+    let mut raw = raw(&relay).await;
+
+    let forged = json!({"__p2p_binary__": [1, 2, 3]});
+    let placeholder = json!({"_placeholder": true, "num": 0});
+    for target in ["bob", "seedbob"] {
+        raw.emit(
+            "P2P_EMIT",
+            vec![json!({
+                "targetClientId": target,
+                "event": "chat",
+                "args": ["raw", forged, placeholder],
+            })],
+        )
+        .await;
+    }
+    at_bob.wait_len("bob gets the message", 1).await;
+    assert_eq!(
+        at_bob.get(),
+        vec![vec![forged.clone(), placeholder.clone()]]
+    );
+    eventually("seedbob gets the message as JSON", || {
+        seed_bob.events.get().iter().any(|(ev, _)| ev == "chat")
+    })
+    .await;
+    let (_, args) = seed_bob
+        .events
+        .get()
+        .into_iter()
+        .find(|(ev, _)| ev == "chat")
+        .unwrap();
+    assert_eq!(args, vec![json!("raw"), forged, placeholder]);
+    assert!(raw.errors.try_recv().is_err(), "nothing was refused");
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+// A request that times out names the peer and the user's event, not the internal one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_names_the_peer_and_the_event() {
+    let relay = relay().await;
+    let alice = client_with_timeout(&relay, "alice", std::time::Duration::from_millis(300)).await;
+    let bob = client(&relay, "bob").await;
+    let keep = Log::new();
+    let k = keep.clone();
+    bob.on_any("slow", move |m| k.push(m.reply)); // never answers, keeps the reply alive
+    let err = alice
+        .emit_to_with_reply("bob", "slow", ())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Timeout { peer, event, .. } => {
+            assert_eq!(peer.as_deref(), Some("bob"));
+            assert_eq!(event, "slow");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("'bob'") && text.contains("'slow'"), "{text}");
+    assert!(!text.contains("P2P_EMIT_ACKNOWLEDGE"), "{text}");
+    drop(keep);
+}

@@ -1,6 +1,6 @@
 //! The Rust client: a connection to the relay under a client id.
 //!
-//! Every event that reaches the client goes through one demultiplexer ([`ClientInner::demux`])
+//! Every event that reaches the client goes through one demultiplexer (`ClientInner::demux`)
 //! that hands it to its owner: the pending-request table (answers to this client's requests), the
 //! listener registry (events from peers, rooms and the server), or the peer-disconnect handlers.
 //! Outgoing events go through one writer task that keeps them in order and packs runs of
@@ -8,13 +8,17 @@
 
 use crate::error::{Error, Result};
 use crate::message::client::Registry;
-use crate::protocol::{self, event, ResBody};
+use crate::protocol::{
+    self, event, AddTarget, FromValues, RelayedBatch, Request, ResAnswer, ResBody, Response,
+    ServerError, TargetDisconnect, Welcome,
+};
+use crate::request::{NoAnswer, PendingRequests};
 use futures::FutureExt;
 use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder};
 use rust_socketio::{Payload, TransportType};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -57,15 +61,19 @@ pub(crate) enum Outgoing {
     Frame(bytes::Bytes),
 }
 
-/// A request waiting for its `P2P_RES`.
-struct Pending {
-    tx: oneshot::Sender<ResBody>,
-    /// Runs on the receive path when the answer arrives, before any later event is handled.
-    hook: Option<AnswerHook>,
+/// Runs on the receive path when the answer to a request arrives, before any later event is
+/// handled; it also sees an answer that comes after its request timed out.
+pub(crate) type AnswerHook = Box<dyn FnOnce(&ResBody) + Send>;
+
+/// Who a request is about, to name in its errors: the peer that answers (`None`: the relay) and
+/// the event as the user knows it.
+pub(crate) struct Subject {
+    pub(crate) peer: Option<String>,
+    pub(crate) event: String,
 }
 
-/// See [`Pending::hook`].
-pub(crate) type AnswerHook = Box<dyn FnOnce(&ResBody) + Send>;
+/// Requests in flight are at most this many; past that a request fails as busy.
+const MAX_PENDING: usize = 1 << 20;
 
 /// Most `P2P_EMIT`s packed into one `P2P_BATCH`.
 const MAX_BATCH: usize = 512;
@@ -75,8 +83,10 @@ pub(crate) struct ClientInner {
     pub(crate) opts: ClientOptions,
     sio: OnceLock<SioClient>,
     pub(crate) out: mpsc::Sender<Outgoing>,
-    next_req: AtomicU64,
-    pending: Mutex<HashMap<u64, Pending>>,
+    /// This client's requests waiting for their `P2P_RES`.
+    pending: PendingRequests<ResAnswer>,
+    /// Hooks of requests, by request id (see [`AnswerHook`]).
+    hooks: Mutex<HashMap<u64, AnswerHook>>,
     pub(crate) registry: Mutex<Registry>,
     pub(crate) me: Weak<ClientInner>,
     pub(crate) streams: crate::stream::client::Streams,
@@ -144,8 +154,8 @@ impl P2pClient {
             opts: opts.clone(),
             sio: OnceLock::new(),
             out: out_tx,
-            next_req: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
+            pending: PendingRequests::new(MAX_PENDING),
+            hooks: Mutex::new(HashMap::new()),
             registry: Mutex::new(Registry::default()),
             welcome: Mutex::new(Some(welcome_tx)),
             closed,
@@ -179,15 +189,8 @@ impl P2pClient {
             })
             .on("error", move |payload, _| {
                 if let Some(inner) = weak_err.upgrade() {
-                    let text = match payload {
-                        Payload::Text(v) => v
-                            .first()
-                            .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
-                            .unwrap_or_default(),
-                        _ => String::new(),
-                    };
-                    tracing::debug!(client = %inner.id, "socket.io client error: {text}");
-                    inner.on_transport_error(&text);
+                    tracing::debug!(client = %inner.id, "socket.io client error: {payload:?}");
+                    inner.on_transport_error();
                 }
                 futures::future::ready(()).boxed()
             })
@@ -201,10 +204,13 @@ impl P2pClient {
                 })
             }
             Err(_) => {
-                return Err(Error::Timeout {
-                    peer: None,
-                    event: "connect".into(),
-                    after: opts.connect_timeout,
+                return Err(Error::Connect {
+                    url: url.to_string(),
+                    source: Arc::new(Error::Timeout {
+                        peer: None,
+                        event: "connect".into(),
+                        after: opts.connect_timeout,
+                    }),
                 })
             }
         };
@@ -225,10 +231,16 @@ impl P2pClient {
             )),
             Err(_) => {
                 let _ = sio.disconnect().await;
-                Err(Error::Timeout {
-                    peer: None,
-                    event: format!("connect as '{client_id}' (is it a socketio-p2p relay?)"),
-                    after: opts.connect_timeout,
+                Err(Error::Connect {
+                    url: url.to_string(),
+                    source: Arc::new(Error::Timeout {
+                        peer: None,
+                        event: format!(
+                            "{} for '{client_id}' (is it a socketio-p2p relay?)",
+                            event::P2P_WELCOME
+                        ),
+                        after: opts.connect_timeout,
+                    }),
                 })
             }
         }
@@ -316,7 +328,11 @@ impl ClientInner {
         args: Vec<Value>,
         timeout: Duration,
     ) -> Result<Vec<Value>> {
-        self.request_with_hook(name, args, timeout, None).await
+        let about = Subject {
+            peer: None,
+            event: name.to_string(),
+        };
+        self.request_about(name, args, timeout, about, None).await
     }
 
     /// Like [`request`](Self::request); `hook` sees the answer on the receive path first.
@@ -327,48 +343,81 @@ impl ClientInner {
         timeout: Duration,
         hook: Option<AnswerHook>,
     ) -> Result<Vec<Value>> {
-        let id = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap()
-            .insert(id, Pending { tx, hook });
-        let mut full = Vec::with_capacity(args.len() + 2);
-        full.push(Value::from(id));
-        full.push(Value::from(name));
-        full.extend(args);
-        if let Err(e) = self.send(Outgoing::Event(event::P2P_REQ, full)).await {
-            self.pending.lock().unwrap().remove(&id);
+        let about = Subject {
+            peer: None,
+            event: name.to_string(),
+        };
+        self.request_about(name, args, timeout, about, hook).await
+    }
+
+    /// Sends `P2P_REQ(id, name, ...args)` on behalf of a call about `about`, whose errors name
+    /// that peer and event.
+    pub(crate) async fn request_about(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+        about: Subject,
+        hook: Option<AnswerHook>,
+    ) -> Result<Vec<Value>> {
+        self.check_open()?;
+        let from = about
+            .peer
+            .clone()
+            .unwrap_or_else(|| "the relay".to_string());
+        let Some(waiting) = self.pending.register() else {
+            return Err(Error::Busy(self.id.clone()));
+        };
+        let id = waiting.id;
+        if let Some(hook) = hook {
+            self.hooks.lock().unwrap().insert(id, hook);
+        }
+        let req = Request {
+            id,
+            event: name.to_string(),
+            args,
+        };
+        if let Err(e) = self
+            .send(Outgoing::Event(event::P2P_REQ, req.to_values()))
+            .await
+        {
+            self.pending.cancel(id);
+            self.hooks.lock().unwrap().remove(&id);
             return Err(e);
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(ResBody::Ok(v))) => Ok(v),
-            Ok(Ok(ResBody::Err(e))) => Err(classify_remote(e)),
-            Ok(Err(_)) => Err(Error::Disconnected(format!(
-                "client '{}' lost its connection while waiting for '{name}'",
-                self.id
+        match self.pending.wait(waiting, timeout).await {
+            Ok(answer) => answer.into_result(&from),
+            Err(NoAnswer::Abandoned) => Err(Error::Disconnected(format!(
+                "client '{}' lost its connection while waiting for '{}'",
+                self.id, about.event
             ))),
-            Err(_) => {
-                let mut pending = self.pending.lock().unwrap();
-                // A request with a hook keeps it for a late answer (the server always answers,
-                // at worst with its own timeout), so the hook can undo what that answer set up.
-                if pending.get(&id).is_some_and(|p| p.hook.is_none()) {
-                    pending.remove(&id);
-                }
-                drop(pending);
-                Err(Error::Timeout {
-                    peer: None,
-                    event: name.to_string(),
-                    after: timeout,
-                })
-            }
+            // A request with a hook keeps it for a late answer (the relay always answers, at
+            // worst with its own timeout), so the hook can undo what that answer set up.
+            Err(NoAnswer::TimedOut) => Err(Error::Timeout {
+                peer: about.peer,
+                event: about.event,
+                after: timeout,
+            }),
         }
     }
 
-    /// Answers a request the server relayed to this client.
+    /// Answers a request the relay passed to this client; an error text is this client's own
+    /// error.
     pub(crate) fn respond(&self, id: u64, body: ResBody) {
-        let body = serde_json::to_value(body).unwrap_or(Value::Null);
-        self.send_now(Outgoing::Event(event::P2P_RES, vec![Value::from(id), body]));
+        let result = match body {
+            ResBody::Ok(v) => Ok(v),
+            ResBody::Err(text) => Err(Error::remote(self.id.clone(), text)),
+        };
+        self.respond_result(id, result);
+    }
+
+    /// Answers a request the relay passed to this client: `P2P_RES(id, {ok} | error)`.
+    pub(crate) fn respond_result(&self, id: u64, result: Result<Vec<Value>>) {
+        let res = Response {
+            id,
+            body: ResAnswer::from_result(result),
+        };
+        self.send_now(Outgoing::Event(event::P2P_RES, res.to_values()));
     }
 
     fn mark_closed(&self, why: &str) {
@@ -376,7 +425,8 @@ impl ClientInner {
             return;
         }
         tracing::debug!(client = %self.id, "connection closed: {why}");
-        self.pending.lock().unwrap().clear();
+        self.pending.abandon_all();
+        self.hooks.lock().unwrap().clear();
         crate::stream::client::connection_lost(self, why);
         if let Some(w) = self.welcome.lock().unwrap().take() {
             let _ = w.send(Err(Error::Disconnected(why.to_string())));
@@ -384,35 +434,24 @@ impl ClientInner {
         self.closed.send_replace(true);
     }
 
-    fn on_transport_error(&self, text: &str) {
-        let lower = text.to_ascii_lowercase();
-        if lower.contains("connecterror") || lower.contains("connect_error") {
-            if let Some(w) = self.welcome.lock().unwrap().take() {
-                let _ = w.send(Err(Error::Refused(text.to_string())));
-            }
-        }
-        // A transport failure ends the packet stream; the client does not reconnect.
-        if lower.contains("websocket")
-            || lower.contains("connection")
-            || lower.contains("closed")
-            || lower.contains("io error")
-        {
-            self.mark_closed(text);
-            return;
-        }
-        // rust_socketio reports other failures (a ping timeout, a packet it could not parse)
-        // as text only: ask the server something cheap, and if no answer comes the link is gone.
+    /// rust_socketio reports every failure (a dropped transport, a ping timeout, a packet it
+    /// could not parse) through one error callback whose only content is text, and it does not
+    /// tell when its packet stream ends. So the client does not read the text: it asks the relay
+    /// something cheap, and if no answer comes (or the request cannot even be sent), the link is
+    /// gone. A lost link fails the probe at once, as the writer's send fails.
+    fn on_transport_error(&self) {
         if self.closed_flag.load(Ordering::Acquire) {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
-        let why = text.to_string();
         tokio::spawn(async move {
             let limit = me.opts.timeout.min(Duration::from_secs(3));
-            if let Err(Error::Timeout { .. } | Error::Disconnected(_)) =
+            if let Err(e @ (Error::Timeout { .. } | Error::Disconnected(_))) =
                 me.request(event::LIST_CLIENTS, vec![], limit).await
             {
-                me.mark_closed(&format!("no answer from the server after: {why}"));
+                me.mark_closed(&format!(
+                    "the relay stopped answering after a transport error: {e}"
+                ));
             }
         });
     }
@@ -435,84 +474,90 @@ impl ClientInner {
         match name {
             event::P2P_RES => self.on_res(args),
             event::P2P_REQ => self.on_req(args),
-            event::P2P_BATCH => {
-                for frame in args {
-                    match frame {
-                        Value::Array(mut f) if matches!(f.first(), Some(Value::String(_))) => {
-                            let ev = match f.remove(0) {
-                                Value::String(s) => s,
-                                _ => unreachable!("checked above"),
-                            };
-                            self.dispatch(&ev, f, None);
+            event::P2P_BATCH => match RelayedBatch::from_values(args) {
+                Ok(RelayedBatch(items)) => {
+                    for item in items {
+                        match item {
+                            Ok(item) => self.dispatch(&item.event, item.args, None),
+                            Err(e) => tracing::warn!(client = %self.id, "bad P2P_BATCH item: {e}"),
                         }
-                        other => tracing::warn!(client = %self.id, "bad P2P_BATCH frame {other}"),
                     }
                 }
-            }
+                Err(e) => tracing::warn!(client = %self.id, "bad P2P_BATCH: {e}"),
+            },
             event::P2P_WELCOME => {
+                if let Err(e) = Welcome::from_values(args) {
+                    tracing::debug!(client = %self.id, "P2P_WELCOME without its id: {e}");
+                }
                 if let Some(w) = self.welcome.lock().unwrap().take() {
                     let _ = w.send(Ok(()));
                 }
             }
             event::SERVER_ERROR => {
-                let text = args
-                    .first()
-                    .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
-                    .unwrap_or_default();
+                let Ok(notice) = ServerError::from_values(args) else {
+                    return;
+                };
                 if let Some(w) = self.welcome.lock().unwrap().take() {
-                    let _ = w.send(Err(Error::Refused(text)));
+                    let e = match notice.error {
+                        Some(wire) => Error::from_wire(wire, "the relay"),
+                        None => Error::Refused(notice.message),
+                    };
+                    let _ = w.send(Err(e));
                     return;
                 }
-                tracing::warn!(client = %self.id, "SERVER_ERROR: {text}");
-                crate::message::client::server_error(self, text);
+                tracing::warn!(client = %self.id, "SERVER_ERROR: {}", notice.message);
+                crate::message::client::server_error(self, notice.message);
             }
-            event::MULTI_API_TARGET_DISCONNECT => match args.first().and_then(Value::as_str) {
-                Some(peer) => {
-                    crate::stream::client::peer_gone(self, peer);
-                    crate::message::client::peer_disconnected(self, peer)
+            event::MULTI_API_TARGET_DISCONNECT => match TargetDisconnect::from_values(args) {
+                Ok(TargetDisconnect(peer)) => {
+                    crate::stream::client::peer_gone(self, &peer);
+                    crate::message::client::peer_disconnected(self, &peer)
                 }
-                None => tracing::warn!(client = %self.id, "bad MULTI_API_TARGET_DISCONNECT"),
+                Err(e) => tracing::warn!(client = %self.id, "{e}"),
             },
             _ => self.dispatch(name, args, None),
         }
     }
 
     fn on_res(&self, args: Vec<Value>) {
-        let mut it = args.into_iter();
-        let (Some(id), Some(body)) = (it.next().and_then(|v| v.as_u64()), it.next()) else {
-            tracing::warn!(client = %self.id, "malformed P2P_RES");
-            return;
-        };
-        let body = serde_json::from_value::<ResBody>(body)
-            .unwrap_or_else(|e| ResBody::Err(format!("malformed answer: {e}")));
-        let pending = self.pending.lock().unwrap().remove(&id);
-        if let Some(p) = pending {
-            if let Some(hook) = p.hook {
-                hook(&body);
+        let res = match Response::from_values(args) {
+            Ok(res) => res,
+            Err(e) => {
+                tracing::warn!(client = %self.id, "malformed P2P_RES: {e}");
+                return;
             }
-            let _ = p.tx.send(body);
+        };
+        let hook = self.hooks.lock().unwrap().remove(&res.id);
+        if let Some(hook) = hook {
+            let body = match &res.body {
+                ResAnswer::Ok(v) => ResBody::Ok(v.clone()),
+                ResAnswer::Err(w) => ResBody::Err(w.err.clone()),
+            };
+            hook(&body);
         }
+        self.pending.resolve(res.id, res.body);
     }
 
-    fn on_req(self: &Arc<Self>, mut args: Vec<Value>) {
-        let (Some(id), Some(name)) = (
-            args.first().and_then(Value::as_u64),
-            args.get(1).and_then(Value::as_str).map(str::to_string),
-        ) else {
-            tracing::warn!(client = %self.id, "malformed P2P_REQ");
-            return;
+    fn on_req(self: &Arc<Self>, args: Vec<Value>) {
+        let req = match Request::<Vec<Value>>::from_values(args) {
+            Ok(req) => req,
+            Err(e) => {
+                tracing::warn!(client = %self.id, "malformed P2P_REQ: {e}");
+                return;
+            }
         };
-        args.drain(..2);
-        match name.as_str() {
-            event::MULTI_API_ADD_TARGET => {
-                let source = args.first().and_then(Value::as_str).unwrap_or_default();
-                self.respond(id, ResBody::Ok(vec![]));
-                crate::message::client::peer_added(self, source);
-            }
+        match req.event.as_str() {
+            event::MULTI_API_ADD_TARGET => match AddTarget::from_values(req.args) {
+                Ok(AddTarget(source)) => {
+                    self.respond_result(req.id, Ok(vec![]));
+                    crate::message::client::peer_added(self, &source);
+                }
+                Err(e) => self.respond_result(req.id, Err(e.into())),
+            },
             event::MULTI_API_CREATE_STREAM => {
-                crate::stream::client::on_create_stream(self, id, args);
+                crate::stream::client::on_create_stream(self, req.id, req.args);
             }
-            _ => self.dispatch(&name, args, Some(id)),
+            _ => self.dispatch(&req.event, req.args, Some(req.id)),
         }
     }
 
@@ -524,38 +569,6 @@ impl ClientInner {
         }
         crate::message::client::dispatch(self, name, args, reply);
     }
-}
-
-/// Sorts a remote error text into the matching [`Error`] variant.
-fn classify_remote(text: String) -> Error {
-    if let Some(id) = text
-        .strip_prefix("Client ")
-        .and_then(|t| t.strip_suffix(" is not registered to server"))
-    {
-        if !id.is_empty() {
-            return Error::UnknownTarget(id.to_string());
-        }
-    }
-    if text.starts_with("Error: Could not find target client") {
-        let id = text.split('\'').nth(1).unwrap_or_default().to_string();
-        if !id.is_empty() {
-            return Error::UnknownTarget(id);
-        }
-    }
-    if let Some(what) = text.strip_prefix("Error: timed out: ") {
-        return Error::Timeout {
-            peer: None,
-            event: what.to_string(),
-            after: Duration::ZERO,
-        };
-    }
-    if let Some(id) = text
-        .strip_prefix("Error: client '")
-        .and_then(|r| r.strip_suffix("' disconnected"))
-    {
-        return Error::PeerGone(id.to_string());
-    }
-    Error::remote("the relay", text)
 }
 
 /// Takes queued events and emits them in order, packing runs of `P2P_EMIT`s into batches.

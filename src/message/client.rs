@@ -226,24 +226,21 @@ pub(crate) fn dispatch(
     // `<room>-TOPIC_BEING_DESTROYED`) to its catch-all callback as a "message" event whose one
     // argument is "X"; an event this client listens to is given back its own name.
     if name == "message" && reply.is_none() {
-        if let [Value::String(ev)] = args.as_slice() {
+        if let Some(ev) = crate::protocol::bare_event_name(&args) {
             let listened = inner.registry.lock().unwrap().by_event.contains_key(ev);
             if listened && ev != "message" {
-                let ev = ev.clone();
+                let ev = ev.to_string();
                 return dispatch(inner, &ev, Vec::new(), None);
             }
         }
     }
-    let sender = args.first().and_then(Value::as_str).map(str::to_string);
+    let sender = crate::protocol::sender_of(&args).map(str::to_string);
     let handlers: Vec<Handler> = {
         let mut reg = inner.registry.lock().unwrap();
         let Some(list) = reg.by_event.get_mut(name) else {
             drop(reg);
             if let Some(id) = reply {
-                inner.respond(
-                    id,
-                    ResBody::Err(format!("'{}' has no listener for '{name}'", inner.id)),
-                );
+                inner.respond(id, ResBody::Err(format!("no listener for '{name}'")));
             }
             return;
         };
@@ -430,11 +427,17 @@ impl P2pClient {
         timeout: Duration,
     ) -> Result<Vec<Value>> {
         let payload = self.emit_payload(target, event, args)?;
+        let about = crate::client::Subject {
+            peer: Some(target.to_string()),
+            event: event.to_string(),
+        };
         self.inner
-            .request(
+            .request_about(
                 crate::protocol::event::P2P_EMIT_ACKNOWLEDGE,
                 vec![payload],
                 timeout,
+                about,
+                None,
             )
             .await
     }
@@ -473,11 +476,17 @@ impl P2pClient {
         if target.is_empty() {
             return Err(Error::BadRequest("the target client id is empty".into()));
         }
+        let about = crate::client::Subject {
+            peer: Some(target.to_string()),
+            event: event::MULTI_API_ADD_TARGET.to_string(),
+        };
         self.inner
-            .request(
+            .request_about(
                 event::MULTI_API_ADD_TARGET,
                 vec![Value::from(target)],
                 self.inner.opts.timeout,
+                about,
+                None,
             )
             .await
             .map(|_| ())

@@ -1,11 +1,20 @@
 //! Server side of the Message API: relaying events, replies and add-target between clients.
 
 use crate::error::Error;
-use crate::protocol::{self, event, EmitPayload};
-use crate::server::{OpError, P2pServer, Peer, Responder};
+use crate::protocol::{self, batch_item, event, AddTarget, Arg, Batch, Emit};
+use crate::server::{OpError, Operations, P2pServer, Peer, Responder};
+use crate::service::server::{intercept, Intercept};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Registers the Message API's relay operations.
+pub(crate) fn register(ops: &mut Operations) {
+    ops.add(event::P2P_EMIT, p2p_emit);
+    ops.add(event::P2P_EMIT_ACKNOWLEDGE, p2p_emit_acknowledge);
+    ops.add(event::MULTI_API_ADD_TARGET, add_target);
+    ops.add_ext(event::P2P_BATCH, p2p_batch);
+}
 
 /// Event names a client may not relay to another: the receiving library treats them as protocol
 /// frames, so letting them through would let one client forge the server's word.
@@ -24,22 +33,9 @@ pub(crate) fn is_reserved(name: &str) -> bool {
     )
 }
 
-/// Parses and checks a `{targetClientId, event, args}` payload from `caller`.
-pub(crate) fn parse_emit(caller: &Peer, raw: Option<Value>) -> Result<EmitPayload, Error> {
-    let raw = raw.ok_or_else(|| {
-        Error::BadRequest("the payload {targetClientId, event, args} is missing".into())
-    })?;
-    let p: EmitPayload = serde_json::from_value(raw).map_err(|e| {
-        Error::BadRequest(format!(
-            "the payload must be {{targetClientId: string, event: string, args: array}}: {e}"
-        ))
-    })?;
-    if p.target_client_id.is_empty() {
-        return Err(Error::BadRequest("targetClientId is empty".into()));
-    }
-    if p.event.is_empty() {
-        return Err(Error::BadRequest("the event name is empty".into()));
-    }
+/// Checks a decoded `{targetClientId, event, args}` payload from `caller`: no reserved event
+/// name, and `args[0]` is the caller's own id.
+fn check(caller: &Peer, p: &Emit) -> Result<(), Error> {
     if is_reserved(&p.event) {
         return Err(Error::BadRequest(format!(
             "event name '{}' is reserved",
@@ -47,22 +43,48 @@ pub(crate) fn parse_emit(caller: &Peer, raw: Option<Value>) -> Result<EmitPayloa
         )));
     }
     // The sender id is the server's word, not the client's.
-    match p.args.first() {
-        Some(Value::String(s)) if **s == *caller.id => {}
-        Some(other) => {
-            return Err(Error::BadRequest(format!(
-                "args[0] must be the sender's own client id '{}', got {other}",
-                caller.id
-            )))
+    match p.claimed_sender() {
+        Ok(s) if *s == *caller.id => Ok(()),
+        Ok(s) => Err(Error::BadRequest(format!(
+            "args[0] must be the sender's own client id '{}', got {}",
+            caller.id,
+            Value::from(s)
+        ))),
+        Err(got) => Err(Error::BadRequest(format!(
+            "args[0] must be the sender's own client id '{}', got {got}",
+            caller.id
+        ))),
+    }
+}
+
+/// Lets a service of this server take the call; what it does not take comes back to be relayed,
+/// binary data intact.
+fn offer_to_services(
+    server: &P2pServer,
+    caller: &Arc<Peer>,
+    p: Emit,
+    r: Responder,
+    wants_reply: bool,
+) -> Option<(Emit, Responder)> {
+    if p.args.iter().any(Arg::has_binary) {
+        // Service handlers take JSON; the relayed call keeps its binary data.
+        match intercept(server, caller, p.clone().into_payload(), r, wants_reply) {
+            Intercept::Handled => None,
+            Intercept::Relay(_, r) => Some((p, r)),
         }
-        None => {
-            return Err(Error::BadRequest(format!(
-                "args[0] must be the sender's own client id '{}', got nothing",
-                caller.id
-            )))
+    } else {
+        match intercept(server, caller, p.into_payload(), r, wants_reply) {
+            Intercept::Handled => None,
+            Intercept::Relay(p, r) => Some((
+                Emit {
+                    target: p.target_client_id,
+                    event: p.event,
+                    args: p.args.into_iter().map(Arg::Json).collect(),
+                },
+                r,
+            )),
         }
     }
-    Ok(p)
 }
 
 fn target_of(server: &P2pServer, caller: &Peer, id: &str) -> Result<Arc<Peer>, Error> {
@@ -76,17 +98,15 @@ fn target_of(server: &P2pServer, caller: &Peer, id: &str) -> Result<Arc<Peer>, E
 }
 
 /// `P2P_EMIT({targetClientId, event, args})`: `event(...args)` to the target.
-pub(crate) fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, r: Responder) {
-    let p = match parse_emit(peer, args.into_iter().next()) {
-        Ok(p) => p,
-        Err(e) => return r.respond(peer, Err(e.into())),
+fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: Responder) {
+    if let Err(e) = check(peer, &p) {
+        return r.respond(peer, Err(e.into()));
+    }
+    let Some((p, r)) = offer_to_services(server, peer, p, r, false) else {
+        return;
     };
-    let (p, r) = match crate::service::server::intercept(server, peer, p, r, false) {
-        crate::service::server::Intercept::Handled => return,
-        crate::service::server::Intercept::Relay(p, r) => (p, r),
-    };
-    let result = target_of(server, peer, &p.target_client_id)
-        .and_then(|target| target.emit(&p.event, &p.args))
+    let result = target_of(server, peer, &p.target)
+        .and_then(|target| target.emit_args(&p.event, &p.args))
         .map(|()| vec![])
         .map_err(OpError::from);
     r.respond(peer, result);
@@ -94,21 +114,14 @@ pub(crate) fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, r
 
 /// `P2P_EMIT_ACKNOWLEDGE({targetClientId, event, args}, ack)`: `event(...args, ack')` to the
 /// target; its answer goes back to the caller.
-pub(crate) fn p2p_emit_acknowledge(
-    server: &P2pServer,
-    peer: &Arc<Peer>,
-    args: Vec<Value>,
-    r: Responder,
-) {
-    let p = match parse_emit(peer, args.into_iter().next()) {
-        Ok(p) => p,
-        Err(e) => return r.respond(peer, Err(e.into())),
+fn p2p_emit_acknowledge(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: Responder) {
+    if let Err(e) = check(peer, &p) {
+        return r.respond(peer, Err(e.into()));
+    }
+    let Some((p, r)) = offer_to_services(server, peer, p, r, true) else {
+        return;
     };
-    let (p, r) = match crate::service::server::intercept(server, peer, p, r, true) {
-        crate::service::server::Intercept::Handled => return,
-        crate::service::server::Intercept::Relay(p, r) => (p, r),
-    };
-    let target = match target_of(server, peer, &p.target_client_id) {
+    let target = match target_of(server, peer, &p.target) {
         Ok(t) => t,
         Err(e) => return r.respond(peer, Err(e.into())),
     };
@@ -118,33 +131,21 @@ pub(crate) fn p2p_emit_acknowledge(
     );
     let peer = peer.clone();
     tokio::spawn(async move {
-        let result = target.request(&p.event, &p.args, timeout, max).await;
+        let result = target.request_args(&p.event, p.args, timeout, max).await;
         r.respond(&peer, result.map_err(OpError::from));
     });
 }
 
 /// `MULTI_API_ADD_TARGET(targetClientId, ack)`: asks the target to accept the caller as a peer.
-pub(crate) fn add_target(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, r: Responder) {
-    let target_id = match args.first() {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => {
-            return r.respond(
-                peer,
-                Err(Error::BadRequest(
-                    "MULTI_API_ADD_TARGET needs the target client id (a non-empty string)".into(),
-                )
-                .into()),
-            )
-        }
-    };
+fn add_target(server: &P2pServer, peer: &Arc<Peer>, AddTarget(target_id): AddTarget, r: Responder) {
     let target = match target_of(server, peer, &target_id) {
         Ok(t) => t,
-        Err(_) => {
+        Err(error) => {
             let msg = protocol::not_registered(&target_id);
             return r.respond(
                 peer,
                 Err(OpError {
-                    error: Error::remote("the relay", msg.clone()),
+                    error,
                     seed_ack: Some(vec![Value::from(msg)]),
                 }),
             );
@@ -156,9 +157,14 @@ pub(crate) fn add_target(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>,
     );
     let peer = peer.clone();
     tokio::spawn(async move {
-        let source = Value::from(&*peer.id);
+        let source = AddTarget(peer.id.to_string());
         let result = target
-            .request(event::MULTI_API_ADD_TARGET, &[source], timeout, max)
+            .request(
+                event::MULTI_API_ADD_TARGET,
+                &[Value::from(source.0)],
+                timeout,
+                max,
+            )
             .await;
         r.respond(&peer, result.map_err(OpError::from));
     });
@@ -166,40 +172,39 @@ pub(crate) fn add_target(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>,
 
 /// `P2P_BATCH(payload, payload, ...)`: several `P2P_EMIT`s in one event. Messages for one
 /// extension target are forwarded as one `P2P_BATCH([event, ...args], ...)`, in order.
-pub(crate) fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, items: Vec<Value>, _: Responder) {
-    let mut batches: HashMap<Arc<str>, (Arc<Peer>, Vec<Value>)> = HashMap::new();
-    for raw in items {
-        let result = parse_emit(peer, Some(raw)).and_then(|p| {
-            let p = match crate::service::server::intercept(server, peer, p, Responder::None, false)
-            {
-                crate::service::server::Intercept::Handled => return Ok(()),
-                crate::service::server::Intercept::Relay(p, _) => p,
+fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, Batch(items): Batch, _: Responder) {
+    let mut batches: HashMap<Arc<str>, (Arc<Peer>, Vec<Arg>)> = HashMap::new();
+    for item in items {
+        let result = item.map_err(Error::from).and_then(|p| {
+            check(peer, &p)?;
+            let Some((p, _)) = offer_to_services(server, peer, p, Responder::None, false) else {
+                return Ok(());
             };
-            let target = target_of(server, peer, &p.target_client_id)?;
+            let target = target_of(server, peer, &p.target)?;
             if target.ext {
-                let mut frame = Vec::with_capacity(p.args.len() + 1);
-                frame.push(Value::from(p.event));
-                frame.extend(p.args);
                 batches
                     .entry(target.id.clone())
                     .or_insert_with(|| (target.clone(), Vec::new()))
                     .1
-                    .push(Value::Array(frame));
+                    .push(batch_item(&p.event, p.args));
                 Ok(())
             } else {
-                target.emit(&p.event, &p.args)
+                target.emit_args(&p.event, &p.args)
             }
         });
         if let Err(e) = result {
-            peer.server_error(&e.to_string());
+            peer.report(&e);
         }
     }
     for (_, (target, frames)) in batches {
-        if let Err(e) = target.emit(event::P2P_BATCH, &frames) {
-            peer.server_error(&format!(
-                "{e} ({} messages for '{}' were not delivered)",
-                frames.len(),
-                target.id
+        if let Err(e) = target.emit_args(event::P2P_BATCH, &frames) {
+            peer.report(&Error::remote(
+                "the relay",
+                format!(
+                    "{e} ({} messages for '{}' were not delivered)",
+                    frames.len(),
+                    target.id
+                ),
             ));
         }
     }

@@ -4,13 +4,16 @@
 //! the extensions Rust peers use on top of it. `PROTOCOL.md` at the repository root describes the
 //! same thing event by event; this module is its typed form.
 
-use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use std::fmt;
 
+mod arg;
 pub mod stream;
+mod wire;
+
+pub use arg::{Arg, ExtArgs, RawArgs, SeedArgs};
+pub use wire::*;
 
 /// Query-string key carrying the client id in the handshake (`?clientId=alice`).
 pub const QUERY_CLIENT_ID: &str = "clientId";
@@ -90,187 +93,16 @@ pub enum ResBody {
     Err(String),
 }
 
-/// Key of the JSON object that stands for binary data inside the relay: a Socket.IO binary
-/// attachment (a Node `Buffer`) is held as `{"__p2p_binary__": [byte, ...]}` between decoding and
-/// re-encoding. Towards seed-era clients it becomes a binary attachment again; towards extension
-/// clients, whose Socket.IO library cannot carry binary inside a JSON event, an array of numbers.
-pub const BINARY_TAG: &str = "__p2p_binary__";
-
-/// All the arguments of an event, as a list.
-///
-/// Socket.IO events carry a variable number of arguments; socketioxide hands a handler the whole
-/// list only when the target type deserializes as a tuple, which this type does. Binary
-/// attachments anywhere in the arguments are kept (see [`BINARY_TAG`]). On the sending side it
-/// serializes as a tuple too, so each element becomes one event argument; binary goes out as
-/// arrays of numbers (the form every receiver takes).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Args(pub Vec<Value>);
-
-/// A JSON value that may hold binary data (see [`BINARY_TAG`]).
-struct BinValue(Value);
-
-struct BinVisitor;
-
-impl<'de> Visitor<'de> for BinVisitor {
-    type Value = Value;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value or binary data")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_bytes<E>(self, v: &[u8]) -> Result<Value, E> {
-        let bytes = v.iter().map(|b| Value::from(*b)).collect();
-        let mut m = serde_json::Map::with_capacity(1);
-        m.insert(BINARY_TAG.to_string(), Value::Array(bytes));
-        Ok(Value::Object(m))
-    }
-    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Value, E> {
-        self.visit_bytes(&v)
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        BinValue::deserialize(d).map(|b| b.0)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(BinValue(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = serde_json::Map::new();
-        while let Some((k, BinValue(v))) = map.next_entry::<String, BinValue>()? {
-            out.insert(k, v);
-        }
-        Ok(Value::Object(out))
-    }
-}
-
-impl<'de> Deserialize<'de> for BinValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(BinVisitor).map(BinValue)
-    }
-}
-
-impl<'de> Deserialize<'de> for Args {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Args;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of event arguments")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Args, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-                while let Some(BinValue(v)) = seq.next_element()? {
-                    out.push(v);
-                }
-                Ok(Args(out))
-            }
-        }
-        d.deserialize_tuple(usize::MAX, V)
-    }
-}
-
-/// Serializes a value, turning [`BINARY_TAG`] objects into binary (`bytes`) or arrays.
-struct Out<'a> {
-    v: &'a Value,
-    bytes: bool,
-}
-
-impl Serialize for Out<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap, SerializeSeq};
-        match self.v {
-            Value::Array(a) => {
-                let mut seq = s.serialize_seq(Some(a.len()))?;
-                for v in a {
-                    seq.serialize_element(&Out {
-                        v,
-                        bytes: self.bytes,
-                    })?;
-                }
-                seq.end()
-            }
-            Value::Object(m) => {
-                if m.len() == 1 {
-                    if let Some(Value::Array(data)) = m.get(BINARY_TAG) {
-                        if self.bytes {
-                            let raw: Vec<u8> =
-                                data.iter().map(|b| b.as_u64().unwrap_or(0) as u8).collect();
-                            return s.serialize_bytes(&raw);
-                        }
-                        return data.serialize(s);
-                    }
-                }
-                let mut map = s.serialize_map(Some(m.len()))?;
-                for (k, v) in m {
-                    map.serialize_entry(
-                        k,
-                        &Out {
-                            v,
-                            bytes: self.bytes,
-                        },
-                    )?;
-                }
-                map.end()
-            }
-            other => other.serialize(s),
-        }
-    }
-}
-
-fn serialize_args<S: Serializer>(args: &[Value], bytes: bool, s: S) -> Result<S::Ok, S::Error> {
-    let mut t = s.serialize_tuple(args.len())?;
-    for v in args {
-        t.serialize_element(&Out { v, bytes })?;
-    }
-    t.end()
-}
-
-impl Serialize for Args {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_args(&self.0, false, s)
-    }
-}
-
-/// Borrowed arguments for an event to a seed-era client: binary goes out as binary attachments.
+/// Borrowed plain-JSON arguments for an event, one element per argument.
 pub struct ArgsRef<'a>(pub &'a [Value]);
 
 impl Serialize for ArgsRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_args(self.0, true, s)
-    }
-}
-
-/// Borrowed arguments for an event to an extension client: binary goes out as arrays of numbers.
-pub struct ExtArgsRef<'a>(pub &'a [Value]);
-
-impl Serialize for ExtArgsRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_args(self.0, false, s)
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for v in self.0 {
+            t.serialize_element(v)?;
+        }
+        t.end()
     }
 }
 
@@ -349,34 +181,6 @@ mod tests {
         let v: Vec<_> = query_pairs("clientId=al%20ice&p2pExt=1&EIO=4").collect();
         assert_eq!(v[0], ("clientId".into(), "al ice".into()));
         assert_eq!(v[1], ("p2pExt".into(), "1".into()));
-    }
-
-    #[test]
-    fn binary_tag_goes_out_as_bytes_or_numbers() {
-        let args = vec![
-            serde_json::json!({"a": {BINARY_TAG: [1, 2, 255]}}),
-            Value::from("x"),
-        ];
-        // Towards an extension client: plain arrays.
-        let ext = serde_json::to_value(ExtArgsRef(&args)).unwrap();
-        assert_eq!(ext, serde_json::json!([{"a": [1, 2, 255]}, "x"]));
-        // Through a JSON serializer, bytes also come out as numbers; the binary form is what
-        // socketioxide's serializer turns into an attachment.
-        let seed = serde_json::to_value(ArgsRef(&args)).unwrap();
-        assert_eq!(seed, serde_json::json!([{"a": [1, 2, 255]}, "x"]));
-    }
-
-    #[test]
-    fn args_read_every_argument() {
-        let a: Args = serde_json::from_str(r#"[1, {"k": [true, null]}, "s"]"#).unwrap();
-        assert_eq!(
-            a.0,
-            vec![
-                Value::from(1),
-                serde_json::json!({"k": [true, null]}),
-                Value::from("s")
-            ]
-        );
     }
 
     #[test]

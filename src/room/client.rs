@@ -3,7 +3,7 @@
 use crate::client::P2pClient;
 use crate::error::{Error, Result};
 use crate::message::client::IntoArgs;
-use crate::protocol::event;
+use crate::protocol::{event, FromValues};
 use serde_json::Value;
 
 fn check_room(room: &str) -> Result<()> {
@@ -62,8 +62,8 @@ impl P2pClient {
             .inner
             .request(event::LIST_CLIENTS, vec![], self.inner.opts.timeout)
             .await?;
-        let list = reply.into_iter().next().unwrap_or(Value::Array(vec![]));
-        serde_json::from_value(list)
-            .map_err(|e| Error::Protocol(format!("LIST_CLIENTS answer is not a list of ids: {e}")))
+        crate::protocol::ClientList::from_values(reply)
+            .map(|list| list.0)
+            .map_err(|e| Error::Protocol(e.0))
     }
 }

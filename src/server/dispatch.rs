@@ -1,63 +1,122 @@
-//! Registration of the relay's event handlers on a new connection, and the table that maps an
-//! event name to the operation that handles it (shared by seed events and `P2P_REQ`).
+//! The relay's operation table and its registration on a new connection.
+//!
+//! Each API fills the table with the events it handles when the server is built (see
+//! [`Operations::add`]); the hub knows no API's functions. An event is decoded once, here, into
+//! the payload type its operation takes; a payload of the wrong shape is answered with a
+//! "bad request" error and never reaches the operation. `P2P_REQ` looks its event up in the same
+//! table, so an event means the same whether a client asks it directly or as a request.
 
 use super::{decode_args, seed_responder, Inline, OpError, P2pServer, Peer, Responder};
 use crate::error::Error;
-use crate::protocol::{event, ResBody};
-use serde_json::Value;
+use crate::protocol::{event, Arg, FromArgs, Request, Response};
+use bytes::Bytes;
 use socketioxide::handler::Value as SioValue;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// An operation of the relay: the caller, its arguments, and how to answer it.
-pub(crate) type Op = fn(&P2pServer, &Arc<Peer>, Vec<Value>, Responder);
+/// An operation with its decoder: the caller, the raw arguments, and how to answer.
+type Op = Box<dyn Fn(&P2pServer, &Arc<Peer>, Vec<Arg>, Responder) + Send + Sync>;
+/// A handler of an event that carries one binary attachment and nothing else.
+type BinaryOp = fn(&P2pServer, &Arc<Peer>, Bytes);
+/// Runs when a client is gone.
+type GoneOp = fn(&P2pServer, &Arc<Peer>);
 
-/// The operation for an event name a client may send, directly or inside `P2P_REQ`.
-fn op_for(name: &str) -> Option<Op> {
-    use crate::message::server as message;
-    use crate::room::server as core;
-    Some(match name {
-        event::JOIN_ROOM => core::join_room,
-        event::LEAVE_ROOM => core::leave_room,
-        event::EMIT_ROOM => core::emit_room,
-        event::LIST_CLIENTS => core::list_clients,
-        event::P2P_EMIT => message::p2p_emit,
-        event::P2P_EMIT_ACKNOWLEDGE => message::p2p_emit_acknowledge,
-        event::MULTI_API_ADD_TARGET => message::add_target,
-        event::MULTI_API_CREATE_STREAM => crate::stream::server::create_stream,
-        _ => return None,
-    })
+struct Entry {
+    op: Op,
+    /// Only extension clients may send it, and not inside `P2P_REQ`.
+    ext_only: bool,
 }
 
-const SEED_EVENTS: &[&str] = &[
-    event::JOIN_ROOM,
-    event::LEAVE_ROOM,
-    event::EMIT_ROOM,
-    event::LIST_CLIENTS,
-    event::P2P_EMIT,
-    event::P2P_EMIT_ACKNOWLEDGE,
-    event::MULTI_API_ADD_TARGET,
-    event::MULTI_API_CREATE_STREAM,
-];
+/// What the relay does with each event a client may send.
+#[derive(Default)]
+pub(crate) struct Operations {
+    ops: HashMap<&'static str, Entry>,
+    binary: HashMap<&'static str, BinaryOp>,
+    pub(super) peer_gone: Vec<GoneOp>,
+}
 
+impl Operations {
+    fn insert<T: FromArgs + 'static>(
+        &mut self,
+        name: &'static str,
+        op: fn(&P2pServer, &Arc<Peer>, T, Responder),
+        ext_only: bool,
+    ) {
+        let op: Op = Box::new(move |server, peer, args, r| match T::from_args(args) {
+            Ok(payload) => op(server, peer, payload, r),
+            Err(e) => r.respond(peer, Err(OpError::from(Error::from(e)))),
+        });
+        let previous = self.ops.insert(name, Entry { op, ext_only });
+        debug_assert!(previous.is_none(), "two operations for '{name}'");
+    }
+
+    /// Registers the operation of `name`, a seed event any client may send, directly or (an
+    /// extension client) as a `P2P_REQ`. Its arguments are decoded as `T` first.
+    pub(crate) fn add<T: FromArgs + 'static>(
+        &mut self,
+        name: &'static str,
+        op: fn(&P2pServer, &Arc<Peer>, T, Responder),
+    ) {
+        self.insert(name, op, false);
+    }
+
+    /// Registers an event only extension clients send, and never as a request.
+    pub(crate) fn add_ext<T: FromArgs + 'static>(
+        &mut self,
+        name: &'static str,
+        op: fn(&P2pServer, &Arc<Peer>, T, Responder),
+    ) {
+        self.insert(name, op, true);
+    }
+
+    /// Registers an event of extension clients that carries exactly one binary attachment.
+    pub(crate) fn add_binary(&mut self, name: &'static str, op: BinaryOp) {
+        self.binary.insert(name, op);
+    }
+
+    /// Registers what to do when a client has gone (after it left the client table).
+    pub(crate) fn on_peer_gone(&mut self, op: GoneOp) {
+        self.peer_gone.push(op);
+    }
+
+    /// Runs `name` for a request; false when there is no such request.
+    fn run_request(
+        &self,
+        name: &str,
+        server: &P2pServer,
+        peer: &Arc<Peer>,
+        args: Vec<Arg>,
+        r: Responder,
+    ) -> Result<(), Responder> {
+        match self.ops.get(name) {
+            Some(e) if !e.ext_only => {
+                (e.op)(server, peer, args, r);
+                Ok(())
+            }
+            _ => Err(r),
+        }
+    }
+}
+
+/// Registers the handlers of every operation on a new connection.
 pub(super) fn register(server: &P2pServer, peer: &Arc<Peer>) {
-    for &name in SEED_EVENTS {
-        let op = op_for(name).expect("every seed event has an operation");
-        on(server, peer, name, op);
+    let ops = &server.inner.ops;
+    for (&name, entry) in &ops.ops {
+        if entry.ext_only && !peer.ext {
+            continue;
+        }
+        on(server, peer, name);
     }
     if peer.ext {
-        on(server, peer, event::P2P_REQ, p2p_req);
-        on(server, peer, event::P2P_RES, p2p_res);
-        on(
-            server,
-            peer,
-            event::P2P_BATCH,
-            crate::message::server::p2p_batch,
-        );
-        on_frame(server, peer);
+        on_special(server, peer, event::P2P_REQ);
+        on_special(server, peer, event::P2P_RES);
+        for (&name, &op) in &ops.binary {
+            on_binary(server, peer, name, op);
+        }
     }
 }
 
-fn on(server: &P2pServer, peer: &Arc<Peer>, name: &'static str, op: Op) {
+fn on(server: &P2pServer, peer: &Arc<Peer>, name: &'static str) {
     let server = server.clone();
     let weak = Arc::downgrade(peer);
     peer.socket.on(
@@ -65,20 +124,44 @@ fn on(server: &P2pServer, peer: &Arc<Peer>, name: &'static str, op: Op) {
         Inline(move |s: &_, mut v, ack_id: Option<i64>| {
             let Some(peer) = weak.upgrade() else { return };
             let responder = seed_responder(s, &mut v, &ack_id);
+            let Some(entry) = server.inner.ops.ops.get(name) else {
+                return;
+            };
             match decode_args(s, &mut v, &ack_id) {
-                Ok(args) => op(&server, &peer, args, responder),
+                Ok(args) => (entry.op)(&server, &peer, args, responder),
                 Err(e) => responder.respond(&peer, Err(e.into())),
             }
         }),
     );
 }
 
-/// Binary stream frames: the attachment is taken as it is, with no JSON decoding.
-fn on_frame(server: &P2pServer, peer: &Arc<Peer>) {
+/// `P2P_REQ` and `P2P_RES`, the extension's request plumbing.
+fn on_special(server: &P2pServer, peer: &Arc<Peer>, name: &'static str) {
     let server = server.clone();
     let weak = Arc::downgrade(peer);
     peer.socket.on(
-        crate::stream::frame::FRAME_EVENT,
+        name,
+        Inline(move |s: &_, mut v, ack_id: Option<i64>| {
+            let Some(peer) = weak.upgrade() else { return };
+            let args = match decode_args(s, &mut v, &ack_id) {
+                Ok(args) => args,
+                Err(e) => return peer.report(&e),
+            };
+            if name == event::P2P_REQ {
+                p2p_req(&server, &peer, args);
+            } else {
+                p2p_res(&peer, args);
+            }
+        }),
+    );
+}
+
+/// Events with one binary attachment: taken as they are, with no JSON decoding.
+fn on_binary(server: &P2pServer, peer: &Arc<Peer>, name: &'static str, op: BinaryOp) {
+    let server = server.clone();
+    let weak = Arc::downgrade(peer);
+    peer.socket.on(
+        name,
         Inline(move |_: &_, v, _: Option<i64>| {
             let Some(peer) = weak.upgrade() else { return };
             let bin = match v {
@@ -86,58 +169,47 @@ fn on_frame(server: &P2pServer, peer: &Arc<Peer>) {
                 _ => None,
             };
             match bin {
-                Some(b) => crate::stream::server::on_frame(&server, &peer, b),
-                None => peer.server_error(
-                    "Error: bad request: P2P_FRAME carries exactly one binary attachment",
-                ),
+                Some(b) => op(&server, &peer, b),
+                None => peer.report(&Error::BadRequest(format!(
+                    "{name} carries exactly one binary attachment"
+                ))),
             }
         }),
     );
 }
 
 /// `P2P_REQ(id, event, ...args)`: an event that wants an answer, from an extension client.
-fn p2p_req(server: &P2pServer, peer: &Arc<Peer>, mut args: Vec<Value>, _: Responder) {
-    let id = match args.first().and_then(Value::as_u64) {
-        Some(id) => id,
-        None => {
-            return peer.server_error(
-                "Error: bad request: P2P_REQ needs a request id (a non-negative integer) first",
-            )
+fn p2p_req(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Arg>) {
+    let req = match Request::decode(args) {
+        Ok(req) => req,
+        Err(bad) => {
+            let e = OpError::from(Error::from(bad.error));
+            return match bad.id {
+                Some(id) => Responder::Event(id).respond(peer, Err(e)),
+                None => peer.report(&e.error),
+            };
         }
     };
-    let name = match args.get(1).and_then(Value::as_str) {
-        Some(n) => n.to_string(),
-        None => {
-            return Responder::Event(id).respond(
-                peer,
-                Err(Error::BadRequest("P2P_REQ needs an event name second".into()).into()),
-            )
-        }
-    };
-    args.drain(..2);
-    match op_for(&name) {
-        Some(op) => op(server, peer, args, Responder::Event(id)),
-        None => Responder::Event(id).respond(
-            peer,
-            Err(OpError::from(Error::BadRequest(format!(
-                "unknown request '{name}'"
-            )))),
-        ),
+    let r = Responder::Event(req.id);
+    if let Err(r) = server
+        .inner
+        .ops
+        .run_request(&req.event, server, peer, req.args, r)
+    {
+        let e = Error::BadRequest(format!("unknown request '{}'", req.event));
+        r.respond(peer, Err(e.into()));
     }
 }
 
-/// `P2P_RES(id, {"ok": [...]} | {"err": "..."})`: an extension client's answer to a request.
-fn p2p_res(_: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, _: Responder) {
-    let mut it = args.into_iter();
-    let (Some(id), Some(body)) = (it.next().and_then(|v| v.as_u64()), it.next()) else {
-        return peer.server_error("Error: bad request: P2P_RES needs (id, {ok|err})");
-    };
-    match serde_json::from_value::<ResBody>(body) {
-        Ok(body) => {
-            if !peer.resolve(id, body) {
+/// `P2P_RES(id, {"ok": [...]} | {"err": ..., "code": ...})`: an extension client's answer.
+fn p2p_res(peer: &Arc<Peer>, args: Vec<Arg>) {
+    match Response::from_args(args) {
+        Ok(res) => {
+            let id = res.id;
+            if !peer.resolve(res) {
                 tracing::debug!(client = %peer.id, id, "answer to a request nobody waits for");
             }
         }
-        Err(e) => peer.server_error(&format!("Error: bad request: P2P_RES body: {e}")),
+        Err(e) => peer.report(&e.into()),
     }
 }

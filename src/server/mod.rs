@@ -1,12 +1,16 @@
 //! The relay server: a plugin on a socketioxide [`SocketIo`] that registers clients by id and relays
 //! rooms, messages and replies between them.
 //!
-//! Every event handler here runs inline on the socket's receive path (see [`Inline`]) so that the
+//! Every event handler here runs inline on the socket's receive path (see `Inline`) so that the
 //! events of one connection are handled in the order they arrived; only work that has to wait for a
 //! peer (a reply, an acceptance) is moved to a task of its own.
 
 use crate::error::Error;
-use crate::protocol::{self, event, Args, ArgsRef, ExtArgsRef, ResBody};
+use crate::protocol::{
+    self, event, Arg, ExtArgs, RawArgs, ResAnswer, Response, SeedArgs, ServerError,
+    TargetDisconnect, Welcome,
+};
+use crate::request::{NoAnswer, PendingRequests};
 use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef};
@@ -14,12 +18,12 @@ use socketioxide::handler::{FromMessageParts, MessageHandler, Value as SioValue}
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 mod dispatch;
+
+pub(crate) use dispatch::Operations;
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,8 +66,8 @@ pub(crate) struct Peer {
     pub(crate) ext: bool,
     /// Ids of clients to tell when this one disconnects.
     watchers: Mutex<HashSet<Arc<str>>>,
-    next_req: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<ResBody>>>,
+    /// Requests this server relayed to this client, waiting for its `P2P_RES`.
+    pending: PendingRequests<ResAnswer>,
     /// Stream routes this client is an end of.
     pub(crate) routes: Mutex<HashSet<u64>>,
 }
@@ -71,10 +75,17 @@ pub(crate) struct Peer {
 impl Peer {
     /// Emits `event(...args)` to this client.
     pub(crate) fn emit(&self, event: &str, args: &[Value]) -> Result<(), Error> {
+        let sent = self.socket.emit(event, &protocol::ArgsRef(args));
+        sent.map_err(|e| send_error(&self.id, e))
+    }
+
+    /// Emits `event(...args)` to this client, binary data as binary for a seed-era client and as
+    /// arrays of byte values for an extension client.
+    pub(crate) fn emit_args(&self, event: &str, args: &[Arg]) -> Result<(), Error> {
         let sent = if self.ext {
-            self.socket.emit(event, &ExtArgsRef(args))
+            self.socket.emit(event, &ExtArgs(args))
         } else {
-            self.socket.emit(event, &ArgsRef(args))
+            self.socket.emit(event, &SeedArgs(args))
         };
         sent.map_err(|e| send_error(&self.id, e))
     }
@@ -95,50 +106,52 @@ impl Peer {
         timeout: Duration,
         max_pending: usize,
     ) -> Result<Vec<Value>, Error> {
+        let args: Vec<Arg> = args.iter().cloned().map(Arg::Json).collect();
+        self.request_args(event, args, timeout, max_pending).await
+    }
+
+    /// [`request`](Self::request) with arguments that may hold binary data.
+    pub(crate) async fn request_args(
+        &self,
+        event: &str,
+        args: Vec<Arg>,
+        timeout: Duration,
+        max_pending: usize,
+    ) -> Result<Vec<Value>, Error> {
+        let timed_out = || Error::Timeout {
+            peer: Some(self.id.to_string()),
+            event: event.to_string(),
+            after: timeout,
+        };
         if self.ext {
-            let id = self.next_req.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            {
-                let mut pending = self.pending.lock().unwrap();
-                if pending.len() >= max_pending {
-                    return Err(Error::Busy(self.id.to_string()));
-                }
-                pending.insert(id, tx);
+            if self.pending.len() >= max_pending {
+                return Err(Error::Busy(self.id.to_string()));
             }
+            let Some(waiting) = self.pending.register() else {
+                return Err(Error::Busy(self.id.to_string()));
+            };
             let mut full = Vec::with_capacity(args.len() + 2);
-            full.push(Value::from(id));
-            full.push(Value::from(event));
-            full.extend_from_slice(args);
-            if let Err(e) = self.emit(event::P2P_REQ, &full) {
-                self.pending.lock().unwrap().remove(&id);
+            full.push(Arg::Json(Value::from(waiting.id)));
+            full.push(Arg::from(event));
+            full.extend(args);
+            if let Err(e) = self.emit_args(event::P2P_REQ, &full) {
+                self.pending.cancel(waiting.id);
                 return Err(e);
             }
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(ResBody::Ok(v))) => Ok(v),
-                Ok(Ok(ResBody::Err(e))) => Err(Error::remote(&*self.id, e)),
-                Ok(Err(_)) => Err(Error::PeerGone(self.id.to_string())),
-                Err(_) => {
-                    self.pending.lock().unwrap().remove(&id);
-                    Err(Error::Timeout {
-                        peer: Some(self.id.to_string()),
-                        event: event.to_string(),
-                        after: timeout,
-                    })
-                }
+            match self.pending.wait(waiting, timeout).await {
+                Ok(answer) => answer.into_result(&self.id),
+                Err(NoAnswer::Abandoned) => Err(Error::PeerGone(self.id.to_string())),
+                Err(NoAnswer::TimedOut) => Err(timed_out()),
             }
         } else {
             let stream = self
                 .socket
                 .timeout(timeout)
-                .emit_with_ack::<_, Args>(event, &ArgsRef(args))
+                .emit_with_ack::<_, RawArgs>(event, &SeedArgs(&args))
                 .map_err(|e| send_error(&self.id, e))?;
             match stream.await {
-                Ok(Args(v)) => Ok(v),
-                Err(socketioxide::AckError::Timeout) => Err(Error::Timeout {
-                    peer: Some(self.id.to_string()),
-                    event: event.to_string(),
-                    after: timeout,
-                }),
+                Ok(RawArgs(v)) => Ok(v.into_iter().map(Arg::into_value).collect()),
+                Err(socketioxide::AckError::Timeout) => Err(timed_out()),
                 Err(socketioxide::AckError::Socket(_)) => Err(Error::PeerGone(self.id.to_string())),
                 Err(e) => Err(Error::Protocol(format!(
                     "bad answer from '{}' to '{event}': {e}",
@@ -149,14 +162,8 @@ impl Peer {
     }
 
     /// Hands a `P2P_RES` to the request waiting for it; answers nobody waits for are dropped.
-    fn resolve(&self, id: u64, body: ResBody) -> bool {
-        match self.pending.lock().unwrap().remove(&id) {
-            Some(tx) => {
-                let _ = tx.send(body);
-                true
-            }
-            None => false,
-        }
+    fn resolve(&self, res: Response) -> bool {
+        self.pending.resolve(res.id, res.body)
     }
 
     pub(crate) fn watch(&self, other: &Arc<str>) {
@@ -168,10 +175,27 @@ impl Peer {
 
     /// Sends `SERVER_ERROR(message)`.
     pub(crate) fn server_error(&self, message: &str) {
-        tracing::debug!(client = %self.id, "SERVER_ERROR: {message}");
+        self.send_server_error(ServerError {
+            message: message.to_string(),
+            error: None,
+        });
+    }
+
+    /// Reports an error with `SERVER_ERROR`: the seed's text, and for an extension client the
+    /// error's wire form too, so that it needs no text to tell what failed.
+    pub(crate) fn report(&self, e: &Error) {
+        self.send_server_error(ServerError {
+            message: seed_text(e),
+            error: self.ext.then(|| e.to_wire()),
+        });
+    }
+
+    fn send_server_error(&self, e: ServerError) {
+        tracing::debug!(client = %self.id, "SERVER_ERROR: {}", e.message);
+        let args = e.to_values();
         if let Err(e) = self
             .socket
-            .emit(event::SERVER_ERROR, &ArgsRef(&[Value::from(message)]))
+            .emit(event::SERVER_ERROR, &protocol::ArgsRef(&args))
         {
             tracing::warn!(client = %self.id, "could not send SERVER_ERROR: {e}");
         }
@@ -192,6 +216,7 @@ pub(crate) fn seed_text(e: &Error) -> String {
     match e {
         Error::Remote { message, .. } => message.clone(),
         Error::UnknownTarget(id) => protocol::unknown_target(id),
+        Error::Refused(reason) => format!("Error: connection refused: {reason}"),
         Error::Timeout {
             peer: Some(p),
             event,
@@ -227,26 +252,27 @@ impl From<Error> for OpError {
 }
 
 impl Responder {
+    /// Answers the caller: an acknowledgement, a `P2P_RES`, or for a failure nobody waits for, a
+    /// `SERVER_ERROR`.
     pub(crate) fn respond(self, caller: &Peer, result: Result<Vec<Value>, OpError>) {
         match (self, result) {
             (Responder::None, Ok(_)) => {}
-            (Responder::None, Err(e)) => caller.server_error(&seed_text(&e.error)),
+            (Responder::None, Err(e)) => caller.report(&e.error),
             (Responder::Ack(ack), Ok(args)) => {
-                let _ = ack.send(&ArgsRef(&args));
+                let _ = ack.send(&protocol::ArgsRef(&args));
             }
             (Responder::Ack(ack), Err(OpError { error, seed_ack })) => match seed_ack {
                 Some(args) => {
-                    let _ = ack.send(&ArgsRef(&args));
+                    let _ = ack.send(&protocol::ArgsRef(&args));
                 }
-                None => caller.server_error(&seed_text(&error)),
+                None => caller.report(&error),
             },
             (Responder::Event(id), result) => {
-                let body = match result {
-                    Ok(args) => ResBody::Ok(args),
-                    Err(e) => ResBody::Err(seed_text(&e.error)),
+                let res = Response {
+                    id,
+                    body: ResAnswer::from_result(result.map_err(|e| e.error)),
                 };
-                let body = serde_json::to_value(body).unwrap_or(Value::Null);
-                if let Err(e) = caller.emit(event::P2P_RES, &[Value::from(id), body]) {
+                if let Err(e) = caller.emit(event::P2P_RES, &res.to_values()) {
                     tracing::warn!(client = %caller.id, "could not answer request {id}: {e}");
                 }
             }
@@ -259,7 +285,16 @@ pub(crate) struct Inner {
     pub(crate) streams: Arc<crate::stream::server::Routes>,
     clients: RwLock<HashMap<Arc<str>, Arc<Peer>>>,
     pub(crate) services: crate::service::server::Services,
+    /// What each event does: filled by the APIs when the server is built.
+    ops: Operations,
 }
+
+/// The APIs whose events the relay handles; each registers its operations.
+const APIS: &[fn(&mut Operations)] = &[
+    crate::room::server::register,
+    crate::message::server::register,
+    crate::stream::server::register,
+];
 
 /// The P2P relay attached to a socketioxide [`SocketIo`].
 ///
@@ -278,6 +313,13 @@ impl P2pServer {
                 streams: crate::stream::server::Routes::new(),
                 clients: RwLock::new(HashMap::new()),
                 services: Default::default(),
+                ops: {
+                    let mut ops = Operations::default();
+                    for register in APIS {
+                        register(&mut ops);
+                    }
+                    ops
+                },
             }),
         };
         let s = server.clone();
@@ -377,30 +419,33 @@ impl P2pServer {
                 }
             }
         }
-        let refuse = |reason: &str| {
+        let refuse = |reason: String| {
             tracing::info!(sid = %socket.id, "refusing connection: {reason}");
-            let _ = socket.emit(event::SERVER_ERROR, &ArgsRef(&[Value::from(reason)]));
+            let e = Error::Refused(reason);
+            let notice = ServerError {
+                message: seed_text(&e),
+                error: ext.then(|| e.to_wire()),
+            };
+            let _ = socket.emit(event::SERVER_ERROR, &protocol::ArgsRef(&notice.to_values()));
             let _ = socket.clone().disconnect();
         };
         let id: Arc<str> = match client_id {
             Some(id) if !id.is_empty() => id.into(),
             _ => {
                 return refuse(
-                    "Error: connection refused: the handshake query has no clientId \
-                     (connect with ?clientId=<id>)",
+                    "the handshake query has no clientId (connect with ?clientId=<id>)".into(),
                 )
             }
         };
         if id.len() > 256 {
-            return refuse("Error: connection refused: clientId is longer than 256 bytes");
+            return refuse("clientId is longer than 256 bytes".into());
         }
         let peer = Arc::new(Peer {
             id: id.clone(),
             socket: socket.clone(),
             ext,
             watchers: Mutex::new(HashSet::new()),
-            next_req: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
+            pending: PendingRequests::new(self.inner.opts.max_pending_per_client.max(1)),
             routes: Mutex::new(HashSet::new()),
         });
         enum Registration {
@@ -427,9 +472,7 @@ impl P2pServer {
         };
         let replaced = match registration {
             Registration::Refused => {
-                return refuse(&format!(
-                    "Error: connection refused: client id '{id}' is already connected"
-                ))
+                return refuse(format!("client id '{id}' is already connected"))
             }
             Registration::Replaced(old) => Some(old),
             Registration::Fresh => None,
@@ -460,10 +503,10 @@ impl P2pServer {
         });
 
         if ext {
-            let _ = peer.emit(
-                event::P2P_WELCOME,
-                &[serde_json::json!({ "clientId": &*id })],
-            );
+            let welcome = Welcome {
+                client_id: id.to_string(),
+            };
+            let _ = peer.emit(event::P2P_WELCOME, &welcome.to_values());
         }
     }
 
@@ -476,16 +519,17 @@ impl P2pServer {
                 clients.remove(&peer.id);
             }
         }
-        peer.pending.lock().unwrap().clear();
-        crate::stream::server::peer_gone(self, peer);
+        peer.pending.abandon_all();
+        for gone in &self.inner.ops.peer_gone {
+            gone(self, peer);
+        }
         let watchers: Vec<_> = peer.watchers.lock().unwrap().drain().collect();
         for w in watchers {
             if let Some(other) = self.peer(&w) {
                 other.watchers.lock().unwrap().remove(&peer.id);
-                if let Err(e) = other.emit(
-                    event::MULTI_API_TARGET_DISCONNECT,
-                    &[Value::from(&*peer.id)],
-                ) {
+                let notice = TargetDisconnect(peer.id.to_string());
+                if let Err(e) = other.emit(event::MULTI_API_TARGET_DISCONNECT, &notice.to_values())
+                {
                     tracing::warn!(client = %other.id, "could not send disconnect notice: {e}");
                 }
             }
@@ -510,13 +554,13 @@ where
     }
 }
 
-/// Decodes every argument of an event.
+/// Decodes every argument of an event, binary data kept.
 pub(crate) fn decode_args(
     s: &Arc<Socket<LocalAdapter>>,
     v: &mut SioValue,
     ack_id: &Option<i64>,
-) -> Result<Vec<Value>, Error> {
-    socketioxide::extract::Data::<Args>::from_message_parts(s, v, ack_id)
+) -> Result<Vec<Arg>, Error> {
+    socketioxide::extract::Data::<RawArgs>::from_message_parts(s, v, ack_id)
         .map(|d| d.0 .0)
         .map_err(|e| Error::BadRequest(format!("payload is not valid JSON: {e}")))
 }

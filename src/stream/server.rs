@@ -342,7 +342,14 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
         return accept_local(server, peer, info, r);
     }
     let Some(target) = server.peer(&info.target_client_id) else {
-        return refused(r, peer, protocol::not_registered(&info.target_client_id));
+        let msg = protocol::not_registered(&info.target_client_id);
+        return r.respond(
+            peer,
+            Err(OpError {
+                error: Error::UnknownTarget(info.target_client_id.clone()),
+                seed_ack: Some(vec![Value::from(msg)]),
+            }),
+        );
     };
     peer.watch(&target.id);
     target.watch(&peer.id);
@@ -661,4 +668,11 @@ pub(crate) fn peer_gone(server: &P2pServer, peer: &Arc<Peer>) {
             None => {}
         }
     }
+}
+
+/// Registers the Stream API's relay operations.
+pub(crate) fn register(ops: &mut crate::server::Operations) {
+    ops.add(event::MULTI_API_CREATE_STREAM, create_stream);
+    ops.add_binary(super::frame::FRAME_EVENT, on_frame);
+    ops.on_peer_gone(peer_gone);
 }
