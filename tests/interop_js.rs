@@ -30,12 +30,12 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
     let added = Arc::new(Mutex::new(Vec::new()));
     {
         let hellos = hellos.clone();
-        rust.on_any("hello", move |m| {
+        rust.on("hello", move |m| {
             hellos.lock().unwrap().push((m.from, m.args))
         });
         let added = added.clone();
         rust.on_add_p2p_target(move |id| added.lock().unwrap().push(id));
-        rust.on_any("ask", |m| {
+        rust.on("ask", |m| {
             let n: i64 = m.arg(0).unwrap_or(0);
             if let Some(r) = m.reply {
                 r.send((n + 1,));

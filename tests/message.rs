@@ -14,7 +14,7 @@ type Seen = Log<(String, Vec<Value>)>;
 fn record_any(c: &P2pClient, event: &str) -> Seen {
     let log = Log::new();
     let l = log.clone();
-    c.on_any(event, move |m: PeerMessage| l.push((m.from, m.args)));
+    c.on(event, move |m: PeerMessage| l.push((m.from, m.args)));
     log
 }
 
@@ -36,12 +36,12 @@ async fn smoke() {
     let a = client(&relay, "alice").await;
     let b = client(&relay, "bob").await;
     let got = record_any(&b, "hello");
-    b.on_any("ask", |m| {
+    b.on("ask", |m| {
         let n: i64 = m.arg(0).unwrap();
         m.reply.unwrap().send((n + 1,));
     });
     a.emit_to("bob", "hello", ("hi", 1)).await.unwrap();
-    let r = a.emit_to_with_reply("bob", "ask", (41,)).await.unwrap();
+    let r = a.request::<Vec<Value>>("bob", "ask", (41,)).await.unwrap();
     assert_eq!(r, vec![json!(42)]);
     got.wait_len("hello arrives", 1).await;
     assert_eq!(got.get(), vec![entry("alice", vec![json!("hi"), json!(1)])]);
@@ -137,18 +137,18 @@ async fn typed_replies() {
     let relay = relay().await;
     let a = client(&relay, "alice").await;
     let b = client(&relay, "bob").await;
-    b.on_any("sum", |m| {
+    b.on("sum", |m| {
         let (x, y): (i64, i64) = m.parse().unwrap();
         assert_eq!(m.from, "alice");
         m.reply.unwrap().send((x + y, format!("{x}+{y}")));
     });
-    b.on_any("point", |m| {
+    b.on("point", |m| {
         let p: Point = m.arg(0).unwrap();
         m.reply.unwrap().send((Point { x: p.y, y: p.x },));
     });
     let twice = Log::new();
     let t = twice.clone();
-    b.on_any("twice", move |m| {
+    b.on("twice", move |m| {
         let r = m.reply.unwrap();
         let r2 = r.clone();
         t.push((r.send(("first",)), r2.send(("second",))));
@@ -163,7 +163,10 @@ async fn typed_replies() {
         .unwrap();
     assert_eq!(p, Point { x: 2, y: 1 });
 
-    let raw = a.emit_to_with_reply("bob", "sum", (10, 20)).await.unwrap();
+    let raw = a
+        .request::<Vec<Value>>("bob", "sum", (10, 20))
+        .await
+        .unwrap();
     assert_eq!(raw, vec![json!(30), json!("10+20")]);
     let parsed: (i64, String) = parse_args(&raw).unwrap();
     assert_eq!(parsed, (30, "10+20".to_string()));
@@ -187,19 +190,19 @@ async fn reply_later_from_another_task_and_reply_errors() {
     let relay = relay().await;
     let a = client(&relay, "alice").await;
     let b = client(&relay, "bob").await;
-    b.on_any("slow", |m| {
+    b.on("slow", |m| {
         let reply = m.reply.unwrap();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             reply.send(("late",));
         });
     });
-    b.on_any("fail", |m| {
+    b.on("fail", |m| {
         m.reply.unwrap().error("bob refuses");
     });
     let r: String = a.request("bob", "slow", ()).await.unwrap();
     assert_eq!(r, "late");
-    let r = a.emit_to_with_reply("bob", "fail", ()).await;
+    let r = a.request::<Vec<Value>>("bob", "fail", ()).await;
     assert!(
         matches!(&r, Err(Error::Remote { message, .. }) if message == "bob refuses"),
         "{r:?}"
@@ -214,7 +217,7 @@ async fn reply_to_event_without_listener_fails_fast() {
     let t = Instant::now();
     let err = within(
         "no-listener request",
-        a.emit_to_with_reply("bob", "nobody-listens", (1,)),
+        a.request::<Vec<Value>>("bob", "nobody-listens", (1,)),
     )
     .await
     .unwrap_err();
@@ -238,12 +241,12 @@ async fn dropped_reply_gives_the_caller_an_error() {
     let t = Instant::now();
     let err = within(
         "dropped reply",
-        a.emit_to_with_reply("bob", "ignored", (1,)),
+        a.request::<Vec<Value>>("bob", "ignored", (1,)),
     )
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, Error::Remote { message: text, .. } if text.contains("did not reply")),
+        matches!(&err, Error::Remote { message: text, .. } if text.contains("did not answer")),
         "{err:?}"
     );
     assert!(
@@ -265,10 +268,10 @@ async fn unanswered_request_times_out() {
     let b = client(&relay, "bob").await;
     let held: Log<Reply> = Log::new();
     let h = held.clone();
-    b.on_any("hold", move |m| h.push(m.reply.unwrap()));
+    b.on("hold", move |m| h.push(m.reply.unwrap()));
 
     let t = Instant::now();
-    let err = within("held request", a.emit_to_with_reply("bob", "hold", ()))
+    let err = within("held request", a.request::<Vec<Value>>("bob", "hold", ()))
         .await
         .unwrap_err();
     let took = t.elapsed();
@@ -286,7 +289,8 @@ async fn unanswered_request_times_out() {
     let t = Instant::now();
     let err = within(
         "held request, own timeout",
-        a.emit_to_with_reply_timeout("bob", "hold", (), Duration::from_millis(150)),
+        a.request::<Vec<Value>>("bob", "hold", ())
+            .timeout(Duration::from_millis(150)),
     )
     .await
     .unwrap_err();
@@ -301,7 +305,7 @@ async fn unanswered_request_times_out() {
     for r in held.get() {
         r.send(("too late",));
     }
-    b.on_any("ok", |m| {
+    b.on("ok", |m| {
         m.reply.unwrap().send(("fine",));
     });
     let r: String = a.request("bob", "ok", ()).await.unwrap();
@@ -374,7 +378,7 @@ async fn once_any_and_from_once_fire_once() {
     });
     let r: String = alice.request("bob", "one-shot", ()).await.unwrap();
     assert_eq!(r, "only once");
-    let second = alice.emit_to_with_reply("bob", "one-shot", ()).await;
+    let second = alice.request::<Vec<Value>>("bob", "one-shot", ()).await;
     assert!(
         matches!(&second, Err(Error::Remote { message: t, .. }) if t.contains("no listener")),
         "{second:?}"
@@ -420,7 +424,7 @@ async fn off_any_and_from_off_stop_delivery() {
     );
     assert_eq!(any.len(), 1);
     // Nothing listens to "ev" any more: a request for it says so.
-    let r = alice.emit_to_with_reply("bob", "ev", ()).await;
+    let r = alice.request::<Vec<Value>>("bob", "ev", ()).await;
     assert!(
         matches!(&r, Err(Error::Remote { message: t, .. }) if t.contains("no listener")),
         "{r:?}"
@@ -434,7 +438,7 @@ async fn remove_listener_removes_only_that_listener() {
     let bob = client(&relay, "bob").await;
     let first = Log::new();
     let f = first.clone();
-    let id_first = bob.on_any("ev", move |m| f.push(m.args));
+    let id_first = bob.on("ev", move |m| f.push(m.args));
     let second = record_any(&bob, "ev");
     let scoped = Log::new();
     let s = scoped.clone();
@@ -514,7 +518,7 @@ async fn emit_to_unknown_target_reports_a_server_error() {
         errors.get(),
         vec!["Error: Could not find target client 'nobody' socket"]
     );
-    let r = alice.emit_to_with_reply("nobody", "hi", ()).await;
+    let r = alice.request::<Vec<Value>>("nobody", "hi", ()).await;
     assert!(
         matches!(&r, Err(Error::UnknownTarget(x)) if x == "nobody"),
         "{:?}",
@@ -676,10 +680,11 @@ async fn pending_request_fails_promptly_when_the_target_disconnects() {
     let bob = client(&relay, "bob").await;
     let asked = Log::new();
     let a = asked.clone();
-    bob.on_any("hold", move |m| a.push(m.reply.unwrap()));
+    bob.on("hold", move |m| a.push(m.reply.unwrap()));
     let alice2 = alice.clone();
     let t = Instant::now();
-    let pending = tokio::spawn(async move { alice2.emit_to_with_reply("bob", "hold", ()).await });
+    let pending =
+        tokio::spawn(async move { alice2.request::<Vec<Value>>("bob", "hold", ()).await });
     asked.wait_len("bob holds the request", 1).await;
     // Disconnect bob while it still holds the (unanswered) reply (`asked` keeps it alive).
     bob.disconnect().await.unwrap();
@@ -707,7 +712,10 @@ async fn calls_on_a_disconnected_client_fail() {
     let disconnected = |r: Result<(), Error>| matches!(r, Err(Error::Disconnected(_)));
     assert!(disconnected(alice.emit_to("bob", "x", ()).await));
     assert!(disconnected(
-        alice.emit_to_with_reply("bob", "x", ()).await.map(|_| ())
+        alice
+            .request::<Vec<Value>>("bob", "x", ())
+            .await
+            .map(|_| ())
     ));
     assert!(disconnected(
         alice.request::<Value>("bob", "x", ()).await.map(|_| ())
