@@ -13,8 +13,8 @@ pub(crate) type Op = fn(&P2pServer, &Arc<Peer>, Vec<Value>, Responder);
 
 /// The operation for an event name a client may send, directly or inside `P2P_REQ`.
 fn op_for(name: &str) -> Option<Op> {
-    use crate::message::server as message;
     use crate::room::server as core;
+    use crate::message::server as message;
     Some(match name {
         event::JOIN_ROOM => core::join_room,
         event::LEAVE_ROOM => core::leave_room,
