@@ -15,7 +15,7 @@
 //! name, so a service may also be a client ([`ServiceClient`], [`P2pClient::connect_service`]).
 //! Both share one implementation of what every service has (its APIs, their handlers, its topics):
 //! providers on both sides receive the same [`ServiceRequest`] and answer with the same
-//! [`Reply`](crate::Reply) as any request.
+//! [`Reply`] as any request.
 //!
 //! [`P2pServer::as_service`]: crate::P2pServer::as_service
 //! [`P2pClient::emit_service`]: crate::P2pClient::emit_service
