@@ -124,6 +124,13 @@ impl Provider {
     }
 }
 
+/// A typed answer.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Job {
+    id: u64,
+    name: String,
+}
+
 /// A topic handler that records what it receives.
 fn topic_log() -> (Log<TopicEvent>, impl Fn(TopicEvent) + Send + Sync + 'static) {
     let log = Log::new();
@@ -502,8 +509,67 @@ async fn replies(relay: &Relay, p: Provider) {
     p.provide("fails", |call| {
         call.reply.as_ref().unwrap().error("no such job");
     });
+    p.provide("slow", |call| {
+        let reply = call.reply.clone().expect("a call with a reply");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            reply.send("slow answer");
+        });
+    });
+    p.provide("job", |call| {
+        let name: String = call.parse().unwrap();
+        call.respond(Job { id: 7, name });
+    });
     let r: i64 = caller.request_service(&svc, "later", (4,)).await.unwrap();
     assert_eq!(r, 40);
+
+    // A struct answer is one value; a single string argument needs no tuple.
+    let job: Job = caller.request_service(&svc, "job", "print").await.unwrap();
+    assert_eq!(
+        job,
+        Job {
+            id: 7,
+            name: "print".into()
+        }
+    );
+
+    // The per-call timeout replaces the client's (3 s here) both ways.
+    let t = std::time::Instant::now();
+    let err = caller
+        .request_service::<String>(&svc, "slow", ())
+        .timeout(Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        t.elapsed()
+    );
+    let short = client_with_timeout(
+        relay,
+        &format!("{svc}-impatient"),
+        Duration::from_millis(100),
+    )
+    .await;
+    let answer: String = short
+        .request_service(&svc, "slow", ())
+        .timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(answer, "slow answer");
+    let err = short
+        .request_service::<String>(&svc, "slow", ())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+
+    // Bad names fail when the request is awaited, without a wait.
+    let err = caller
+        .request_service::<()>("", "job", ())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
     let err = caller
         .request_service::<Vec<Value>>(&svc, "never", ())
         .await
@@ -540,8 +606,20 @@ async fn server_service_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_service_replies() {
     let relay = relay().await;
-    let p = Provider::Client(service_client(&relay, "r-cli").await);
-    replies(&relay, p).await;
+    let cli = service_client(&relay, "r-cli").await;
+    replies(&relay, Provider::Client(cli.clone())).await;
+    // The same as on the server: a panicking handler is answered with an error, and the service
+    // goes on answering.
+    cli.provide_service("panics", |_| panic!("handler bug"))
+        .unwrap();
+    let caller = client(&relay, "cli-panic-caller").await;
+    let err = caller
+        .request_service::<Vec<Value>>("r-cli", "panics", ())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("failed"), "{err}");
+    let n: i64 = caller.request_service("r-cli", "later", 1).await.unwrap();
+    assert_eq!(n, 10);
 }
 
 // README 3.4.2: a client can use services and be a service at the same time.
