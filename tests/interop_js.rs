@@ -38,7 +38,7 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
         rust.on("ask", |m| {
             let n: i64 = m.arg(0).unwrap_or(0);
             if let Some(r) = m.reply {
-                r.send((n + 1,));
+                r.send(n + 1);
             }
         });
     }
@@ -71,10 +71,14 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
         vec![("js-peer".to_string(), vec![json!("from js"), json!(42)])]
     );
     // Rust -> JavaScript: a message, then a request answered by a Socket.IO acknowledgement.
-    rust.emit_to("js-peer", "greet", ("hi from rust",))
+    rust.emit_to("js-peer", "greet", "hi from rust")
         .await
         .unwrap();
-    let answer: i64 = rust.request("js-peer", "question", (21,)).await.unwrap();
+    let answer: i64 = rust
+        .request("js-peer", "question", 21)
+        .timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
     assert_eq!(answer, 42);
     rust.disconnect().await.unwrap();
     let (status, lines) = within("the JavaScript peer finishes", node).await.unwrap();
