@@ -13,8 +13,9 @@
 //! - Messages: [`P2pClient::emit_to`] sends, [`P2pClient::on`] receives a [`PeerMessage`] from
 //!   any peer, [`P2pClient::from`] from one peer. Arguments are any `Serialize` value: a tuple is
 //!   several arguments, `()` none, anything else one ([`IntoArgs`]).
-//! - Requests: [`P2pClient::request`] waits for a typed answer; the listener answers through the
-//!   message's [`Reply`]. Per-call options such as [`Request::timeout`] go before `.await`.
+//! - Requests: [`P2pClient::request`] waits for a typed answer; the listener answers with
+//!   [`PeerMessage::respond`] or, to answer later, with the message's [`Reply`]. Per-call options
+//!   such as [`Request::timeout`] go before `.await`.
 //! - Rooms: [`P2pClient::join_room`], [`P2pClient::emit_room`], received with
 //!   [`P2pClient::on_raw`].
 //! - Streams: [`P2pClient::add_p2p_stream`] opens a [`P2pDuplex`] (`AsyncRead + AsyncWrite`),
@@ -96,9 +97,7 @@
 //!
 //!     bob.on("add", |msg| {
 //!         let (a, b): (i64, i64) = msg.parse().unwrap_or_default();
-//!         if let Some(reply) = msg.reply {
-//!             reply.send(a + b);
-//!         }
+//!         msg.respond(a + b);
 //!     });
 //!     bob.on("divide", |msg| {
 //!         let (a, b): (i64, i64) = msg.parse().unwrap_or_default();

@@ -764,13 +764,23 @@ async fn any_serializable_value_is_an_argument_list() {
         m.reply.unwrap().send(p);
     });
     b.on("nothing", |m| {
-        m.reply.unwrap().send(());
+        m.respond(());
+        m.respond("a second answer goes nowhere");
+    });
+    let plain = Log::new();
+    let pl = plain.clone();
+    b.on("plain", move |m| {
+        m.respond("nobody waits");
+        pl.push(m.reply.is_none());
     });
     let back: Point = a.request("bob", "echo-point", &p).await.unwrap();
     assert_eq!(back, p);
     let raw: Vec<Value> = a.request("bob", "echo-point", &p).await.unwrap();
     assert_eq!(raw, vec![json!({"x": 1, "y": 2})]);
     a.request::<()>("bob", "nothing", ()).await.unwrap();
+    a.emit_to("bob", "plain", ()).await.unwrap();
+    plain.wait_len("the plain message arrives", 1).await;
+    assert_eq!(plain.get(), vec![true], "a plain message has no reply");
     let none: Option<i64> = a.request("bob", "nothing", ()).await.unwrap();
     assert_eq!(none, None);
     // An answer of the wrong shape is a conversion error, not a panic or a wait.

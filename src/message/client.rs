@@ -45,6 +45,15 @@ impl PeerMessage {
         let v = self.args.get(i).cloned().unwrap_or(Value::Null);
         serde_json::from_value(v).map_err(Error::from)
     }
+
+    /// Answers with `value` (see [`Reply::send`]) if the sender waits for an answer and nobody
+    /// answered yet; does nothing for a plain message. To know whether the answer went, to answer
+    /// later or from another task, use [`reply`](Self::reply) instead.
+    pub fn respond(&self, value: impl serde::Serialize) {
+        if let Some(r) = &self.reply {
+            r.send(value);
+        }
+    }
 }
 
 type PeerHandler = Arc<dyn Fn(PeerMessage) + Send + Sync>;

@@ -197,8 +197,8 @@ impl ServiceRequest {
     }
 
     /// Answers the call with `value` (see [`Reply::send`]) if the caller waits for an answer and
-    /// no other handler answered first; does nothing for a call without a reply. Use
-    /// [`reply`](Self::reply) to know whether this answer was the one sent.
+    /// no other handler answered first; does nothing for a call without a reply. To know whether
+    /// the answer went, use [`reply`](Self::reply) instead.
     pub fn respond(&self, value: impl Serialize) {
         if let Some(r) = &self.reply {
             r.send(value);
