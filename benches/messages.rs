@@ -54,7 +54,7 @@ async fn message_rate(alice: &P2pClient, bob: &P2pClient, n: usize) -> Rate {
     let last_arrival = Arc::new(Mutex::new(None::<Instant>));
     {
         let (count, ooo, last) = (count.clone(), out_of_order.clone(), last_arrival.clone());
-        bob.on_any("m", move |m| {
+        bob.on("m", move |m| {
             let expected = count.fetch_add(1, Ordering::Relaxed);
             if m.args.first().and_then(Value::as_u64) != Some(expected) {
                 ooo.fetch_add(1, Ordering::Relaxed);
@@ -72,7 +72,7 @@ async fn message_rate(alice: &P2pClient, bob: &P2pClient, n: usize) -> Rate {
     let mut sent = 0;
     let mut send_failure = None;
     for i in 0..n {
-        if let Err(e) = alice.emit_to("bob", "m", (i,)).await {
+        if let Err(e) = alice.emit_to("bob", "m", i).await {
             send_failure = Some(e.to_string());
             break;
         }
@@ -115,20 +115,20 @@ struct Rtt {
 }
 
 async fn round_trip(alice: &P2pClient, bob: &P2pClient, n: usize) -> Rtt {
-    bob.on_any("q", |m| {
+    bob.on("q", |m| {
         let x = m.arg::<u64>(0).unwrap_or(0);
         if let Some(r) = m.reply {
-            r.send((x + 1,));
+            r.send(x + 1);
         }
     });
     for i in 0..100u64 {
-        let _ = alice.emit_to_with_reply("bob", "q", (i,)).await;
+        let _ = alice.request::<Vec<Value>>("bob", "q", i).await;
     }
     let mut lat = Vec::with_capacity(n);
     let (mut failures, mut first_failure) = (0, None);
     for i in 0..n as u64 {
         let t = Instant::now();
-        match alice.emit_to_with_reply("bob", "q", (i,)).await {
+        match alice.request::<Vec<Value>>("bob", "q", i).await {
             Ok(v) if v.first().and_then(Value::as_u64) == Some(i + 1) => {
                 lat.push(t.elapsed().as_secs_f64() * 1e6)
             }

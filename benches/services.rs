@@ -11,7 +11,7 @@
 
 use futures::StreamExt;
 use serde_json::Value;
-use socketio_p2p::{ClientOptions, P2pClient, Relay, ServiceClient, TopicEvent};
+use socketio_p2p::{Args, ClientOptions, P2pClient, Relay, ServiceClient, TopicEvent};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,14 +63,14 @@ async fn sequential(
 ) -> Result<f64, String> {
     for i in 0..1000u64 {
         caller
-            .emit_to_with_reply(target, event, (i,))
+            .request::<Vec<Value>>(target, event, i)
             .await
             .map_err(|e| e.to_string())?;
     }
     let start = Instant::now();
     for i in 0..n as u64 {
         let reply = caller
-            .emit_to_with_reply(target, event, (i,))
+            .request::<Vec<Value>>(target, event, i)
             .await
             .map_err(|e| e.to_string())?;
         if reply.first().and_then(Value::as_u64) != Some(i) {
@@ -91,7 +91,7 @@ async fn pipelined(
     let start = Instant::now();
     let mut answers = futures::stream::iter(0..n as u64)
         .map(|i| async move {
-            let reply = caller.emit_to_with_reply(target, event, (i,)).await;
+            let reply = caller.request::<Vec<Value>>(target, event, i).await;
             (i, reply)
         })
         .buffer_unordered(window);
@@ -221,7 +221,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fired_srv = Arc::new(AtomicU64::new(0));
     let fired_cli = Arc::new(AtomicU64::new(0));
     let srv = relay.server().as_service("bench-srv");
-    srv.provide_service("echo", |call| call.respond(call.args.clone()))?;
+    srv.provide_service("echo", |call| call.respond(Args(call.args.clone())))?;
     {
         let fired = fired_srv.clone();
         srv.provide_service("count", move |_| {
@@ -229,7 +229,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
     }
     let cli: ServiceClient = P2pClient::connect_service(&url, "bench-cli", opts()).await?;
-    cli.provide_service("echo", |call| call.respond(call.args.clone()))?;
+    cli.provide_service("echo", |call| call.respond(Args(call.args.clone())))?;
     {
         let fired = fired_cli.clone();
         cli.provide_service("count", move |_| {
@@ -238,15 +238,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Baseline: a plain client answering a plain message.
     let peer = P2pClient::connect_with(&url, "plain-peer", opts()).await?;
-    peer.on_any("echo", |m| {
+    peer.on("echo", |m| {
         if let Some(r) = m.reply {
-            r.send(m.args);
+            r.send(Args(m.args));
         }
     });
     let fired_peer = Arc::new(AtomicU64::new(0));
     {
         let fired = fired_peer.clone();
-        peer.on_any("count", move |_| {
+        peer.on("count", move |_| {
             fired.fetch_add(1, Ordering::Relaxed);
         });
     }
@@ -342,7 +342,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let f = fan_out(&got_srv, n, publishes, |i| {
         let srv = srv.clone();
         async move {
-            if let Err(e) = srv.publish_topic("fan", (i,)) {
+            if let Err(e) = srv.publish_topic("fan", i) {
                 eprintln!("  server publish failed: {e}");
             }
         }
@@ -352,7 +352,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let f = fan_out(&got_cli, n, publishes, |i| {
         let cli = cli.clone();
         async move {
-            if let Err(e) = cli.publish_topic("fan", (i,)).await {
+            if let Err(e) = cli.publish_topic("fan", i).await {
                 eprintln!("  client publish failed: {e}");
             }
         }

@@ -1,4 +1,4 @@
-//! One target receives messages from any client with `on_any`, and learns who sent each one.
+//! One target receives messages from any client with `on`, and learns who sent each one.
 //!
 //! Two source clients send readings to a "dashboard" client. The dashboard registered one
 //! listener for the event, without naming any peer, and sees each sender's id in `msg.from`
@@ -6,21 +6,32 @@
 //!
 //! Run with `cargo run --example receive_from_any`.
 
-use socketio_p2p::{P2pClient, Relay};
+use socketio_p2p::{Error, P2pClient, Relay, Result};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-type BoxError = Box<dyn std::error::Error>;
+/// The next value a listener passed on, waiting at most 3 s.
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> Result<T> {
+    let after = Duration::from_secs(3);
+    match timeout(after, rx.recv()).await {
+        Ok(Some(v)) => Ok(v),
+        _ => Err(Error::Timeout {
+            peer: None,
+            event: what.to_string(),
+            after,
+        }),
+    }
+}
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<()> {
     let relay = Relay::bind("127.0.0.1:0").await?;
     println!("relay listening on {}", relay.url());
 
     let dashboard = P2pClient::connect(&relay.url(), "dashboard").await?;
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
-    dashboard.on_any("reading", move |msg| {
+    dashboard.on("reading", move |msg| {
         let (what, value): (String, String) = msg.parse().unwrap_or_default();
         println!("[dashboard] from '{}': {what} = {value}", msg.from);
         let _ = seen_tx.send(msg.from);
@@ -46,10 +57,7 @@ async fn main() -> Result<(), BoxError> {
 
     let mut senders = Vec::new();
     while senders.len() < 4 {
-        match timeout(Duration::from_secs(3), seen_rx.recv()).await {
-            Ok(Some(from)) => senders.push(from),
-            _ => return Err("a reading did not arrive".into()),
-        }
+        senders.push(next(&mut seen_rx, "reading").await?);
     }
     senders.sort();
     senders.dedup();

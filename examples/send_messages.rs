@@ -6,15 +6,26 @@
 //!
 //! Run with `cargo run --example send_messages`.
 
-use socketio_p2p::{P2pClient, Relay};
+use socketio_p2p::{Error, P2pClient, Relay, Result};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-type BoxError = Box<dyn std::error::Error>;
+/// The next value a listener passed on, waiting at most 3 s.
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> Result<T> {
+    let after = Duration::from_secs(3);
+    match timeout(after, rx.recv()).await {
+        Ok(Some(v)) => Ok(v),
+        _ => Err(Error::Timeout {
+            peer: None,
+            event: what.to_string(),
+            after,
+        }),
+    }
+}
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<()> {
     let relay = Relay::bind("127.0.0.1:0").await?;
     println!("relay listening on {}", relay.url());
 
@@ -39,9 +50,7 @@ async fn main() -> Result<(), BoxError> {
     println!("[source] 'target' accepted me as a peer");
 
     // The target now knows the source's id and listens to that peer only.
-    let peer = timeout(Duration::from_secs(3), added_rx.recv())
-        .await?
-        .ok_or("no add-target notice")?;
+    let peer = next(&mut added_rx, "add-target notice").await?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     target.from(&peer).on("message", move |msg| {
         let (n, text): (u32, String) = msg.parse().unwrap_or_default();
@@ -54,14 +63,14 @@ async fn main() -> Result<(), BoxError> {
         source.emit_to("target", "message", (n, text)).await?;
     }
     for _ in 0..3 {
-        timeout(Duration::from_secs(3), done_rx.recv()).await?;
+        next(&mut done_rx, "message").await?;
     }
 
     println!("[target] answering '{peer}'");
     target
-        .emit_to(&peer, "answer", ("got your 3 messages, thanks",))
+        .emit_to(&peer, "answer", "got your 3 messages, thanks")
         .await?;
-    timeout(Duration::from_secs(3), got_rx.recv()).await?;
+    next(&mut got_rx, "answer").await?;
 
     source.disconnect().await?;
     target.disconnect().await?;

@@ -11,14 +11,25 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use socketio_p2p::{P2pClient, Relay, ServiceHandle, TopicEvent};
+use socketio_p2p::{Error, P2pClient, Relay, Result, ServiceHandle, TopicEvent};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-type BoxError = Box<dyn std::error::Error>;
+/// The next value a listener passed on, waiting at most 5 s.
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> Result<T> {
+    let after = Duration::from_secs(5);
+    match timeout(after, rx.recv()).await {
+        Ok(Some(v)) => Ok(v),
+        _ => Err(Error::Timeout {
+            peer: None,
+            event: what.to_string(),
+            after,
+        }),
+    }
+}
 
 /// What `create-job` answers.
 #[derive(Debug, Serialize, Deserialize)]
@@ -28,7 +39,7 @@ struct Job {
 }
 
 /// The job service: accepts jobs and runs each as a task that reports its progress.
-fn provide_jobs(jobs: &ServiceHandle) -> Result<(), BoxError> {
+fn provide_jobs(jobs: &ServiceHandle) -> Result<()> {
     jobs.create_topic("job-updates")?;
     let next_id = Arc::new(AtomicU64::new(1));
     let service = jobs.clone();
@@ -36,21 +47,21 @@ fn provide_jobs(jobs: &ServiceHandle) -> Result<(), BoxError> {
         let name: String = call.arg(0).unwrap_or_else(|_| "unnamed".into());
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         println!("[server] '{}' asks for job #{id} '{name}'", call.from);
-        call.respond((Job {
+        call.respond(Job {
             id,
             name: name.clone(),
-        },));
+        });
         let (service, device) = (service.clone(), call.from.clone());
         tokio::spawn(async move {
             for status in ["queued", "running", "done"] {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 println!("[server] job #{id}: {status}");
                 let update = json!({ "id": id, "name": name, "status": status });
-                if let Err(e) = service.publish_topic("job-updates", (update,)) {
+                if let Err(e) = service.publish_topic("job-updates", &update) {
                     println!("[server] could not publish: {e}");
                 }
             }
-            if let Err(e) = service.emit_client(&device, "job-finished", (id,)) {
+            if let Err(e) = service.emit_client(&device, "job-finished", id) {
                 println!("[server] could not tell '{device}': {e}");
             }
         });
@@ -59,7 +70,7 @@ fn provide_jobs(jobs: &ServiceHandle) -> Result<(), BoxError> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<()> {
     let relay = Relay::bind("127.0.0.1:0").await?;
     println!("relay listening on {}", relay.url());
     let jobs = relay.server().as_service("job-service");
@@ -95,34 +106,35 @@ async fn main() -> Result<(), BoxError> {
         let _ = done_tx.send(id);
     });
     let job: Job = device
-        .request_service("job-service", "create-job", ("print label",))
+        .request_service("job-service", "create-job", "print label")
         .await?;
     println!("[device] job created: #{} '{}'", job.id, job.name);
-    let finished = timeout(Duration::from_secs(5), done_rx.recv()).await?;
-    assert_eq!(finished, Some(job.id));
+    let finished = next(&mut done_rx, "job-finished").await?;
+    assert_eq!(finished, job.id);
 
     // An API the service does not provide is an error answer, not a wait.
     match device
-        .emit_service_with_reply("job-service", "cancel-job", (job.id,))
+        .request_service::<()>("job-service", "cancel-job", job.id)
+        .timeout(Duration::from_secs(1))
         .await
     {
-        Ok(v) => println!("[device] unexpected answer {v:?}"),
+        Ok(()) => println!("[device] unexpected answer"),
         Err(e) => println!("[device] cancel-job: {e}"),
     }
 
     // The web client saw every status; then the service ends the topic.
     let mut statuses = Vec::new();
     while statuses.len() < 3 {
-        match timeout(Duration::from_secs(5), update_rx.recv()).await? {
-            Some(Some(status)) => statuses.push(status),
-            _ => return Err("the update stream ended early".into()),
+        match next(&mut update_rx, "job update").await? {
+            Some(status) => statuses.push(status),
+            None => println!("[web] the topic went away early"),
         }
     }
     println!("[web] saw {statuses:?}");
     jobs.destroy_topic("job-updates")?;
-    let last = timeout(Duration::from_secs(5), update_rx.recv()).await?;
-    assert_eq!(last, Some(None), "the web client is told the topic is gone");
-    match jobs.publish_topic("job-updates", ("late",)) {
+    let last = next(&mut update_rx, "topic destroyed").await?;
+    assert_eq!(last, None, "the web client is told the topic is gone");
+    match jobs.publish_topic("job-updates", "late") {
         Ok(()) => println!("[server] unexpectedly published to a destroyed topic"),
         Err(e) => println!("[server] publishing after destroy_topic: {e}"),
     }

@@ -158,6 +158,27 @@ impl Reply {
         self.0.done.load(Ordering::Acquire)
     }
 
+    /// Answers with `value`: a tuple is several arguments, `()` none, any other value one (see
+    /// [`IntoArgs`](crate::IntoArgs)). Returns false if an answer was already sent. A value that
+    /// cannot be converted to JSON is answered as an error, so the caller still hears back.
+    ///
+    /// ```no_run
+    /// # fn f(reply: socketio_p2p::Reply) {
+    /// reply.send(5);             // one argument
+    /// reply.send((5, "five"));   // two arguments
+    /// # }
+    /// ```
+    pub fn send(&self, value: impl serde::Serialize) -> bool {
+        use crate::message::IntoArgs;
+        match value.into_args() {
+            Ok(args) => self.finish(Ok(args)),
+            Err(e) => {
+                let text = format!("could not encode its answer to '{}': {e}", self.0.event);
+                self.error(text)
+            }
+        }
+    }
+
     /// Answers with these arguments already converted; false if an answer was already sent.
     pub(crate) fn send_args(&self, args: Vec<Value>) -> bool {
         self.finish(Ok(args))

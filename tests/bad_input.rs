@@ -256,7 +256,7 @@ async fn malformed_room_events() {
     bob.join_room("lobby").await.unwrap();
     let at_bob = Log::new();
     let b = at_bob.clone();
-    bob.on("news", move |args| b.push(args));
+    bob.on_raw("news", move |args| b.push(args));
     let mut raw = raw(&relay).await;
 
     let e = error_for(&mut raw, "JOIN_ROOM", vec![json!("")]).await;
@@ -501,7 +501,7 @@ async fn a_timeout_names_the_peer_and_the_event() {
     let k = keep.clone();
     bob.on_any("slow", move |m| k.push(m.reply)); // never answers, keeps the reply alive
     let err = alice
-        .emit_to_with_reply("bob", "slow", ())
+        .request::<Vec<serde_json::Value>>("bob", "slow", ())
         .await
         .unwrap_err();
     match &err {

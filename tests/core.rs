@@ -86,7 +86,7 @@ async fn list_clients_from_a_client() {
 fn record_raw(c: &P2pClient, event: &str) -> Log<Vec<Value>> {
     let log = Log::new();
     let l = log.clone();
-    c.on(event, move |args| l.push(args));
+    c.on_raw(event, move |args| l.push(args));
     log
 }
 
@@ -221,19 +221,19 @@ async fn server_request_answered_by_a_client() {
     let alice = client(&relay, "alice").await;
     let seen = Log::new();
     let s = seen.clone();
-    alice.on_any("ask", move |m| {
+    alice.on("ask", move |m| {
         s.push((m.from.clone(), m.args.clone()));
         let n: i64 = m.arg(0).unwrap();
         m.reply
             .expect("the server waits for a reply")
             .send((n + 1, "ok"));
     });
-    alice.on_any("refuse", |m| {
+    alice.on("refuse", |m| {
         m.reply.unwrap().error("not today");
     });
     let held = Log::new();
     let h = held.clone();
-    alice.on_any("hold", move |m| h.push(m.reply.unwrap()));
+    alice.on("hold", move |m| h.push(m.reply.unwrap()));
 
     // The server's emits carry no sender id of their own: the first argument is what a peer
     // listener sees as the sender, so the server names itself there (as the seed's
@@ -350,7 +350,7 @@ async fn duplicate_id_is_refused_by_default() {
     assert!(first.is_connected());
     assert_eq!(relay.server().socket_of("dup").unwrap().id, sid);
     assert_eq!(sorted(relay.server().client_ids()), vec!["dup", "peer"]);
-    first.on_any("ping", |m| {
+    first.on("ping", |m| {
         m.reply.unwrap().send(("pong",));
     });
     let r: String = within("first still answers", peer.request("dup", "ping", ()))
@@ -381,7 +381,7 @@ async fn duplicate_id_replaces_the_old_connection() {
     let peer = client(&relay, "peer").await;
     let held = Log::new();
     let h = held.clone();
-    peer.on_any("hold", move |m| h.push(m.reply.unwrap()));
+    peer.on("hold", move |m| h.push(m.reply.unwrap()));
     let old_errors = Log::new();
     let oe = old_errors.clone();
     old.on_server_error(move |t| oe.push(t));
@@ -397,7 +397,7 @@ async fn duplicate_id_replaces_the_old_connection() {
     let old_sid = relay.server().socket_of("dup").unwrap().id;
     // A request of the old connection is still pending when it is replaced.
     let old2 = old.clone();
-    let pending = tokio::spawn(async move { old2.emit_to_with_reply("peer", "hold", ()).await });
+    let pending = tokio::spawn(async move { old2.request::<Vec<Value>>("peer", "hold", ()).await });
     held.wait_len("peer holds the old connection's request", 1)
         .await;
 
@@ -453,7 +453,7 @@ async fn duplicate_id_replaces_the_old_connection() {
         old.emit_to("peer", "hello", ()).await,
         Err(Error::Disconnected(_))
     ));
-    new.on_any("ping", |m| {
+    new.on("ping", |m| {
         m.reply.unwrap().send(("pong from new",));
     });
     let r: String = within("new answers", peer.request("dup", "ping", ()))
@@ -462,7 +462,7 @@ async fn duplicate_id_replaces_the_old_connection() {
     assert_eq!(r, "pong from new");
     let at_peer = Log::new();
     let a = at_peer.clone();
-    peer.on_any("hi", move |m| a.push((m.from, m.args)));
+    peer.on("hi", move |m| a.push((m.from, m.args)));
     new.emit_to("peer", "hi", ("from new",)).await.unwrap();
     at_peer.wait_len("peer hears the new connection", 1).await;
     assert_eq!(
@@ -481,13 +481,13 @@ async fn duplicate_id_replaces_the_old_connection() {
 async fn seed_client_uses_core_and_message_events() {
     let relay = relay().await;
     let bob = client(&relay, "bob").await;
-    bob.on_any("ask", |m| {
+    bob.on("ask", |m| {
         let n: i64 = m.arg(0).unwrap();
         m.reply.unwrap().send((n * 10,));
     });
     let at_bob = Log::new();
     let b = at_bob.clone();
-    bob.on_any("hello", move |m| b.push((m.from, m.args)));
+    bob.on("hello", move |m| b.push((m.from, m.args)));
     let seed = raw_client(&format!("{}?clientId=seed", relay.url())).await;
     eventually("seed registers", || relay.server().is_connected("seed")).await;
 

@@ -30,15 +30,15 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
     let added = Arc::new(Mutex::new(Vec::new()));
     {
         let hellos = hellos.clone();
-        rust.on_any("hello", move |m| {
+        rust.on("hello", move |m| {
             hellos.lock().unwrap().push((m.from, m.args))
         });
         let added = added.clone();
         rust.on_add_p2p_target(move |id| added.lock().unwrap().push(id));
-        rust.on_any("ask", |m| {
+        rust.on("ask", |m| {
             let n: i64 = m.arg(0).unwrap_or(0);
             if let Some(r) = m.reply {
-                r.send((n + 1,));
+                r.send(n + 1);
             }
         });
     }
@@ -71,10 +71,14 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
         vec![("js-peer".to_string(), vec![json!("from js"), json!(42)])]
     );
     // Rust -> JavaScript: a message, then a request answered by a Socket.IO acknowledgement.
-    rust.emit_to("js-peer", "greet", ("hi from rust",))
+    rust.emit_to("js-peer", "greet", "hi from rust")
         .await
         .unwrap();
-    let answer: i64 = rust.request("js-peer", "question", (21,)).await.unwrap();
+    let answer: i64 = rust
+        .request("js-peer", "question", 21)
+        .timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
     assert_eq!(answer, 42);
     rust.disconnect().await.unwrap();
     let (status, lines) = within("the JavaScript peer finishes", node).await.unwrap();

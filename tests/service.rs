@@ -6,7 +6,7 @@ use common::*;
 use serde_json::{json, Value};
 use socketio_p2p::service::{topic_event, topic_room};
 use socketio_p2p::{
-    ClientOptions, Error, HandlerId, P2pClient, Relay, ServiceClient, ServiceHandle,
+    Args, ClientOptions, Error, HandlerId, P2pClient, Relay, ServiceClient, ServiceHandle,
     ServiceRequest, TopicEvent,
 };
 use std::time::Duration;
@@ -94,8 +94,8 @@ impl Provider {
 
     async fn publish(&self, topic: &str, args: Vec<Value>) -> socketio_p2p::Result<()> {
         match self {
-            Provider::Server(s) => s.publish_topic(topic, args),
-            Provider::Client(s) => s.publish_topic(topic, args).await,
+            Provider::Server(s) => s.publish_topic(topic, Args(args)),
+            Provider::Client(s) => s.publish_topic(topic, Args(args)).await,
         }
     }
 
@@ -106,22 +106,29 @@ impl Provider {
         args: Vec<Value>,
     ) -> socketio_p2p::Result<()> {
         match self {
-            Provider::Server(s) => s.emit_client(client, event, args),
-            Provider::Client(s) => s.emit_client(client, event, args).await,
+            Provider::Server(s) => s.emit_client(client, event, Args(args)),
+            Provider::Client(s) => s.emit_client(client, event, Args(args)).await,
         }
     }
 
-    async fn emit_client_with_reply(
+    async fn request_client(
         &self,
         client: &str,
         event: &str,
         args: Vec<Value>,
     ) -> socketio_p2p::Result<Vec<Value>> {
         match self {
-            Provider::Server(s) => s.emit_client_with_reply(client, event, args).await,
-            Provider::Client(s) => s.emit_client_with_reply(client, event, args).await,
+            Provider::Server(s) => s.request_client(client, event, Args(args)).await,
+            Provider::Client(s) => s.request_client(client, event, Args(args)).await,
         }
     }
+}
+
+/// A typed answer.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Job {
+    id: u64,
+    name: String,
 }
 
 /// A topic handler that records what it receives.
@@ -171,7 +178,7 @@ async fn same_caller_code(relay: &Relay, p: &Provider, tag: &str) {
     let sum: i64 = caller.request_service(&svc, "add", (2, 3)).await.unwrap();
     assert_eq!(sum, 5);
     let raw = caller
-        .emit_service_with_reply(&svc, "add", (40, 2))
+        .request_service::<Vec<Value>>(&svc, "add", (40, 2))
         .await
         .unwrap();
     assert_eq!(raw, vec![json!(42)]);
@@ -199,7 +206,7 @@ async fn same_caller_code(relay: &Relay, p: &Provider, tag: &str) {
         .await
         .unwrap();
     let answer = p
-        .emit_client_with_reply(&caller_id, "note", vec![json!("answer me")])
+        .request_client(&caller_id, "note", vec![json!("answer me")])
         .await
         .unwrap();
     assert_eq!(answer, vec![json!("noted")]);
@@ -286,7 +293,7 @@ async fn same_caller_code(relay: &Relay, p: &Provider, tag: &str) {
     let wire = Log::new();
     {
         let wire = wire.clone();
-        subs[1].on(&topic_event(&room), move |args| wire.push(args));
+        subs[1].on_raw(&topic_event(&room), move |args| wire.push(args));
     }
     p.publish("t", vec![json!(3)]).await.unwrap();
     p.publish("sentinel", vec![json!("s3")]).await.unwrap();
@@ -440,7 +447,7 @@ async fn handlers_added_and_removed(relay: &Relay, p: Provider) {
     assert!(p.destroy_service("api"));
     assert!(!p.destroy_service("api"));
     let err = caller
-        .emit_service_with_reply(&svc, "api", ())
+        .request_service::<Vec<Value>>(&svc, "api", ())
         .await
         .unwrap_err();
     assert!(
@@ -459,7 +466,7 @@ async fn handlers_added_and_removed(relay: &Relay, p: Provider) {
     assert!(p.apis().is_empty());
     for api in ["api", "other"] {
         let err = caller
-            .emit_service_with_reply(&svc, api, ())
+            .request_service::<Vec<Value>>(&svc, api, ())
             .await
             .unwrap_err();
         assert!(!matches!(err, Error::Timeout { .. }), "{err}");
@@ -502,15 +509,74 @@ async fn replies(relay: &Relay, p: Provider) {
     p.provide("fails", |call| {
         call.reply.as_ref().unwrap().error("no such job");
     });
+    p.provide("slow", |call| {
+        let reply = call.reply.clone().expect("a call with a reply");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            reply.send("slow answer");
+        });
+    });
+    p.provide("job", |call| {
+        let name: String = call.parse().unwrap();
+        call.respond(Job { id: 7, name });
+    });
     let r: i64 = caller.request_service(&svc, "later", (4,)).await.unwrap();
     assert_eq!(r, 40);
+
+    // A struct answer is one value; a single string argument needs no tuple.
+    let job: Job = caller.request_service(&svc, "job", "print").await.unwrap();
+    assert_eq!(
+        job,
+        Job {
+            id: 7,
+            name: "print".into()
+        }
+    );
+
+    // The per-call timeout replaces the client's (3 s here) both ways.
+    let t = std::time::Instant::now();
     let err = caller
-        .emit_service_with_reply(&svc, "never", ())
+        .request_service::<String>(&svc, "slow", ())
+        .timeout(Duration::from_millis(100))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("did not reply"), "{err}");
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        t.elapsed()
+    );
+    let short = client_with_timeout(
+        relay,
+        &format!("{svc}-impatient"),
+        Duration::from_millis(100),
+    )
+    .await;
+    let answer: String = short
+        .request_service(&svc, "slow", ())
+        .timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(answer, "slow answer");
+    let err = short
+        .request_service::<String>(&svc, "slow", ())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+
+    // Bad names fail when the request is awaited, without a wait.
     let err = caller
-        .emit_service_with_reply(&svc, "fails", ())
+        .request_service::<()>("", "job", ())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
+    let err = caller
+        .request_service::<Vec<Value>>(&svc, "never", ())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("did not answer"), "{err}");
+    let err = caller
+        .request_service::<Vec<Value>>(&svc, "fails", ())
         .await
         .unwrap_err();
     assert!(
@@ -530,7 +596,7 @@ async fn server_service_replies() {
         .unwrap();
     let caller = client(&relay, "panic-caller").await;
     let err = caller
-        .emit_service_with_reply("r-srv", "panics", ())
+        .request_service::<Vec<Value>>("r-srv", "panics", ())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("failed"), "{err}");
@@ -540,8 +606,20 @@ async fn server_service_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_service_replies() {
     let relay = relay().await;
-    let p = Provider::Client(service_client(&relay, "r-cli").await);
-    replies(&relay, p).await;
+    let cli = service_client(&relay, "r-cli").await;
+    replies(&relay, Provider::Client(cli.clone())).await;
+    // The same as on the server: a panicking handler is answered with an error, and the service
+    // goes on answering.
+    cli.provide_service("panics", |_| panic!("handler bug"))
+        .unwrap();
+    let caller = client(&relay, "cli-panic-caller").await;
+    let err = caller
+        .request_service::<Vec<Value>>("r-cli", "panics", ())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("failed"), "{err}");
+    let n: i64 = caller.request_service("r-cli", "later", 1).await.unwrap();
+    assert_eq!(n, 10);
 }
 
 // README 3.4.2: a client can use services and be a service at the same time.
@@ -553,13 +631,13 @@ async fn a_client_service_also_uses_services_and_messages_clients() {
     math.create_topic("ticks").unwrap();
     let other = service_client(&relay, "other-svc").await;
     other
-        .provide_service("echo", |call| call.respond(call.args.clone()))
+        .provide_service("echo", |call| call.respond(Args(call.args.clone())))
         .unwrap();
     let bob = client(&relay, "bob").await;
     let bob_got = Log::new();
     {
         let bob_got = bob_got.clone();
-        bob.on_any("hi", move |m| bob_got.push((m.from, m.args)));
+        bob.on("hi", move |m| bob_got.push((m.from, m.args)));
     }
 
     let worker = service_client(&relay, "worker").await;
@@ -605,7 +683,7 @@ async fn a_client_service_also_uses_services_and_messages_clients() {
     );
     // And it is still a service others call.
     let back = bob
-        .emit_service_with_reply("worker", "sum-via-math", (1, 2))
+        .request_service::<Vec<Value>>("worker", "sum-via-math", (1, 2))
         .await
         .unwrap();
     assert_eq!(back, vec![json!(3), json!("via math")]);
@@ -828,7 +906,7 @@ async fn bad_input(relay: &Relay, p: Provider) {
 
     // An unknown API with a reply is an error answer, without one a server error.
     let err = caller
-        .emit_service_with_reply(&svc, "no-such-api", ())
+        .request_service::<Vec<Value>>(&svc, "no-such-api", ())
         .await
         .unwrap_err();
     assert!(!matches!(err, Error::Timeout { .. }), "{err}");
@@ -846,7 +924,7 @@ async fn server_service_bad_input() {
     let caller = client(&relay, "b-caller").await;
     // An unknown service is an unknown target.
     let err = caller
-        .emit_service_with_reply("no-such-service", "api", ())
+        .request_service::<Vec<Value>>("no-such-service", "api", ())
         .await
         .unwrap_err();
     assert!(
@@ -973,7 +1051,7 @@ async fn seed_javascript_clients_and_rust_services() {
     {
         let (products, seen) = (products.clone(), seen.clone());
         let me = caller.clone();
-        caller.on_any("call-js-service", move |m| {
+        caller.on("call-js-service", move |m| {
             let (me, products, seen) = (me.clone(), products.clone(), seen.clone());
             let reply = m.reply.expect("call-js-service asks for an answer");
             tokio::spawn(async move {

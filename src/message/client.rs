@@ -4,16 +4,17 @@
 //! they should return quickly (spawn a task for slow work). A listener that wants to answer gets a
 //! [`Reply`] it may keep and use later, from any task.
 
+pub use super::args::{parse_args, Args, IntoArgs};
+pub use super::call::Request;
+pub use crate::request::Reply;
+
 use crate::client::{ClientInner, Outgoing, P2pClient};
 use crate::error::{Error, Result};
 use crate::protocol::{event, EmitPayload, ResBody};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 /// Identifies one registered listener, to remove it with [`P2pClient::remove_listener`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,118 +45,13 @@ impl PeerMessage {
         let v = self.args.get(i).cloned().unwrap_or(Value::Null);
         serde_json::from_value(v).map_err(Error::from)
     }
-}
 
-/// Deserializes a list of event arguments as one value (a tuple for several, the value itself for
-/// one).
-pub fn parse_args<T: DeserializeOwned>(args: &[Value]) -> Result<T> {
-    match serde_json::from_value::<T>(Value::Array(args.to_vec())) {
-        Ok(v) => Ok(v),
-        Err(e) if args.len() == 1 => {
-            serde_json::from_value(args[0].clone()).map_err(|_| Error::from(e))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Converts values into a list of event arguments: `()`, a tuple of serializable values, or a
-/// `Vec<Value>` taken as it is.
-pub trait IntoArgs {
-    /// The argument list.
-    fn into_args(self) -> Result<Vec<Value>>;
-}
-
-impl IntoArgs for Vec<Value> {
-    fn into_args(self) -> Result<Vec<Value>> {
-        Ok(self)
-    }
-}
-
-impl IntoArgs for () {
-    fn into_args(self) -> Result<Vec<Value>> {
-        Ok(Vec::new())
-    }
-}
-
-macro_rules! tuple_args {
-    ($($t:ident),+) => {
-        impl<$($t: Serialize),+> IntoArgs for ($($t,)+) {
-            #[allow(non_snake_case)]
-            fn into_args(self) -> Result<Vec<Value>> {
-                let ($($t,)+) = self;
-                Ok(vec![$(serde_json::to_value($t)?),+])
-            }
-        }
-    };
-}
-tuple_args!(A);
-tuple_args!(A, B);
-tuple_args!(A, B, C);
-tuple_args!(A, B, C, D);
-tuple_args!(A, B, C, D, E);
-tuple_args!(A, B, C, D, E, F);
-
-/// The way to answer a peer that waits for a reply. Clones share one answer: the first
-/// [`send`](Reply::send) wins. If every clone is dropped unanswered, the caller is told at once
-/// that no reply will come.
-#[derive(Clone)]
-pub struct Reply(Arc<ReplyInner>);
-
-struct ReplyInner {
-    id: u64,
-    peer: String,
-    event: String,
-    client: Weak<ClientInner>,
-    done: AtomicBool,
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reply")
-            .field("to", &self.0.peer)
-            .field("event", &self.0.event)
-            .finish()
-    }
-}
-
-impl Reply {
-    /// Answers with these arguments. Returns false if an answer was already sent.
-    pub fn send(&self, args: impl IntoArgs) -> bool {
-        match args.into_args() {
-            Ok(args) => self.finish(ResBody::Ok(args)),
-            Err(e) => self.finish(ResBody::Err(format!(
-                "'{}' could not encode its reply: {e}",
-                self.0.peer
-            ))),
-        }
-    }
-
-    /// Answers with an error the caller sees as [`Error::Remote`].
-    pub fn error(&self, message: impl Into<String>) -> bool {
-        self.finish(ResBody::Err(message.into()))
-    }
-
-    fn finish(&self, body: ResBody) -> bool {
-        if self.0.done.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        if let Some(c) = self.0.client.upgrade() {
-            c.respond(self.0.id, body);
-        }
-        true
-    }
-}
-
-impl Drop for ReplyInner {
-    fn drop(&mut self) {
-        if !self.done.load(Ordering::Acquire) {
-            if let Some(c) = self.client.upgrade() {
-                let me = c.id.clone();
-                c.respond(
-                    self.id,
-                    ResBody::Err(format!("'{me}' did not reply to '{}'", self.event)),
-                );
-            }
+    /// Answers with `value` (see [`Reply::send`]) if the sender waits for an answer and nobody
+    /// answered yet; does nothing for a plain message. To know whether the answer went, to answer
+    /// later or from another task, use [`reply`](Self::reply) instead.
+    pub fn respond(&self, value: impl serde::Serialize) {
+        if let Some(r) = &self.reply {
+            r.send(value);
         }
     }
 }
@@ -263,13 +159,13 @@ pub(crate) fn dispatch(
         picked
     };
     let reply = reply.map(|id| {
-        Reply(Arc::new(ReplyInner {
-            id,
-            peer: sender.clone().unwrap_or_default(),
-            event: name.to_string(),
-            client: Arc::downgrade(inner),
-            done: AtomicBool::new(false),
-        }))
+        let client = Arc::downgrade(inner);
+        let to = sender.clone().unwrap_or_default();
+        Reply::new(to, name, inner.id.as_str(), move |answer| {
+            if let Some(c) = client.upgrade() {
+                c.respond(id, answer_body(answer));
+            }
+        })
     });
     let peer_args = if handlers.iter().any(|h| matches!(h, Handler::Peer(_))) && sender.is_some() {
         Some(args[1..].to_vec())
@@ -304,6 +200,15 @@ pub(crate) fn dispatch(
                 reply: reply.clone(),
             }),
         }
+    }
+}
+
+/// What a [`Reply`]'s answer becomes on the wire.
+fn answer_body(answer: Result<Vec<Value>>) -> ResBody {
+    match answer {
+        Ok(args) => ResBody::Ok(args),
+        Err(Error::Remote { message, .. }) => ResBody::Err(message),
+        Err(e) => ResBody::Err(e.to_string()),
     }
 }
 
@@ -390,6 +295,7 @@ impl PeerListeners<'_> {
     }
 }
 
+/// Sending to peers.
 impl P2pClient {
     fn add_listener(&self, event: &str, from: Option<&str>, once: bool, h: Handler) -> ListenerId {
         self.inner
@@ -399,59 +305,70 @@ impl P2pClient {
             .add(event, from, once, h)
     }
 
-    /// Sends `event(...args)` to the peer `target`, without waiting for an answer. A failure
-    /// (unknown target, busy target) comes back as a server error (see
-    /// [`on_server_error`](P2pClient::on_server_error)).
+    /// Sends `event` with `args` to the peer `target`, without waiting for an answer. `args` is
+    /// any serializable value: a tuple is several arguments, `()` none, anything else one
+    /// ([`IntoArgs`]).
+    ///
+    /// Resolves once the event is queued. A failure on the way (unknown target, busy target)
+    /// comes back as a server error (see [`on_server_error`](P2pClient::on_server_error)); use
+    /// [`request`](P2pClient::request) to hear back.
+    ///
+    /// ```no_run
+    /// # async fn f(client: socketio_p2p::P2pClient) -> socketio_p2p::Result<()> {
+    /// #[derive(serde::Serialize)]
+    /// struct Order { dish: String, table: u32 }
+    /// client.emit_to("kitchen", "order", &Order { dish: "soup".into(), table: 4 }).await?;
+    /// client.emit_to("kitchen", "cancel", (4, "soup")).await?;   // two arguments
+    /// client.emit_to("kitchen", "ping", ()).await?;              // none
+    /// # Ok(()) }
+    /// ```
     pub async fn emit_to(&self, target: &str, event: &str, args: impl IntoArgs) -> Result<()> {
         let payload = self.emit_payload(target, event, args)?;
         self.inner.send(Outgoing::Emit(payload)).await
     }
 
-    /// Sends `event(...args)` to `target` and waits for its reply, at most the client's timeout.
-    pub async fn emit_to_with_reply(
-        &self,
-        target: &str,
-        event: &str,
-        args: impl IntoArgs,
-    ) -> Result<Vec<Value>> {
-        self.emit_to_with_reply_timeout(target, event, args, self.inner.opts.timeout)
-            .await
-    }
-
-    /// Like [`emit_to_with_reply`](P2pClient::emit_to_with_reply) with a timeout of its own.
-    pub async fn emit_to_with_reply_timeout(
-        &self,
-        target: &str,
-        event: &str,
-        args: impl IntoArgs,
-        timeout: Duration,
-    ) -> Result<Vec<Value>> {
-        let payload = self.emit_payload(target, event, args)?;
-        let about = crate::client::Subject {
-            peer: Some(target.to_string()),
-            event: event.to_string(),
-        };
-        self.inner
-            .request_about(
-                crate::protocol::event::P2P_EMIT_ACKNOWLEDGE,
-                vec![payload],
-                timeout,
-                about,
-                None,
-            )
-            .await
-    }
-
-    /// Sends a request and deserializes the reply: a tuple for several reply arguments, the value
-    /// itself for one.
-    pub async fn request<R: DeserializeOwned>(
-        &self,
-        target: &str,
-        event: &str,
-        args: impl IntoArgs,
-    ) -> Result<R> {
-        let reply = self.emit_to_with_reply(target, event, args).await?;
-        parse_args(&reply)
+    /// Sends `event` with `args` to `target` and waits for its answer, deserialized as `R` (a
+    /// tuple for several answer arguments, the value itself for one, `Vec<Value>` for the
+    /// arguments as they came). Waits at most the client's timeout
+    /// ([`ClientOptions::timeout`](crate::ClientOptions::timeout)), or what
+    /// [`Request::timeout`] sets.
+    ///
+    /// Fails with [`Error::Remote`] when the peer answers with an error, has no listener for
+    /// `event`, or drops its [`Reply`] unanswered; [`Error::UnknownTarget`] when no such client
+    /// is connected; [`Error::Timeout`] when no answer comes in time.
+    ///
+    /// ```no_run
+    /// # async fn f(client: socketio_p2p::P2pClient) -> socketio_p2p::Result<()> {
+    /// use std::time::Duration;
+    /// let sum: i64 = client.request("bob", "add", (2, 3)).await?;
+    /// let (n, text): (i64, String) = client
+    ///     .request("bob", "describe", 5)
+    ///     .timeout(Duration::from_secs(1))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn request<R>(&self, target: &str, event: &str, args: impl IntoArgs) -> Request<R> {
+        match self.emit_payload(target, event, args) {
+            Ok(payload) => {
+                let inner = self.inner.clone();
+                let about = crate::client::Subject {
+                    peer: Some(target.to_string()),
+                    event: event.to_string(),
+                };
+                Request::new(self.inner.opts.timeout, move |timeout| async move {
+                    inner
+                        .request_about(
+                            crate::protocol::event::P2P_EMIT_ACKNOWLEDGE,
+                            vec![payload],
+                            timeout,
+                            about,
+                            None,
+                        )
+                        .await
+                })
+            }
+            Err(e) => Request::failed(e),
+        }
     }
 
     fn emit_payload(&self, target: &str, event: &str, args: impl IntoArgs) -> Result<Value> {
@@ -491,6 +408,146 @@ impl P2pClient {
             .await
             .map(|_| ())
     }
+}
+
+/// Listening.
+impl P2pClient {
+    /// Calls `handler` for every `event` from any peer: the main way to receive messages (and
+    /// requests) from other clients. The handler gets a [`PeerMessage`]: who sent it, the event,
+    /// its arguments ([`PeerMessage::parse`]), and a [`Reply`] when the sender waits for an
+    /// answer.
+    ///
+    /// Handlers are plain closures, called one at a time in the order events arrive, on the
+    /// client's receive path: they should return quickly. For slow or async work, spawn a task
+    /// and move the `Reply` into it; it answers whenever it is used (and, if dropped unanswered,
+    /// tells the caller no answer will come):
+    ///
+    /// ```no_run
+    /// # fn f(client: socketio_p2p::P2pClient) {
+    /// client.on("add", |msg| {
+    ///     let (a, b): (i64, i64) = msg.parse().unwrap_or_default();
+    ///     if let Some(reply) = msg.reply {
+    ///         reply.send(a + b);
+    ///     }
+    /// });
+    /// client.on("slow-add", |msg| {
+    ///     tokio::spawn(async move {
+    ///         let (a, b): (i64, i64) = msg.parse().unwrap_or_default();
+    ///         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    ///         if let Some(reply) = msg.reply {
+    ///             reply.send(a + b);
+    ///         }
+    ///     });
+    /// });
+    /// # }
+    /// ```
+    ///
+    /// Events that do not come from a peer (room emits, topic publications, events from the
+    /// server) reach [`on_raw`](P2pClient::on_raw) instead. One peer only:
+    /// [`from`](P2pClient::from).
+    pub fn on(
+        &self,
+        event: &str,
+        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.add_listener(event, None, false, Handler::Peer(Arc::new(handler)))
+    }
+
+    /// Like [`on`](P2pClient::on) for the next `event` from any peer only, then forgets the
+    /// handler.
+    pub fn once(
+        &self,
+        event: &str,
+        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.add_listener(event, None, true, Handler::Peer(Arc::new(handler)))
+    }
+
+    /// Removes the [`on`](P2pClient::on)/[`once`](P2pClient::once) listeners of `event`
+    /// (listeners scoped with [`from`](P2pClient::from) and raw listeners stay). To remove one
+    /// listener, use [`remove_listener`](P2pClient::remove_listener).
+    pub fn off(&self, event: &str) {
+        self.inner.registry.lock().unwrap().retain(|ev, l| {
+            !(ev == event && l.from.is_none() && matches!(l.handler, Handler::Peer(_)))
+        });
+    }
+
+    /// The seed's name for [`on`](P2pClient::on) (`onAny`).
+    pub fn on_any(
+        &self,
+        event: &str,
+        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.on(event, handler)
+    }
+
+    /// The seed's name for [`once`](P2pClient::once) (`onceAny`).
+    pub fn once_any(
+        &self,
+        event: &str,
+        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.once(event, handler)
+    }
+
+    /// The seed's name for [`off`](P2pClient::off) (`offAny`).
+    pub fn off_any(&self, event: &str) {
+        self.off(event)
+    }
+
+    /// Listeners for events from one peer only: `client.from("bob").on("chat", |m| ...)`. They
+    /// are removed when that peer disconnects.
+    pub fn from(&self, peer: &str) -> PeerListeners<'_> {
+        PeerListeners {
+            client: self,
+            peer: peer.to_string(),
+        }
+    }
+
+    /// Calls `handler` with the arguments of every `event` exactly as they arrive, whoever sent
+    /// it: room emits ([`emit_room`](P2pClient::emit_room)), topic publications, events from the
+    /// server ([`P2pServer::emit_to`](crate::P2pServer::emit_to)). A peer's message also reaches
+    /// it, with the sender id as the first argument.
+    pub fn on_raw(
+        &self,
+        event: &str,
+        handler: impl Fn(Vec<Value>) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.add_listener(event, None, false, Handler::Raw(Arc::new(handler)))
+    }
+
+    /// Calls `handler` with the arguments (as they came) and a [`Reply`] for every `event` that
+    /// wants an answer, whoever sent it: requests from the server
+    /// ([`P2pServer::emit_to_with_reply`](crate::P2pServer::emit_to_with_reply)) arrive here.
+    pub fn on_request(
+        &self,
+        event: &str,
+        handler: impl Fn(Vec<Value>, Reply) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.add_listener(event, None, false, Handler::Request(Arc::new(handler)))
+    }
+
+    /// Removes every listener of `event`, of any kind; returns how many there were.
+    pub(crate) fn remove_event_listeners(&self, event: &str) -> usize {
+        let mut n = 0;
+        self.inner.registry.lock().unwrap().retain(|ev, _| {
+            let hit = ev == event;
+            n += usize::from(hit);
+            !hit
+        });
+        n
+    }
+
+    /// Removes one listener. Returns whether it was registered.
+    pub fn remove_listener(&self, id: ListenerId) -> bool {
+        let mut found = false;
+        self.inner.registry.lock().unwrap().retain(|_, l| {
+            let hit = l.id == id.0;
+            found |= hit;
+            !hit
+        });
+        found
+    }
 
     /// Calls `handler` with the id of every client that adds this one as a target (this client
     /// always accepts).
@@ -522,82 +579,5 @@ impl P2pClient {
             .unwrap()
             .on_server_error
             .push(Arc::new(handler));
-    }
-
-    /// Calls `handler` for `event` from any peer.
-    pub fn on_any(
-        &self,
-        event: &str,
-        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
-    ) -> ListenerId {
-        self.add_listener(event, None, false, Handler::Peer(Arc::new(handler)))
-    }
-
-    /// Calls `handler` for the next `event` from any peer, then forgets it.
-    pub fn once_any(
-        &self,
-        event: &str,
-        handler: impl Fn(PeerMessage) + Send + Sync + 'static,
-    ) -> ListenerId {
-        self.add_listener(event, None, true, Handler::Peer(Arc::new(handler)))
-    }
-
-    /// Removes the [`on_any`](P2pClient::on_any)/[`once_any`](P2pClient::once_any) listeners of
-    /// `event` (listeners scoped with [`from`](P2pClient::from) stay).
-    pub fn off_any(&self, event: &str) {
-        self.inner.registry.lock().unwrap().retain(|ev, l| {
-            !(ev == event && l.from.is_none() && matches!(l.handler, Handler::Peer(_)))
-        });
-    }
-
-    /// Listeners for events from one peer only: `client.from("bob").on("chat", |m| ...)`.
-    pub fn from(&self, peer: &str) -> PeerListeners<'_> {
-        PeerListeners {
-            client: self,
-            peer: peer.to_string(),
-        }
-    }
-
-    /// Calls `handler` with the arguments of every `event` as they arrive, whoever sent it: room
-    /// emits, topic publications, events from the server.
-    pub fn on(
-        &self,
-        event: &str,
-        handler: impl Fn(Vec<Value>) + Send + Sync + 'static,
-    ) -> ListenerId {
-        self.add_listener(event, None, false, Handler::Raw(Arc::new(handler)))
-    }
-
-    /// Removes every listener of `event`, of any kind; returns how many there were.
-    pub(crate) fn remove_event_listeners(&self, event: &str) -> usize {
-        let mut n = 0;
-        self.inner.registry.lock().unwrap().retain(|ev, _| {
-            let hit = ev == event;
-            n += usize::from(hit);
-            !hit
-        });
-        n
-    }
-
-    /// Calls `handler` with the arguments (as they came) and a [`Reply`] for every `event` that
-    /// wants an answer, whoever sent it: requests from the server
-    /// ([`P2pServer::emit_to_with_reply`](crate::P2pServer::emit_to_with_reply)) arrive here.
-    pub fn on_request(
-        &self,
-        event: &str,
-        handler: impl Fn(Vec<Value>, Reply) + Send + Sync + 'static,
-    ) -> ListenerId {
-        self.add_listener(event, None, false, Handler::Request(Arc::new(handler)))
-    }
-
-    /// Removes one listener. Returns whether it was registered.
-    pub fn remove_listener(&self, id: ListenerId) -> bool {
-        let mut found = false;
-        self.inner.registry.lock().unwrap().retain(|_, l| {
-            let hit = l.id == id.0;
-            found |= hit;
-            !hit
-        });
-        found
     }
 }

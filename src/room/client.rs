@@ -2,7 +2,7 @@
 
 use crate::client::P2pClient;
 use crate::error::{Error, Result};
-use crate::message::client::IntoArgs;
+use crate::message::IntoArgs;
 use crate::protocol::{event, FromValues};
 use serde_json::Value;
 

@@ -2,20 +2,19 @@
 //! [`P2pClient`]), and being a service ([`ServiceClient`]).
 
 use super::{
-    check_name, check_provided_api, check_topic, check_topics, topic_destroyed_event, topic_event,
-    topic_room, HandlerId, HandlerKey, ReplyKind, ServiceReply, ServiceRequest, TopicNames,
-    EMPTY_TOPIC, SUBSCRIBE_TOPIC, UNSUBSCRIBE_TOPIC,
+    check_name, check_topic, check_topics, topic_destroyed_event, topic_event, topic_room,
+    HandlerId, Provider, ServiceRequest, TopicNames, EMPTY_TOPIC, SUBSCRIBE_TOPIC,
+    UNSUBSCRIBE_TOPIC,
 };
 use crate::client::{ClientInner, ClientOptions, P2pClient};
 use crate::error::{Error, Result};
-use crate::message::client::{parse_args, IntoArgs, ListenerId, PeerMessage};
+use crate::message::{parse_args, IntoArgs, ListenerId, PeerMessage, Request};
 use crate::protocol::{action, event};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 /// What a topic subscriber's handler receives (see [`P2pClient::subscribe_topic`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -57,49 +56,26 @@ impl P2pClient {
         self.emit_to(service, api, args).await
     }
 
-    /// Calls `api` of `service` and waits for its answer, at most the client's timeout. An
-    /// unknown service or API is an error answer, not a wait.
-    pub async fn emit_service_with_reply(
-        &self,
-        service: &str,
-        api: &str,
-        args: impl IntoArgs,
-    ) -> Result<Vec<Value>> {
-        self.emit_service_with_reply_timeout(service, api, args, self.inner.opts.timeout)
-            .await
-    }
-
-    /// Like [`emit_service_with_reply`](P2pClient::emit_service_with_reply) with a timeout of
-    /// its own.
-    pub async fn emit_service_with_reply_timeout(
-        &self,
-        service: &str,
-        api: &str,
-        args: impl IntoArgs,
-        timeout: Duration,
-    ) -> Result<Vec<Value>> {
-        check_name(service, "service")?;
-        check_name(api, "API")?;
-        self.emit_to_with_reply_timeout(service, api, args, timeout)
-            .await
-    }
-
-    /// Calls `api` of `service` and deserializes the answer: a tuple for several answer
-    /// arguments, the value itself for one.
+    /// Calls `api` of `service` and waits for its answer, deserialized as `R` (a tuple for
+    /// several answer arguments, the value itself for one, `Vec<Value>` for the arguments as they
+    /// came). Waits at most the client's timeout, or what [`Request::timeout`] sets. An unknown
+    /// service or API is an error answer, not a wait.
     ///
     /// ```no_run
     /// # async fn f(client: socketio_p2p::P2pClient) -> socketio_p2p::Result<()> {
+    /// use std::time::Duration;
     /// let sum: i64 = client.request_service("math", "add", (2, 3)).await?;
+    /// let sum: i64 = client
+    ///     .request_service("math", "add", (2, 3))
+    ///     .timeout(Duration::from_secs(1))
+    ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn request_service<R: DeserializeOwned>(
-        &self,
-        service: &str,
-        api: &str,
-        args: impl IntoArgs,
-    ) -> Result<R> {
-        let reply = self.emit_service_with_reply(service, api, args).await?;
-        parse_args(&reply)
+    pub fn request_service<R>(&self, service: &str, api: &str, args: impl IntoArgs) -> Request<R> {
+        match check_name(service, "service").and_then(|()| check_name(api, "API")) {
+            Ok(()) => self.request(service, api, args),
+            Err(e) => Request::failed(e),
+        }
     }
 
     /// Calls `handler` for every `event` the service sends this client (its `emit_client`):
@@ -132,7 +108,7 @@ impl P2pClient {
         // Listening starts before the request goes out, so no publication made after the
         // service's answer can arrive before its listener exists.
         let h = handler.clone();
-        let published = self.on(&topic_event(&room), move |args| {
+        let published = self.on_raw(&topic_event(&room), move |args| {
             h(TopicEvent::Published(args))
         });
         let own: Arc<OnceLock<ListenerId>> = Arc::new(OnceLock::new());
@@ -140,7 +116,7 @@ impl P2pClient {
         let destroyed = {
             let weak = Arc::downgrade(&self.inner);
             let (own, done) = (own.clone(), done.clone());
-            self.on(&topic_destroyed_event(&room), move |_| {
+            self.on_raw(&topic_destroyed_event(&room), move |_| {
                 if done.swap(true, Ordering::AcqRel) {
                     return;
                 }
@@ -158,8 +134,8 @@ impl P2pClient {
         if done.load(Ordering::Acquire) {
             self.remove_listener(destroyed);
         }
-        let answer = self
-            .emit_service_with_reply(service, SUBSCRIBE_TOPIC, (self.id(), topic))
+        let answer: Result<Vec<Value>> = self
+            .request_service(service, SUBSCRIBE_TOPIC, (self.id(), topic))
             .await;
         // The seed's services answer a refusal as `ack(errorText)`.
         let result = match answer {
@@ -210,29 +186,28 @@ impl P2pClient {
 /// a service the server provides; it answers the built-in topic APIs itself.
 ///
 /// It derefs to its [`P2pClient`], so it can also call other services and message clients.
-/// Cheap to clone; every clone is the same service.
+/// Cheap to clone; every clone is the same service. Its API is that of
+/// [`ServiceHandle`](crate::ServiceHandle), the server's services, with one implementation behind
+/// both; only the topic operations wait here, for the relay.
 ///
 /// ```no_run
 /// # async fn f() -> socketio_p2p::Result<()> {
-/// use socketio_p2p::{ClientOptions, P2pClient};
-/// let jobs = P2pClient::connect_service("http://127.0.0.1:9000", "jobs", ClientOptions::default()).await?;
+/// use socketio_p2p::ServiceClient;
+/// let jobs = ServiceClient::connect("http://127.0.0.1:9000", "jobs").await?;
 /// jobs.provide_service("add", |call| {
 ///     let (a, b): (i64, i64) = call.parse().unwrap_or_default();
-///     call.respond((a + b,));
+///     call.respond(a + b);
 /// })?;
 /// jobs.create_topic("done").await?;
-/// jobs.publish_topic("done", ("job-1",)).await?;
+/// jobs.publish_topic("done", "job-1").await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct ServiceClient {
     client: P2pClient,
-    state: Arc<State>,
-}
-
-struct State {
-    apis: Mutex<HashMap<String, Vec<ListenerId>>>,
-    topics: Mutex<HashSet<String>>,
+    provider: Arc<Provider>,
+    /// The one message listener of each provided API, which hands its calls to the provider.
+    listeners: Arc<Mutex<HashMap<String, ListenerId>>>,
 }
 
 impl std::fmt::Debug for ServiceClient {
@@ -266,18 +241,16 @@ impl ServiceClient {
             } else {
                 UNSUBSCRIBE_TOPIC
             };
-            client.on_any(api, move |m| {
+            client.on(api, move |m| {
                 if let Some(inner) = weak.upgrade() {
                     topic_membership(inner, m, join);
                 }
             });
         }
         ServiceClient {
+            provider: Arc::new(Provider::new(client.id())),
             client,
-            state: Arc::new(State {
-                apis: Mutex::new(HashMap::new()),
-                topics: Mutex::new(HashSet::new()),
-            }),
+            listeners: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -292,92 +265,69 @@ impl ServiceClient {
     }
 
     /// Calls `handler` for every call of `api`, from any client. An API may have several
-    /// handlers: all run, and the first answer wins. Handlers run on the receive path and should
-    /// return quickly; one may keep the [`ServiceReply`] and answer later from a task. Fails if
-    /// `api` is empty or a built-in topic API.
+    /// handlers: all run, in the order they were added, and the first answer wins. Handlers run
+    /// on the receive path and should return quickly; one may keep the call's
+    /// [`Reply`](crate::Reply) and answer later from a task. Fails if `api` is empty or a
+    /// built-in topic API.
     pub fn provide_service(
         &self,
         api: &str,
         handler: impl Fn(ServiceRequest) + Send + Sync + 'static,
     ) -> Result<HandlerId> {
-        check_provided_api(api)?;
-        let service = self.name().to_string();
-        let id = self.client.on_any(api, move |m: PeerMessage| {
-            handler(ServiceRequest {
-                service: service.clone(),
-                api: m.event,
-                from: m.from,
-                args: m.args,
-                reply: m.reply.map(|r| ServiceReply(ReplyKind::Client(r))),
-            })
-        });
-        self.state
-            .apis
-            .lock()
-            .unwrap()
-            .entry(api.to_string())
-            .or_default()
-            .push(id);
-        Ok(HandlerId(HandlerKey::Client(id)))
+        let mut listeners = self.listeners.lock().unwrap();
+        let (id, first) = self.provider.provide(api, handler)?;
+        if first {
+            let provider = Arc::downgrade(&self.provider);
+            let listener = self.client.on(api, move |m: PeerMessage| {
+                if let Some(p) = provider.upgrade() {
+                    p.call(&m.event, &m.from, m.args, m.reply);
+                }
+            });
+            listeners.insert(api.to_string(), listener);
+        }
+        Ok(id)
+    }
+
+    fn stop_listening(&self, api: &str) {
+        if let Some(id) = self.listeners.lock().unwrap().remove(api) {
+            self.client.remove_listener(id);
+        }
     }
 
     /// Removes every handler of `api` given to [`provide_service`](Self::provide_service);
     /// later calls of it with a reply get an error answer. Returns whether it had handlers.
     pub fn destroy_service(&self, api: &str) -> bool {
-        let ids = self.state.apis.lock().unwrap().remove(api);
-        match ids {
-            Some(ids) => {
-                for id in ids {
-                    self.client.remove_listener(id);
-                }
-                true
-            }
-            None => false,
-        }
+        self.stop_listening(api);
+        self.provider.destroy(api)
     }
 
     /// Removes one handler of `api`. Returns whether it was there.
     pub fn destroy_service_handler(&self, api: &str, handler: HandlerId) -> bool {
-        let HandlerKey::Client(id) = handler.0 else {
-            return false;
-        };
-        let mut apis = self.state.apis.lock().unwrap();
-        let Some(list) = apis.get_mut(api) else {
-            return false;
-        };
-        let Some(pos) = list.iter().position(|l| *l == id) else {
-            return false;
-        };
-        list.remove(pos);
-        if list.is_empty() {
-            apis.remove(api);
+        let (removed, empty) = self.provider.destroy_handler(api, handler);
+        if empty {
+            self.stop_listening(api);
         }
-        drop(apis);
-        self.client.remove_listener(id)
+        removed
     }
 
     /// Removes every API of this service; the built-in topic APIs and the topics stay.
     pub fn destroy_all_services(&self) {
-        let all: Vec<_> = self.state.apis.lock().unwrap().drain().collect();
-        for (_, ids) in all {
-            for id in ids {
-                self.client.remove_listener(id);
-            }
+        for api in self.provider.destroy_all() {
+            self.stop_listening(&api);
         }
     }
 
     /// The APIs this service provides (not counting the built-in ones), sorted.
     pub fn apis(&self) -> Vec<String> {
-        let mut apis: Vec<String> = self.state.apis.lock().unwrap().keys().cloned().collect();
-        apis.sort();
-        apis
+        self.provider.apis()
     }
 
     /// Creates one or several topics (`"news"` or `["a", "b"]`); creating one again does nothing.
     /// Resolves once the server has set up their rooms.
     pub async fn create_topic(&self, names: impl TopicNames) -> Result<()> {
-        for name in check_topics(names)? {
-            if self.state.topics.lock().unwrap().contains(&name) {
+        let names = check_topics(names)?;
+        for name in names {
+            if self.provider.topics().contains(&name) {
                 continue;
             }
             let room = topic_room(self.name(), &name);
@@ -386,7 +336,7 @@ impl ServiceClient {
                 .inner
                 .request(event::JOIN_ROOM, args, self.client.inner.opts.timeout)
                 .await?;
-            self.state.topics.lock().unwrap().insert(name);
+            self.provider.add_topics(vec![name]);
         }
         Ok(())
     }
@@ -395,7 +345,7 @@ impl ServiceClient {
     /// and leaves the topic's room, and publishing to it fails until it is created again.
     pub async fn destroy_topic(&self, names: impl TopicNames) -> Result<()> {
         for name in check_topics(names)? {
-            self.state.topics.lock().unwrap().remove(&name);
+            self.provider.remove_topics(std::slice::from_ref(&name));
             let room = topic_room(self.name(), &name);
             let args = vec![
                 Value::from(action::SERVICE_DESTROY_TOPIC),
@@ -413,13 +363,7 @@ impl ServiceClient {
     /// `<room>-DEFAULT_TOPIC_EVENT(...args)`. Fails if the topic was not created. Resolves once
     /// the server has sent it.
     pub async fn publish_topic(&self, topic: &str, args: impl IntoArgs) -> Result<()> {
-        check_topic(topic)?;
-        if !self.state.topics.lock().unwrap().contains(topic) {
-            return Err(Error::BadRequest(format!(
-                "topic '{topic}' of service '{}' was not created",
-                self.name()
-            )));
-        }
+        self.provider.check_created(topic)?;
         let room = topic_room(self.name(), topic);
         self.client
             .emit_room(&room, &topic_event(&room), args)
@@ -428,9 +372,7 @@ impl ServiceClient {
 
     /// The topics this service created and did not destroy, sorted.
     pub fn topics(&self) -> Vec<String> {
-        let mut topics: Vec<String> = self.state.topics.lock().unwrap().iter().cloned().collect();
-        topics.sort();
-        topics
+        self.provider.topics()
     }
 
     /// Sends `event(serviceName, ...args)` to a client, which sees it as a message from the
@@ -439,15 +381,10 @@ impl ServiceClient {
         self.client.emit_to(client, event, args).await
     }
 
-    /// Like [`emit_client`](Self::emit_client), and waits for the client's answer, at most the
-    /// client's timeout.
-    pub async fn emit_client_with_reply(
-        &self,
-        client: &str,
-        event: &str,
-        args: impl IntoArgs,
-    ) -> Result<Vec<Value>> {
-        self.client.emit_to_with_reply(client, event, args).await
+    /// Like [`emit_client`](Self::emit_client), and waits for the client's answer, deserialized
+    /// as `R`; at most the client's timeout, or what [`Request::timeout`] sets.
+    pub fn request_client<R>(&self, client: &str, event: &str, args: impl IntoArgs) -> Request<R> {
+        self.client.request(client, event, args)
     }
 }
 
@@ -457,7 +394,7 @@ impl ServiceClient {
 fn topic_membership(inner: Arc<ClientInner>, m: PeerMessage, join: bool) {
     let refuse = |text: String| {
         if let Some(r) = &m.reply {
-            r.send((text,));
+            r.send(text);
         }
     };
     let client = match m.args.first() {
@@ -497,7 +434,7 @@ fn topic_membership(inner: Arc<ClientInner>, m: PeerMessage, join: bool) {
         if let Some(r) = reply {
             match result {
                 Ok(_) => r.send(()),
-                Err(e) => r.send((e.to_string(),)),
+                Err(e) => r.send(e.to_string()),
             };
         }
     });

@@ -3,8 +3,7 @@
 //!
 //! Services are a thin layer over messages and rooms:
 //! - a service is addressed like a client: a call is a message to `(service, api)`, with or without
-//!   a reply ([`P2pClient::emit_service`], [`P2pClient::emit_service_with_reply`],
-//!   [`P2pClient::request_service`]);
+//!   an answer ([`P2pClient::emit_service`], [`P2pClient::request_service`]);
 //! - a topic is the room `service:<service>:topic:<topic>` ([`topic_room`]); a publication is the
 //!   room event `<room>-DEFAULT_TOPIC_EVENT`, and `<room>-TOPIC_BEING_DESTROYED` tells members the
 //!   topic is gone;
@@ -14,12 +13,12 @@
 //! The server provides services through [`ServiceHandle`]s ([`P2pServer::as_service`]); it handles
 //! the calls addressed to an API it provides and relays everything else to the client of that
 //! name, so a service may also be a client ([`ServiceClient`], [`P2pClient::connect_service`]).
-//! Providers on both sides receive the same [`ServiceRequest`] and answer with the same
-//! [`ServiceReply`].
+//! Both share one implementation of what every service has (its APIs, their handlers, its topics):
+//! providers on both sides receive the same [`ServiceRequest`] and answer with the same
+//! [`Reply`] as any request.
 //!
 //! [`P2pServer::as_service`]: crate::P2pServer::as_service
 //! [`P2pClient::emit_service`]: crate::P2pClient::emit_service
-//! [`P2pClient::emit_service_with_reply`]: crate::P2pClient::emit_service_with_reply
 //! [`P2pClient::request_service`]: crate::P2pClient::request_service
 //! [`P2pClient::connect_service`]: crate::P2pClient::connect_service
 
@@ -30,10 +29,15 @@ pub use client::{ServiceClient, TopicEvent};
 pub use server::ServiceHandle;
 
 use crate::error::{Error, Result};
-use crate::message::client::{parse_args, IntoArgs, ListenerId, Reply};
+use crate::message::parse_args;
+use crate::request::Reply;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Built-in API of every service: `SUBSCRIBE_TOPIC(clientId, topic)` joins that client (it must
 /// be the caller) to the topic's room. Answered with no arguments on success. A refusal (empty or
@@ -162,13 +166,7 @@ pub(crate) fn check_provided_api(api: &str) -> Result<()> {
 /// Identifies one handler given to `provide_service`, to remove it alone with
 /// `destroy_service_handler`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct HandlerId(HandlerKey);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum HandlerKey {
-    Server(u64),
-    Client(ListenerId),
-}
+pub struct HandlerId(u64);
 
 /// A call to an API of a service, as its provider sees it (server or client alike).
 #[derive(Debug)]
@@ -183,7 +181,7 @@ pub struct ServiceRequest {
     pub args: Vec<Value>,
     /// Present when the caller waits for an answer. With several handlers on one API every
     /// handler gets a clone, and the first answer wins.
-    pub reply: Option<ServiceReply>,
+    pub reply: Option<Reply>,
 }
 
 impl ServiceRequest {
@@ -198,53 +196,161 @@ impl ServiceRequest {
         serde_json::from_value(v).map_err(Error::from)
     }
 
-    /// Answers the call if the caller waits for an answer (unless another handler answered
-    /// first); does nothing for a call without a reply. Use [`reply`](Self::reply) to know which
-    /// answer was sent.
-    pub fn respond(&self, args: impl IntoArgs) {
+    /// Answers the call with `value` (see [`Reply::send`]) if the caller waits for an answer and
+    /// no other handler answered first; does nothing for a call without a reply. To know whether
+    /// the answer went, use [`reply`](Self::reply) instead.
+    pub fn respond(&self, value: impl Serialize) {
         if let Some(r) = &self.reply {
-            r.send(args);
+            r.send(value);
         }
     }
 }
 
-/// The way to answer a service call. Clones share one answer: the first
-/// [`send`](ServiceReply::send) or [`error`](ServiceReply::error) wins. If every clone is
-/// dropped unanswered, the caller is told at once that no answer will come. It may be kept and
-/// used later, from any task.
-#[derive(Clone, Debug)]
-pub struct ServiceReply(ReplyKind);
+type Handler = Arc<dyn Fn(ServiceRequest) + Send + Sync>;
 
-#[derive(Clone)]
-enum ReplyKind {
-    Client(Reply),
-    Server(Arc<server::ServerReply>),
+/// What every service has, whoever provides it: its name, the handlers of its APIs and the topics
+/// it created. [`ServiceHandle`] (server) and [`ServiceClient`] (client) are both one of these plus
+/// their transport.
+pub(crate) struct Provider {
+    name: Arc<str>,
+    apis: RwLock<HashMap<String, Vec<(u64, Handler)>>>,
+    topics: Mutex<HashSet<String>>,
+    next: AtomicU64,
 }
 
-impl std::fmt::Debug for ReplyKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReplyKind::Client(r) => r.fmt(f),
-            ReplyKind::Server(r) => r.fmt(f),
-        }
-    }
-}
-
-impl ServiceReply {
-    /// Answers with these arguments. Returns false if an answer was already sent.
-    pub fn send(&self, args: impl IntoArgs) -> bool {
-        match &self.0 {
-            ReplyKind::Client(r) => r.send(args),
-            ReplyKind::Server(r) => r.send(args),
+impl Provider {
+    pub(crate) fn new(name: &str) -> Provider {
+        Provider {
+            name: Arc::from(name),
+            apis: RwLock::new(HashMap::new()),
+            topics: Mutex::new(HashSet::new()),
+            next: AtomicU64::new(1),
         }
     }
 
-    /// Answers with an error: a Rust caller sees it as [`Error::Remote`]; a seed-era JavaScript
-    /// caller, whose acknowledgements carry no errors, receives it as a `SERVER_ERROR` event.
-    pub fn error(&self, message: impl Into<String>) -> bool {
-        match &self.0 {
-            ReplyKind::Client(r) => r.error(message),
-            ReplyKind::Server(r) => r.error(message.into()),
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds a handler of `api`; also says whether it is the API's first.
+    pub(crate) fn provide(
+        &self,
+        api: &str,
+        handler: impl Fn(ServiceRequest) + Send + Sync + 'static,
+    ) -> Result<(HandlerId, bool)> {
+        check_provided_api(api)?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut apis = self.apis.write().unwrap();
+        let list = apis.entry(api.to_string()).or_default();
+        list.push((id, Arc::new(handler)));
+        Ok((HandlerId(id), list.len() == 1))
+    }
+
+    /// Removes every handler of `api`; whether it had any.
+    pub(crate) fn destroy(&self, api: &str) -> bool {
+        self.apis.write().unwrap().remove(api).is_some()
+    }
+
+    /// Removes one handler of `api`: whether it was there, and whether the API has none left.
+    pub(crate) fn destroy_handler(&self, api: &str, handler: HandlerId) -> (bool, bool) {
+        let mut apis = self.apis.write().unwrap();
+        let Some(list) = apis.get_mut(api) else {
+            return (false, false);
+        };
+        let before = list.len();
+        list.retain(|(h, _)| *h != handler.0);
+        let removed = list.len() != before;
+        let empty = list.is_empty();
+        if empty {
+            apis.remove(api);
         }
+        (removed, empty)
+    }
+
+    /// Removes every API; returns their names.
+    pub(crate) fn destroy_all(&self) -> Vec<String> {
+        self.apis.write().unwrap().drain().map(|(k, _)| k).collect()
+    }
+
+    /// The provided APIs, sorted.
+    pub(crate) fn apis(&self) -> Vec<String> {
+        let mut apis: Vec<String> = self.apis.read().unwrap().keys().cloned().collect();
+        apis.sort();
+        apis
+    }
+
+    /// Whether `api` has handlers.
+    pub(crate) fn provides(&self, api: &str) -> bool {
+        self.apis.read().unwrap().contains_key(api)
+    }
+
+    /// Runs the handlers of `api` in the order they were added, each with a clone of `reply`.
+    /// A panicking handler is answered for with an error, and the others still run.
+    pub(crate) fn call(&self, api: &str, from: &str, mut args: Vec<Value>, reply: Option<Reply>) {
+        let handlers: Vec<Handler> = match self.apis.read().unwrap().get(api) {
+            Some(list) => list.iter().map(|(_, h)| h.clone()).collect(),
+            None => Vec::new(),
+        };
+        let n = handlers.len();
+        for (i, h) in handlers.into_iter().enumerate() {
+            let args = if i + 1 == n {
+                std::mem::take(&mut args)
+            } else {
+                args.clone()
+            };
+            let req = ServiceRequest {
+                service: self.name.to_string(),
+                api: api.to_string(),
+                from: from.to_string(),
+                args,
+                reply: reply.clone(),
+            };
+            if std::panic::catch_unwind(AssertUnwindSafe(|| h(req))).is_err() {
+                tracing::error!(service = %self.name, api = %api, "a service handler panicked");
+                if let Some(reply) = &reply {
+                    reply.error(format!(
+                        "Error: service '{}' failed while handling '{api}'",
+                        self.name
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Adds topics; returns those that are new.
+    pub(crate) fn add_topics(&self, names: Vec<String>) -> Vec<String> {
+        let mut topics = self.topics.lock().unwrap();
+        names
+            .into_iter()
+            .filter(|n| topics.insert(n.clone()))
+            .collect()
+    }
+
+    /// Forgets topics.
+    pub(crate) fn remove_topics(&self, names: &[String]) {
+        let mut topics = self.topics.lock().unwrap();
+        for n in names {
+            topics.remove(n);
+        }
+    }
+
+    /// Fails unless `topic` was created (and not destroyed).
+    pub(crate) fn check_created(&self, topic: &str) -> Result<()> {
+        check_topic(topic)?;
+        if self.topics.lock().unwrap().contains(topic) {
+            Ok(())
+        } else {
+            Err(Error::BadRequest(format!(
+                "topic '{topic}' of service '{}' was not created",
+                self.name
+            )))
+        }
+    }
+
+    /// The created topics, sorted.
+    pub(crate) fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.topics.lock().unwrap().iter().cloned().collect();
+        topics.sort();
+        topics
     }
 }
