@@ -14,7 +14,6 @@
 
 use bytes::{Bytes, BytesMut};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use socketio_p2p::{P2pClient, P2pDuplex, StreamOptions};
 use std::io::IsTerminal;
@@ -22,6 +21,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+
+/// What a sender says of its file in the stream's opening arguments.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct FileHeader {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+}
 
 /// Stream channel of file transfers.
 pub const CHANNEL: &str = "file";
@@ -203,16 +211,13 @@ pub async fn send(a: SendArgs) -> Result<()> {
         (Box::new(f), name, size)
     };
     let client = connect(&a.server, &a.id).await?;
-    let mut args = serde_json::Map::new();
-    if let Some(n) = &name {
-        args.insert("name".into(), Value::from(n.as_str()));
-    }
-    if let Some(s) = size {
-        args.insert("size".into(), Value::from(s));
-    }
+    let header = FileHeader {
+        name: name.clone(),
+        size,
+    };
     let opts = StreamOptions {
         channel: Some(CHANNEL.into()),
-        args: Value::Object(args),
+        args: serde_json::to_value(&header)?,
         ..StreamOptions::default()
     };
     let mut duplex = client
@@ -318,12 +323,9 @@ pub async fn recv(a: RecvArgs) -> Result<()> {
     // One file per run: later senders are refused.
     client.off_add_p2p_stream(Some(CHANNEL));
     let from = duplex.peer_id().to_string();
-    let name = duplex
-        .args()
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let size = duplex.args().get("size").and_then(Value::as_u64);
+    // The sender's header is a hint only: a missing or malformed one leaves name and size unknown.
+    let FileHeader { name, size } =
+        serde_json::from_value(duplex.args().clone()).unwrap_or_default();
 
     let to_stdout = a.out.as_deref().is_some_and(is_dash);
     let (out, created): (Box<dyn AsyncWrite + Unpin + Send>, Option<PathBuf>) = if to_stdout {
