@@ -473,9 +473,9 @@ impl P2pClient {
     /// # }
     /// ```
     ///
-    /// Events that do not come from a peer (room emits, topic publications, events from the
-    /// server) reach [`on_raw`](P2pClient::on_raw) instead. One peer only:
-    /// [`from`](P2pClient::from).
+    /// Room emits never reach it, whatever their first argument: they have no sender. They, topic
+    /// publications, and events from the server that do not start with a sender name reach
+    /// [`on_raw`](P2pClient::on_raw) instead. One peer only: [`from`](P2pClient::from).
     pub fn on(
         &self,
         event: &str,
