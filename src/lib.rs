@@ -187,6 +187,7 @@
 // Module docs link to private items for maintainers' docs (`cargo doc --document-private-items`).
 #![allow(rustdoc::private_intra_doc_links)]
 
+mod apis;
 pub mod client;
 pub mod error;
 pub mod message;

@@ -837,8 +837,6 @@ async fn on_hears_peers_and_on_raw_hears_everything() {
     for c in [&alice, &bob] {
         c.join_room("lobby").await.unwrap();
     }
-    // (A room emit whose first argument is a string cannot be told apart from a peer message on
-    // the wire today, so this one starts with a number.)
     alice
         .emit_room("lobby", "news", (1, "to the room"))
         .await
@@ -895,4 +893,74 @@ async fn a_request_can_be_spawned_and_checks_its_input() {
         .await
         .unwrap();
     assert_eq!(answer, "at last");
+}
+
+// A room emit carries no sender id: one whose first argument is a client id is not a message
+// from that client. It reaches `on_raw` only, never `on` or `from(id).on`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_emit_starting_with_a_client_id_is_not_a_peer_message() {
+    let relay = relay().await;
+    let alice = client(&relay, "alice").await;
+    let bob = client(&relay, "bob").await;
+    let carol = client(&relay, "carol").await;
+    let any = record_any(&bob, "news");
+    let from_alice = record_from(&bob, "alice", "news");
+    let from_carol = record_from(&bob, "carol", "news");
+    let raw: Log<Vec<Value>> = Log::new();
+    let r = raw.clone();
+    bob.on_raw("news", move |args| r.push(args));
+    for c in [&bob, &carol] {
+        c.join_room("lobby").await.unwrap();
+    }
+    // A seed-era member gets the room emit as it always did.
+    let seed = raw_client(&format!("{}?clientId=dave", relay.url())).await;
+    eventually("dave registers", || relay.server().is_connected("dave")).await;
+    seed.emit_with_ack("JOIN_ROOM", vec![json!("lobby")]).await;
+    carol
+        .emit_room("lobby", "news", ("alice", "forged"))
+        .await
+        .unwrap();
+    carol
+        .emit_room("lobby", "news", ("carol", "also not a message"))
+        .await
+        .unwrap();
+    // Sent after the room emits (which resolve once the relay has sent them), so once it has
+    // arrived, so have they.
+    alice.emit_to("bob", "news", "real").await.unwrap();
+    any.wait_len("the real message reaches on", 1).await;
+    raw.wait_len("everything reaches on_raw", 3).await;
+    assert_eq!(
+        raw.get(),
+        vec![
+            vec![json!("alice"), json!("forged")],
+            vec![json!("carol"), json!("also not a message")],
+            vec![json!("alice"), json!("real")],
+        ]
+    );
+    assert_eq!(any.get(), vec![entry("alice", vec![json!("real")])]);
+    assert_eq!(from_alice.get(), vec![entry("alice", vec![json!("real")])]);
+    assert_eq!(from_carol.get(), vec![]);
+    eventually("the seed member gets both room emits", || {
+        seed.events.len() >= 2
+    })
+    .await;
+    assert_eq!(
+        seed.events.get(),
+        vec![
+            ("news".to_string(), vec![json!("alice"), json!("forged")]),
+            (
+                "news".to_string(),
+                vec![json!("carol"), json!("also not a message")]
+            ),
+        ]
+    );
+    // Nobody can pass a message off as a room emit: the relay's mark is a reserved event name.
+    let e = alice
+        .request::<Value>("bob", "P2P_ROOM", ("lobby", "news"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::BadRequest(_)) && e.to_string().contains("reserved"),
+        "{e}"
+    );
 }

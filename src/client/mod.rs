@@ -1,16 +1,16 @@
 //! The Rust client: a connection to the relay under a client id.
 //!
-//! Every event that reaches the client goes through one demultiplexer (`ClientInner::demux`)
-//! that hands it to its owner: the pending-request table (answers to this client's requests), the
-//! listener registry (events from peers, rooms and the server), or the peer-disconnect handlers.
-//! Outgoing events go through one writer task that keeps them in order and packs runs of
-//! fire-and-forget messages into `P2P_BATCH` events.
+//! This module is the connection alone; it knows no API. Every event that reaches the client goes
+//! through one demultiplexer (`ClientInner::demux`): answers to this client's requests go to the
+//! pending-request table, the handshake and decoding stay here, and everything else is offered
+//! to the APIs' [`EventSink`]s, which the client is built with ([`Apis`]). Outgoing events go
+//! through one writer task that keeps them in order and packs runs of fire-and-forget messages
+//! into `P2P_BATCH` events.
 
 use crate::error::{Error, Result};
-use crate::message::client::Registry;
 use crate::protocol::{
-    self, event, AddTarget, FromValues, RelayedBatch, Request, ResAnswer, ResBody, Response,
-    ServerError, TargetDisconnect, Welcome,
+    self, event, FromValues, RelayedBatch, Request, ResAnswer, ResBody, Response, ServerError,
+    TargetDisconnect, Welcome,
 };
 use crate::request::{NoAnswer, PendingRequests};
 use futures::FutureExt;
@@ -24,6 +24,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod nodelay;
+mod sink;
+
+pub(crate) use sink::{Apis, EventSink, Incoming, Origin};
 
 /// Settings of a [`P2pClient`].
 #[derive(Debug, Clone)]
@@ -46,7 +49,8 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             send_queue: 4096,
-            stream_window: crate::stream::DEFAULT_WINDOW,
+            // The Stream API's default window (512 KiB).
+            stream_window: 512 * 1024,
         }
     }
 }
@@ -57,8 +61,8 @@ pub(crate) enum Outgoing {
     Emit(Value),
     /// Any other event with its arguments.
     Event(&'static str, Vec<Value>),
-    /// A binary stream frame (`P2P_FRAME` with one attachment).
-    Frame(bytes::Bytes),
+    /// An event with exactly one binary attachment (a stream's `P2P_FRAME`).
+    Binary(&'static str, bytes::Bytes),
 }
 
 /// Runs on the receive path when the answer to a request arrives, before any later event is
@@ -87,9 +91,9 @@ pub(crate) struct ClientInner {
     pending: PendingRequests<ResAnswer>,
     /// Hooks of requests, by request id (see [`AnswerHook`]).
     hooks: Mutex<HashMap<u64, AnswerHook>>,
-    pub(crate) registry: Mutex<Registry>,
+    /// The APIs this client was built with.
+    apis: Apis,
     pub(crate) me: Weak<ClientInner>,
-    pub(crate) streams: crate::stream::client::Streams,
     welcome: Mutex<Option<oneshot::Sender<Result<()>>>>,
     closed: watch::Sender<bool>,
     closed_flag: AtomicBool,
@@ -129,17 +133,13 @@ impl std::fmt::Debug for P2pClient {
 }
 
 impl P2pClient {
-    /// Connects to the relay at `url` (e.g. `http://127.0.0.1:9000`) as `client_id`, with default
-    /// options. Fails if the server refuses the id (see [`Error::Refused`]).
-    pub async fn connect(url: &str, client_id: &str) -> Result<P2pClient> {
-        P2pClient::connect_with(url, client_id, ClientOptions::default()).await
-    }
-
-    /// Connects with the given options.
-    pub async fn connect_with(
+    /// Connects to the relay at `url` as `client_id`, with `apis` on the receive path (the public
+    /// constructors, [`P2pClient::connect`] and [`P2pClient::connect_with`], pass every API).
+    pub(crate) async fn open(
         url: &str,
         client_id: &str,
         opts: ClientOptions,
+        apis: Apis,
     ) -> Result<P2pClient> {
         if client_id.is_empty() {
             return Err(Error::BadRequest("the client id is empty".into()));
@@ -149,14 +149,13 @@ impl P2pClient {
         let (closed, _) = watch::channel(false);
         let inner = Arc::new_cyclic(|me| ClientInner {
             me: me.clone(),
-            streams: Default::default(),
+            apis,
             id: client_id.to_string(),
             opts: opts.clone(),
             sio: OnceLock::new(),
             out: out_tx,
             pending: PendingRequests::new(MAX_PENDING),
             hooks: Mutex::new(HashMap::new()),
-            registry: Mutex::new(Registry::default()),
             welcome: Mutex::new(Some(welcome_tx)),
             closed,
             closed_flag: AtomicBool::new(false),
@@ -287,6 +286,21 @@ impl P2pClient {
 }
 
 impl ClientInner {
+    /// The state of the API of type `T` this client was built with.
+    ///
+    /// # Panics
+    ///
+    /// If the client was built without it: the public constructors add every API.
+    pub(crate) fn api<T: std::any::Any>(&self) -> &T {
+        match self.apis.get::<T>() {
+            Some(api) => api,
+            None => panic!(
+                "client built without the API {}",
+                std::any::type_name::<T>()
+            ),
+        }
+    }
+
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed_flag.load(Ordering::Acquire) {
             Err(Error::Disconnected(format!(
@@ -427,7 +441,9 @@ impl ClientInner {
         tracing::debug!(client = %self.id, "connection closed: {why}");
         self.pending.abandon_all();
         self.hooks.lock().unwrap().clear();
-        crate::stream::client::connection_lost(self, why);
+        for sink in self.apis.sinks() {
+            sink.connection_lost(self, why);
+        }
         if let Some(w) = self.welcome.lock().unwrap().take() {
             let _ = w.send(Err(Error::Disconnected(why.to_string())));
         }
@@ -460,12 +476,14 @@ impl ClientInner {
     fn demux(self: &Arc<Self>, name: &str, payload: Payload) {
         let args = match payload {
             Payload::Text(v) => v,
-            Payload::Binary(b) => {
-                if name == crate::stream::frame::FRAME_EVENT {
-                    crate::stream::client::on_frame(self, b);
-                } else {
-                    tracing::debug!(client = %self.id, len = b.len(), "binary event '{name}' ignored");
+            Payload::Binary(mut data) => {
+                for sink in self.apis.sinks() {
+                    match sink.binary(self, name, data) {
+                        Some(back) => data = back,
+                        None => return,
+                    }
                 }
+                tracing::debug!(client = %self.id, len = data.len(), "binary event '{name}' ignored");
                 return;
             }
             #[allow(deprecated)]
@@ -478,12 +496,28 @@ impl ClientInner {
                 Ok(RelayedBatch(items)) => {
                     for item in items {
                         match item {
-                            Ok(item) => self.dispatch(&item.event, item.args, None),
+                            Ok(item) => self.deliver(Incoming {
+                                event: item.event,
+                                args: item.args,
+                                request: None,
+                                origin: Origin::Direct,
+                            }),
                             Err(e) => tracing::warn!(client = %self.id, "bad P2P_BATCH item: {e}"),
                         }
                     }
                 }
                 Err(e) => tracing::warn!(client = %self.id, "bad P2P_BATCH: {e}"),
+            },
+            protocol::RoomEmit::EVENT => match protocol::RoomEmit::from_values(args) {
+                Ok(e) => self.deliver(Incoming {
+                    event: e.event,
+                    args: e.args,
+                    request: None,
+                    origin: Origin::Room(e.room),
+                }),
+                Err(e) => {
+                    tracing::warn!(client = %self.id, "bad {}: {e}", protocol::RoomEmit::EVENT)
+                }
             },
             event::P2P_WELCOME => {
                 if let Err(e) = Welcome::from_values(args) {
@@ -506,16 +540,24 @@ impl ClientInner {
                     return;
                 }
                 tracing::warn!(client = %self.id, "SERVER_ERROR: {}", notice.message);
-                crate::message::client::server_error(self, notice.message);
+                for sink in self.apis.sinks() {
+                    sink.server_error(self, &notice.message);
+                }
             }
             event::MULTI_API_TARGET_DISCONNECT => match TargetDisconnect::from_values(args) {
                 Ok(TargetDisconnect(peer)) => {
-                    crate::stream::client::peer_gone(self, &peer);
-                    crate::message::client::peer_disconnected(self, &peer)
+                    for sink in self.apis.sinks() {
+                        sink.peer_gone(self, &peer);
+                    }
                 }
                 Err(e) => tracing::warn!(client = %self.id, "{e}"),
             },
-            _ => self.dispatch(name, args, None),
+            _ => self.deliver(Incoming {
+                event: name.to_string(),
+                args,
+                request: None,
+                origin: Origin::Direct,
+            }),
         }
     }
 
@@ -538,6 +580,7 @@ impl ClientInner {
         self.pending.resolve(res.id, res.body);
     }
 
+    /// `P2P_REQ(id, event, ...args)`: a request the relay passed to this client.
     fn on_req(self: &Arc<Self>, args: Vec<Value>) {
         let req = match Request::<Vec<Value>>::from_values(args) {
             Ok(req) => req,
@@ -546,28 +589,29 @@ impl ClientInner {
                 return;
             }
         };
-        match req.event.as_str() {
-            event::MULTI_API_ADD_TARGET => match AddTarget::from_values(req.args) {
-                Ok(AddTarget(source)) => {
-                    self.respond_result(req.id, Ok(vec![]));
-                    crate::message::client::peer_added(self, &source);
-                }
-                Err(e) => self.respond_result(req.id, Err(e.into())),
-            },
-            event::MULTI_API_CREATE_STREAM => {
-                crate::stream::client::on_create_stream(self, req.id, req.args);
-            }
-            _ => self.dispatch(&req.event, req.args, Some(req.id)),
-        }
+        self.deliver(Incoming {
+            event: req.event,
+            args: req.args,
+            request: Some(req.id),
+            origin: Origin::Direct,
+        });
     }
 
-    /// Hands an event to the listener registry. `reply` is the request id when the sender waits
-    /// for an answer.
-    fn dispatch(self: &Arc<Self>, name: &str, args: Vec<Value>, reply: Option<u64>) {
-        if crate::stream::client::on_seed_event(self, name, &args, reply) {
-            return;
+    /// Offers an event to the APIs in turn; a request none takes is answered with an error, so
+    /// that its sender does not wait.
+    fn deliver(self: &Arc<Self>, mut ev: Incoming) {
+        for sink in self.apis.sinks() {
+            match sink.event(self, ev) {
+                Some(back) => ev = back,
+                None => return,
+            }
         }
-        crate::message::client::dispatch(self, name, args, reply);
+        match ev.request {
+            Some(id) => {
+                self.respond(id, ResBody::Err(format!("no listener for '{}'", ev.event)));
+            }
+            None => tracing::debug!(client = %self.id, "event '{}' ignored", ev.event),
+        }
     }
 }
 
@@ -584,7 +628,7 @@ async fn writer(sio: SioClient, mut rx: mpsc::Receiver<Outgoing>, inner: Weak<Cl
         };
         let (name, payload) = match first {
             Outgoing::Event(name, args) => (name, Payload::Text(args)),
-            Outgoing::Frame(bytes) => (crate::stream::frame::FRAME_EVENT, Payload::Binary(bytes)),
+            Outgoing::Binary(name, bytes) => (name, Payload::Binary(bytes)),
             Outgoing::Emit(payload) => {
                 let mut batch = vec![payload];
                 while batch.len() < MAX_BATCH {

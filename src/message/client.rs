@@ -8,13 +8,13 @@ pub use super::args::{parse_args, Args, IntoArgs};
 pub use super::call::Request;
 pub use crate::request::Reply;
 
-use crate::client::{ClientInner, Outgoing, P2pClient};
+use crate::client::{ClientInner, EventSink, Incoming, Origin, Outgoing, P2pClient};
 use crate::error::{Error, Result};
-use crate::protocol::{event, EmitPayload, ResBody};
+use crate::protocol::{event, AddTarget, EmitPayload, FromValues, ResBody};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Identifies one registered listener, to remove it with [`P2pClient::remove_listener`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,7 +80,7 @@ struct Listener {
 
 /// Listeners by event name, plus the handlers of peer and server notices.
 #[derive(Default)]
-pub(crate) struct Registry {
+struct Registry {
     next: u64,
     by_event: HashMap<String, Vec<Listener>>,
     on_add_target: Vec<IdHandler>,
@@ -111,28 +111,67 @@ impl Registry {
     }
 }
 
-/// Calls the listeners of `name`. Peer listeners see `args[0]` as the sender.
-pub(crate) fn dispatch(
+/// The Message API's receive side: the listener registry, on the client's demultiplexer.
+#[derive(Default)]
+pub(crate) struct Listeners(Mutex<Registry>);
+
+/// The listener registry of `inner`.
+fn registry(inner: &ClientInner) -> MutexGuard<'_, Registry> {
+    inner.api::<Listeners>().0.lock().unwrap()
+}
+
+impl EventSink for Listeners {
+    /// Takes every event: a peer's add-target request, else the event's listeners.
+    fn event(&self, link: &Arc<ClientInner>, ev: Incoming) -> Option<Incoming> {
+        match (ev.request, ev.event.as_str()) {
+            (Some(id), event::MULTI_API_ADD_TARGET) => match AddTarget::from_values(ev.args) {
+                Ok(AddTarget(source)) => {
+                    link.respond_result(id, Ok(vec![]));
+                    peer_added(link, &source);
+                }
+                Err(e) => link.respond_result(id, Err(e.into())),
+            },
+            _ => dispatch(link, &ev.event, ev.args, ev.request, &ev.origin),
+        }
+        None
+    }
+
+    fn peer_gone(&self, link: &Arc<ClientInner>, peer: &str) {
+        peer_disconnected(link, peer);
+    }
+
+    fn server_error(&self, link: &Arc<ClientInner>, message: &str) {
+        server_error(link, message);
+    }
+}
+
+/// Calls the listeners of `name`. Peer listeners see `args[0]` as the sender of an event
+/// addressed to this client; a room emit has no sender, so it reaches raw listeners only.
+fn dispatch(
     inner: &Arc<ClientInner>,
     name: &str,
     mut args: Vec<Value>,
     reply: Option<u64>,
+    origin: &Origin,
 ) {
     // rust_socketio hands an event without arguments (`["X"]` on the wire, e.g. a topic's
     // `<room>-TOPIC_BEING_DESTROYED`) to its catch-all callback as a "message" event whose one
     // argument is "X"; an event this client listens to is given back its own name.
-    if name == "message" && reply.is_none() {
+    if name == "message" && reply.is_none() && *origin == Origin::Direct {
         if let Some(ev) = crate::protocol::bare_event_name(&args) {
-            let listened = inner.registry.lock().unwrap().by_event.contains_key(ev);
+            let listened = registry(inner).by_event.contains_key(ev);
             if listened && ev != "message" {
                 let ev = ev.to_string();
-                return dispatch(inner, &ev, Vec::new(), None);
+                return dispatch(inner, &ev, Vec::new(), None, origin);
             }
         }
     }
-    let sender = crate::protocol::sender_of(&args).map(str::to_string);
+    let sender = match origin {
+        Origin::Direct => crate::protocol::sender_of(&args).map(str::to_string),
+        Origin::Room(_) => None,
+    };
     let handlers: Vec<Handler> = {
-        let mut reg = inner.registry.lock().unwrap();
+        let mut reg = registry(inner);
         let Some(list) = reg.by_event.get_mut(name) else {
             drop(reg);
             if let Some(id) = reply {
@@ -212,16 +251,16 @@ fn answer_body(answer: Result<Vec<Value>>) -> ResBody {
     }
 }
 
-pub(crate) fn peer_added(inner: &Arc<ClientInner>, source: &str) {
-    let handlers = inner.registry.lock().unwrap().on_add_target.clone();
+fn peer_added(inner: &ClientInner, source: &str) {
+    let handlers = registry(inner).on_add_target.clone();
     for h in handlers {
         h(source.to_string());
     }
 }
 
-pub(crate) fn peer_disconnected(inner: &Arc<ClientInner>, peer: &str) {
+fn peer_disconnected(inner: &ClientInner, peer: &str) {
     let handlers = {
-        let mut reg = inner.registry.lock().unwrap();
+        let mut reg = registry(inner);
         // README 3.2.2: a peer's `from(peer)` listeners go with it.
         reg.retain(|_, l| l.from.as_deref() != Some(peer));
         reg.on_target_disconnect.clone()
@@ -231,10 +270,10 @@ pub(crate) fn peer_disconnected(inner: &Arc<ClientInner>, peer: &str) {
     }
 }
 
-pub(crate) fn server_error(inner: &Arc<ClientInner>, text: String) {
-    let handlers = inner.registry.lock().unwrap().on_server_error.clone();
+fn server_error(inner: &ClientInner, text: &str) {
+    let handlers = registry(inner).on_server_error.clone();
     for h in handlers {
-        h(text.clone());
+        h(text.to_string());
     }
 }
 
@@ -276,17 +315,13 @@ impl PeerListeners<'_> {
     /// Removes this peer's listeners of `event`.
     pub fn off(&self, event: &str) {
         let peer = self.peer.clone();
-        self.client
-            .inner
-            .registry
-            .lock()
-            .unwrap()
+        registry(&self.client.inner)
             .retain(|ev, l| !(ev == event && l.from.as_deref() == Some(peer.as_str())));
     }
 
     /// How many listeners are registered for this peer.
     pub fn listener_count(&self) -> usize {
-        let reg = self.client.inner.registry.lock().unwrap();
+        let reg = registry(&self.client.inner);
         reg.by_event
             .values()
             .flatten()
@@ -298,11 +333,7 @@ impl PeerListeners<'_> {
 /// Sending to peers.
 impl P2pClient {
     fn add_listener(&self, event: &str, from: Option<&str>, once: bool, h: Handler) -> ListenerId {
-        self.inner
-            .registry
-            .lock()
-            .unwrap()
-            .add(event, from, once, h)
+        registry(&self.inner).add(event, from, once, h)
     }
 
     /// Sends `event` with `args` to the peer `target`, without waiting for an answer. `args` is
@@ -442,9 +473,9 @@ impl P2pClient {
     /// # }
     /// ```
     ///
-    /// Events that do not come from a peer (room emits, topic publications, events from the
-    /// server) reach [`on_raw`](P2pClient::on_raw) instead. One peer only:
-    /// [`from`](P2pClient::from).
+    /// Room emits never reach it, whatever their first argument: they have no sender. They, topic
+    /// publications, and events from the server that do not start with a sender name reach
+    /// [`on_raw`](P2pClient::on_raw) instead. One peer only: [`from`](P2pClient::from).
     pub fn on(
         &self,
         event: &str,
@@ -467,7 +498,7 @@ impl P2pClient {
     /// (listeners scoped with [`from`](P2pClient::from) and raw listeners stay). To remove one
     /// listener, use [`remove_listener`](P2pClient::remove_listener).
     pub fn off(&self, event: &str) {
-        self.inner.registry.lock().unwrap().retain(|ev, l| {
+        registry(&self.inner).retain(|ev, l| {
             !(ev == event && l.from.is_none() && matches!(l.handler, Handler::Peer(_)))
         });
     }
@@ -530,7 +561,7 @@ impl P2pClient {
     /// Removes every listener of `event`, of any kind; returns how many there were.
     pub(crate) fn remove_event_listeners(&self, event: &str) -> usize {
         let mut n = 0;
-        self.inner.registry.lock().unwrap().retain(|ev, _| {
+        registry(&self.inner).retain(|ev, _| {
             let hit = ev == event;
             n += usize::from(hit);
             !hit
@@ -541,7 +572,7 @@ impl P2pClient {
     /// Removes one listener. Returns whether it was registered.
     pub fn remove_listener(&self, id: ListenerId) -> bool {
         let mut found = false;
-        self.inner.registry.lock().unwrap().retain(|_, l| {
+        registry(&self.inner).retain(|_, l| {
             let hit = l.id == id.0;
             found |= hit;
             !hit
@@ -552,31 +583,20 @@ impl P2pClient {
     /// Calls `handler` with the id of every client that adds this one as a target (this client
     /// always accepts).
     pub fn on_add_p2p_target(&self, handler: impl Fn(String) + Send + Sync + 'static) {
-        self.inner
-            .registry
-            .lock()
-            .unwrap()
-            .on_add_target
-            .push(Arc::new(handler));
+        registry(&self.inner).on_add_target.push(Arc::new(handler));
     }
 
     /// Calls `handler` with the id of a peer that disconnected (a peer is a client this one added,
     /// was added by, or exchanged messages with). Its `from(peer)` listeners are already gone.
     pub fn on_p2p_target_disconnect(&self, handler: impl Fn(String) + Send + Sync + 'static) {
-        self.inner
-            .registry
-            .lock()
-            .unwrap()
+        registry(&self.inner)
             .on_target_disconnect
             .push(Arc::new(handler));
     }
 
     /// Calls `handler` with the text of every `SERVER_ERROR` the server sends this client.
     pub fn on_server_error(&self, handler: impl Fn(String) + Send + Sync + 'static) {
-        self.inner
-            .registry
-            .lock()
-            .unwrap()
+        registry(&self.inner)
             .on_server_error
             .push(Arc::new(handler));
     }

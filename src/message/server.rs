@@ -30,6 +30,7 @@ pub(crate) fn is_reserved(name: &str) -> bool {
             | event::MULTI_API_TARGET_DISCONNECT
             | event::MULTI_API_CREATE_STREAM
             | crate::stream::frame::FRAME_EVENT
+            | protocol::RoomEmit::EVENT
     )
 }
 

@@ -642,6 +642,51 @@ impl FromValues for RelayedBatch {
     }
 }
 
+/// Extension: `P2P_ROOM(room, event, ...args)`, a room emit as the relay delivers it to an
+/// extension member (a seed-era member gets `event(...args)`). It carries no sender id: unlike a
+/// peer's message, its first argument is whatever the emitter put there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomEmit {
+    /// The room the emit went to.
+    pub room: String,
+    /// The event the members receive.
+    pub event: String,
+    /// Its arguments, as the emitter gave them.
+    pub args: Vec<Value>,
+}
+
+impl RoomEmit {
+    /// The event name.
+    pub const EVENT: &'static str = "P2P_ROOM";
+
+    /// The event's arguments, binary data kept: `[room, event, ...args]`.
+    pub fn to_args(room: &str, event: &str, args: &[Arg]) -> Vec<Arg> {
+        let mut all = Vec::with_capacity(args.len() + 2);
+        all.push(Arg::from(room));
+        all.push(Arg::from(event));
+        all.extend(args.iter().cloned());
+        all
+    }
+}
+
+impl FromValues for RoomEmit {
+    fn from_values(args: Vec<Value>) -> Result<Self, DecodeError> {
+        let mut it = args.into_iter();
+        match (it.next(), it.next()) {
+            (Some(Value::String(room)), Some(Value::String(event))) if !event.is_empty() => {
+                Ok(RoomEmit {
+                    room,
+                    event,
+                    args: it.collect(),
+                })
+            }
+            _ => Err(DecodeError::new(
+                "P2P_ROOM needs (room, event, ...args) with string room and event names",
+            )),
+        }
+    }
+}
+
 /// The sender id of a relayed peer event: its first argument, when that is a string.
 pub fn sender_of(args: &[Value]) -> Option<&str> {
     match args.first() {

@@ -42,7 +42,9 @@ impl P2pClient {
     }
 
     /// Emits `event(...args)` to every other member of `room`; members receive it through
-    /// [`on`](P2pClient::on). Resolves once the server has sent it.
+    /// [`on_raw`](P2pClient::on_raw) (a room emit has no sender, so it is never a
+    /// [`PeerMessage`](crate::PeerMessage), whatever its first argument). Resolves once the server
+    /// has sent it.
     pub async fn emit_room(&self, room: &str, event: &str, args: impl IntoArgs) -> Result<()> {
         check_room(room)?;
         if event.is_empty() {

@@ -2,10 +2,9 @@
 
 use crate::error::Error;
 use crate::protocol::{
-    event, ArgsRef, ClientList, EmitRoom, ExtArgs, JoinRoom, LeaveRoom, RoomTarget,
+    event, ArgsRef, ClientList, EmitRoom, ExtArgs, JoinRoom, LeaveRoom, RoomEmit, RoomTarget,
 };
 use crate::server::{OpError, Operations, P2pServer, Peer, Responder};
-use futures::FutureExt;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -98,27 +97,45 @@ pub(crate) fn destroy_room(socket: &socketioxide::extract::SocketRef, room: &str
     }
 }
 
-/// `EMIT_ROOM(room, event, ...args)`: `event(...args)` to every member but the caller.
-fn emit_room(_: &P2pServer, peer: &Arc<Peer>, e: EmitRoom, r: Responder) {
+/// `EMIT_ROOM(room, event, ...args)`: `event(...args)` to every member but the caller; an
+/// extension member gets `P2P_ROOM(room, event, ...args)` instead, so that it can tell a room
+/// emit (no sender id) from a peer's message (sender id first).
+fn emit_room(server: &P2pServer, peer: &Arc<Peer>, e: EmitRoom, r: Responder) {
     if crate::message::server::is_reserved(&e.event) {
         let error = Error::BadRequest(format!("EMIT_ROOM: event name '{}' is reserved", e.event));
         return r.respond(peer, Err(error.into()));
     }
-    let socket = peer.socket.clone();
     let EmitRoom { room, event, args } = e;
-    // Every member gets binary data as arrays of byte values: extension clients cannot take
-    // binary inside a JSON event.
-    let mut fut = Box::pin(async move { socket.to(room).emit(&event, &ExtArgs(&args)).await });
-    let result = match (&mut fut).now_or_never() {
-        Some(Err(e)) => Err(Error::Protocol(format!("EMIT_ROOM failed: {e}")).into()),
-        Some(Ok(())) => Ok(vec![]),
-        None => {
-            // A remote adapter answers later; let it finish on its own.
-            tokio::spawn(fut);
-            Ok(vec![])
+    let marked = RoomEmit::to_args(&room, &event, &args);
+    let mut failed = None;
+    for member in peer.socket.to(room.clone()).sockets() {
+        // Every member gets binary data as arrays of byte values: extension clients cannot take
+        // binary inside a JSON event.
+        let sent = if speaks_ext(server, &member) {
+            member.emit(RoomEmit::EVENT, &ExtArgs(&marked))
+        } else {
+            member.emit(&event, &ExtArgs(&args))
+        };
+        if let Err(e) = sent {
+            failed.get_or_insert(e);
         }
+    }
+    let result = match failed {
+        Some(e) => Err(Error::Protocol(format!("EMIT_ROOM failed: {e}")).into()),
+        None => Ok(vec![]),
     };
     r.respond(peer, result);
+}
+
+/// Whether a room member is the registered connection of an extension client.
+fn speaks_ext(server: &P2pServer, member: &socketioxide::extract::SocketRef) -> bool {
+    let Some(query) = member.req_parts().uri.query() else {
+        return false;
+    };
+    crate::protocol::query_pairs(query)
+        .find(|(k, _)| k == crate::protocol::QUERY_CLIENT_ID)
+        .and_then(|(_, id)| server.peer(&id))
+        .is_some_and(|p| p.ext && p.socket.id == member.id)
 }
 
 /// `LIST_CLIENTS(ack)`: `ack([clientId, ...])`.

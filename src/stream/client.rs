@@ -3,9 +3,9 @@
 use super::accept::{Acceptors, IncomingStreams};
 use super::core::Core;
 use super::duplex::{Endpoint, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
-use super::frame::Frame;
+use super::frame::{Frame, FRAME_EVENT};
 use super::{SEED_DATA_PREFIX, SEED_DESTROYED};
-use crate::client::{ClientInner, Outgoing, P2pClient};
+use crate::client::{ClientInner, EventSink, Incoming, Origin, Outgoing, P2pClient};
 use crate::error::{Error, Result};
 use crate::protocol::stream::{
     CreateAnswer, CreateStream, SeedData, SeedDestroyed, StreamAccept, Window,
@@ -47,7 +47,8 @@ enum Opening {
     Abandoned,
 }
 
-/// A client's streams and stream acceptors.
+/// A client's streams and stream acceptors: the Stream API's receive side, on the client's
+/// demultiplexer.
 #[derive(Default)]
 pub(crate) struct Streams {
     table: Mutex<HashMap<StreamKey, Arc<Shared>>>,
@@ -55,9 +56,47 @@ pub(crate) struct Streams {
     seq: AtomicU64,
 }
 
+/// The streams of `inner`.
+fn streams(inner: &ClientInner) -> &Streams {
+    inner.api::<Streams>()
+}
+
+impl EventSink for Streams {
+    /// Takes stream requests and the seed's stream events.
+    fn event(&self, link: &Arc<ClientInner>, ev: Incoming) -> Option<Incoming> {
+        if ev.origin != Origin::Direct {
+            return Some(ev);
+        }
+        if let (Some(id), event::MULTI_API_CREATE_STREAM) = (ev.request, ev.event.as_str()) {
+            on_create_stream(link, id, ev.args);
+            return None;
+        }
+        if on_seed_event(link, &ev.event, &ev.args, ev.request) {
+            return None;
+        }
+        Some(ev)
+    }
+
+    fn binary(&self, link: &Arc<ClientInner>, event: &str, data: Bytes) -> Option<Bytes> {
+        if event != FRAME_EVENT {
+            return Some(data);
+        }
+        on_frame(link, data);
+        None
+    }
+
+    fn peer_gone(&self, link: &Arc<ClientInner>, peer: &str) {
+        peer_gone(link, peer);
+    }
+
+    fn connection_lost(&self, link: &ClientInner, why: &str) {
+        connection_lost(link, why);
+    }
+}
+
 impl Endpoint for ClientInner {
     fn send_frame(&self, frame: Bytes) -> io::Result<()> {
-        self.send_now(Outgoing::Frame(frame));
+        self.send_now(Outgoing::Binary(FRAME_EVENT, frame));
         Ok(())
     }
 
@@ -73,12 +112,13 @@ impl Endpoint for ClientInner {
 
     fn send_reserved(&self, slot: &mut Option<Slot>, frame: Bytes) -> io::Result<()> {
         let s = slot.as_mut().expect("poll_ready reserved a slot");
-        s.send_item(Outgoing::Frame(frame)).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the client connection is closed",
-            )
-        })
+        s.send_item(Outgoing::Binary(FRAME_EVENT, frame))
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the client connection is closed",
+                )
+            })
     }
 
     fn send_seed_chunk(
@@ -128,7 +168,7 @@ impl Endpoint for ClientInner {
     }
 
     fn unregister(&self, key: &StreamKey) {
-        self.streams.table.lock().unwrap().remove(key);
+        streams(self).table.lock().unwrap().remove(key);
     }
 }
 
@@ -140,8 +180,7 @@ fn endpoint_of(inner: &ClientInner) -> Weak<dyn Endpoint> {
 /// Creates a stream's shared state and enters it in the client's table.
 fn register(inner: &ClientInner, key: StreamKey, info: StreamInfo, core: Core) -> Arc<Shared> {
     let shared = Shared::new(key.clone(), info, core, endpoint_of(inner));
-    inner
-        .streams
+    streams(inner)
         .table
         .lock()
         .unwrap()
@@ -172,7 +211,7 @@ impl P2pClient {
         if target.is_empty() {
             return Err(Error::BadRequest("the target client id is empty".into()));
         }
-        let seq = inner.streams.seq.fetch_add(1, Ordering::Relaxed);
+        let seq = streams(inner).seq.fetch_add(1, Ordering::Relaxed);
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -252,7 +291,7 @@ impl P2pClient {
                         code: super::frame::code::CANCEL,
                         reason: "the opener gave up waiting for the acceptance".into(),
                     };
-                    inner.send_now(Outgoing::Frame(reset.encode()));
+                    inner.send_now(Outgoing::Binary(FRAME_EVENT, reset.encode()));
                     return;
                 }
                 info.seed_mode = false;
@@ -279,7 +318,7 @@ impl P2pClient {
             Opening::Accepted(shared) => Some(shared),
             _ => None,
         };
-        let unregister_seed = || inner.streams.table.lock().unwrap().remove(&seed_key);
+        let unregister_seed = || streams(inner).table.lock().unwrap().remove(&seed_key);
         match answer {
             Ok(args) => {
                 if let Some(shared) = registered {
@@ -320,29 +359,29 @@ impl P2pClient {
         channel: Option<&str>,
         handler: impl Fn(P2pDuplex) + Send + Sync + 'static,
     ) {
-        self.inner.streams.acceptors.set_handler(channel, handler);
+        streams(&self.inner).acceptors.set_handler(channel, handler);
     }
 
     /// Accepts streams on `channel` as an async stream of [`P2pDuplex`]es (see
     /// [`on_add_p2p_stream`](P2pClient::on_add_p2p_stream) for how channels match). Streams that
     /// arrive while 64 wait unclaimed are refused.
     pub fn incoming_streams(&self, channel: Option<&str>) -> IncomingStreams {
-        self.inner.streams.acceptors.queue(channel)
+        streams(&self.inner).acceptors.queue(channel)
     }
 
     /// Stops accepting streams on `channel`; later requests are refused.
     pub fn off_add_p2p_stream(&self, channel: Option<&str>) {
-        self.inner.streams.acceptors.remove(channel);
+        streams(&self.inner).acceptors.remove(channel);
     }
 
     /// How many streams of this client are live (not yet closed at both ends or destroyed).
     pub fn stream_count(&self) -> usize {
-        self.inner.streams.table.lock().unwrap().len()
+        streams(&self.inner).table.lock().unwrap().len()
     }
 }
 
 /// `P2P_REQ(id, "MULTI_API_CREATE_STREAM", info)`: a peer opens a stream to this client.
-pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Value>) {
+fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Value>) {
     let info = match CreateStream::from_args(&args) {
         Ok(CreateStream {
             source_client_id: Some(source),
@@ -364,7 +403,7 @@ pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Val
         return;
     };
     let source = info.source_client_id.unwrap_or_default();
-    let acceptor = inner.streams.acceptors.pick(info.channel.as_deref());
+    let acceptor = streams(inner).acceptors.pick(info.channel.as_deref());
     let Some(acceptor) = acceptor else {
         // The seed's refusal text, as an acknowledgement argument.
         let text = format!(
@@ -408,7 +447,7 @@ pub(crate) fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Val
 }
 
 /// A binary `P2P_FRAME` from the relay.
-pub(crate) fn on_frame(inner: &Arc<ClientInner>, bytes: Bytes) {
+fn on_frame(inner: &Arc<ClientInner>, bytes: Bytes) {
     let frame = match Frame::decode(bytes) {
         Ok(f) => f,
         Err(e) => {
@@ -422,8 +461,7 @@ pub(crate) fn on_frame(inner: &Arc<ClientInner>, bytes: Bytes) {
         | Frame::Fin { route }
         | Frame::Reset { route, .. } => *route,
     };
-    let shared = inner
-        .streams
+    let shared = streams(inner)
         .table
         .lock()
         .unwrap()
@@ -441,12 +479,7 @@ pub(crate) fn on_frame(inner: &Arc<ClientInner>, bytes: Bytes) {
 }
 
 /// Seed-protocol stream events; returns whether `name` was one.
-pub(crate) fn on_seed_event(
-    inner: &Arc<ClientInner>,
-    name: &str,
-    args: &[Value],
-    reply: Option<u64>,
-) -> bool {
+fn on_seed_event(inner: &Arc<ClientInner>, name: &str, args: &[Value], reply: Option<u64>) -> bool {
     if let Some(sid) = name.strip_prefix(SEED_DATA_PREFIX) {
         let data = match SeedData::from_args(args) {
             Ok(d) => d,
@@ -454,7 +487,7 @@ pub(crate) fn on_seed_event(
                 // Bad bytes end the stream they were meant for, and the sender is told.
                 if let Some(sender) = args.first().and_then(|v| String::deserialize(v).ok()) {
                     let key = StreamKey::Seed(sender, sid.to_string());
-                    let shared = inner.streams.table.lock().unwrap().get(&key).cloned();
+                    let shared = streams(inner).table.lock().unwrap().get(&key).cloned();
                     if let Some(s) = shared {
                         s.fail(io::ErrorKind::InvalidData, e.clone());
                     }
@@ -466,7 +499,7 @@ pub(crate) fn on_seed_event(
             }
         };
         let key = StreamKey::Seed(data.sender.clone(), sid.to_string());
-        let shared = inner.streams.table.lock().unwrap().get(&key).cloned();
+        let shared = streams(inner).table.lock().unwrap().get(&key).cloned();
         let Some(shared) = shared else {
             if let Some(r) = reply {
                 inner.respond(
@@ -483,7 +516,7 @@ pub(crate) fn on_seed_event(
     if name == SEED_DESTROYED {
         if let Ok(d) = SeedDestroyed::from_args(args) {
             let key = StreamKey::Seed(d.sender.clone(), d.stream_id.to_string());
-            let shared = inner.streams.table.lock().unwrap().get(&key).cloned();
+            let shared = streams(inner).table.lock().unwrap().get(&key).cloned();
             if let Some(s) = shared {
                 s.fail(
                     io::ErrorKind::ConnectionReset,
@@ -500,9 +533,8 @@ pub(crate) fn on_seed_event(
 }
 
 /// A peer disconnected: its seed-mode streams end (credit-mode ones get a RESET from the relay).
-pub(crate) fn peer_gone(inner: &ClientInner, peer: &str) {
-    let gone: Vec<_> = inner
-        .streams
+fn peer_gone(inner: &ClientInner, peer: &str) {
+    let gone: Vec<_> = streams(inner)
         .table
         .lock()
         .unwrap()
@@ -519,9 +551,8 @@ pub(crate) fn peer_gone(inner: &ClientInner, peer: &str) {
 }
 
 /// This client's connection is gone: every stream fails.
-pub(crate) fn connection_lost(inner: &ClientInner, why: &str) {
-    let all: Vec<_> = inner
-        .streams
+fn connection_lost(inner: &ClientInner, why: &str) {
+    let all: Vec<_> = streams(inner)
         .table
         .lock()
         .unwrap()
@@ -532,6 +563,17 @@ pub(crate) fn connection_lost(inner: &ClientInner, why: &str) {
         s.fail(
             io::ErrorKind::NotConnected,
             format!("connection lost: {why}"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn client_default_window_is_the_stream_default() {
+        assert_eq!(
+            crate::ClientOptions::default().stream_window,
+            super::super::DEFAULT_WINDOW
         );
     }
 }
