@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::protocol::{self, batch_item, event, AddTarget, Arg, Batch, Emit};
-use crate::server::{OpError, Operations, P2pServer, Peer, Responder};
+use crate::server::{OpError, OpReply, Operations, P2pServer, Peer, RELAY};
 use crate::service::server::{intercept, Intercept};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -63,9 +63,9 @@ fn offer_to_services(
     server: &P2pServer,
     caller: &Arc<Peer>,
     p: Emit,
-    r: Responder,
+    r: OpReply,
     wants_reply: bool,
-) -> Option<(Emit, Responder)> {
+) -> Option<(Emit, OpReply)> {
     if p.args.iter().any(Arg::has_binary) {
         // Service handlers take JSON; the relayed call keeps its binary data.
         match intercept(server, caller, p.clone().into_payload(), r, wants_reply) {
@@ -98,9 +98,9 @@ fn target_of(server: &P2pServer, caller: &Peer, id: &str) -> Result<Arc<Peer>, E
 }
 
 /// `P2P_EMIT({targetClientId, event, args})`: `event(...args)` to the target.
-fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: Responder) {
+fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: OpReply) {
     if let Err(e) = check(peer, &p) {
-        return r.respond(peer, Err(e.into()));
+        return r.respond(Err(e.into()));
     }
     let Some((p, r)) = offer_to_services(server, peer, p, r, false) else {
         return;
@@ -109,46 +109,42 @@ fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: Responder) {
         .and_then(|target| target.emit_args(&p.event, &p.args))
         .map(|()| vec![])
         .map_err(OpError::from);
-    r.respond(peer, result);
+    r.respond(result);
 }
 
 /// `P2P_EMIT_ACKNOWLEDGE({targetClientId, event, args}, ack)`: `event(...args, ack')` to the
 /// target; its answer goes back to the caller.
-fn p2p_emit_acknowledge(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: Responder) {
+fn p2p_emit_acknowledge(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: OpReply) {
     if let Err(e) = check(peer, &p) {
-        return r.respond(peer, Err(e.into()));
+        return r.respond(Err(e.into()));
     }
     let Some((p, r)) = offer_to_services(server, peer, p, r, true) else {
         return;
     };
     let target = match target_of(server, peer, &p.target) {
         Ok(t) => t,
-        Err(e) => return r.respond(peer, Err(e.into())),
+        Err(e) => return r.respond(Err(e.into())),
     };
     let (timeout, max) = (
         server.inner.opts.reply_timeout,
         server.inner.opts.max_pending_per_client,
     );
-    let peer = peer.clone();
     tokio::spawn(async move {
         let result = target.request_args(&p.event, p.args, timeout, max).await;
-        r.respond(&peer, result.map_err(OpError::from));
+        r.respond(result.map_err(OpError::from));
     });
 }
 
 /// `MULTI_API_ADD_TARGET(targetClientId, ack)`: asks the target to accept the caller as a peer.
-fn add_target(server: &P2pServer, peer: &Arc<Peer>, AddTarget(target_id): AddTarget, r: Responder) {
+fn add_target(server: &P2pServer, peer: &Arc<Peer>, AddTarget(target_id): AddTarget, r: OpReply) {
     let target = match target_of(server, peer, &target_id) {
         Ok(t) => t,
         Err(error) => {
             let msg = protocol::not_registered(&target_id);
-            return r.respond(
-                peer,
-                Err(OpError {
-                    error,
-                    seed_ack: Some(vec![Value::from(msg)]),
-                }),
-            );
+            return r.respond(Err(OpError {
+                error,
+                seed_ack: Some(vec![Value::from(msg)]),
+            }));
         }
     };
     let (timeout, max) = (
@@ -166,21 +162,32 @@ fn add_target(server: &P2pServer, peer: &Arc<Peer>, AddTarget(target_id): AddTar
                 max,
             )
             .await;
-        r.respond(&peer, result.map_err(OpError::from));
+        r.respond(result.map_err(OpError::from));
     });
 }
 
 /// `P2P_BATCH(payload, payload, ...)`: several `P2P_EMIT`s in one event. Messages for one
 /// extension target are forwarded as one `P2P_BATCH([event, ...args], ...)`, in order.
-fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, Batch(items): Batch, _: Responder) {
+fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, Batch(items): Batch, r: OpReply) {
     let mut batches: HashMap<Arc<str>, (Arc<Peer>, Vec<Arg>)> = HashMap::new();
     for item in items {
-        let result = item.map_err(Error::from).and_then(|p| {
-            check(peer, &p)?;
-            let Some((p, _)) = offer_to_services(server, peer, p, Responder::None, false) else {
-                return Ok(());
-            };
-            let target = target_of(server, peer, &p.target)?;
+        let p = match item {
+            Ok(p) => p,
+            Err(e) => {
+                peer.report(&Error::from(e));
+                continue;
+            }
+        };
+        if let Err(e) = check(peer, &p) {
+            peer.report(&e);
+            continue;
+        }
+        // Each message is answered like a `P2P_EMIT`: nothing on success, `SERVER_ERROR` else.
+        let item_reply = OpReply::seed(peer, event::P2P_EMIT, None);
+        let Some((p, item_reply)) = offer_to_services(server, peer, p, item_reply, false) else {
+            continue;
+        };
+        let result = target_of(server, peer, &p.target).and_then(|target| {
             if target.ext {
                 batches
                     .entry(target.id.clone())
@@ -192,14 +199,12 @@ fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, Batch(items): Batch, _: Respo
                 target.emit_args(&p.event, &p.args)
             }
         });
-        if let Err(e) = result {
-            peer.report(&e);
-        }
+        item_reply.respond(result.map(|()| vec![]).map_err(OpError::from));
     }
     for (_, (target, frames)) in batches {
         if let Err(e) = target.emit_args(event::P2P_BATCH, &frames) {
             peer.report(&Error::remote(
-                "the relay",
+                RELAY,
                 format!(
                     "{e} ({} messages for '{}' were not delivered)",
                     frames.len(),
@@ -208,4 +213,5 @@ fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, Batch(items): Batch, _: Respo
             ));
         }
     }
+    r.respond(Ok(vec![]));
 }

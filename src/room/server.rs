@@ -4,7 +4,7 @@ use crate::error::Error;
 use crate::protocol::{
     event, ArgsRef, ClientList, EmitRoom, ExtArgs, JoinRoom, LeaveRoom, RoomTarget,
 };
-use crate::server::{OpError, Operations, P2pServer, Peer, Responder};
+use crate::server::{OpError, OpReply, Operations, P2pServer, Peer};
 use futures::FutureExt;
 use serde_json::Value;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ fn client_and_room(
 
 /// `JOIN_ROOM(room)`, `JOIN_ROOM("CLIENT_SUBSCRIBE_TOPIC", client, room)`,
 /// `JOIN_ROOM("SERVICE_CREATE_TOPIC", room)`.
-fn join_room(server: &P2pServer, peer: &Arc<Peer>, JoinRoom(target): JoinRoom, r: Responder) {
+fn join_room(server: &P2pServer, peer: &Arc<Peer>, JoinRoom(target): JoinRoom, r: OpReply) {
     let result = match target {
         RoomTarget::Client { client, room } => {
             client_and_room(server, client, room).map(|(other, room)| {
@@ -54,12 +54,12 @@ fn join_room(server: &P2pServer, peer: &Arc<Peer>, JoinRoom(target): JoinRoom, r
             Ok(vec![])
         }
     };
-    r.respond(peer, result);
+    r.respond(result);
 }
 
 /// `LEAVE_ROOM(room)`, `LEAVE_ROOM("CLIENT_UNSUBSCRIBE_TOPIC", client, room)`,
 /// `LEAVE_ROOM("SERVICE_DESTROY_TOPIC", room)`.
-fn leave_room(server: &P2pServer, peer: &Arc<Peer>, LeaveRoom(target): LeaveRoom, r: Responder) {
+fn leave_room(server: &P2pServer, peer: &Arc<Peer>, LeaveRoom(target): LeaveRoom, r: OpReply) {
     let result = match target {
         RoomTarget::Client { client, room } => {
             client_and_room(server, client, room).map(|(other, room)| {
@@ -86,7 +86,7 @@ fn leave_room(server: &P2pServer, peer: &Arc<Peer>, LeaveRoom(target): LeaveRoom
             Ok(vec![])
         }
     };
-    r.respond(peer, result);
+    r.respond(result);
 }
 
 /// Tells every member of `room` that it is being destroyed and removes them all from it.
@@ -99,10 +99,10 @@ pub(crate) fn destroy_room(socket: &socketioxide::extract::SocketRef, room: &str
 }
 
 /// `EMIT_ROOM(room, event, ...args)`: `event(...args)` to every member but the caller.
-fn emit_room(_: &P2pServer, peer: &Arc<Peer>, e: EmitRoom, r: Responder) {
+fn emit_room(_: &P2pServer, peer: &Arc<Peer>, e: EmitRoom, r: OpReply) {
     if crate::message::server::is_reserved(&e.event) {
         let error = Error::BadRequest(format!("EMIT_ROOM: event name '{}' is reserved", e.event));
-        return r.respond(peer, Err(error.into()));
+        return r.respond(Err(error.into()));
     }
     let socket = peer.socket.clone();
     let EmitRoom { room, event, args } = e;
@@ -118,12 +118,12 @@ fn emit_room(_: &P2pServer, peer: &Arc<Peer>, e: EmitRoom, r: Responder) {
             Ok(vec![])
         }
     };
-    r.respond(peer, result);
+    r.respond(result);
 }
 
 /// `LIST_CLIENTS(ack)`: `ack([clientId, ...])`.
-fn list_clients(server: &P2pServer, peer: &Arc<Peer>, (): (), r: Responder) {
+fn list_clients(server: &P2pServer, _: &Arc<Peer>, (): (), r: OpReply) {
     let mut ids = server.client_ids();
     ids.sort();
-    r.respond(peer, Ok(ClientList(ids).to_values()));
+    r.respond(Ok(ClientList(ids).to_values()));
 }

@@ -6,7 +6,7 @@
 //! "bad request" error and never reaches the operation. `P2P_REQ` looks its event up in the same
 //! table, so an event means the same whether a client asks it directly or as a request.
 
-use super::{decode_args, seed_responder, Inline, OpError, P2pServer, Peer, Responder};
+use super::{ack_sender, decode_args, Inline, OpError, OpReply, P2pServer, Peer};
 use crate::error::Error;
 use crate::protocol::{event, Arg, FromArgs, Request, Response};
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// An operation with its decoder: the caller, the raw arguments, and how to answer.
-type Op = Box<dyn Fn(&P2pServer, &Arc<Peer>, Vec<Arg>, Responder) + Send + Sync>;
+type Op = Box<dyn Fn(&P2pServer, &Arc<Peer>, Vec<Arg>, OpReply) + Send + Sync>;
 /// A handler of an event that carries one binary attachment and nothing else.
 type BinaryOp = fn(&P2pServer, &Arc<Peer>, Bytes);
 /// Runs when a client is gone.
@@ -39,12 +39,12 @@ impl Operations {
     fn insert<T: FromArgs + 'static>(
         &mut self,
         name: &'static str,
-        op: fn(&P2pServer, &Arc<Peer>, T, Responder),
+        op: fn(&P2pServer, &Arc<Peer>, T, OpReply),
         ext_only: bool,
     ) {
         let op: Op = Box::new(move |server, peer, args, r| match T::from_args(args) {
             Ok(payload) => op(server, peer, payload, r),
-            Err(e) => r.respond(peer, Err(OpError::from(Error::from(e)))),
+            Err(e) => r.respond(Err(OpError::from(Error::from(e)))),
         });
         let previous = self.ops.insert(name, Entry { op, ext_only });
         debug_assert!(previous.is_none(), "two operations for '{name}'");
@@ -55,7 +55,7 @@ impl Operations {
     pub(crate) fn add<T: FromArgs + 'static>(
         &mut self,
         name: &'static str,
-        op: fn(&P2pServer, &Arc<Peer>, T, Responder),
+        op: fn(&P2pServer, &Arc<Peer>, T, OpReply),
     ) {
         self.insert(name, op, false);
     }
@@ -64,7 +64,7 @@ impl Operations {
     pub(crate) fn add_ext<T: FromArgs + 'static>(
         &mut self,
         name: &'static str,
-        op: fn(&P2pServer, &Arc<Peer>, T, Responder),
+        op: fn(&P2pServer, &Arc<Peer>, T, OpReply),
     ) {
         self.insert(name, op, true);
     }
@@ -86,8 +86,8 @@ impl Operations {
         server: &P2pServer,
         peer: &Arc<Peer>,
         args: Vec<Arg>,
-        r: Responder,
-    ) -> Result<(), Responder> {
+        r: OpReply,
+    ) -> Result<(), OpReply> {
         match self.ops.get(name) {
             Some(e) if !e.ext_only => {
                 (e.op)(server, peer, args, r);
@@ -123,13 +123,13 @@ fn on(server: &P2pServer, peer: &Arc<Peer>, name: &'static str) {
         name,
         Inline(move |s: &_, mut v, ack_id: Option<i64>| {
             let Some(peer) = weak.upgrade() else { return };
-            let responder = seed_responder(s, &mut v, &ack_id);
             let Some(entry) = server.inner.ops.ops.get(name) else {
                 return;
             };
+            let r = OpReply::seed(&peer, name, ack_sender(s, &mut v, &ack_id));
             match decode_args(s, &mut v, &ack_id) {
-                Ok(args) => (entry.op)(&server, &peer, args, responder),
-                Err(e) => responder.respond(&peer, Err(e.into())),
+                Ok(args) => (entry.op)(&server, &peer, args, r),
+                Err(e) => r.respond(Err(e.into())),
             }
         }),
     );
@@ -185,19 +185,19 @@ fn p2p_req(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Arg>) {
         Err(bad) => {
             let e = OpError::from(Error::from(bad.error));
             return match bad.id {
-                Some(id) => Responder::Event(id).respond(peer, Err(e)),
+                Some(id) => OpReply::event(peer, event::P2P_REQ, id).respond(Err(e)),
                 None => peer.report(&e.error),
             };
         }
     };
-    let r = Responder::Event(req.id);
+    let r = OpReply::event(peer, &req.event, req.id);
     if let Err(r) = server
         .inner
         .ops
         .run_request(&req.event, server, peer, req.args, r)
     {
         let e = Error::BadRequest(format!("unknown request '{}'", req.event));
-        r.respond(peer, Err(e.into()));
+        r.respond(Err(e.into()));
     }
 }
 

@@ -10,7 +10,7 @@ use crate::protocol::{
     self, event, Arg, ExtArgs, RawArgs, ResAnswer, Response, SeedArgs, ServerError,
     TargetDisconnect, Welcome,
 };
-use crate::request::{NoAnswer, PendingRequests};
+use crate::request::{Answer, NoAnswer, PendingRequests, Reply};
 use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef};
@@ -226,14 +226,17 @@ pub(crate) fn seed_text(e: &Error) -> String {
     }
 }
 
-/// How a handled request is answered.
-pub(crate) enum Responder {
-    /// The caller asked for nothing: errors go out as `SERVER_ERROR`.
-    None,
-    /// A Socket.IO acknowledgement.
-    Ack(AckSender),
-    /// A `P2P_RES(id, ...)` event to an extension client.
-    Event(u64),
+/// Who answers, as a caller sees it, when the relay itself answers a request.
+pub(crate) const RELAY: &str = "the relay";
+
+/// How the relay answers one request: through a [`Reply`], the crate's one answer-once path, whose
+/// sink sends the answer the way the caller asked for it (see [`OpReply::seed`] and
+/// [`OpReply::event`]).
+pub(crate) struct OpReply {
+    reply: Reply,
+    /// The answer is a Socket.IO acknowledgement, so a failure the seed acknowledged with a text is
+    /// answered with that text rather than reported.
+    seed_ack: bool,
 }
 
 /// A failed request: what to say, and how the seed would have acknowledged it, if it would have.
@@ -251,32 +254,55 @@ impl From<Error> for OpError {
     }
 }
 
-impl Responder {
-    /// Answers the caller: an acknowledgement, a `P2P_RES`, or for a failure nobody waits for, a
-    /// `SERVER_ERROR`.
-    pub(crate) fn respond(self, caller: &Peer, result: Result<Vec<Value>, OpError>) {
-        match (self, result) {
-            (Responder::None, Ok(_)) => {}
-            (Responder::None, Err(e)) => caller.report(&e.error),
-            (Responder::Ack(ack), Ok(args)) => {
-                let _ = ack.send(&protocol::ArgsRef(&args));
-            }
-            (Responder::Ack(ack), Err(OpError { error, seed_ack })) => match seed_ack {
-                Some(args) => {
-                    let _ = ack.send(&protocol::ArgsRef(&args));
+impl OpReply {
+    /// The answer to a seed event `event` from `caller`: `ack(...)` when the caller asked for an
+    /// acknowledgement; a failure nobody acknowledges goes out as `SERVER_ERROR`.
+    pub(crate) fn seed(caller: &Arc<Peer>, event: &str, ack: Option<AckSender>) -> OpReply {
+        let to = caller.clone();
+        let seed_ack = ack.is_some();
+        let reply = Reply::new(&*caller.id, event, RELAY, move |answer: Answer| {
+            match (ack, answer) {
+                (Some(ack), Ok(args)) => {
+                    if let Err(e) = ack.send(&protocol::ArgsRef(&args)) {
+                        tracing::debug!(client = %to.id, "could not acknowledge: {e}");
+                    }
                 }
-                None => caller.report(&error),
-            },
-            (Responder::Event(id), result) => {
-                let res = Response {
-                    id,
-                    body: ResAnswer::from_result(result.map_err(|e| e.error)),
-                };
-                if let Err(e) = caller.emit(event::P2P_RES, &res.to_values()) {
-                    tracing::warn!(client = %caller.id, "could not answer request {id}: {e}");
-                }
+                (None, Ok(_)) => {}
+                (_, Err(e)) => to.report(&e),
             }
+        });
+        OpReply { reply, seed_ack }
+    }
+
+    /// The answer to an extension client's `P2P_REQ(id, event, ...)`: `P2P_RES(id, ...)`.
+    pub(crate) fn event(caller: &Arc<Peer>, event: &str, id: u64) -> OpReply {
+        let to = caller.clone();
+        let reply = Reply::new(&*caller.id, event, RELAY, move |answer: Answer| {
+            let res = Response {
+                id,
+                body: ResAnswer::from_result(answer),
+            };
+            if let Err(e) = to.emit(event::P2P_RES, &res.to_values()) {
+                tracing::warn!(client = %to.id, "could not answer request {id}: {e}");
+            }
+        });
+        OpReply {
+            reply,
+            seed_ack: false,
         }
+    }
+
+    /// Answers the caller, once: the result's arguments, the seed's acknowledgement of a failure
+    /// where it had one, or the error.
+    pub(crate) fn respond(self, result: Result<Vec<Value>, OpError>) {
+        match result {
+            Ok(args) => self.reply.send_args(args),
+            Err(OpError {
+                seed_ack: Some(args),
+                ..
+            }) if self.seed_ack => self.reply.send_args(args),
+            Err(e) => self.reply.fail(e.error),
+        };
     }
 }
 
@@ -565,18 +591,12 @@ pub(crate) fn decode_args(
         .map_err(|e| Error::BadRequest(format!("payload is not valid JSON: {e}")))
 }
 
-/// The responder for a seed event: an acknowledgement when the client asked for one.
-pub(crate) fn seed_responder(
+/// The acknowledgement a seed event asks for, if it asks for one.
+pub(crate) fn ack_sender(
     s: &Arc<Socket<LocalAdapter>>,
     v: &mut SioValue,
     ack_id: &Option<i64>,
-) -> Responder {
-    if ack_id.is_some() {
-        match AckSender::from_message_parts(s, v, ack_id) {
-            Ok(a) => Responder::Ack(a),
-            Err(_) => Responder::None,
-        }
-    } else {
-        Responder::None
-    }
+) -> Option<AckSender> {
+    ack_id.as_ref()?;
+    AckSender::from_message_parts(s, v, ack_id).ok()
 }

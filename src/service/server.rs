@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::message::{IntoArgs, Request};
 use crate::protocol::{ArgsRef, EmitPayload};
 use crate::request::Reply;
-use crate::server::{OpError, P2pServer, Peer, Responder};
+use crate::server::{OpError, OpReply, P2pServer, Peer};
 use futures::FutureExt;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -45,7 +45,7 @@ pub(crate) enum Intercept {
     /// A service of this server handled it (or answered it with an error).
     Handled,
     /// Not for this server: relay it to the client it names.
-    Relay(EmitPayload, Responder),
+    Relay(EmitPayload, OpReply),
 }
 
 /// Handles `p` if it calls a service of this server. `wants_reply` is true for
@@ -54,7 +54,7 @@ pub(crate) fn intercept(
     server: &P2pServer,
     caller: &Arc<Peer>,
     p: EmitPayload,
-    r: Responder,
+    r: OpReply,
     wants_reply: bool,
 ) -> Intercept {
     let Some(service) = server.inner.services.get(&p.target_client_id) else {
@@ -63,7 +63,7 @@ pub(crate) fn intercept(
     let api = p.event.as_str();
     if is_builtin_api(api) {
         let result = membership(&service, caller, &p.args[1..], api == SUBSCRIBE_TOPIC);
-        r.respond(caller, result.map(|()| vec![]));
+        r.respond(result.map(|()| vec![]));
         return Intercept::Handled;
     }
     if !service.provides(api) {
@@ -75,7 +75,7 @@ pub(crate) fn intercept(
             service.name(),
             format!("Error: service '{}' has no API '{api}'", service.name()),
         );
-        r.respond(caller, Err(error.into()));
+        r.respond(Err(error.into()));
         return Intercept::Handled;
     }
     let EmitPayload {
@@ -85,15 +85,14 @@ pub(crate) fn intercept(
     } = p;
     all.remove(0);
     let reply = if wants_reply {
-        let to = caller.clone();
         Some(Reply::new(
             &*caller.id,
             api.as_str(),
             service.name(),
-            move |answer| r.respond(&to, answer.map_err(OpError::from)),
+            move |answer| r.respond(answer.map_err(OpError::from)),
         ))
     } else {
-        r.respond(caller, Ok(vec![]));
+        r.respond(Ok(vec![]));
         None
     };
     service.call(&api, &caller.id, all, reply);

@@ -20,7 +20,7 @@ use super::StreamOptions;
 use crate::error::Error;
 use crate::protocol::stream::{CreateAnswer, CreateStream, StreamAccept, Window};
 use crate::protocol::{self, event};
-use crate::server::{OpError, P2pServer, Peer, Responder};
+use crate::server::{OpError, OpReply, P2pServer, Peer};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -318,38 +318,32 @@ fn reset_frame(route: u64, code: u32, reason: &str) -> Bytes {
     .encode()
 }
 
-fn bad(r: Responder, peer: &Peer, msg: String) {
-    r.respond(peer, Err(Error::BadRequest(msg).into()))
+fn bad(r: OpReply, msg: String) {
+    r.respond(Err(Error::BadRequest(msg).into()))
 }
 
-fn refused(r: Responder, peer: &Peer, text: String) {
-    r.respond(
-        peer,
-        Err(OpError {
-            error: Error::remote("the relay", text.clone()),
-            seed_ack: Some(vec![Value::from(text)]),
-        }),
-    )
+fn refused(r: OpReply, text: String) {
+    r.respond(Err(OpError {
+        error: Error::remote(crate::server::RELAY, text.clone()),
+        seed_ack: Some(vec![Value::from(text)]),
+    }))
 }
 
 /// `MULTI_API_CREATE_STREAM({sourceStreamId, targetStreamId, targetClientId, window?, ...}, ack)`.
-pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, r: Responder) {
+pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, r: OpReply) {
     let mut info = match CreateStream::from_args(&args) {
         Ok(info) => info,
-        Err(e) => return bad(r, peer, e),
+        Err(e) => return bad(r, e),
     };
     if info.target_client_id == format!("{}{SERVER_SIDE_SUFFIX}", peer.id) {
         return accept_local(server, peer, info, r);
     }
     let Some(target) = server.peer(&info.target_client_id) else {
         let msg = protocol::not_registered(&info.target_client_id);
-        return r.respond(
-            peer,
-            Err(OpError {
-                error: Error::UnknownTarget(info.target_client_id.clone()),
-                seed_ack: Some(vec![Value::from(msg)]),
-            }),
-        );
+        return r.respond(Err(OpError {
+            error: Error::UnknownTarget(info.target_client_id.clone()),
+            seed_ack: Some(vec![Value::from(msg)]),
+        }));
     };
     peer.watch(&target.id);
     target.watch(&peer.id);
@@ -391,29 +385,29 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
                 if let Some(id) = route {
                     routes.discard(id);
                 }
-                return r.respond(&peer, Err(e.into()));
+                return r.respond(Err(e.into()));
             }
         };
         let Some(id) = route else {
             // No route (a seed-era end): whatever the acceptor said, the seed way.
             return match answer {
-                CreateAnswer::Refused(text) => refused(r, &peer, text),
-                _ => r.respond(&peer, Ok(vec![])),
+                CreateAnswer::Refused(text) => refused(r, text),
+                _ => r.respond(Ok(vec![])),
             };
         };
         match answer {
             CreateAnswer::Seed => {
                 // A seed-era acceptor: no credit, no route.
                 routes.discard(id);
-                r.respond(&peer, Ok(vec![]));
+                r.respond(Ok(vec![]));
             }
             CreateAnswer::Refused(text) => {
                 routes.discard(id);
-                refused(r, &peer, text);
+                refused(r, text);
             }
             CreateAnswer::Credit(accept) => {
                 let Some(rt) = routes.get(id) else {
-                    return r.respond(&peer, Err(Error::PeerGone(target.id.to_string()).into()));
+                    return r.respond(Err(Error::PeerGone(target.id.to_string()).into()));
                 };
                 let mut st = rt.lock();
                 let (held, finished) = st.opened(accept.window.get());
@@ -423,7 +417,7 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
                     window: accept.window,
                     route: Some(id),
                 };
-                r.respond(&peer, Ok(vec![answer.to_value()]));
+                r.respond(Ok(vec![answer.to_value()]));
                 for f in held {
                     let _ = peer.send_frame(&f);
                 }
@@ -439,33 +433,29 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
                     code::PROTOCOL,
                     "accept answer had no valid window",
                 ));
-                r.respond(
-                    &peer,
-                    Err(Error::Protocol(format!(
-                        "'{}' accepted the stream without a valid window: {what}",
-                        target.id
-                    ))
-                    .into()),
-                );
+                r.respond(Err(Error::Protocol(format!(
+                    "'{}' accepted the stream without a valid window: {what}",
+                    target.id
+                ))
+                .into()));
             }
         }
     });
 }
 
 /// A client opens a stream to the server's own end.
-fn accept_local(server: &P2pServer, peer: &Arc<Peer>, info: CreateStream, r: Responder) {
+fn accept_local(server: &P2pServer, peer: &Arc<Peer>, info: CreateStream, r: OpReply) {
     let routes = server.inner.streams.clone();
     let Some(acceptor) = routes.acceptors.pick(info.channel.as_deref()) else {
         let text = format!(
             "Client {}{SERVER_SIDE_SUFFIX} is not listening to create stream event",
             peer.id
         );
-        return refused(r, peer, text);
+        return refused(r, text);
     };
     let (Some(window_a), true) = (info.window, peer.ext) else {
         return bad(
             r,
-            peer,
             "the server's own stream ends run in credit mode only (a window is required)".into(),
         );
     };
@@ -494,7 +484,7 @@ fn accept_local(server: &P2pServer, peer: &Arc<Peer>, info: CreateStream, r: Res
         window: own_window,
         route: Some(id),
     };
-    r.respond(peer, Ok(vec![answer.to_value()]));
+    r.respond(Ok(vec![answer.to_value()]));
     acceptor.deliver(P2pDuplex::new(shared, None));
 }
 
