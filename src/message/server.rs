@@ -5,11 +5,12 @@ use crate::protocol::{self, batch_item, event, AddTarget, Arg, Batch, Emit};
 use crate::server::{OpError, OpReply, Operations, P2pServer, Peer, RELAY};
 use crate::service::server::{intercept, Intercept};
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Registers the Message API's relay operations.
-pub(crate) fn register(ops: &mut Operations) {
+pub(crate) fn register<A: Adapter>(ops: &mut Operations<A>) {
     ops.add(event::P2P_EMIT, p2p_emit);
     ops.add(event::P2P_EMIT_ACKNOWLEDGE, p2p_emit_acknowledge);
     ops.add(event::MULTI_API_ADD_TARGET, add_target);
@@ -35,7 +36,7 @@ pub(crate) fn is_reserved(name: &str) -> bool {
 
 /// Checks a decoded `{targetClientId, event, args}` payload from `caller`: no reserved event
 /// name, and `args[0]` is the caller's own id.
-fn check(caller: &Peer, p: &Emit) -> Result<(), Error> {
+fn check<A: Adapter>(caller: &Peer<A>, p: &Emit) -> Result<(), Error> {
     if is_reserved(&p.event) {
         return Err(Error::BadRequest(format!(
             "event name '{}' is reserved",
@@ -59,9 +60,9 @@ fn check(caller: &Peer, p: &Emit) -> Result<(), Error> {
 
 /// Lets a service of this server take the call; what it does not take comes back to be relayed,
 /// binary data intact.
-fn offer_to_services(
-    server: &P2pServer,
-    caller: &Arc<Peer>,
+fn offer_to_services<A: Adapter>(
+    server: &P2pServer<A>,
+    caller: &Arc<Peer<A>>,
     p: Emit,
     r: OpReply,
     wants_reply: bool,
@@ -87,7 +88,11 @@ fn offer_to_services(
     }
 }
 
-fn target_of(server: &P2pServer, caller: &Peer, id: &str) -> Result<Arc<Peer>, Error> {
+fn target_of<A: Adapter>(
+    server: &P2pServer<A>,
+    caller: &Peer<A>,
+    id: &str,
+) -> Result<Arc<Peer<A>>, Error> {
     let target = server
         .peer(id)
         .ok_or_else(|| Error::UnknownTarget(id.to_string()))?;
@@ -98,7 +103,7 @@ fn target_of(server: &P2pServer, caller: &Peer, id: &str) -> Result<Arc<Peer>, E
 }
 
 /// `P2P_EMIT({targetClientId, event, args})`: `event(...args)` to the target.
-fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: OpReply) {
+fn p2p_emit<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, p: Emit, r: OpReply) {
     if let Err(e) = check(peer, &p) {
         return r.respond(Err(e.into()));
     }
@@ -114,7 +119,12 @@ fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: OpReply) {
 
 /// `P2P_EMIT_ACKNOWLEDGE({targetClientId, event, args}, ack)`: `event(...args, ack')` to the
 /// target; its answer goes back to the caller.
-fn p2p_emit_acknowledge(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: OpReply) {
+fn p2p_emit_acknowledge<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    p: Emit,
+    r: OpReply,
+) {
     if let Err(e) = check(peer, &p) {
         return r.respond(Err(e.into()));
     }
@@ -136,7 +146,12 @@ fn p2p_emit_acknowledge(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: OpRepl
 }
 
 /// `MULTI_API_ADD_TARGET(targetClientId, ack)`: asks the target to accept the caller as a peer.
-fn add_target(server: &P2pServer, peer: &Arc<Peer>, AddTarget(target_id): AddTarget, r: OpReply) {
+fn add_target<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    AddTarget(target_id): AddTarget,
+    r: OpReply,
+) {
     let target = match target_of(server, peer, &target_id) {
         Ok(t) => t,
         Err(error) => {
@@ -166,10 +181,18 @@ fn add_target(server: &P2pServer, peer: &Arc<Peer>, AddTarget(target_id): AddTar
     });
 }
 
+/// The messages of one `P2P_BATCH` for each extension target, in order.
+type Batches<A> = HashMap<Arc<str>, (Arc<Peer<A>>, Vec<Arg>)>;
+
 /// `P2P_BATCH(payload, payload, ...)`: several `P2P_EMIT`s in one event. Messages for one
 /// extension target are forwarded as one `P2P_BATCH([event, ...args], ...)`, in order.
-fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, Batch(items): Batch, r: OpReply) {
-    let mut batches: HashMap<Arc<str>, (Arc<Peer>, Vec<Arg>)> = HashMap::new();
+fn p2p_batch<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    Batch(items): Batch,
+    r: OpReply,
+) {
+    let mut batches: Batches<A> = HashMap::new();
     for item in items {
         let p = match item {
             Ok(p) => p,
