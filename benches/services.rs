@@ -337,7 +337,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  {n} subscribers connected and subscribed to 2 topics in {:.1} s (server counts {} on the server topic)",
         start.elapsed().as_secs_f64(),
-        srv.subscriber_count("fan")
+        srv.subscriber_count("fan").await?
     );
     let f = fan_out(&got_srv, n, publishes, |i| {
         let srv = srv.clone();

@@ -289,6 +289,25 @@ async fn malformed_room_events() {
     )
     .await;
     assert_says(&e, &["EMIT_ROOM", "reserved"]);
+    // The relay's own rooms (which tell Rust members from JavaScript ones) are out of reach.
+    for room in ["__p2p_ext__", "__p2p_seed__"] {
+        let e = error_for(&mut raw, "JOIN_ROOM", vec![json!(room)]).await;
+        assert_says(&e, &[room, "reserved"]);
+        let e = error_for(
+            &mut raw,
+            "EMIT_ROOM",
+            vec![json!(room), json!("news"), json!(1)],
+        )
+        .await;
+        assert_says(&e, &[room, "reserved"]);
+        let e = error_for(
+            &mut raw,
+            "LEAVE_ROOM",
+            vec![json!("SERVICE_DESTROY_TOPIC"), json!(room)],
+        )
+        .await;
+        assert_says(&e, &[room, "reserved"]);
+    }
 
     // The same requests with an acknowledgement still report the problem.
     raw.sio

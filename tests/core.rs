@@ -566,3 +566,100 @@ async fn seed_client_uses_core_and_message_events() {
     seed.sio.disconnect().await.unwrap();
     eventually("seed leaves", || !relay.server().is_connected("seed")).await;
 }
+
+/// Builds the relay over a Socket.IO server of any adapter: the way a remote adapter (Redis, say)
+/// is plugged in. Registering the connect handler is left to code that knows the adapter, as
+/// socketioxide only lets a known adapter register a namespace.
+fn p2p_over<A: socketioxide::adapter::Adapter>(
+    io: &socketioxide::SocketIo<A>,
+) -> socketio_p2p::P2pServer<A> {
+    socketio_p2p::P2pServer::new(io, ServerOptions::default())
+}
+
+/// The server's own API, used without knowing the adapter: a service topic counted, published
+/// to and destroyed, an event to a client, the client map.
+async fn serve_topic<A: socketioxide::adapter::Adapter>(
+    server: &socketio_p2p::P2pServer<A>,
+    subscribed: &Log<socketio_p2p::TopicEvent>,
+    at_bob: &Log<Vec<Value>>,
+) {
+    assert_eq!(sorted(server.client_ids()), vec!["alice", "bob"]);
+    let news = server.as_service("news");
+    news.create_topic("daily").unwrap();
+    assert_eq!(news.subscriber_count("daily").await.unwrap(), 0);
+    // Nobody subscribed yet: this publication reaches nobody (`subscribed` sees only later ones).
+    news.publish_topic("daily", ("nobody listens",)).unwrap();
+    assert_eq!(subscribed.len(), 0);
+
+    server
+        .emit_to("bob", "hello", vec![json!("from the server")])
+        .unwrap();
+    at_bob.wait_len("bob gets the server's event", 1).await;
+    assert_eq!(at_bob.get()[0], vec![json!("from the server")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_over_an_explicit_adapter_type_serves_clients() {
+    use socketio_p2p::TopicEvent;
+    use socketioxide::adapter::LocalAdapter;
+
+    let (layer, io) = socketioxide::SocketIo::builder()
+        .with_adapter::<LocalAdapter>(())
+        .build_layer();
+    let server = p2p_over(&io);
+    io.ns("/", server.connect_handler());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().layer(layer);
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let opts = socketio_p2p::ClientOptions {
+        timeout: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let alice = P2pClient::connect_with(&url, "alice", opts.clone())
+        .await
+        .unwrap();
+    let bob = P2pClient::connect_with(&url, "bob", opts).await.unwrap();
+
+    // Rooms go through the adapter: a join, then a room emit that reaches the other member only.
+    let at_bob_room = record_raw(&bob, "news");
+    let at_alice_room = record_raw(&alice, "news");
+    alice.join_room("lobby").await.unwrap();
+    bob.join_room("lobby").await.unwrap();
+    alice.emit_room("lobby", "news", ("hi",)).await.unwrap();
+    at_bob_room.wait_len("bob gets the room event", 1).await;
+    assert_eq!(at_bob_room.get()[0], vec![json!("hi")]);
+    bob.leave_room("lobby").await.unwrap();
+    alice
+        .emit_room("lobby", "news", ("after leave",))
+        .await
+        .unwrap();
+    // A request after it, answered in order, proves the emit was handled.
+    assert_eq!(alice.list_clients().await.unwrap(), vec!["alice", "bob"]);
+    assert_eq!(at_bob_room.len(), 1, "bob left the room");
+    assert_eq!(at_alice_room.len(), 0, "the sender is not a receiver");
+
+    // The server's API, from generic code.
+    let topic: Log<TopicEvent> = Log::new();
+    let at_bob = record_raw(&bob, "hello");
+    serve_topic(&server, &topic, &at_bob).await;
+    let t = topic.clone();
+    bob.subscribe_topic("news", "daily", move |e| t.push(e))
+        .await
+        .unwrap();
+    let news = server.as_service("news");
+    assert_eq!(news.subscriber_count("daily").await.unwrap(), 1);
+    news.publish_topic("daily", ("today",)).unwrap();
+    topic.wait_len("bob gets the publication", 1).await;
+    assert_eq!(topic.get()[0].args(), Some(&[json!("today")][..]));
+    news.destroy_topic("daily").unwrap();
+    topic.wait_len("bob hears the topic go", 2).await;
+    assert!(matches!(topic.get()[1], TopicEvent::Destroyed));
+    assert_eq!(news.subscriber_count("daily").await.unwrap(), 0);
+
+    alice.disconnect().await.unwrap();
+    bob.disconnect().await.unwrap();
+    eventually("both leave", || server.client_ids().is_empty()).await;
+    task.abort();
+}

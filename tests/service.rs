@@ -409,8 +409,8 @@ async fn one_server_provides_several_services() {
     math.publish_topic("news", ("math news",)).unwrap();
     math_news.wait_len("math news", 1).await;
     assert_eq!(math_news.get(), vec![published(json!("math news"))]);
-    assert_eq!(math.subscriber_count("news"), 1);
-    assert_eq!(greeter.subscriber_count("news"), 0);
+    assert_eq!(math.subscriber_count("news").await.unwrap(), 1);
+    assert_eq!(greeter.subscriber_count("news").await.unwrap(), 0);
 }
 
 // README 2.4.2: APIs can be created and destroyed; several handlers per API all run and the

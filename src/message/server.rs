@@ -2,14 +2,15 @@
 
 use crate::error::Error;
 use crate::protocol::{self, batch_item, event, AddTarget, Arg, Batch, Emit};
-use crate::server::{OpError, Operations, P2pServer, Peer, Responder};
+use crate::server::{OpError, OpReply, Operations, P2pServer, Peer, RELAY};
 use crate::service::server::{intercept, Intercept};
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Registers the Message API's relay operations.
-pub(crate) fn register(ops: &mut Operations) {
+pub(crate) fn register<A: Adapter>(ops: &mut Operations<A>) {
     ops.add(event::P2P_EMIT, p2p_emit);
     ops.add(event::P2P_EMIT_ACKNOWLEDGE, p2p_emit_acknowledge);
     ops.add(event::MULTI_API_ADD_TARGET, add_target);
@@ -36,7 +37,7 @@ pub(crate) fn is_reserved(name: &str) -> bool {
 
 /// Checks a decoded `{targetClientId, event, args}` payload from `caller`: no reserved event
 /// name, and `args[0]` is the caller's own id.
-fn check(caller: &Peer, p: &Emit) -> Result<(), Error> {
+fn check<A: Adapter>(caller: &Peer<A>, p: &Emit) -> Result<(), Error> {
     if is_reserved(&p.event) {
         return Err(Error::BadRequest(format!(
             "event name '{}' is reserved",
@@ -60,13 +61,13 @@ fn check(caller: &Peer, p: &Emit) -> Result<(), Error> {
 
 /// Lets a service of this server take the call; what it does not take comes back to be relayed,
 /// binary data intact.
-fn offer_to_services(
-    server: &P2pServer,
-    caller: &Arc<Peer>,
+fn offer_to_services<A: Adapter>(
+    server: &P2pServer<A>,
+    caller: &Arc<Peer<A>>,
     p: Emit,
-    r: Responder,
+    r: OpReply,
     wants_reply: bool,
-) -> Option<(Emit, Responder)> {
+) -> Option<(Emit, OpReply)> {
     if p.args.iter().any(Arg::has_binary) {
         // Service handlers take JSON; the relayed call keeps its binary data.
         match intercept(server, caller, p.clone().into_payload(), r, wants_reply) {
@@ -88,7 +89,11 @@ fn offer_to_services(
     }
 }
 
-fn target_of(server: &P2pServer, caller: &Peer, id: &str) -> Result<Arc<Peer>, Error> {
+fn target_of<A: Adapter>(
+    server: &P2pServer<A>,
+    caller: &Peer<A>,
+    id: &str,
+) -> Result<Arc<Peer<A>>, Error> {
     let target = server
         .peer(id)
         .ok_or_else(|| Error::UnknownTarget(id.to_string()))?;
@@ -99,9 +104,9 @@ fn target_of(server: &P2pServer, caller: &Peer, id: &str) -> Result<Arc<Peer>, E
 }
 
 /// `P2P_EMIT({targetClientId, event, args})`: `event(...args)` to the target.
-fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: Responder) {
+fn p2p_emit<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, p: Emit, r: OpReply) {
     if let Err(e) = check(peer, &p) {
-        return r.respond(peer, Err(e.into()));
+        return r.respond(Err(e.into()));
     }
     let Some((p, r)) = offer_to_services(server, peer, p, r, false) else {
         return;
@@ -110,46 +115,52 @@ fn p2p_emit(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: Responder) {
         .and_then(|target| target.emit_args(&p.event, &p.args))
         .map(|()| vec![])
         .map_err(OpError::from);
-    r.respond(peer, result);
+    r.respond(result);
 }
 
 /// `P2P_EMIT_ACKNOWLEDGE({targetClientId, event, args}, ack)`: `event(...args, ack')` to the
 /// target; its answer goes back to the caller.
-fn p2p_emit_acknowledge(server: &P2pServer, peer: &Arc<Peer>, p: Emit, r: Responder) {
+fn p2p_emit_acknowledge<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    p: Emit,
+    r: OpReply,
+) {
     if let Err(e) = check(peer, &p) {
-        return r.respond(peer, Err(e.into()));
+        return r.respond(Err(e.into()));
     }
     let Some((p, r)) = offer_to_services(server, peer, p, r, true) else {
         return;
     };
     let target = match target_of(server, peer, &p.target) {
         Ok(t) => t,
-        Err(e) => return r.respond(peer, Err(e.into())),
+        Err(e) => return r.respond(Err(e.into())),
     };
     let (timeout, max) = (
         server.inner.opts.reply_timeout,
         server.inner.opts.max_pending_per_client,
     );
-    let peer = peer.clone();
     tokio::spawn(async move {
         let result = target.request_args(&p.event, p.args, timeout, max).await;
-        r.respond(&peer, result.map_err(OpError::from));
+        r.respond(result.map_err(OpError::from));
     });
 }
 
 /// `MULTI_API_ADD_TARGET(targetClientId, ack)`: asks the target to accept the caller as a peer.
-fn add_target(server: &P2pServer, peer: &Arc<Peer>, AddTarget(target_id): AddTarget, r: Responder) {
+fn add_target<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    AddTarget(target_id): AddTarget,
+    r: OpReply,
+) {
     let target = match target_of(server, peer, &target_id) {
         Ok(t) => t,
         Err(error) => {
             let msg = protocol::not_registered(&target_id);
-            return r.respond(
-                peer,
-                Err(OpError {
-                    error,
-                    seed_ack: Some(vec![Value::from(msg)]),
-                }),
-            );
+            return r.respond(Err(OpError {
+                error,
+                seed_ack: Some(vec![Value::from(msg)]),
+            }));
         }
     };
     let (timeout, max) = (
@@ -167,21 +178,40 @@ fn add_target(server: &P2pServer, peer: &Arc<Peer>, AddTarget(target_id): AddTar
                 max,
             )
             .await;
-        r.respond(&peer, result.map_err(OpError::from));
+        r.respond(result.map_err(OpError::from));
     });
 }
 
+/// The messages of one `P2P_BATCH` for each extension target, in order.
+type Batches<A> = HashMap<Arc<str>, (Arc<Peer<A>>, Vec<Arg>)>;
+
 /// `P2P_BATCH(payload, payload, ...)`: several `P2P_EMIT`s in one event. Messages for one
 /// extension target are forwarded as one `P2P_BATCH([event, ...args], ...)`, in order.
-fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, Batch(items): Batch, _: Responder) {
-    let mut batches: HashMap<Arc<str>, (Arc<Peer>, Vec<Arg>)> = HashMap::new();
+fn p2p_batch<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    Batch(items): Batch,
+    r: OpReply,
+) {
+    let mut batches: Batches<A> = HashMap::new();
     for item in items {
-        let result = item.map_err(Error::from).and_then(|p| {
-            check(peer, &p)?;
-            let Some((p, _)) = offer_to_services(server, peer, p, Responder::None, false) else {
-                return Ok(());
-            };
-            let target = target_of(server, peer, &p.target)?;
+        let p = match item {
+            Ok(p) => p,
+            Err(e) => {
+                peer.report(&Error::from(e));
+                continue;
+            }
+        };
+        if let Err(e) = check(peer, &p) {
+            peer.report(&e);
+            continue;
+        }
+        // Each message is answered like a `P2P_EMIT`: nothing on success, `SERVER_ERROR` else.
+        let item_reply = OpReply::seed(peer, event::P2P_EMIT, None);
+        let Some((p, item_reply)) = offer_to_services(server, peer, p, item_reply, false) else {
+            continue;
+        };
+        let result = target_of(server, peer, &p.target).and_then(|target| {
             if target.ext {
                 batches
                     .entry(target.id.clone())
@@ -193,14 +223,12 @@ fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, Batch(items): Batch, _: Respo
                 target.emit_args(&p.event, &p.args)
             }
         });
-        if let Err(e) = result {
-            peer.report(&e);
-        }
+        item_reply.respond(result.map(|()| vec![]).map_err(OpError::from));
     }
     for (_, (target, frames)) in batches {
         if let Err(e) = target.emit_args(event::P2P_BATCH, &frames) {
             peer.report(&Error::remote(
-                "the relay",
+                RELAY,
                 format!(
                     "{e} ({} messages for '{}' were not delivered)",
                     frames.len(),
@@ -209,4 +237,5 @@ fn p2p_batch(server: &P2pServer, peer: &Arc<Peer>, Batch(items): Batch, _: Respo
             ));
         }
     }
+    r.respond(Ok(vec![]));
 }

@@ -15,6 +15,16 @@ mod wire;
 pub use arg::{Arg, ExtArgs, RawArgs, SeedArgs};
 pub use wire::*;
 
+/// Room names starting with this belong to the relay: clients can neither join, leave, empty nor
+/// emit to them.
+pub const RESERVED_ROOM_PREFIX: &str = "__p2p_";
+/// The relay's room of every extension (Rust) connection: room emits reach these members as
+/// `P2P_ROOM`, through the adapter like any broadcast.
+pub const EXT_MEMBERS_ROOM: &str = "__p2p_ext__";
+/// The relay's room of every seed-era connection: room emits reach these members as the plain
+/// `event(...args)` the seed protocol sends.
+pub const SEED_MEMBERS_ROOM: &str = "__p2p_seed__";
+
 /// Query-string key carrying the client id in the handshake (`?clientId=alice`).
 pub const QUERY_CLIENT_ID: &str = "clientId";
 /// Query-string key a Rust peer sets to `1` to announce the protocol extensions

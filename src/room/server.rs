@@ -3,25 +3,48 @@
 use crate::error::Error;
 use crate::protocol::{
     event, ArgsRef, ClientList, EmitRoom, ExtArgs, JoinRoom, LeaveRoom, RoomEmit, RoomTarget,
+    EXT_MEMBERS_ROOM, RESERVED_ROOM_PREFIX, SEED_MEMBERS_ROOM,
 };
-use crate::server::{OpError, Operations, P2pServer, Peer, Responder};
+use crate::server::{OpError, OpReply, Operations, P2pServer, Peer, RELAY};
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::operators::BroadcastOperators;
+use std::future::Future;
 use std::sync::Arc;
 
 /// Registers the Core API's relay operations.
-pub(crate) fn register(ops: &mut Operations) {
+pub(crate) fn register<A: Adapter>(ops: &mut Operations<A>) {
     ops.add(event::JOIN_ROOM, join_room);
     ops.add(event::LEAVE_ROOM, leave_room);
     ops.add(event::EMIT_ROOM, emit_room);
     ops.add(event::LIST_CLIENTS, list_clients);
 }
 
+/// Refuses the relay's own room names (see [`RESERVED_ROOM_PREFIX`]).
+fn check_room(room: &str) -> Result<(), OpError> {
+    if room.starts_with(RESERVED_ROOM_PREFIX) {
+        return Err(Error::BadRequest(format!(
+            "room name '{room}' is reserved (names starting with '{RESERVED_ROOM_PREFIX}' belong to the relay)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The room a `JOIN_ROOM`/`LEAVE_ROOM` names, whatever its form.
+fn target_room(target: &RoomTarget) -> &str {
+    match target {
+        RoomTarget::Client { room, .. } | RoomTarget::Own(room) | RoomTarget::Topic(room) => room,
+    }
+}
+
 /// The other client a `CLIENT_(UN)SUBSCRIBE_TOPIC` action names, checked, and the room.
-fn client_and_room(
-    server: &P2pServer,
+fn client_and_room<A: Adapter>(
+    server: &P2pServer<A>,
     client: String,
     room: String,
-) -> Result<(Arc<Peer>, String), OpError> {
+) -> Result<(Arc<Peer<A>>, String), OpError> {
     if room.is_empty() {
         // The seed's answer to an empty topic name.
         return Err(OpError {
@@ -38,109 +61,137 @@ fn client_and_room(
     }
 }
 
+/// The future that joins (or leaves) `socket` to `room`: ready at once, since the socket is one
+/// of this server's, but queued behind the caller's earlier room operations (see
+/// [`Peer::room_op`]).
+fn membership<A: Adapter>(
+    socket: &SocketRef<A>,
+    room: String,
+    join: bool,
+) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+    let socket = socket.clone();
+    async move {
+        if join {
+            socket.join(room);
+        } else {
+            socket.leave(room);
+        }
+        Ok(())
+    }
+}
+
 /// `JOIN_ROOM(room)`, `JOIN_ROOM("CLIENT_SUBSCRIBE_TOPIC", client, room)`,
 /// `JOIN_ROOM("SERVICE_CREATE_TOPIC", room)`.
-fn join_room(server: &P2pServer, peer: &Arc<Peer>, JoinRoom(target): JoinRoom, r: Responder) {
-    let result = match target {
-        RoomTarget::Client { client, room } => {
-            client_and_room(server, client, room).map(|(other, room)| {
-                other.socket.join(room);
-                vec![]
-            })
-        }
-        RoomTarget::Own(room) | RoomTarget::Topic(room) => {
-            peer.socket.join(room);
-            Ok(vec![])
-        }
+fn join_room<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    JoinRoom(target): JoinRoom,
+    r: OpReply,
+) {
+    if let Err(e) = check_room(target_room(&target)) {
+        return r.respond(Err(e));
+    }
+    let (socket, room) = match target {
+        RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
+            Ok((other, room)) => (other.socket.clone(), room),
+            Err(e) => return r.respond(Err(e)),
+        },
+        RoomTarget::Own(room) | RoomTarget::Topic(room) => (peer.socket.clone(), room),
     };
-    r.respond(peer, result);
+    peer.room_op(event::JOIN_ROOM, membership(&socket, room, true), r);
 }
 
 /// `LEAVE_ROOM(room)`, `LEAVE_ROOM("CLIENT_UNSUBSCRIBE_TOPIC", client, room)`,
 /// `LEAVE_ROOM("SERVICE_DESTROY_TOPIC", room)`.
-fn leave_room(server: &P2pServer, peer: &Arc<Peer>, LeaveRoom(target): LeaveRoom, r: Responder) {
-    let result = match target {
-        RoomTarget::Client { client, room } => {
-            client_and_room(server, client, room).map(|(other, room)| {
-                other.socket.leave(room);
-                vec![]
-            })
-        }
+fn leave_room<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    LeaveRoom(target): LeaveRoom,
+    r: OpReply,
+) {
+    if let Err(e) = check_room(target_room(&target)) {
+        return r.respond(Err(e));
+    }
+    let (socket, room) = match target {
+        RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
+            Ok((other, room)) => (other.socket.clone(), room),
+            Err(e) => return r.respond(Err(e)),
+        },
         RoomTarget::Topic(room) => {
             // Only the service a topic room belongs to may empty it.
             let own_prefix = format!("service:{}:topic:", peer.id);
             if room.starts_with("service:") && !room.starts_with(&own_prefix) {
-                Err(Error::BadRequest(format!(
+                let e = Error::BadRequest(format!(
                     "LEAVE_ROOM: '{}' may not destroy topic room '{room}' of another service",
                     peer.id
-                ))
-                .into())
-            } else {
-                destroy_room(&peer.socket, &room);
-                Ok(vec![])
+                ));
+                return r.respond(Err(e.into()));
             }
+            let members = peer.socket.within(room.clone());
+            return peer.room_op(event::LEAVE_ROOM, destroy_room(members, room), r);
         }
-        RoomTarget::Own(room) => {
-            peer.socket.leave(room);
-            Ok(vec![])
-        }
+        RoomTarget::Own(room) => (peer.socket.clone(), room),
     };
-    r.respond(peer, result);
+    peer.room_op(event::LEAVE_ROOM, membership(&socket, room, false), r);
 }
 
-/// Tells every member of `room` that it is being destroyed and removes them all from it.
-pub(crate) fn destroy_room(socket: &socketioxide::extract::SocketRef, room: &str) {
+/// Tells every member of `room` (`members` is `room` on some operators) that it is being destroyed,
+/// then removes them all from it, on every server the adapter spans.
+pub(crate) async fn destroy_room<A: Adapter>(
+    members: BroadcastOperators<A>,
+    room: String,
+) -> Result<(), Error> {
     let notice = format!("{room}-TOPIC_BEING_DESTROYED");
-    for member in socket.within(room.to_string()).sockets() {
-        let _ = member.emit(&notice, &ArgsRef(&[]));
-        member.leave(room.to_string());
-    }
+    let told = members.clone().emit(&notice, &ArgsRef(&[])).await;
+    // The members leave even when some could not be told.
+    let left = members.leave(room.clone()).await;
+    told.map_err(|e| adapter_error(&format!("telling the members of '{room}'"), e))?;
+    left.map_err(|e| adapter_error(&format!("emptying room '{room}'"), e))
+}
+
+/// A room operation the adapter failed, as the caller sees it.
+pub(crate) fn adapter_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::remote(RELAY, format!("Error: {what} failed: {e}"))
 }
 
 /// `EMIT_ROOM(room, event, ...args)`: `event(...args)` to every member but the caller; an
 /// extension member gets `P2P_ROOM(room, event, ...args)` instead, so that it can tell a room
-/// emit (no sender id) from a peer's message (sender id first).
-fn emit_room(server: &P2pServer, peer: &Arc<Peer>, e: EmitRoom, r: Responder) {
+/// emit (no sender id) from a peer's message (sender id first). Both go through the adapter's
+/// broadcast, split by the marker rooms every connection joins ([`EXT_MEMBERS_ROOM`],
+/// [`SEED_MEMBERS_ROOM`]), so a remote adapter carries them like any room emit.
+fn emit_room<A: Adapter>(_: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom, r: OpReply) {
     if crate::message::server::is_reserved(&e.event) {
         let error = Error::BadRequest(format!("EMIT_ROOM: event name '{}' is reserved", e.event));
-        return r.respond(peer, Err(error.into()));
+        return r.respond(Err(error.into()));
     }
     let EmitRoom { room, event, args } = e;
+    if let Err(e) = check_room(&room) {
+        return r.respond(Err(e));
+    }
     let marked = RoomEmit::to_args(&room, &event, &args);
-    let mut failed = None;
-    for member in peer.socket.to(room.clone()).sockets() {
+    let socket = peer.socket.clone();
+    let op = async move {
         // Every member gets binary data as arrays of byte values: extension clients cannot take
         // binary inside a JSON event.
-        let sent = if speaks_ext(server, &member) {
-            member.emit(RoomEmit::EVENT, &ExtArgs(&marked))
-        } else {
-            member.emit(&event, &ExtArgs(&args))
-        };
-        if let Err(e) = sent {
-            failed.get_or_insert(e);
-        }
-    }
-    let result = match failed {
-        Some(e) => Err(Error::Protocol(format!("EMIT_ROOM failed: {e}")).into()),
-        None => Ok(vec![]),
+        let seed = socket
+            .to(room.clone())
+            .except(EXT_MEMBERS_ROOM)
+            .emit(&event, &ExtArgs(&args))
+            .await;
+        let ext = socket
+            .to(room.clone())
+            .except(SEED_MEMBERS_ROOM)
+            .emit(RoomEmit::EVENT, &ExtArgs(&marked))
+            .await;
+        seed.and(ext)
+            .map_err(|e| adapter_error(&format!("EMIT_ROOM to '{room}'"), e))
     };
-    r.respond(peer, result);
-}
-
-/// Whether a room member is the registered connection of an extension client.
-fn speaks_ext(server: &P2pServer, member: &socketioxide::extract::SocketRef) -> bool {
-    let Some(query) = member.req_parts().uri.query() else {
-        return false;
-    };
-    crate::protocol::query_pairs(query)
-        .find(|(k, _)| k == crate::protocol::QUERY_CLIENT_ID)
-        .and_then(|(_, id)| server.peer(&id))
-        .is_some_and(|p| p.ext && p.socket.id == member.id)
+    peer.room_op(event::EMIT_ROOM, op, r);
 }
 
 /// `LIST_CLIENTS(ack)`: `ack([clientId, ...])`.
-fn list_clients(server: &P2pServer, peer: &Arc<Peer>, (): (), r: Responder) {
+fn list_clients<A: Adapter>(server: &P2pServer<A>, _: &Arc<Peer<A>>, (): (), r: OpReply) {
     let mut ids = server.client_ids();
     ids.sort();
-    r.respond(peer, Ok(ClientList(ids).to_values()));
+    r.respond(Ok(ClientList(ids).to_values()));
 }

@@ -6,45 +6,56 @@
 //! "bad request" error and never reaches the operation. `P2P_REQ` looks its event up in the same
 //! table, so an event means the same whether a client asks it directly or as a request.
 
-use super::{decode_args, seed_responder, Inline, OpError, P2pServer, Peer, Responder};
+use super::{ack_sender, decode_args, Inline, OpError, OpReply, P2pServer, Peer};
 use crate::error::Error;
 use crate::protocol::{event, Arg, FromArgs, Request, Response};
 use bytes::Bytes;
+use socketioxide::adapter::Adapter;
 use socketioxide::handler::Value as SioValue;
+use socketioxide::socket::Socket;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// An operation with its decoder: the caller, the raw arguments, and how to answer.
-type Op = Box<dyn Fn(&P2pServer, &Arc<Peer>, Vec<Arg>, Responder) + Send + Sync>;
+type Op<A> = Box<dyn Fn(&P2pServer<A>, &Arc<Peer<A>>, Vec<Arg>, OpReply) + Send + Sync>;
 /// A handler of an event that carries one binary attachment and nothing else.
-type BinaryOp = fn(&P2pServer, &Arc<Peer>, Bytes);
+type BinaryOp<A> = fn(&P2pServer<A>, &Arc<Peer<A>>, Bytes);
 /// Runs when a client is gone.
-type GoneOp = fn(&P2pServer, &Arc<Peer>);
+type GoneOp<A> = fn(&P2pServer<A>, &Arc<Peer<A>>);
 
-struct Entry {
-    op: Op,
+struct Entry<A: Adapter> {
+    op: Op<A>,
     /// Only extension clients may send it, and not inside `P2P_REQ`.
     ext_only: bool,
 }
 
 /// What the relay does with each event a client may send.
-#[derive(Default)]
-pub(crate) struct Operations {
-    ops: HashMap<&'static str, Entry>,
-    binary: HashMap<&'static str, BinaryOp>,
-    pub(super) peer_gone: Vec<GoneOp>,
+pub(crate) struct Operations<A: Adapter> {
+    ops: HashMap<&'static str, Entry<A>>,
+    binary: HashMap<&'static str, BinaryOp<A>>,
+    pub(super) peer_gone: Vec<GoneOp<A>>,
 }
 
-impl Operations {
+impl<A: Adapter> Default for Operations<A> {
+    fn default() -> Self {
+        Operations {
+            ops: HashMap::new(),
+            binary: HashMap::new(),
+            peer_gone: Vec::new(),
+        }
+    }
+}
+
+impl<A: Adapter> Operations<A> {
     fn insert<T: FromArgs + 'static>(
         &mut self,
         name: &'static str,
-        op: fn(&P2pServer, &Arc<Peer>, T, Responder),
+        op: fn(&P2pServer<A>, &Arc<Peer<A>>, T, OpReply),
         ext_only: bool,
     ) {
-        let op: Op = Box::new(move |server, peer, args, r| match T::from_args(args) {
+        let op: Op<A> = Box::new(move |server, peer, args, r| match T::from_args(args) {
             Ok(payload) => op(server, peer, payload, r),
-            Err(e) => r.respond(peer, Err(OpError::from(Error::from(e)))),
+            Err(e) => r.respond(Err(OpError::from(Error::from(e)))),
         });
         let previous = self.ops.insert(name, Entry { op, ext_only });
         debug_assert!(previous.is_none(), "two operations for '{name}'");
@@ -55,7 +66,7 @@ impl Operations {
     pub(crate) fn add<T: FromArgs + 'static>(
         &mut self,
         name: &'static str,
-        op: fn(&P2pServer, &Arc<Peer>, T, Responder),
+        op: fn(&P2pServer<A>, &Arc<Peer<A>>, T, OpReply),
     ) {
         self.insert(name, op, false);
     }
@@ -64,18 +75,18 @@ impl Operations {
     pub(crate) fn add_ext<T: FromArgs + 'static>(
         &mut self,
         name: &'static str,
-        op: fn(&P2pServer, &Arc<Peer>, T, Responder),
+        op: fn(&P2pServer<A>, &Arc<Peer<A>>, T, OpReply),
     ) {
         self.insert(name, op, true);
     }
 
     /// Registers an event of extension clients that carries exactly one binary attachment.
-    pub(crate) fn add_binary(&mut self, name: &'static str, op: BinaryOp) {
+    pub(crate) fn add_binary(&mut self, name: &'static str, op: BinaryOp<A>) {
         self.binary.insert(name, op);
     }
 
     /// Registers what to do when a client has gone (after it left the client table).
-    pub(crate) fn on_peer_gone(&mut self, op: GoneOp) {
+    pub(crate) fn on_peer_gone(&mut self, op: GoneOp<A>) {
         self.peer_gone.push(op);
     }
 
@@ -83,11 +94,11 @@ impl Operations {
     fn run_request(
         &self,
         name: &str,
-        server: &P2pServer,
-        peer: &Arc<Peer>,
+        server: &P2pServer<A>,
+        peer: &Arc<Peer<A>>,
         args: Vec<Arg>,
-        r: Responder,
-    ) -> Result<(), Responder> {
+        r: OpReply,
+    ) -> Result<(), OpReply> {
         match self.ops.get(name) {
             Some(e) if !e.ext_only => {
                 (e.op)(server, peer, args, r);
@@ -99,7 +110,7 @@ impl Operations {
 }
 
 /// Registers the handlers of every operation on a new connection.
-pub(super) fn register(server: &P2pServer, peer: &Arc<Peer>) {
+pub(super) fn register<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) {
     let ops = &server.inner.ops;
     for (&name, entry) in &ops.ops {
         if entry.ext_only && !peer.ext {
@@ -116,53 +127,62 @@ pub(super) fn register(server: &P2pServer, peer: &Arc<Peer>) {
     }
 }
 
-fn on(server: &P2pServer, peer: &Arc<Peer>, name: &'static str) {
+fn on<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, name: &'static str) {
     let server = server.clone();
     let weak = Arc::downgrade(peer);
     peer.socket.on(
         name,
-        Inline(move |s: &_, mut v, ack_id: Option<i64>| {
-            let Some(peer) = weak.upgrade() else { return };
-            let responder = seed_responder(s, &mut v, &ack_id);
-            let Some(entry) = server.inner.ops.ops.get(name) else {
-                return;
-            };
-            match decode_args(s, &mut v, &ack_id) {
-                Ok(args) => (entry.op)(&server, &peer, args, responder),
-                Err(e) => responder.respond(&peer, Err(e.into())),
-            }
-        }),
+        Inline(
+            move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
+                let Some(peer) = weak.upgrade() else { return };
+                let Some(entry) = server.inner.ops.ops.get(name) else {
+                    return;
+                };
+                let r = OpReply::seed(&peer, name, ack_sender(s, &mut v, &ack_id));
+                match decode_args(s, &mut v, &ack_id) {
+                    Ok(args) => (entry.op)(&server, &peer, args, r),
+                    Err(e) => r.respond(Err(e.into())),
+                }
+            },
+        ),
     );
 }
 
 /// `P2P_REQ` and `P2P_RES`, the extension's request plumbing.
-fn on_special(server: &P2pServer, peer: &Arc<Peer>, name: &'static str) {
+fn on_special<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, name: &'static str) {
     let server = server.clone();
     let weak = Arc::downgrade(peer);
     peer.socket.on(
         name,
-        Inline(move |s: &_, mut v, ack_id: Option<i64>| {
-            let Some(peer) = weak.upgrade() else { return };
-            let args = match decode_args(s, &mut v, &ack_id) {
-                Ok(args) => args,
-                Err(e) => return peer.report(&e),
-            };
-            if name == event::P2P_REQ {
-                p2p_req(&server, &peer, args);
-            } else {
-                p2p_res(&peer, args);
-            }
-        }),
+        Inline(
+            move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
+                let Some(peer) = weak.upgrade() else { return };
+                let args = match decode_args(s, &mut v, &ack_id) {
+                    Ok(args) => args,
+                    Err(e) => return peer.report(&e),
+                };
+                if name == event::P2P_REQ {
+                    p2p_req(&server, &peer, args);
+                } else {
+                    p2p_res(&peer, args);
+                }
+            },
+        ),
     );
 }
 
 /// Events with one binary attachment: taken as they are, with no JSON decoding.
-fn on_binary(server: &P2pServer, peer: &Arc<Peer>, name: &'static str, op: BinaryOp) {
+fn on_binary<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    name: &'static str,
+    op: BinaryOp<A>,
+) {
     let server = server.clone();
     let weak = Arc::downgrade(peer);
     peer.socket.on(
         name,
-        Inline(move |_: &_, v, _: Option<i64>| {
+        Inline(move |_: &Arc<Socket<A>>, v: SioValue, _: Option<i64>| {
             let Some(peer) = weak.upgrade() else { return };
             let bin = match v {
                 SioValue::Str(_, Some(mut bins)) if bins.len() == 1 => bins.pop_front(),
@@ -179,30 +199,30 @@ fn on_binary(server: &P2pServer, peer: &Arc<Peer>, name: &'static str, op: Binar
 }
 
 /// `P2P_REQ(id, event, ...args)`: an event that wants an answer, from an extension client.
-fn p2p_req(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Arg>) {
+fn p2p_req<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, args: Vec<Arg>) {
     let req = match Request::decode(args) {
         Ok(req) => req,
         Err(bad) => {
             let e = OpError::from(Error::from(bad.error));
             return match bad.id {
-                Some(id) => Responder::Event(id).respond(peer, Err(e)),
+                Some(id) => OpReply::event(peer, event::P2P_REQ, id).respond(Err(e)),
                 None => peer.report(&e.error),
             };
         }
     };
-    let r = Responder::Event(req.id);
+    let r = OpReply::event(peer, &req.event, req.id);
     if let Err(r) = server
         .inner
         .ops
         .run_request(&req.event, server, peer, req.args, r)
     {
         let e = Error::BadRequest(format!("unknown request '{}'", req.event));
-        r.respond(peer, Err(e.into()));
+        r.respond(Err(e.into()));
     }
 }
 
 /// `P2P_RES(id, {"ok": [...]} | {"err": ..., "code": ...})`: an extension client's answer.
-fn p2p_res(peer: &Arc<Peer>, args: Vec<Arg>) {
+fn p2p_res<A: Adapter>(peer: &Arc<Peer<A>>, args: Vec<Arg>) {
     match Response::from_args(args) {
         Ok(res) => {
             let id = res.id;

@@ -10,11 +10,12 @@ use crate::protocol::{
     self, event, Arg, ExtArgs, RawArgs, ResAnswer, Response, SeedArgs, ServerError,
     TargetDisconnect, Welcome,
 };
-use crate::request::{NoAnswer, PendingRequests};
+use crate::request::{Answer, NoAnswer, PendingRequests, Reply};
 use serde_json::Value;
-use socketioxide::adapter::LocalAdapter;
+use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{AckSender, SocketRef};
-use socketioxide::handler::{FromMessageParts, MessageHandler, Value as SioValue};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Value as SioValue};
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
 use std::collections::{HashMap, HashSet};
@@ -22,8 +23,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 mod dispatch;
+mod lane;
 
 pub(crate) use dispatch::Operations;
+use lane::Lane;
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,9 +62,9 @@ impl Default for ServerOptions {
 }
 
 /// A connected client as the server sees it.
-pub(crate) struct Peer {
+pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     pub(crate) id: Arc<str>,
-    pub(crate) socket: SocketRef,
+    pub(crate) socket: SocketRef<A>,
     /// Speaks the protocol extensions (`P2P_REQ`/`P2P_RES`, batches).
     pub(crate) ext: bool,
     /// Ids of clients to tell when this one disconnects.
@@ -70,9 +73,11 @@ pub(crate) struct Peer {
     pending: PendingRequests<ResAnswer>,
     /// Stream routes this client is an end of.
     pub(crate) routes: Mutex<HashSet<u64>>,
+    /// This client's room operations, in the order it asked for them.
+    lane: Lane,
 }
 
-impl Peer {
+impl<A: Adapter> Peer<A> {
     /// Emits `event(...args)` to this client.
     pub(crate) fn emit(&self, event: &str, args: &[Value]) -> Result<(), Error> {
         let sent = self.socket.emit(event, &protocol::ArgsRef(args));
@@ -190,6 +195,17 @@ impl Peer {
         });
     }
 
+    /// Runs a room operation of this client after its earlier ones (see [`Lane`]), then answers
+    /// `r` with its outcome.
+    pub(crate) fn room_op<F>(&self, what: &str, op: F, r: OpReply)
+    where
+        F: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.lane.run(what, op, move |result| {
+            r.respond(result.map(|()| vec![]).map_err(OpError::from))
+        });
+    }
+
     fn send_server_error(&self, e: ServerError) {
         tracing::debug!(client = %self.id, "SERVER_ERROR: {}", e.message);
         let args = e.to_values();
@@ -226,14 +242,17 @@ pub(crate) fn seed_text(e: &Error) -> String {
     }
 }
 
-/// How a handled request is answered.
-pub(crate) enum Responder {
-    /// The caller asked for nothing: errors go out as `SERVER_ERROR`.
-    None,
-    /// A Socket.IO acknowledgement.
-    Ack(AckSender),
-    /// A `P2P_RES(id, ...)` event to an extension client.
-    Event(u64),
+/// Who answers, as a caller sees it, when the relay itself answers a request.
+pub(crate) const RELAY: &str = "the relay";
+
+/// How the relay answers one request: through a [`Reply`], the crate's one answer-once path, whose
+/// sink sends the answer the way the caller asked for it (see [`OpReply::seed`] and
+/// [`OpReply::event`]).
+pub(crate) struct OpReply {
+    reply: Reply,
+    /// The answer is a Socket.IO acknowledgement, so a failure the seed acknowledged with a text is
+    /// answered with that text rather than reported.
+    seed_ack: bool,
 }
 
 /// A failed request: what to say, and how the seed would have acknowledged it, if it would have.
@@ -251,83 +270,161 @@ impl From<Error> for OpError {
     }
 }
 
-impl Responder {
-    /// Answers the caller: an acknowledgement, a `P2P_RES`, or for a failure nobody waits for, a
-    /// `SERVER_ERROR`.
-    pub(crate) fn respond(self, caller: &Peer, result: Result<Vec<Value>, OpError>) {
-        match (self, result) {
-            (Responder::None, Ok(_)) => {}
-            (Responder::None, Err(e)) => caller.report(&e.error),
-            (Responder::Ack(ack), Ok(args)) => {
-                let _ = ack.send(&protocol::ArgsRef(&args));
-            }
-            (Responder::Ack(ack), Err(OpError { error, seed_ack })) => match seed_ack {
-                Some(args) => {
-                    let _ = ack.send(&protocol::ArgsRef(&args));
+impl OpReply {
+    /// The answer to a seed event `event` from `caller`: `ack(...)` when the caller asked for an
+    /// acknowledgement; a failure nobody acknowledges goes out as `SERVER_ERROR`.
+    pub(crate) fn seed<A: Adapter>(
+        caller: &Arc<Peer<A>>,
+        event: &str,
+        ack: Option<AckSender<A>>,
+    ) -> OpReply {
+        let to = caller.clone();
+        let seed_ack = ack.is_some();
+        let reply = Reply::new(&*caller.id, event, RELAY, move |answer: Answer| {
+            match (ack, answer) {
+                (Some(ack), Ok(args)) => {
+                    if let Err(e) = ack.send(&protocol::ArgsRef(&args)) {
+                        tracing::debug!(client = %to.id, "could not acknowledge: {e}");
+                    }
                 }
-                None => caller.report(&error),
-            },
-            (Responder::Event(id), result) => {
-                let res = Response {
-                    id,
-                    body: ResAnswer::from_result(result.map_err(|e| e.error)),
-                };
-                if let Err(e) = caller.emit(event::P2P_RES, &res.to_values()) {
-                    tracing::warn!(client = %caller.id, "could not answer request {id}: {e}");
-                }
+                (None, Ok(_)) => {}
+                (_, Err(e)) => to.report(&e),
             }
+        });
+        OpReply { reply, seed_ack }
+    }
+
+    /// The answer to an extension client's `P2P_REQ(id, event, ...)`: `P2P_RES(id, ...)`.
+    pub(crate) fn event<A: Adapter>(caller: &Arc<Peer<A>>, event: &str, id: u64) -> OpReply {
+        let to = caller.clone();
+        let reply = Reply::new(&*caller.id, event, RELAY, move |answer: Answer| {
+            let res = Response {
+                id,
+                body: ResAnswer::from_result(answer),
+            };
+            if let Err(e) = to.emit(event::P2P_RES, &res.to_values()) {
+                tracing::warn!(client = %to.id, "could not answer request {id}: {e}");
+            }
+        });
+        OpReply {
+            reply,
+            seed_ack: false,
+        }
+    }
+
+    /// Answers the caller, once: the result's arguments, the seed's acknowledgement of a failure
+    /// where it had one, or the error.
+    pub(crate) fn respond(self, result: Result<Vec<Value>, OpError>) {
+        match result {
+            Ok(args) => self.reply.send_args(args),
+            Err(OpError {
+                seed_ack: Some(args),
+                ..
+            }) if self.seed_ack => self.reply.send_args(args),
+            Err(e) => self.reply.fail(e.error),
+        };
+    }
+}
+
+pub(crate) struct Inner<A: Adapter> {
+    pub(crate) opts: ServerOptions,
+    pub(crate) streams: Arc<crate::stream::server::Routes<A>>,
+    clients: RwLock<HashMap<Arc<str>, Arc<Peer<A>>>>,
+    pub(crate) services: crate::service::server::Services,
+    /// What each event does: filled by the APIs when the server is built.
+    ops: Operations<A>,
+    /// The Socket.IO server, for the rooms of the root namespace.
+    io: SocketIo<A>,
+    /// Room operations the server's own API asks for, in order.
+    lane: Lane,
+}
+
+/// The operations of every API whose events the relay handles.
+fn operations<A: Adapter>() -> Operations<A> {
+    let mut ops = Operations::default();
+    crate::room::server::register(&mut ops);
+    crate::message::server::register(&mut ops);
+    crate::stream::server::register(&mut ops);
+    ops
+}
+
+/// The P2P relay attached to a socketioxide [`SocketIo`].
+///
+/// It works over any socketioxide [`Adapter`]: the default [`LocalAdapter`] keeps rooms in this
+/// process, and a remote adapter shares them between servers. Room operations go through
+/// socketioxide's operators, so the adapter carries them; a client's events are handled in the
+/// order they arrived whatever the adapter.
+///
+/// Cheap to clone; every clone is the same server.
+pub struct P2pServer<A: Adapter = LocalAdapter> {
+    pub(crate) inner: Arc<Inner<A>>,
+}
+
+impl<A: Adapter> Clone for P2pServer<A> {
+    fn clone(&self) -> Self {
+        P2pServer {
+            inner: self.inner.clone(),
         }
     }
 }
 
-pub(crate) struct Inner {
-    pub(crate) opts: ServerOptions,
-    pub(crate) streams: Arc<crate::stream::server::Routes>,
-    clients: RwLock<HashMap<Arc<str>, Arc<Peer>>>,
-    pub(crate) services: crate::service::server::Services,
-    /// What each event does: filled by the APIs when the server is built.
-    ops: Operations,
-}
-
-/// The APIs whose events the relay handles; each registers its operations.
-const APIS: &[fn(&mut Operations)] = &[
-    crate::room::server::register,
-    crate::message::server::register,
-    crate::stream::server::register,
-];
-
-/// The P2P relay attached to a socketioxide [`SocketIo`].
-///
-/// Cheap to clone; every clone is the same server.
-#[derive(Clone)]
-pub struct P2pServer {
-    pub(crate) inner: Arc<Inner>,
-}
-
-impl P2pServer {
-    /// Attaches the relay to the root namespace of `io`.
+impl P2pServer<LocalAdapter> {
+    /// Attaches the relay to the root namespace of `io`, an instance with the default adapter.
+    ///
+    /// The relay serves as long as the returned server, or a clone of it, is kept; with another
+    /// adapter, use [`new`](Self::new) and [`connect_handler`](Self::connect_handler).
     pub fn attach(io: &SocketIo, opts: ServerOptions) -> P2pServer {
-        let server = P2pServer {
+        let server = P2pServer::new(io, opts);
+        io.ns("/", server.connect_handler());
+        server
+    }
+}
+
+impl<A: Adapter> P2pServer<A> {
+    /// A relay over `io`, whatever its adapter, not yet serving: register its
+    /// [`connect_handler`](Self::connect_handler) on the root namespace (`"/"`) to start it.
+    /// ([`attach`](P2pServer::attach) does both for the default adapter.)
+    ///
+    /// ```no_run
+    /// use socketio_p2p::{P2pServer, ServerOptions};
+    /// use socketioxide::{adapter::LocalAdapter, SocketIo};
+    ///
+    /// let (layer, io) = SocketIo::builder()
+    ///     .with_adapter::<LocalAdapter>(())
+    ///     .build_layer();
+    /// let server = P2pServer::new(&io, ServerOptions::default());
+    /// // With a remote adapter, `ns` returns a future to await.
+    /// io.ns("/", server.connect_handler());
+    /// # drop(layer);
+    /// ```
+    pub fn new(io: &SocketIo<A>, opts: ServerOptions) -> P2pServer<A> {
+        P2pServer {
             inner: Arc::new(Inner {
-                opts,
                 streams: crate::stream::server::Routes::new(),
                 clients: RwLock::new(HashMap::new()),
                 services: Default::default(),
-                ops: {
-                    let mut ops = Operations::default();
-                    for register in APIS {
-                        register(&mut ops);
-                    }
-                    ops
-                },
+                ops: operations(),
+                io: io.clone(),
+                lane: Lane::new(opts.reply_timeout),
+                opts,
             }),
-        };
-        let s = server.clone();
-        io.ns("/", move |socket: SocketRef| {
-            let s = s.clone();
-            async move { s.on_connect(socket) }
-        });
-        server
+        }
+    }
+
+    /// The handler to register on the root namespace of the [`SocketIo`] this server was made
+    /// with: it registers each connecting client. It holds the server weakly: once every
+    /// [`P2pServer`] handle is dropped, new connections are turned away.
+    pub fn connect_handler(&self) -> impl ConnectHandler<A, (SocketRef<A>,)> {
+        let server = Arc::downgrade(&self.inner);
+        move |socket: SocketRef<A>| async move {
+            match server.upgrade() {
+                Some(inner) => P2pServer { inner }.on_connect(socket),
+                None => {
+                    tracing::info!(sid = %socket.id, "the relay is gone; disconnecting");
+                    let _ = socket.disconnect();
+                }
+            }
+        }
     }
 
     /// The ids of the connected clients.
@@ -342,12 +439,12 @@ impl P2pServer {
     }
 
     /// The socket of a connected client, to use socketioxide's own API on it.
-    pub fn socket_of(&self, client_id: &str) -> Option<SocketRef> {
+    pub fn socket_of(&self, client_id: &str) -> Option<SocketRef<A>> {
         self.peer(client_id).map(|p| p.socket.clone())
     }
 
     /// Emits `event(...args)` from the server to a client; a Rust client receives it through
-    /// [`P2pClient::on`](crate::P2pClient::on).
+    /// [`P2pClient::on_raw`](crate::P2pClient::on_raw), with the arguments as they were sent.
     pub fn emit_to(&self, client_id: &str, event: &str, args: Vec<Value>) -> Result<(), Error> {
         let peer = self
             .peer(client_id)
@@ -396,18 +493,39 @@ impl P2pServer {
         }
     }
 
-    /// Any connected client's socket: the server's way into the namespace's rooms.
-    pub(crate) fn any_socket(&self) -> Option<SocketRef> {
-        let clients = self.inner.clients.read().unwrap();
-        let peer = clients.values().find(|p| p.socket.connected());
-        peer.map(|p| p.socket.clone())
+    /// The operators of the root namespace, restricted to `room`: the server's way into its
+    /// rooms, on every server the adapter spans.
+    pub(crate) fn within(&self, room: String) -> Result<BroadcastOperators<A>, Error> {
+        let ns = self.inner.io.of("/").ok_or_else(|| {
+            Error::Protocol("the relay's root namespace is not registered".into())
+        })?;
+        Ok(ns.within(room))
     }
 
-    pub(crate) fn peer(&self, id: &str) -> Option<Arc<Peer>> {
+    /// Runs a room operation the server's own API asked for, after its earlier ones (see
+    /// [`Lane`]). Its outcome is returned when it completes at once (always, with the local
+    /// adapter); one that has to wait is logged if it fails.
+    pub(crate) fn room_op<F>(&self, what: &str, op: F) -> Result<(), Error>
+    where
+        F: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = what.to_string();
+        self.inner.lane.run(what, op, move |result| {
+            if let Err(result) = tx.send(result) {
+                if let Err(e) = result.0 {
+                    tracing::warn!("{name} failed: {e}");
+                }
+            }
+        });
+        rx.try_recv().unwrap_or(Ok(()))
+    }
+
+    pub(crate) fn peer(&self, id: &str) -> Option<Arc<Peer<A>>> {
         self.inner.clients.read().unwrap().get(id).cloned()
     }
 
-    fn on_connect(&self, socket: SocketRef) {
+    fn on_connect(&self, socket: SocketRef<A>) {
         let mut client_id = None;
         let mut ext = false;
         if let Some(q) = socket.req_parts().uri.query() {
@@ -447,10 +565,11 @@ impl P2pServer {
             watchers: Mutex::new(HashSet::new()),
             pending: PendingRequests::new(self.inner.opts.max_pending_per_client.max(1)),
             routes: Mutex::new(HashSet::new()),
+            lane: Lane::new(self.inner.opts.reply_timeout),
         });
-        enum Registration {
+        enum Registration<P> {
             Fresh,
-            Replaced(Arc<Peer>),
+            Replaced(P),
             Refused,
         }
         let registration = {
@@ -487,11 +606,18 @@ impl P2pServer {
         }
         tracing::debug!(client = %id, ext, sid = %socket.id, "client connected");
 
+        // Room emits reach the two kinds of client in two forms; these marker rooms tell the
+        // adapter which is which (see `EMIT_ROOM` in PROTOCOL.md).
+        socket.join(if ext {
+            protocol::EXT_MEMBERS_ROOM
+        } else {
+            protocol::SEED_MEMBERS_ROOM
+        });
         dispatch::register(self, &peer);
 
         let this = self.clone();
         let weak = Arc::downgrade(&peer);
-        socket.on_disconnect(move |_s: SocketRef, reason: DisconnectReason| {
+        socket.on_disconnect(move |_s: SocketRef<A>, reason: DisconnectReason| {
             let this = this.clone();
             let weak = weak.clone();
             async move {
@@ -512,7 +638,7 @@ impl P2pServer {
 
     /// Removes a peer (if it is still the registered one for its id), fails what waits on it and
     /// tells its watchers it left.
-    fn forget(&self, peer: &Arc<Peer>) {
+    fn forget(&self, peer: &Arc<Peer<A>>) {
         {
             let mut clients = self.inner.clients.write().unwrap();
             if clients.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, peer)) {
@@ -545,18 +671,18 @@ pub(crate) struct Inline<F>(pub(crate) F);
 /// Marker type for [`Inline`]'s [`MessageHandler`] implementation.
 pub(crate) struct InlineMarker;
 
-impl<F> MessageHandler<LocalAdapter, InlineMarker> for Inline<F>
+impl<A: Adapter, F> MessageHandler<A, InlineMarker> for Inline<F>
 where
-    F: Fn(&Arc<Socket<LocalAdapter>>, SioValue, Option<i64>) + Send + Sync + 'static,
+    F: Fn(&Arc<Socket<A>>, SioValue, Option<i64>) + Send + Sync + 'static,
 {
-    fn call(&self, s: Arc<Socket<LocalAdapter>>, v: SioValue, ack_id: Option<i64>) {
+    fn call(&self, s: Arc<Socket<A>>, v: SioValue, ack_id: Option<i64>) {
         (self.0)(&s, v, ack_id)
     }
 }
 
 /// Decodes every argument of an event, binary data kept.
-pub(crate) fn decode_args(
-    s: &Arc<Socket<LocalAdapter>>,
+pub(crate) fn decode_args<A: Adapter>(
+    s: &Arc<Socket<A>>,
     v: &mut SioValue,
     ack_id: &Option<i64>,
 ) -> Result<Vec<Arg>, Error> {
@@ -565,18 +691,12 @@ pub(crate) fn decode_args(
         .map_err(|e| Error::BadRequest(format!("payload is not valid JSON: {e}")))
 }
 
-/// The responder for a seed event: an acknowledgement when the client asked for one.
-pub(crate) fn seed_responder(
-    s: &Arc<Socket<LocalAdapter>>,
+/// The acknowledgement a seed event asks for, if it asks for one.
+pub(crate) fn ack_sender<A: Adapter>(
+    s: &Arc<Socket<A>>,
     v: &mut SioValue,
     ack_id: &Option<i64>,
-) -> Responder {
-    if ack_id.is_some() {
-        match AckSender::from_message_parts(s, v, ack_id) {
-            Ok(a) => Responder::Ack(a),
-            Err(_) => Responder::None,
-        }
-    } else {
-        Responder::None
-    }
+) -> Option<AckSender<A>> {
+    ack_id.as_ref()?;
+    AckSender::from_message_parts(s, v, ack_id).ok()
 }

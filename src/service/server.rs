@@ -16,9 +16,11 @@ use crate::error::{Error, Result};
 use crate::message::{IntoArgs, Request};
 use crate::protocol::{ArgsRef, EmitPayload};
 use crate::request::Reply;
-use crate::server::{OpError, P2pServer, Peer, Responder};
-use futures::FutureExt;
+use crate::room::server::adapter_error;
+use crate::server::{OpError, OpReply, P2pServer, Peer};
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use socketioxide::adapter::LocalAdapter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -45,16 +47,16 @@ pub(crate) enum Intercept {
     /// A service of this server handled it (or answered it with an error).
     Handled,
     /// Not for this server: relay it to the client it names.
-    Relay(EmitPayload, Responder),
+    Relay(EmitPayload, OpReply),
 }
 
 /// Handles `p` if it calls a service of this server. `wants_reply` is true for
 /// `P2P_EMIT_ACKNOWLEDGE`; a fire-and-forget call's handlers get no [`ServiceReply`].
-pub(crate) fn intercept(
-    server: &P2pServer,
-    caller: &Arc<Peer>,
+pub(crate) fn intercept<A: Adapter>(
+    server: &P2pServer<A>,
+    caller: &Arc<Peer<A>>,
     p: EmitPayload,
-    r: Responder,
+    r: OpReply,
     wants_reply: bool,
 ) -> Intercept {
     let Some(service) = server.inner.services.get(&p.target_client_id) else {
@@ -62,8 +64,22 @@ pub(crate) fn intercept(
     };
     let api = p.event.as_str();
     if is_builtin_api(api) {
-        let result = membership(&service, caller, &p.args[1..], api == SUBSCRIBE_TOPIC);
-        r.respond(caller, result.map(|()| vec![]));
+        let join = api == SUBSCRIBE_TOPIC;
+        match membership_room(&service, caller, &p.args[1..], join) {
+            Ok(room) => {
+                let socket = caller.socket.clone();
+                let op = async move {
+                    if join {
+                        socket.join(room);
+                    } else {
+                        socket.leave(room);
+                    }
+                    Ok(())
+                };
+                caller.room_op(api, op, r);
+            }
+            Err(e) => r.respond(Err(e)),
+        }
         return Intercept::Handled;
     }
     if !service.provides(api) {
@@ -75,7 +91,7 @@ pub(crate) fn intercept(
             service.name(),
             format!("Error: service '{}' has no API '{api}'", service.name()),
         );
-        r.respond(caller, Err(error.into()));
+        r.respond(Err(error.into()));
         return Intercept::Handled;
     }
     let EmitPayload {
@@ -85,28 +101,28 @@ pub(crate) fn intercept(
     } = p;
     all.remove(0);
     let reply = if wants_reply {
-        let to = caller.clone();
         Some(Reply::new(
             &*caller.id,
             api.as_str(),
             service.name(),
-            move |answer| r.respond(&to, answer.map_err(OpError::from)),
+            move |answer| r.respond(answer.map_err(OpError::from)),
         ))
     } else {
-        r.respond(caller, Ok(vec![]));
+        r.respond(Ok(vec![]));
         None
     };
     service.call(&api, &caller.id, all, reply);
     Intercept::Handled
 }
 
-/// The built-in `SUBSCRIBE_TOPIC(clientId, topic)` / `UNSUBSCRIBE_TOPIC(clientId, topic)`.
-fn membership(
+/// The room the built-in `SUBSCRIBE_TOPIC(clientId, topic)` / `UNSUBSCRIBE_TOPIC(clientId, topic)`
+/// joins the caller to (or removes it from), its arguments checked.
+fn membership_room<A: Adapter>(
     service: &Provider,
-    caller: &Peer,
+    caller: &Peer<A>,
     args: &[Value],
     join: bool,
-) -> Result<(), OpError> {
+) -> Result<String, OpError> {
     let api = if join {
         SUBSCRIBE_TOPIC
     } else {
@@ -138,13 +154,7 @@ fn membership(
         );
         return Err(seed_error(Error::BadRequest(text.clone()), &text));
     }
-    let room = topic_room(service.name(), topic);
-    if join {
-        caller.socket.join(room);
-    } else {
-        caller.socket.leave(room);
-    }
-    Ok(())
+    Ok(topic_room(service.name(), topic))
 }
 
 /// An error a seed-era caller receives as `ack(text)`, as the seed's topic APIs answer.
@@ -155,7 +165,7 @@ fn seed_error(error: Error, text: &str) -> OpError {
     }
 }
 
-impl P2pServer {
+impl<A: Adapter> P2pServer<A> {
     /// The service `name` of this server, created on first use. One server may provide many
     /// services; each has the built-in topic APIs from the start.
     ///
@@ -176,7 +186,7 @@ impl P2pServer {
     /// ```
     ///
     /// [`P2pClient::emit_service`]: crate::P2pClient::emit_service
-    pub fn as_service(&self, name: &str) -> ServiceHandle {
+    pub fn as_service(&self, name: &str) -> ServiceHandle<A> {
         let services = &self.inner.services;
         let service = {
             let mut map = services.map.write().unwrap();
@@ -204,13 +214,21 @@ impl P2pServer {
 ///
 /// Its API is that of [`ServiceClient`](crate::ServiceClient), a service provided by a client,
 /// with one implementation behind both; here the topic operations need not wait for anyone.
-#[derive(Clone)]
-pub struct ServiceHandle {
-    server: P2pServer,
+pub struct ServiceHandle<A: Adapter = LocalAdapter> {
+    server: P2pServer<A>,
     service: Arc<Provider>,
 }
 
-impl std::fmt::Debug for ServiceHandle {
+impl<A: Adapter> Clone for ServiceHandle<A> {
+    fn clone(&self) -> Self {
+        ServiceHandle {
+            server: self.server.clone(),
+            service: self.service.clone(),
+        }
+    }
+}
+
+impl<A: Adapter> std::fmt::Debug for ServiceHandle<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceHandle")
             .field("name", &self.service.name())
@@ -218,7 +236,7 @@ impl std::fmt::Debug for ServiceHandle {
     }
 }
 
-impl ServiceHandle {
+impl<A: Adapter> ServiceHandle<A> {
     /// The service's name (the id clients address it by).
     pub fn name(&self) -> &str {
         self.service.name()
@@ -306,45 +324,46 @@ impl ServiceHandle {
 
     /// Destroys one or several topics: every subscriber receives `<room>-TOPIC_BEING_DESTROYED`
     /// and leaves the topic's room, and publishing to it fails until it is created again.
+    ///
+    /// With the local adapter the subscribers are told and removed before this returns; with a
+    /// remote adapter that has to wait for other servers, it is done in the background, in order
+    /// with the server's other topic operations, and a failure there is logged.
     pub fn destroy_topic(&self, names: impl TopicNames) -> Result<()> {
         let names = check_topics(names)?;
         self.service.remove_topics(&names);
-        // Nobody connected means nobody subscribed.
-        if let Some(socket) = self.server.any_socket() {
-            for n in &names {
-                crate::room::server::destroy_room(&socket, &topic_room(self.service.name(), n));
+        let mut result = Ok(());
+        for n in &names {
+            let room = topic_room(self.service.name(), n);
+            let done = self.server.within(room.clone()).and_then(|members| {
+                let op = crate::room::server::destroy_room(members, room);
+                self.server.room_op("destroy_topic", op)
+            });
+            // Every topic is destroyed even if one fails; the first failure is returned.
+            if result.is_ok() {
+                result = done;
             }
         }
-        Ok(())
+        result
     }
 
     /// Publishes `args` to the subscribers of `topic`: each receives
     /// `<room>-DEFAULT_TOPIC_EVENT(...args)`. Fails if the topic was not created.
+    ///
+    /// With a remote adapter that has to wait for other servers, the publication completes in
+    /// the background, in order with the server's other topic operations, and a failure there is
+    /// logged.
     pub fn publish_topic(&self, topic: &str, args: impl IntoArgs) -> Result<()> {
         self.service.check_created(topic)?;
         let args = args.into_args()?;
-        // The rooms of the namespace are reached through any connected socket; nobody
-        // connected means nobody subscribed.
-        let Some(socket) = self.server.any_socket() else {
-            return Ok(());
-        };
         let room = topic_room(self.service.name(), topic);
         let event = topic_event(&room);
-        let mut fut = Box::pin(async move {
-            // `within` (unlike `to`) includes the socket it starts from.
-            socket.within(room).emit(&event, &ArgsRef(&args)).await
-        });
-        match (&mut fut).now_or_never() {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(Error::Protocol(format!(
-                "publishing to '{topic}' failed: {e}"
-            ))),
-            None => {
-                // A remote adapter answers later; let it finish on its own.
-                tokio::spawn(fut);
-                Ok(())
-            }
-        }
+        let members = self.server.within(room)?;
+        let topic = topic.to_string();
+        let op = async move {
+            let sent = members.emit(&event, &ArgsRef(&args)).await;
+            sent.map_err(|e| adapter_error(&format!("publishing to '{topic}'"), e))
+        };
+        self.server.room_op("publish_topic", op)
     }
 
     /// The topics this service created and did not destroy, sorted.
@@ -352,14 +371,22 @@ impl ServiceHandle {
         self.service.topics()
     }
 
-    /// How many clients are subscribed to `topic` (members of its room on this server).
-    pub fn subscriber_count(&self, topic: &str) -> usize {
-        match self.server.any_socket() {
-            Some(socket) => socket
-                .within(topic_room(self.service.name(), topic))
-                .sockets()
-                .len(),
-            None => 0,
+    /// How many clients are subscribed to `topic`: the members of its room, on every server the
+    /// adapter spans. Waits at most the server's reply timeout for a remote adapter's answer.
+    pub async fn subscriber_count(&self, topic: &str) -> Result<usize> {
+        let members = self.server.within(topic_room(self.service.name(), topic))?;
+        let after = self.server.inner.opts.reply_timeout;
+        match tokio::time::timeout(after, members.fetch_sockets()).await {
+            Ok(Ok(sockets)) => Ok(sockets.len()),
+            Ok(Err(e)) => Err(adapter_error(
+                &format!("counting the subscribers of '{topic}'"),
+                e,
+            )),
+            Err(_) => Err(Error::Timeout {
+                peer: None,
+                event: "subscriber_count".into(),
+                after,
+            }),
         }
     }
 }

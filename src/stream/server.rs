@@ -20,9 +20,10 @@ use super::StreamOptions;
 use crate::error::Error;
 use crate::protocol::stream::{CreateAnswer, CreateStream, StreamAccept, Window};
 use crate::protocol::{self, event};
-use crate::server::{OpError, P2pServer, Peer, Responder};
+use crate::server::{OpError, OpReply, P2pServer, Peer};
 use bytes::Bytes;
 use serde_json::{Map, Value};
+use socketioxide::adapter::Adapter;
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -37,16 +38,16 @@ pub const SERVER_SIDE_SUFFIX: &str = "-server-side";
 const SHARDS: usize = 16;
 
 /// One shard of the route table.
-type Shard = RwLock<HashMap<u64, Arc<Route>>>;
+type Shard<A> = RwLock<HashMap<u64, Arc<Route<A>>>>;
 
 /// One end of a route.
-enum End {
-    Client(Arc<Peer>),
+enum End<A: Adapter> {
+    Client(Arc<Peer<A>>),
     Local(Arc<Shared>),
 }
 
-impl End {
-    fn is(&self, peer: &Arc<Peer>) -> bool {
+impl<A: Adapter> End<A> {
+    fn is(&self, peer: &Arc<Peer<A>>) -> bool {
         matches!(self, End::Client(p) if Arc::ptr_eq(p, peer))
     }
 
@@ -99,22 +100,22 @@ impl End {
 /// One credit-mode stream as the relay sees it: `a` opened it, `b` accepted it. Its lock is
 /// held while a frame is checked and handed on, so the frames of one direction keep their order;
 /// other routes are not held up by it.
-struct Route {
+struct Route<A: Adapter> {
     id: u64,
-    a: End,
-    b: End,
+    a: End<A>,
+    b: End<A>,
     state: Mutex<RouteState>,
 }
 
-impl Route {
-    fn end(&self, side: Side) -> &End {
+impl<A: Adapter> Route<A> {
+    fn end(&self, side: Side) -> &End<A> {
         match side {
             Side::A => &self.a,
             Side::B => &self.b,
         }
     }
 
-    fn side_of(&self, peer: &Arc<Peer>) -> Option<Side> {
+    fn side_of(&self, peer: &Arc<Peer<A>>) -> Option<Side> {
         if self.a.is(peer) {
             Some(Side::A)
         } else if self.b.is(peer) {
@@ -130,16 +131,16 @@ impl Route {
 }
 
 /// The relay's routes, and the server's own stream ends.
-pub(crate) struct Routes {
-    shards: Box<[Shard]>,
+pub(crate) struct Routes<A: Adapter> {
+    shards: Box<[Shard<A>]>,
     next: AtomicU64,
     acceptors: Acceptors,
     window: AtomicU32,
-    me: Weak<Routes>,
+    me: Weak<Routes<A>>,
 }
 
-impl Routes {
-    pub(crate) fn new() -> Arc<Routes> {
+impl<A: Adapter> Routes<A> {
+    pub(crate) fn new() -> Arc<Routes<A>> {
         Arc::new_cyclic(|me| Routes {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             next: AtomicU64::new(0),
@@ -149,7 +150,7 @@ impl Routes {
         })
     }
 
-    fn shard(&self, id: u64) -> &Shard {
+    fn shard(&self, id: u64) -> &Shard<A> {
         &self.shards[(id % SHARDS as u64) as usize]
     }
 
@@ -162,7 +163,7 @@ impl Routes {
     }
 
     fn endpoint(&self) -> Weak<dyn Endpoint> {
-        let weak: Weak<Routes> = self.me.clone();
+        let weak: Weak<Routes<A>> = self.me.clone();
         weak
     }
 
@@ -170,7 +171,7 @@ impl Routes {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn get(&self, id: u64) -> Option<Arc<Route>> {
+    fn get(&self, id: u64) -> Option<Arc<Route<A>>> {
         self.shard(id)
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -178,7 +179,7 @@ impl Routes {
             .cloned()
     }
 
-    fn insert(&self, route: Route) {
+    fn insert(&self, route: Route<A>) {
         for end in [&route.a, &route.b] {
             if let End::Client(p) = end {
                 p.routes.lock().unwrap().insert(route.id);
@@ -191,7 +192,7 @@ impl Routes {
     }
 
     /// Takes a route out of the tables (its ends are not told).
-    fn unlink(&self, id: u64) -> Option<Arc<Route>> {
+    fn unlink(&self, id: u64) -> Option<Arc<Route<A>>> {
         let route = self
             .shard(id)
             .write()
@@ -206,7 +207,7 @@ impl Routes {
     }
 
     /// Removes a route and tells both ends it is gone.
-    fn tear_down(&self, route: &Route, code: u32, reason: &str) {
+    fn tear_down(&self, route: &Route<A>, code: u32, reason: &str) {
         self.unlink(route.id);
         route.a.reset(route.id, code, reason);
         route.b.reset(route.id, code, reason);
@@ -220,7 +221,7 @@ impl Routes {
     }
 
     /// Checks a frame from `from` against the route's accounts and hands it on unchanged.
-    fn route_frame(&self, route: &Route, from: Side, h: &Header, bytes: Bytes) {
+    fn route_frame(&self, route: &Route<A>, from: Side, h: &Header, bytes: Bytes) {
         let mut st = route.lock();
         let last = match st.on_frame(from, h, bytes.len()) {
             Verdict::Stale => {
@@ -271,7 +272,7 @@ impl Routes {
     }
 }
 
-impl Endpoint for Routes {
+impl<A: Adapter> Endpoint for Routes<A> {
     fn send_frame(&self, frame: Bytes) -> io::Result<()> {
         self.forward_local(frame);
         Ok(())
@@ -318,38 +319,37 @@ fn reset_frame(route: u64, code: u32, reason: &str) -> Bytes {
     .encode()
 }
 
-fn bad(r: Responder, peer: &Peer, msg: String) {
-    r.respond(peer, Err(Error::BadRequest(msg).into()))
+fn bad(r: OpReply, msg: String) {
+    r.respond(Err(Error::BadRequest(msg).into()))
 }
 
-fn refused(r: Responder, peer: &Peer, text: String) {
-    r.respond(
-        peer,
-        Err(OpError {
-            error: Error::remote("the relay", text.clone()),
-            seed_ack: Some(vec![Value::from(text)]),
-        }),
-    )
+fn refused(r: OpReply, text: String) {
+    r.respond(Err(OpError {
+        error: Error::remote(crate::server::RELAY, text.clone()),
+        seed_ack: Some(vec![Value::from(text)]),
+    }))
 }
 
 /// `MULTI_API_CREATE_STREAM({sourceStreamId, targetStreamId, targetClientId, window?, ...}, ack)`.
-pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Value>, r: Responder) {
+pub(crate) fn create_stream<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    args: Vec<Value>,
+    r: OpReply,
+) {
     let mut info = match CreateStream::from_args(&args) {
         Ok(info) => info,
-        Err(e) => return bad(r, peer, e),
+        Err(e) => return bad(r, e),
     };
     if info.target_client_id == format!("{}{SERVER_SIDE_SUFFIX}", peer.id) {
         return accept_local(server, peer, info, r);
     }
     let Some(target) = server.peer(&info.target_client_id) else {
         let msg = protocol::not_registered(&info.target_client_id);
-        return r.respond(
-            peer,
-            Err(OpError {
-                error: Error::UnknownTarget(info.target_client_id.clone()),
-                seed_ack: Some(vec![Value::from(msg)]),
-            }),
-        );
+        return r.respond(Err(OpError {
+            error: Error::UnknownTarget(info.target_client_id.clone()),
+            seed_ack: Some(vec![Value::from(msg)]),
+        }));
     };
     peer.watch(&target.id);
     target.watch(&peer.id);
@@ -391,29 +391,29 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
                 if let Some(id) = route {
                     routes.discard(id);
                 }
-                return r.respond(&peer, Err(e.into()));
+                return r.respond(Err(e.into()));
             }
         };
         let Some(id) = route else {
             // No route (a seed-era end): whatever the acceptor said, the seed way.
             return match answer {
-                CreateAnswer::Refused(text) => refused(r, &peer, text),
-                _ => r.respond(&peer, Ok(vec![])),
+                CreateAnswer::Refused(text) => refused(r, text),
+                _ => r.respond(Ok(vec![])),
             };
         };
         match answer {
             CreateAnswer::Seed => {
                 // A seed-era acceptor: no credit, no route.
                 routes.discard(id);
-                r.respond(&peer, Ok(vec![]));
+                r.respond(Ok(vec![]));
             }
             CreateAnswer::Refused(text) => {
                 routes.discard(id);
-                refused(r, &peer, text);
+                refused(r, text);
             }
             CreateAnswer::Credit(accept) => {
                 let Some(rt) = routes.get(id) else {
-                    return r.respond(&peer, Err(Error::PeerGone(target.id.to_string()).into()));
+                    return r.respond(Err(Error::PeerGone(target.id.to_string()).into()));
                 };
                 let mut st = rt.lock();
                 let (held, finished) = st.opened(accept.window.get());
@@ -423,7 +423,7 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
                     window: accept.window,
                     route: Some(id),
                 };
-                r.respond(&peer, Ok(vec![answer.to_value()]));
+                r.respond(Ok(vec![answer.to_value()]));
                 for f in held {
                     let _ = peer.send_frame(&f);
                 }
@@ -439,33 +439,34 @@ pub(crate) fn create_stream(server: &P2pServer, peer: &Arc<Peer>, args: Vec<Valu
                     code::PROTOCOL,
                     "accept answer had no valid window",
                 ));
-                r.respond(
-                    &peer,
-                    Err(Error::Protocol(format!(
-                        "'{}' accepted the stream without a valid window: {what}",
-                        target.id
-                    ))
-                    .into()),
-                );
+                r.respond(Err(Error::Protocol(format!(
+                    "'{}' accepted the stream without a valid window: {what}",
+                    target.id
+                ))
+                .into()));
             }
         }
     });
 }
 
 /// A client opens a stream to the server's own end.
-fn accept_local(server: &P2pServer, peer: &Arc<Peer>, info: CreateStream, r: Responder) {
+fn accept_local<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    info: CreateStream,
+    r: OpReply,
+) {
     let routes = server.inner.streams.clone();
     let Some(acceptor) = routes.acceptors.pick(info.channel.as_deref()) else {
         let text = format!(
             "Client {}{SERVER_SIDE_SUFFIX} is not listening to create stream event",
             peer.id
         );
-        return refused(r, peer, text);
+        return refused(r, text);
     };
     let (Some(window_a), true) = (info.window, peer.ext) else {
         return bad(
             r,
-            peer,
             "the server's own stream ends run in credit mode only (a window is required)".into(),
         );
     };
@@ -494,11 +495,11 @@ fn accept_local(server: &P2pServer, peer: &Arc<Peer>, info: CreateStream, r: Res
         window: own_window,
         route: Some(id),
     };
-    r.respond(peer, Ok(vec![answer.to_value()]));
+    r.respond(Ok(vec![answer.to_value()]));
     acceptor.deliver(P2pDuplex::new(shared, None));
 }
 
-impl P2pServer {
+impl<A: Adapter> P2pServer<A> {
     /// Opens a byte stream from the server to a connected Rust client (the client sees the
     /// opener as `"<its id>-server-side"`). Seed-era JavaScript clients are not supported as
     /// stream peers of the server.
@@ -633,7 +634,7 @@ impl P2pServer {
 }
 
 /// A binary `P2P_FRAME` from a client: checked against the route's credit and forwarded.
-pub(crate) fn on_frame(server: &P2pServer, sender: &Arc<Peer>, bytes: Bytes) {
+pub(crate) fn on_frame<A: Adapter>(server: &P2pServer<A>, sender: &Arc<Peer<A>>, bytes: Bytes) {
     let h = match frame::peek(&bytes) {
         Ok(h) => h,
         Err(e) => return sender.server_error(&format!("Error: bad stream frame: {e}")),
@@ -651,7 +652,7 @@ pub(crate) fn on_frame(server: &P2pServer, sender: &Arc<Peer>, bytes: Bytes) {
 }
 
 /// A client disconnected: the other end of each of its routes gets a RESET.
-pub(crate) fn peer_gone(server: &P2pServer, peer: &Arc<Peer>) {
+pub(crate) fn peer_gone<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) {
     let ids: Vec<u64> = peer.routes.lock().unwrap().drain().collect();
     let routes = &server.inner.streams;
     for id in ids {
@@ -671,7 +672,7 @@ pub(crate) fn peer_gone(server: &P2pServer, peer: &Arc<Peer>) {
 }
 
 /// Registers the Stream API's relay operations.
-pub(crate) fn register(ops: &mut crate::server::Operations) {
+pub(crate) fn register<A: Adapter>(ops: &mut crate::server::Operations<A>) {
     ops.add(event::MULTI_API_CREATE_STREAM, create_stream);
     ops.add_binary(super::frame::FRAME_EVENT, on_frame);
     ops.on_peer_gone(peer_gone);
