@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 mod arg;
+pub mod service;
 pub mod stream;
 mod wire;
 

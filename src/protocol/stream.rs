@@ -288,7 +288,8 @@ impl SeedDestroyed {
     }
 }
 
-fn sender_of(args: &[Value]) -> Result<String, String> {
+/// The sender's client id, first in every seed stream event's arguments.
+pub fn sender_of(args: &[Value]) -> Result<String, String> {
     args.first()
         .map(String::deserialize)
         .transpose()

@@ -9,6 +9,7 @@ use super::{
 use crate::client::{ClientInner, ClientOptions, P2pClient};
 use crate::error::{Error, Result};
 use crate::message::{parse_args, IntoArgs, ListenerId, PeerMessage, Request};
+use crate::protocol::service::{MembershipError, SubscribeAnswer, TopicMembership};
 use crate::protocol::{action, event};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -138,13 +139,9 @@ impl P2pClient {
             .request_service(service, SUBSCRIBE_TOPIC, (self.id(), topic))
             .await;
         // The seed's services answer a refusal as `ack(errorText)`.
-        let result = match answer {
-            Ok(args) => match args.first() {
-                None | Some(Value::Null) => Ok(()),
-                Some(Value::String(s)) if s.is_empty() => Ok(()),
-                Some(Value::String(s)) => Err(Error::remote(service, s.clone())),
-                Some(other) => Err(Error::remote(service, other.to_string())),
-            },
+        let result = match answer.map(|args| SubscribeAnswer::from_args(&args)) {
+            Ok(SubscribeAnswer::Accepted) => Ok(()),
+            Ok(SubscribeAnswer::Refused(text)) => Err(Error::remote(service, text)),
             Err(e) => Err(e),
         };
         if result.is_err() {
@@ -397,9 +394,9 @@ fn topic_membership(inner: Arc<ClientInner>, m: PeerMessage, join: bool) {
             r.send(text);
         }
     };
-    let client = match m.args.first() {
-        Some(Value::String(s)) => s.clone(),
-        _ => {
+    let TopicMembership { client, topic } = match TopicMembership::from_args(&m.args) {
+        Ok(t) => t,
+        Err(MembershipError::ClientId) => {
             return refuse(format!(
                 "{}: the client id must be a string",
                 if join {
@@ -409,10 +406,7 @@ fn topic_membership(inner: Arc<ClientInner>, m: PeerMessage, join: bool) {
                 }
             ))
         }
-    };
-    let topic = match m.args.get(1) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return refuse(EMPTY_TOPIC.to_string()),
+        Err(MembershipError::EmptyTopic) => return refuse(EMPTY_TOPIC.to_string()),
     };
     // The seed trusted this id; here a client may only (un)subscribe itself.
     if client != m.from {

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::message::{IntoArgs, Request};
+use crate::protocol::service::{MembershipError, TopicMembership};
 use crate::protocol::{ArgsRef, EmitPayload};
 use crate::request::Reply;
 use crate::room::server::adapter_error;
@@ -128,18 +129,15 @@ fn membership_room<A: Adapter>(
     } else {
         UNSUBSCRIBE_TOPIC
     };
-    let client = match args.first() {
-        Some(Value::String(s)) => s.as_str(),
-        _ => {
+    let TopicMembership { client, topic } = match TopicMembership::from_args(args) {
+        Ok(t) => t,
+        Err(MembershipError::ClientId) => {
             return Err(Error::BadRequest(format!(
                 "{api} needs (clientId, topic): the client id must be a string"
             ))
             .into())
         }
-    };
-    let topic = match args.get(1) {
-        Some(Value::String(s)) if !s.is_empty() => s.as_str(),
-        _ => {
+        Err(MembershipError::EmptyTopic) => {
             return Err(seed_error(
                 Error::BadRequest(EMPTY_TOPIC.into()),
                 EMPTY_TOPIC,
@@ -147,14 +145,14 @@ fn membership_room<A: Adapter>(
         }
     };
     // The seed trusted this id; here a client may only (un)subscribe itself.
-    if client != &*caller.id {
+    if client != *caller.id {
         let text = format!(
             "{api}: client '{}' may only subscribe or unsubscribe itself, not '{client}'",
             caller.id
         );
         return Err(seed_error(Error::BadRequest(text.clone()), &text));
     }
-    Ok(topic_room(service.name(), topic))
+    Ok(topic_room(service.name(), &topic))
 }
 
 /// An error a seed-era caller receives as `ack(text)`, as the seed's topic APIs answer.

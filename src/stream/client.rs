@@ -12,7 +12,6 @@ use crate::protocol::stream::{
 };
 use crate::protocol::{event, EmitPayload, ResBody};
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::io;
@@ -396,9 +395,11 @@ fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Value>) {
         _ => None,
     };
     let Some(info) = info else {
-        inner.respond(
+        inner.respond_result(
             req,
-            ResBody::Err("MULTI_API_CREATE_STREAM needs sourceClientId and stream ids".into()),
+            Err(Error::BadRequest(
+                "MULTI_API_CREATE_STREAM needs sourceClientId and stream ids".into(),
+            )),
         );
         return;
     };
@@ -485,7 +486,7 @@ fn on_seed_event(inner: &Arc<ClientInner>, name: &str, args: &[Value], reply: Op
             Ok(d) => d,
             Err(e) => {
                 // Bad bytes end the stream they were meant for, and the sender is told.
-                if let Some(sender) = args.first().and_then(|v| String::deserialize(v).ok()) {
+                if let Ok(sender) = crate::protocol::stream::sender_of(args) {
                     let key = StreamKey::Seed(sender, sid.to_string());
                     let shared = streams(inner).table.lock().unwrap().get(&key).cloned();
                     if let Some(s) = shared {
@@ -493,7 +494,7 @@ fn on_seed_event(inner: &Arc<ClientInner>, name: &str, args: &[Value], reply: Op
                     }
                 }
                 if let Some(r) = reply {
-                    inner.respond(r, ResBody::Err(format!("Error: protocol violation: {e}")));
+                    inner.respond_result(r, Err(Error::Protocol(e)));
                 }
                 return true;
             }
