@@ -184,9 +184,6 @@
 //! `cli` (on by default) builds the `socketio-p2p` command and its dependencies. A library user
 //! turns it off: `socketio-p2p = { version = "0.1", default-features = false }`.
 
-// Module docs link to private items for maintainers' docs (`cargo doc --document-private-items`).
-#![allow(rustdoc::private_intra_doc_links)]
-
 mod apis;
 pub mod client;
 pub mod error;

@@ -3,7 +3,7 @@
 //! This module is the connection alone; it knows no API. Every event that reaches the client goes
 //! through one demultiplexer (`ClientInner::demux`): answers to this client's requests go to the
 //! pending-request table, the handshake and decoding stay here, and everything else is offered
-//! to the APIs' [`EventSink`]s, which the client is built with ([`Apis`]). Outgoing events go
+//! to the APIs' `EventSink`s, which the client is built with (`Apis`). Outgoing events go
 //! through one writer task that keeps them in order and packs runs of fire-and-forget messages
 //! into `P2P_BATCH` events.
 
