@@ -200,7 +200,9 @@ impl Reply {
         if self.0.done.swap(true, Ordering::AcqRel) {
             return false;
         }
-        if let Some(sink) = self.0.sink.lock().unwrap().take() {
+        // The sink sends; it runs after the lock is released.
+        let sink = self.0.sink.lock().unwrap().take();
+        if let Some(sink) = sink {
             sink(answer);
         }
         true

@@ -964,3 +964,47 @@ async fn room_emit_starting_with_a_client_id_is_not_a_peer_message() {
         "{e}"
     );
 }
+
+/// The relay bounds the answers it waits for from a seed-era client as it does for a Rust one:
+/// past `max_pending_per_client` unanswered requests, the next caller is told at once that the
+/// target is busy, and a slot is free again once a request ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_a_seed_client_are_bounded() {
+    let relay = relay_with(socketio_p2p::RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            max_pending_per_client: 2,
+            reply_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    // A seed-era client that never acknowledges.
+    let seed = raw_client(&format!("{}?clientId=seed", relay.url())).await;
+    eventually("seed registers", || relay.server().is_connected("seed")).await;
+    let alice = client(&relay, "alice").await;
+    let waiting: Vec<_> = (0..2)
+        .map(|i| {
+            let r = alice.request::<Vec<Value>>("seed", "ask", i);
+            tokio::spawn(async move { r.await })
+        })
+        .collect();
+    seed.events.wait_len("both requests reach seed", 2).await;
+    let third = alice.request::<Vec<Value>>("seed", "ask", 2).await;
+    assert!(
+        matches!(&third, Err(Error::Busy(id)) if id == "seed"),
+        "{third:?}"
+    );
+    for w in waiting {
+        let r = within("a waiting request ends", w).await.unwrap();
+        assert!(
+            matches!(&r, Err(Error::Timeout { peer: Some(p), event, .. }) if p == "seed" && event == "ask"),
+            "{r:?}"
+        );
+    }
+    let fourth = alice.request::<Vec<Value>>("seed", "ask", 3).await;
+    assert!(
+        matches!(&fourth, Err(Error::Timeout { .. })),
+        "a freed slot takes a new request: {fourth:?}"
+    );
+}

@@ -19,6 +19,7 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -71,10 +72,34 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     watchers: Mutex<HashSet<Arc<str>>>,
     /// Requests this server relayed to this client, waiting for its `P2P_RES`.
     pending: PendingRequests<ResAnswer>,
+    /// Acknowledgements this server waits for from this client (seed-era clients answer with
+    /// Socket.IO acknowledgements, not `P2P_RES`), bounded like `pending`.
+    seed_waiting: AtomicUsize,
     /// Stream routes this client is an end of.
     pub(crate) routes: Mutex<HashSet<u64>>,
     /// This client's room operations, in the order it asked for them.
     lane: Lane,
+}
+
+/// One of a seed-era client's bounded acknowledgement slots, given back when dropped.
+struct SeedSlot<'a>(&'a AtomicUsize);
+
+impl<'a> SeedSlot<'a> {
+    /// Takes a slot unless `limit` are taken.
+    fn take(count: &'a AtomicUsize, limit: usize) -> Option<SeedSlot<'a>> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit.max(1)).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SeedSlot(count))
+    }
+}
+
+impl Drop for SeedSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl<A: Adapter> Peer<A> {
@@ -149,6 +174,9 @@ impl<A: Adapter> Peer<A> {
                 Err(NoAnswer::TimedOut) => Err(timed_out()),
             }
         } else {
+            let Some(_slot) = SeedSlot::take(&self.seed_waiting, max_pending) else {
+                return Err(Error::Busy(self.id.to_string()));
+            };
             let stream = self
                 .socket
                 .timeout(timeout)
@@ -564,6 +592,7 @@ impl<A: Adapter> P2pServer<A> {
             ext,
             watchers: Mutex::new(HashSet::new()),
             pending: PendingRequests::new(self.inner.opts.max_pending_per_client.max(1)),
+            seed_waiting: AtomicUsize::new(0),
             routes: Mutex::new(HashSet::new()),
             lane: Lane::new(self.inner.opts.reply_timeout),
         });
