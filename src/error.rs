@@ -25,7 +25,7 @@ pub enum Error {
     #[error("bad request: {0}")]
     BadRequest(String),
     /// The peer (or a service) answered with an error of its own.
-    #[error("'{peer}' answered with an error: {message}")]
+    #[error("{} answered with an error: {message}", answerer(peer))]
     Remote {
         /// Who answered: a client id, a service name, or `the relay`.
         peer: String,
@@ -74,10 +74,22 @@ pub enum Error {
     Json(#[source] Arc<serde_json::Error>),
 }
 
+/// Who answered, as a text: a quoted client or service name, or the relay itself unquoted.
+fn answerer(peer: &str) -> String {
+    if peer == RELAY {
+        peer.to_string()
+    } else {
+        format!("'{peer}'")
+    }
+}
+
+/// Who answers when the relay itself answers a request, as [`Error::Remote`] names it.
+pub const RELAY: &str = "the relay";
+
 fn who(peer: &Option<String>) -> String {
     match peer {
         Some(p) => format!("'{p}'"),
-        None => "the relay".to_string(),
+        None => RELAY.to_string(),
     }
 }
 

@@ -215,7 +215,10 @@ impl Drop for ReplyInner {
             if let Some(sink) = self.sink.get_mut().unwrap().take() {
                 sink(Err(Error::remote(
                     self.answerer.clone(),
-                    format!("'{}' did not answer '{}'", self.answerer, self.event),
+                    format!(
+                        "its handler of '{}' dropped the reply without answering",
+                        self.event
+                    ),
                 )));
             }
         }

@@ -196,11 +196,7 @@ async fn server_emits_to_a_client() {
     let raw = record_raw(&alice, "from-server");
     relay
         .server()
-        .emit_to(
-            "alice",
-            "from-server",
-            vec![json!(1), json!("two"), json!({"three": 3})],
-        )
+        .emit_to("alice", "from-server", (1, "two", json!({"three": 3})))
         .unwrap();
     raw.wait_len("alice gets the server's event", 1).await;
     assert_eq!(
@@ -208,7 +204,7 @@ async fn server_emits_to_a_client() {
         vec![vec![json!(1), json!("two"), json!({"three": 3})]],
         "a raw listener gets the server's arguments as they were sent"
     );
-    let r = relay.server().emit_to("nobody", "x", vec![]);
+    let r = relay.server().emit_to("nobody", "x", ());
     assert!(
         matches!(&r, Err(Error::UnknownTarget(id)) if id == "nobody"),
         "{r:?}"
@@ -241,12 +237,9 @@ async fn server_request_answered_by_a_client() {
     let server = relay.server();
     let reply = within(
         "server request",
-        server.emit_to_with_reply(
-            "alice",
-            "ask",
-            vec![json!("server"), json!(41)],
-            Duration::from_secs(3),
-        ),
+        server
+            .request::<Vec<Value>>("alice", "ask", ("server", 41))
+            .timeout(Duration::from_secs(3)),
     )
     .await
     .unwrap();
@@ -255,12 +248,9 @@ async fn server_request_answered_by_a_client() {
 
     let err = within(
         "server request answered with an error",
-        server.emit_to_with_reply(
-            "alice",
-            "refuse",
-            vec![json!("server")],
-            Duration::from_secs(3),
-        ),
+        server
+            .request::<Vec<Value>>("alice", "refuse", ("server",))
+            .timeout(Duration::from_secs(3)),
     )
     .await
     .unwrap_err();
@@ -274,12 +264,9 @@ async fn server_request_answered_by_a_client() {
     let t = Instant::now();
     let err = within(
         "server request without a listener",
-        server.emit_to_with_reply(
-            "alice",
-            "nothing",
-            vec![json!("server")],
-            Duration::from_secs(3),
-        ),
+        server
+            .request::<Vec<Value>>("alice", "nothing", ("server",))
+            .timeout(Duration::from_secs(3)),
     )
     .await
     .unwrap_err();
@@ -297,12 +284,9 @@ async fn server_request_answered_by_a_client() {
     let t = Instant::now();
     let err = within(
         "server request never answered",
-        server.emit_to_with_reply(
-            "alice",
-            "hold",
-            vec![json!("server")],
-            Duration::from_millis(300),
-        ),
+        server
+            .request::<Vec<Value>>("alice", "hold", ("server",))
+            .timeout(Duration::from_millis(300)),
     )
     .await
     .unwrap_err();
@@ -316,7 +300,8 @@ async fn server_request_answered_by_a_client() {
 
     assert!(matches!(
         server
-            .emit_to_with_reply("nobody", "ask", vec![], Duration::from_secs(1))
+            .request::<Vec<Value>>("nobody", "ask", ())
+            .timeout(Duration::from_secs(1))
             .await,
         Err(Error::UnknownTarget(id)) if id == "nobody"
     ));
@@ -591,9 +576,7 @@ async fn serve_topic<A: socketioxide::adapter::Adapter>(
     news.publish_topic("daily", ("nobody listens",)).unwrap();
     assert_eq!(subscribed.len(), 0);
 
-    server
-        .emit_to("bob", "hello", vec![json!("from the server")])
-        .unwrap();
+    server.emit_to("bob", "hello", "from the server").unwrap();
     at_bob.wait_len("bob gets the server's event", 1).await;
     assert_eq!(at_bob.get()[0], vec![json!("from the server")]);
 }

@@ -246,7 +246,7 @@ async fn dropped_reply_gives_the_caller_an_error() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, Error::Remote { message: text, .. } if text.contains("did not answer")),
+        matches!(&err, Error::Remote { message: text, .. } if text.contains("dropped the reply without answering")),
         "{err:?}"
     );
     assert!(
@@ -984,10 +984,7 @@ async fn requests_to_a_seed_client_are_bounded() {
     eventually("seed registers", || relay.server().is_connected("seed")).await;
     let alice = client(&relay, "alice").await;
     let waiting: Vec<_> = (0..2)
-        .map(|i| {
-            let r = alice.request::<Vec<Value>>("seed", "ask", i);
-            tokio::spawn(async move { r.await })
-        })
+        .map(|i| tokio::spawn(alice.request::<Vec<Value>>("seed", "ask", i)))
         .collect();
     seed.events.wait_len("both requests reach seed", 2).await;
     let third = alice.request::<Vec<Value>>("seed", "ask", 2).await;

@@ -183,6 +183,16 @@ async fn same_caller_code(relay: &Relay, p: &Provider, tag: &str) {
         .unwrap();
     assert_eq!(raw, vec![json!(42)]);
 
+    // An API the service lacks: the same error whoever provides it.
+    let err = caller
+        .request_service::<Vec<Value>>(&svc, "no-such-api", ())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("'{svc}' answered with an error: service '{svc}' has no API 'no-such-api'")
+    );
+
     // A call without a reply: the handler sees the caller's id and the arguments, and no reply.
     caller.emit_service(&svc, "poke", ("x", 1)).await.unwrap();
     pokes.wait_len("the fire-and-forget call arrives", 1).await;
@@ -574,7 +584,11 @@ async fn replies(relay: &Relay, p: Provider) {
         .request_service::<Vec<Value>>(&svc, "never", ())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("did not answer"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("dropped the reply without answering"),
+        "{err}"
+    );
     let err = caller
         .request_service::<Vec<Value>>(&svc, "fails", ())
         .await

@@ -97,6 +97,8 @@ pub(crate) struct ClientInner {
     welcome: Mutex<Option<oneshot::Sender<Result<()>>>>,
     closed: watch::Sender<bool>,
     closed_flag: AtomicBool,
+    /// Why the connection closed, once it has.
+    closed_why: OnceLock<String>,
 }
 
 /// A client of the relay, known to the other clients by its client id.
@@ -159,6 +161,7 @@ impl P2pClient {
             welcome: Mutex::new(Some(welcome_tx)),
             closed,
             closed_flag: AtomicBool::new(false),
+            closed_why: OnceLock::new(),
         });
 
         let sep = if url.contains('?') { '&' } else { '?' };
@@ -303,22 +306,28 @@ impl ClientInner {
 
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed_flag.load(Ordering::Acquire) {
-            Err(Error::Disconnected(format!(
-                "client '{}' is not connected",
-                self.id
-            )))
+            Err(self.closed_error())
         } else {
             Ok(())
         }
     }
 
+    /// The error of a call on a closed connection: why it closed, and what to do.
+    fn closed_error(&self) -> Error {
+        let why = self
+            .closed_why
+            .get()
+            .map_or("the connection is closed", String::as_str);
+        Error::Disconnected(format!(
+            "client '{}': {why}; connect again to go on",
+            self.id
+        ))
+    }
+
     /// Queues an event for the writer, waiting when the queue is full.
     pub(crate) async fn send(&self, item: Outgoing) -> Result<()> {
         self.check_open()?;
-        self.out
-            .send(item)
-            .await
-            .map_err(|_| Error::Disconnected(format!("client '{}' is closed", self.id)))
+        self.out.send(item).await.map_err(|_| self.closed_error())
     }
 
     /// Queues an event without waiting; used from synchronous handlers.
@@ -378,7 +387,7 @@ impl ClientInner {
         let from = about
             .peer
             .clone()
-            .unwrap_or_else(|| "the relay".to_string());
+            .unwrap_or_else(|| crate::error::RELAY.to_string());
         let Some(waiting) = self.pending.register() else {
             return Err(Error::Busy(self.id.clone()));
         };
@@ -435,6 +444,7 @@ impl ClientInner {
     }
 
     fn mark_closed(&self, why: &str) {
+        let _ = self.closed_why.set(why.to_string());
         if self.closed_flag.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -533,7 +543,7 @@ impl ClientInner {
                 };
                 if let Some(w) = self.welcome.lock().unwrap().take() {
                     let e = match notice.error {
-                        Some(wire) => Error::from_wire(wire, "the relay"),
+                        Some(wire) => Error::from_wire(wire, crate::error::RELAY),
                         None => Error::Refused(notice.message),
                     };
                     let _ = w.send(Err(e));

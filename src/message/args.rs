@@ -56,7 +56,9 @@ pub fn parse_args<T: DeserializeOwned>(args: &[Value]) -> Result<T> {
                 [one] => one.clone(),
                 _ => return Err(e.into()),
             };
-            serde_json::from_value(alone).map_err(|_| Error::from(e))
+            // With one argument (or none) the value alone is what the caller meant to read, so
+            // its error is the one that says what was wrong.
+            serde_json::from_value(alone).map_err(Error::from)
         }
     }
 }

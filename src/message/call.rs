@@ -79,6 +79,10 @@ impl<R> Request<R> {
 
     /// Waits at most `timeout` for the answer (instead of the client's or server's default);
     /// past it the request fails with [`Error::Timeout`](crate::Error::Timeout).
+    ///
+    /// A request to a peer travels through the relay, which waits for the peer at most its own
+    /// [`ServerOptions::reply_timeout`](crate::ServerOptions::reply_timeout) (30 s by default):
+    /// past that the relay answers with a timeout of its own, whatever this one says.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -81,6 +81,8 @@ struct Listener {
 /// Listeners by event name, plus the handlers of peer and server notices.
 #[derive(Default)]
 struct Registry {
+    /// Set when this client is a service: requests nobody listens to are unknown APIs.
+    service: bool,
     next: u64,
     by_event: HashMap<String, Vec<Listener>>,
     on_add_target: Vec<IdHandler>,
@@ -114,6 +116,17 @@ impl Registry {
 /// The Message API's receive side: the listener registry, on the client's demultiplexer.
 #[derive(Default)]
 pub(crate) struct Listeners(Mutex<Registry>);
+
+/// Whether `inner` is a service (see [`mark_service`]).
+fn reg_service(inner: &ClientInner) -> bool {
+    registry(inner).service
+}
+
+/// Marks `inner` as a service: a request nobody listens to is answered as an unknown API, in the
+/// words a server-provided service uses, so callers cannot tell the two apart.
+pub(crate) fn mark_service(inner: &ClientInner) {
+    registry(inner).service = true;
+}
 
 /// The listener registry of `inner`.
 fn registry(inner: &ClientInner) -> MutexGuard<'_, Registry> {
@@ -175,7 +188,12 @@ fn dispatch(
         let Some(list) = reg.by_event.get_mut(name) else {
             drop(reg);
             if let Some(id) = reply {
-                inner.respond(id, ResBody::Err(format!("no listener for '{name}'")));
+                let text = if reg_service(inner) {
+                    format!("service '{}' has no API '{name}'", inner.id)
+                } else {
+                    format!("no listener for '{name}'")
+                };
+                inner.respond(id, ResBody::Err(text));
             }
             return;
         };
@@ -549,7 +567,7 @@ impl P2pClient {
 
     /// Calls `handler` with the arguments (as they came) and a [`Reply`] for every `event` that
     /// wants an answer, whoever sent it: requests from the server
-    /// ([`P2pServer::emit_to_with_reply`](crate::P2pServer::emit_to_with_reply)) arrive here.
+    /// ([`P2pServer::request`](crate::P2pServer::request)) arrive here.
     pub fn on_request(
         &self,
         event: &str,

@@ -151,7 +151,7 @@ pub(crate) async fn destroy_room<A: Adapter>(
 
 /// A room operation the adapter failed, as the caller sees it.
 pub(crate) fn adapter_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::remote(RELAY, format!("Error: {what} failed: {e}"))
+    Error::remote(RELAY, format!("{what} failed: {e}"))
 }
 
 /// `EMIT_ROOM(room, event, ...args)`: `event(...args)` to every member but the caller; an

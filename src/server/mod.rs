@@ -6,6 +6,7 @@
 //! peer (a reply, an acceptance) is moved to a task of its own.
 
 use crate::error::Error;
+use crate::message::{IntoArgs, Request};
 use crate::protocol::{
     self, event, Arg, ExtArgs, RawArgs, ResAnswer, Response, SeedArgs, ServerError,
     TargetDisconnect, Welcome,
@@ -270,8 +271,7 @@ pub(crate) fn seed_text(e: &Error) -> String {
     }
 }
 
-/// Who answers, as a caller sees it, when the relay itself answers a request.
-pub(crate) const RELAY: &str = "the relay";
+pub(crate) use crate::error::RELAY;
 
 /// How the relay answers one request: through a [`Reply`], the crate's one answer-once path, whose
 /// sink sends the answer the way the caller asked for it (see [`OpReply::seed`] and
@@ -471,18 +471,35 @@ impl<A: Adapter> P2pServer<A> {
         self.peer(client_id).map(|p| p.socket.clone())
     }
 
-    /// Emits `event(...args)` from the server to a client; a Rust client receives it through
+    /// Emits `event` with `args` from the server to a client (`args` as for
+    /// [`P2pClient::emit_to`](crate::P2pClient::emit_to): a tuple is several arguments, `()`
+    /// none, any other value one); a Rust client receives it through
     /// [`P2pClient::on_raw`](crate::P2pClient::on_raw), with the arguments as they were sent.
-    pub fn emit_to(&self, client_id: &str, event: &str, args: Vec<Value>) -> Result<(), Error> {
+    pub fn emit_to(&self, client_id: &str, event: &str, args: impl IntoArgs) -> Result<(), Error> {
+        let args = args.into_args()?;
         let peer = self
             .peer(client_id)
             .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
         peer.emit(event, &args)
     }
 
-    /// Emits `event(...args)` to a client and waits for its answer, at most `timeout`; a Rust
-    /// client answers through [`P2pClient::on_request`](crate::P2pClient::on_request).
-    pub async fn emit_to_with_reply(
+    /// Sends `event` with `args` to a client and waits for its answer, deserialized as `R`, at
+    /// most [`ServerOptions::reply_timeout`] or what [`Request::timeout`] sets; a Rust client
+    /// answers through [`P2pClient::on_request`](crate::P2pClient::on_request).
+    pub fn request<R>(&self, client_id: &str, event: &str, args: impl IntoArgs) -> Request<R> {
+        let args = match args.into_args() {
+            Ok(args) => args,
+            Err(e) => return Request::failed(e),
+        };
+        let server = self.clone();
+        let (client_id, event) = (client_id.to_string(), event.to_string());
+        Request::new(self.inner.opts.reply_timeout, move |timeout| async move {
+            server.request_raw(&client_id, &event, args, timeout).await
+        })
+    }
+
+    /// Sends `event(...args)` to a client and waits for its answer's arguments, at most `timeout`.
+    pub(crate) async fn request_raw(
         &self,
         client_id: &str,
         event: &str,

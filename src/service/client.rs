@@ -231,6 +231,7 @@ impl ServiceClient {
     }
 
     fn install(client: P2pClient) -> ServiceClient {
+        crate::message::client::mark_service(&client.inner);
         for join in [true, false] {
             let weak = Arc::downgrade(&client.inner);
             let api = if join {

@@ -309,7 +309,7 @@ impl Provider {
                 tracing::error!(service = %self.name, api = %api, "a service handler panicked");
                 if let Some(reply) = &reply {
                     reply.error(format!(
-                        "Error: service '{}' failed while handling '{api}'",
+                        "service '{}' failed while handling '{api}'",
                         self.name
                     ));
                 }

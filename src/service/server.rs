@@ -90,7 +90,7 @@ pub(crate) fn intercept<A: Adapter>(
         }
         let error = Error::remote(
             service.name(),
-            format!("Error: service '{}' has no API '{api}'", service.name()),
+            format!("service '{}' has no API '{api}'", service.name()),
         );
         r.respond(Err(error.into()));
         return Intercept::Handled;
@@ -279,7 +279,8 @@ impl<A: Adapter> ServiceHandle<A> {
     /// service (`on_service(service, event, ..)`, `from(service).on(event, ..)`).
     pub fn emit_client(&self, client: &str, event: &str, args: impl IntoArgs) -> Result<()> {
         let all = self.client_args(event, args)?;
-        self.server.emit_to(client, event, all)
+        self.server
+            .emit_to(client, event, crate::message::Args(all))
     }
 
     /// Like [`emit_client`](Self::emit_client), and waits for the client's answer, deserialized
@@ -293,11 +294,7 @@ impl<A: Adapter> ServiceHandle<A> {
         let (client, event) = (client.to_string(), event.to_string());
         Request::new(
             self.server.inner.opts.reply_timeout,
-            move |timeout| async move {
-                server
-                    .emit_to_with_reply(&client, &event, all, timeout)
-                    .await
-            },
+            move |timeout| async move { server.request_raw(&client, &event, all, timeout).await },
         )
     }
 
