@@ -184,9 +184,8 @@ impl Progress {
 }
 
 async fn connect(server: &str, id: &str) -> Result<P2pClient> {
-    P2pClient::connect(server, id)
-        .await
-        .map_err(|e| format!("cannot connect to {server} as '{id}': {e}").into())
+    // The error names the relay and keeps its cause, which the command prints.
+    Ok(P2pClient::connect(server, id).await?)
 }
 
 fn is_dash(p: &Path) -> bool {
