@@ -10,7 +10,7 @@
 //! nobody reads its direction any more (like QUIC's STOP_SENDING), so only the local writer fails.
 
 use super::flow::{RecvWindow, SendCredit};
-use super::frame::{code, Frame};
+use super::frame::{code, reset_kind, Frame};
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 use std::io;
@@ -284,16 +284,20 @@ impl Core {
             Frame::Reset {
                 code: c, reason, ..
             } => {
-                let kind = if c == code::PEER_GONE {
-                    io::ErrorKind::ConnectionAborted
-                } else {
-                    io::ErrorKind::ConnectionReset
-                };
                 self.abort(Failure::new(
-                    kind,
+                    reset_kind(c),
                     format!("stream reset by the other end: {reason}"),
                 ));
             }
+        }
+    }
+
+    /// A frame for this stream whose header was readable but not the rest (credit mode): the
+    /// stream fails with `InvalidData` and the peer gets a RESET (protocol), rather than the
+    /// frame's bytes going missing from the middle of the stream.
+    pub(crate) fn handle_bad_frame(&mut self, why: String) {
+        if !self.done {
+            self.violation(format!("bad frame: {why}"));
         }
     }
 
@@ -575,6 +579,29 @@ mod tests {
             route: 1,
             data: Bytes::from_static(b"abcde"),
         });
+        assert!(matches!(
+            &frames(&mut c)[..],
+            [Frame::Reset {
+                code: code::PROTOCOL,
+                ..
+            }]
+        ));
+        assert!(c.take_done());
+    }
+
+    #[test]
+    fn a_frame_that_does_not_decode_fails_the_stream_and_resets_the_peer() {
+        let mut c = Core::credit(1, 100, 100);
+        c.handle_frame(Frame::Data {
+            route: 1,
+            data: Bytes::from_static(b"hello"),
+        });
+        c.handle_bad_frame("malformed DATA frame body".into());
+        match c.read(&mut [0u8; 16]) {
+            Err(Stop::Failed(f)) => assert_eq!(f.kind, io::ErrorKind::InvalidData),
+            other => panic!("the read must fail, got {other:?}"),
+        }
+        assert!(matches!(c.write(b"x"), Err(Stop::Failed(_))));
         assert!(matches!(
             &frames(&mut c)[..],
             [Frame::Reset {

@@ -86,12 +86,7 @@ impl<A: Adapter> End<A> {
                 let _ = p.send_frame(&reset_frame(id, code, reason));
             }
             End::Local(shared) => {
-                let kind = if code == code::PEER_GONE {
-                    io::ErrorKind::ConnectionAborted
-                } else {
-                    io::ErrorKind::ConnectionReset
-                };
-                shared.fail(kind, format!("stream reset: {reason}"));
+                shared.fail(frame::reset_kind(code), format!("stream reset: {reason}"));
             }
         }
     }
@@ -223,7 +218,7 @@ impl<A: Adapter> Routes<A> {
     /// Checks a frame from `from` against the route's accounts and hands it on unchanged.
     fn route_frame(&self, route: &Route<A>, from: Side, h: &Header, bytes: Bytes) {
         let mut st = route.lock();
-        let last = match st.on_frame(from, h, bytes.len()) {
+        let last = match st.on_frame(from, h, &bytes) {
             Verdict::Stale => {
                 // Frames may cross a reset on the wire.
                 return;
