@@ -316,3 +316,63 @@ async fn a_data_body_that_does_not_decode_fails_both_ends() {
     eventually("the route is gone", || relay.server().stream_count() == 0).await;
     eventually("bob forgot the stream", || bob.stream_count() == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_frames_that_cannot_reach_the_opener_tear_the_route_down() {
+    // Sends to a client fail once 16 packets wait for it.
+    let relay = relay_with(socketio_p2p::RelayOptions {
+        max_buffer_size: 16,
+        ..Default::default()
+    })
+    .await;
+    let alice = client(&relay, "alice").await;
+    let mut mallory = raw(&relay.url(), "mallory").await;
+    let opener = {
+        let alice = alice.clone();
+        tokio::spawn(async move { alice.add_p2p_stream("mallory").await })
+    };
+    // Mallory sends a burst before answering: the relay holds it and sends it to alice in one go
+    // right after the answer, more than alice's send buffer takes.
+    let (req, route) = loop {
+        let (ev, args) = mallory.next_text().await;
+        if ev == "P2P_REQ" && args[1] == json!("MULTI_API_CREATE_STREAM") {
+            break (args[0].clone(), args[2]["route"].as_u64().unwrap());
+        }
+    };
+    for _ in 0..64 {
+        mallory
+            .send(Frame::data_from_slice(route, &[b'x'; 1000]))
+            .await;
+    }
+    mallory.send(Frame::Fin { route }.encode()).await;
+    // Let the relay take the frames before the answer.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    mallory
+        .sio
+        .emit(
+            "P2P_RES",
+            Payload::Text(vec![req, json!({"ok": [{"window": 1 << 20}]})]),
+        )
+        .await
+        .unwrap();
+    // The relay could not pass everything on: the stream is over at both ends, not left with a
+    // hole in the middle.
+    match mallory.next_frame().await {
+        Frame::Reset { route: r, code, .. } => {
+            assert_eq!(r, route);
+            assert_eq!(code, socketio_p2p::stream::frame::code::RELAY);
+        }
+        other => panic!("expected a RESET, got {other:?}"),
+    }
+    eventually("the route is gone", || relay.server().stream_count() == 0).await;
+    if let Ok(Ok(mut d)) = within("the open resolves", opener).await {
+        let mut got = Vec::new();
+        let r =
+            tokio::time::timeout(std::time::Duration::from_secs(2), d.read_to_end(&mut got)).await;
+        assert!(
+            !matches!(r, Ok(Ok(_))),
+            "the stream read as complete with {} of 64000 bytes",
+            got.len()
+        );
+    }
+}

@@ -447,9 +447,27 @@ pub(crate) fn create_stream<A: Adapter>(
                     window: accept.window,
                     route: Some(id),
                 };
-                r.respond(Ok(vec![answer.to_value()]));
+                let mut failed = None;
+                if !r.respond_delivered(Ok(vec![answer.to_value()])) {
+                    // The opener never learns the route: the stream cannot work.
+                    failed = Some((
+                        code::RELAY,
+                        format!("relay could not tell '{}' the stream is open", peer.id),
+                    ));
+                }
                 for f in held {
-                    let _ = peer.send_frame(&f);
+                    if failed.is_some() {
+                        break;
+                    }
+                    if let Err(e) = rt.a.deliver(&f) {
+                        failed = Some(e);
+                    }
+                }
+                if let Some((c, reason)) = failed {
+                    // As for a frame that cannot be forwarded: both ends are told.
+                    st.finish();
+                    drop(st);
+                    return routes.tear_down(&rt, c, &reason);
                 }
                 drop(st);
                 if finished {
