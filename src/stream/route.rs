@@ -71,6 +71,10 @@ impl RouteState {
     }
 
     /// A frame `bytes` with header `h` (its [`frame::peek`]) from `from`.
+    ///
+    /// Before the opener knows the route, what the acceptor may send is bounded: DATA within the
+    /// opener's window, one FIN, a RESET; a WINDOW then is a violation (the opener cannot have
+    /// sent anything to grant credit for).
     pub(crate) fn on_frame(&mut self, from: Side, h: &Header, bytes: &[u8]) -> Verdict {
         if self.finished {
             return Verdict::Stale;
@@ -97,6 +101,9 @@ impl RouteState {
                 }
             }
             Kind::Window => {
+                if opening {
+                    return self.violation("WINDOW before the stream opened".into());
+                }
                 // The sender lets the other side send more to it.
                 if let Err(e) = peer_credit.grant(h.value) {
                     return self.violation(e.to_string());
@@ -130,7 +137,8 @@ impl RouteState {
     }
 
     /// The acceptor answered with `window_b` and the opener is being told: returns the held
-    /// frames to forward to A now, and whether the route finished among them.
+    /// frames to forward to A now, and whether the route finished among them. A's credit starts
+    /// at `window_b` (no grant from B can have been held, see [`RouteState::on_frame`]).
     pub(crate) fn opened(&mut self, window_b: u32) -> (Vec<Bytes>, bool) {
         self.credit_a = SendCredit::new(window_b);
         (self.opening.take().unwrap_or_default(), self.finished)
@@ -230,6 +238,52 @@ mod tests {
             feed(&mut r, Side::B, &data),
             Verdict::Forward { last: false }
         );
+    }
+
+    #[test]
+    fn what_the_acceptor_may_send_before_the_open_is_bounded() {
+        let data = |n: usize| Frame::Data {
+            route: 1,
+            data: Bytes::from(vec![1u8; n]),
+        };
+        // Empty DATA carries nothing: refused, before the open and after.
+        for opening in [true, false] {
+            let mut r = RouteState::new(10, 10, opening);
+            let empty = Frame::data_from_slice(1, b"");
+            assert!(matches!(
+                r.on_frame(Side::B, &peek(&empty).unwrap(), &empty),
+                Verdict::Violation(_)
+            ));
+        }
+        // DATA is held up to the opener's window and no further.
+        let mut r = RouteState::new(10, 0, true);
+        for _ in 0..10 {
+            assert_eq!(feed(&mut r, Side::B, &data(1)), Verdict::Held);
+        }
+        assert!(matches!(
+            feed(&mut r, Side::B, &data(1)),
+            Verdict::Violation(_)
+        ));
+        // A grant before the open is refused (the opener sent nothing yet).
+        let mut r = RouteState::new(10, 0, true);
+        let w = Frame::Window {
+            route: 1,
+            increment: 1,
+        };
+        assert!(matches!(feed(&mut r, Side::B, &w), Verdict::Violation(_)));
+        // One FIN, then nothing more.
+        let mut r = RouteState::new(10, 0, true);
+        let fin = Frame::Fin { route: 1 };
+        assert_eq!(feed(&mut r, Side::B, &fin), Verdict::Held);
+        assert!(matches!(feed(&mut r, Side::B, &fin), Verdict::Violation(_)));
+        // After the open, grants count on top of the acceptor's window.
+        let mut r = RouteState::new(10, 0, true);
+        assert_eq!(feed(&mut r, Side::B, &data(3)), Verdict::Held);
+        let (held, _) = r.opened(5);
+        assert_eq!(held.len(), 0, "nothing was stored with hold()");
+        assert_eq!(feed(&mut r, Side::B, &w), Verdict::Forward { last: false });
+        assert_eq!(r.credit(Side::A), 6);
+        assert_eq!(r.credit(Side::B), 7);
     }
 
     #[test]
