@@ -927,3 +927,72 @@ async fn a_tokio_util_codec_frames_the_duplex() {
     all_freed(&relay, &[&a, &b]).await;
     drop((mine, theirs));
 }
+
+// ---- opens the relay gives up on ----
+
+/// Makes `c`'s receive path busy for `ms` (a listener that blocks), sent by `from`; returns once
+/// the listener is running. Needs the multi-thread runtime.
+async fn stall(from: &P2pClient, c: &P2pClient, ms: u64) {
+    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = started.clone();
+    c.on("stall", move |_| {
+        s.store(true, Ordering::SeqCst);
+        // Off the runtime's worker, so that the relay's timers still run meanwhile.
+        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(ms)));
+    });
+    from.emit_to(c.id(), "stall", ()).await.unwrap();
+    eventually("the receive path is busy", || {
+        started.load(Ordering::SeqCst)
+    })
+    .await;
+}
+
+fn short_reply_relay_opts() -> socketio_p2p::RelayOptions {
+    socketio_p2p::RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            reply_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The acceptor answers after the relay stopped waiting: its end is reset, not left hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_the_relay_gave_up_on_resets_the_late_acceptor() {
+    let relay = relay_with(short_reply_relay_opts()).await;
+    let a = client(&relay, "alice").await;
+    let b = client(&relay, "bob").await;
+    let mut incoming = b.incoming_streams(None);
+    stall(&a, &b, 1200).await;
+    let r = within("the open fails", a.add_p2p_stream("bob")).await;
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    let mut late = within("bob accepts late", incoming.next()).await.unwrap();
+    let e = within("bob's read ends", read_until_error(&mut late)).await;
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+    let e = within("bob's write fails", write_until_error(&mut late)).await;
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+    drop(late);
+    all_freed(&relay, &[&a, &b]).await;
+}
+
+/// The same for a stream the server opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_open_that_times_out_resets_the_late_acceptor() {
+    let relay = relay().await;
+    let a = client(&relay, "alice").await;
+    let b = client(&relay, "bob").await;
+    let mut incoming = b.incoming_streams(None);
+    stall(&a, &b, 1200).await;
+    let opts = StreamOptions {
+        timeout: Some(Duration::from_millis(300)),
+        ..StreamOptions::default()
+    };
+    let r = within("the open fails", relay.server().add_p2p_stream("bob", opts)).await;
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{:?}", r.err());
+    let mut late = within("bob accepts late", incoming.next()).await.unwrap();
+    let e = within("bob's read ends", read_until_error(&mut late)).await;
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+    drop(late);
+    all_freed(&relay, &[&a, &b]).await;
+}

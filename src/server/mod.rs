@@ -281,6 +281,9 @@ pub(crate) struct OpReply {
     /// The answer is a Socket.IO acknowledgement, so a failure the seed acknowledged with a text is
     /// answered with that text rather than reported.
     seed_ack: bool,
+    /// Set by the sink when the answer did not reach the caller (see
+    /// [`OpReply::respond_delivered`]).
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A failed request: what to say, and how the seed would have acknowledged it, if it would have.
@@ -308,23 +311,33 @@ impl OpReply {
     ) -> OpReply {
         let to = caller.clone();
         let seed_ack = ack.is_some();
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let l = lost.clone();
         let reply = Reply::new(&*caller.id, event, RELAY, move |answer: Answer| {
             match (ack, answer) {
                 (Some(ack), Ok(args)) => {
                     if let Err(e) = ack.send(&protocol::ArgsRef(&args)) {
                         tracing::debug!(client = %to.id, "could not acknowledge: {e}");
+                        l.store(true, std::sync::atomic::Ordering::Release);
                     }
                 }
-                (None, Ok(_)) => {}
+                // Nobody asked for the answer's arguments.
+                (None, Ok(_)) => l.store(true, std::sync::atomic::Ordering::Release),
                 (_, Err(e)) => to.report(&e),
             }
         });
-        OpReply { reply, seed_ack }
+        OpReply {
+            reply,
+            seed_ack,
+            lost,
+        }
     }
 
     /// The answer to an extension client's `P2P_REQ(id, event, ...)`: `P2P_RES(id, ...)`.
     pub(crate) fn event<A: Adapter>(caller: &Arc<Peer<A>>, event: &str, id: u64) -> OpReply {
         let to = caller.clone();
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let l = lost.clone();
         let reply = Reply::new(&*caller.id, event, RELAY, move |answer: Answer| {
             let res = Response {
                 id,
@@ -332,18 +345,27 @@ impl OpReply {
             };
             if let Err(e) = to.emit(event::P2P_RES, &res.to_values()) {
                 tracing::warn!(client = %to.id, "could not answer request {id}: {e}");
+                l.store(true, std::sync::atomic::Ordering::Release);
             }
         });
         OpReply {
             reply,
             seed_ack: false,
+            lost,
         }
     }
 
     /// Answers the caller, once: the result's arguments, the seed's acknowledgement of a failure
     /// where it had one, or the error.
     pub(crate) fn respond(self, result: Result<Vec<Value>, OpError>) {
-        match result {
+        self.respond_delivered(result);
+    }
+
+    /// [`respond`](OpReply::respond), telling whether the answer's arguments went out to the
+    /// caller (false: the send failed, an answer was already sent, or the caller asked for none).
+    pub(crate) fn respond_delivered(self, result: Result<Vec<Value>, OpError>) -> bool {
+        let lost = self.lost.clone();
+        let sent = match result {
             Ok(args) => self.reply.send_args(args),
             Err(OpError {
                 seed_ack: Some(args),
@@ -351,6 +373,7 @@ impl OpReply {
             }) if self.seed_ack => self.reply.send_args(args),
             Err(e) => self.reply.fail(e.error),
         };
+        sent && !lost.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -449,10 +449,23 @@ fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Value>) {
 
 /// A binary `P2P_FRAME` from the relay.
 fn on_frame(inner: &Arc<ClientInner>, bytes: Bytes) {
-    let frame = match Frame::decode(bytes) {
+    let frame = match Frame::decode(bytes.clone()) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(client = %inner.id, "bad stream frame: {e}");
+            // Dropping it would cut bytes out of the middle of the stream: a stream whose frame
+            // is unreadable fails, and its peer is reset.
+            if let Ok(h) = super::frame::peek(&bytes) {
+                let shared = streams(inner)
+                    .table
+                    .lock()
+                    .unwrap()
+                    .get(&StreamKey::Route(h.route))
+                    .cloned();
+                if let Some(s) = shared {
+                    let _ = s.handle_bad_frame(e.to_string()).run(&s, None);
+                }
+            }
             return;
         }
     };

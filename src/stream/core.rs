@@ -10,7 +10,7 @@
 //! nobody reads its direction any more (like QUIC's STOP_SENDING), so only the local writer fails.
 
 use super::flow::{RecvWindow, SendCredit};
-use super::frame::{code, Frame};
+use super::frame::{code, reset_kind, Frame};
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 use std::io;
@@ -284,22 +284,49 @@ impl Core {
             Frame::Reset {
                 code: c, reason, ..
             } => {
-                let kind = if c == code::PEER_GONE {
-                    io::ErrorKind::ConnectionAborted
-                } else {
-                    io::ErrorKind::ConnectionReset
-                };
                 self.abort(Failure::new(
-                    kind,
+                    reset_kind(c),
                     format!("stream reset by the other end: {reason}"),
                 ));
             }
         }
     }
 
+    /// A frame for this stream whose header was readable but not the rest (credit mode): the
+    /// stream fails with `InvalidData` and the peer gets a RESET (protocol), rather than the
+    /// frame's bytes going missing from the middle of the stream.
+    pub(crate) fn handle_bad_frame(&mut self, why: String) {
+        if !self.done {
+            self.violation(format!("bad frame: {why}"));
+        }
+    }
+
     /// A chunk from a seed-era peer (`None`: end of stream), acknowledged by `ack` when there is
-    /// room (the acknowledgement is held while too much is buffered).
+    /// room (the acknowledgement is held while too much is buffered). A peer that keeps sending
+    /// without the acknowledgements (more than [`SEED_BUFFER`] and one [`SEED_CHUNK`] buffered,
+    /// or a second acknowledgement held) breaks the seed's stop-and-wait: the stream fails with
+    /// `InvalidData` and the peer is told it is destroyed.
     pub(crate) fn handle_seed_chunk(&mut self, chunk: Option<Bytes>, ack: Option<u64>) {
+        let held = match &self.mode {
+            Mode::Seed { held_acks, .. } => held_acks.len(),
+            Mode::Credit { .. } => 0,
+        };
+        let incoming = chunk.as_ref().map_or(0, Bytes::len);
+        if self.recv_state == RecvState::Open
+            && (held > 0 || self.recv_len + incoming > SEED_BUFFER + SEED_CHUNK)
+        {
+            let f = Failure::new(
+                io::ErrorKind::InvalidData,
+                "protocol violation: the seed-era peer sent on without waiting for acknowledgements",
+            );
+            self.abort(f.clone());
+            // The read side fails even if the peer had ended its direction.
+            self.recv_state = RecvState::Failed(f);
+            self.recv.clear();
+            self.recv_len = 0;
+            self.out.push_back(Transmit::SeedDestroy);
+            return;
+        }
         if self.recv_state == RecvState::Open {
             match chunk {
                 None => {
@@ -583,5 +610,85 @@ mod tests {
             }]
         ));
         assert!(c.take_done());
+    }
+
+    #[test]
+    fn a_frame_that_does_not_decode_fails_the_stream_and_resets_the_peer() {
+        let mut c = Core::credit(1, 100, 100);
+        c.handle_frame(Frame::Data {
+            route: 1,
+            data: Bytes::from_static(b"hello"),
+        });
+        c.handle_bad_frame("malformed DATA frame body".into());
+        match c.read(&mut [0u8; 16]) {
+            Err(Stop::Failed(f)) => assert_eq!(f.kind, io::ErrorKind::InvalidData),
+            other => panic!("the read must fail, got {other:?}"),
+        }
+        assert!(matches!(c.write(b"x"), Err(Stop::Failed(_))));
+        assert!(matches!(
+            &frames(&mut c)[..],
+            [Frame::Reset {
+                code: code::PROTOCOL,
+                ..
+            }]
+        ));
+        assert!(c.take_done());
+    }
+
+    #[test]
+    fn a_seed_peer_ignoring_acknowledgements_is_cut_off() {
+        let mut c = Core::seed();
+        let chunk = || Some(Bytes::from(vec![0u8; SEED_CHUNK]));
+        let mut acks = 0;
+        let mut ack_id = 0;
+        // Within the buffer every chunk is acknowledged at once.
+        while (ack_id as usize) * SEED_CHUNK < SEED_BUFFER {
+            c.handle_seed_chunk(chunk(), Some(ack_id));
+            ack_id += 1;
+        }
+        // The chunk past the buffer is taken, its acknowledgement held.
+        c.handle_seed_chunk(chunk(), Some(ack_id));
+        ack_id += 1;
+        while let Some(t) = c.poll_transmit() {
+            assert!(matches!(t, Transmit::SeedAck(_)), "{t:?}");
+            acks += 1;
+        }
+        assert_eq!(acks, ack_id - 1, "the last acknowledgement is held");
+        // The peer sends on without it: the stream fails and the peer is told.
+        c.handle_seed_chunk(chunk(), Some(ack_id));
+        assert_eq!(c.poll_transmit(), Some(Transmit::SeedDestroy));
+        assert_eq!(c.poll_transmit(), None);
+        assert_eq!(c.buffered(), 0, "nothing kept");
+        match c.read(&mut [0u8; 16]) {
+            Err(Stop::Failed(f)) => assert_eq!(f.kind, io::ErrorKind::InvalidData),
+            other => panic!("the read must fail, got {other:?}"),
+        }
+        assert!(matches!(c.write(b"x"), Err(Stop::Failed(_))));
+        assert!(c.take_done());
+        // Later chunks are only acknowledged (the peer was told), never kept.
+        c.handle_seed_chunk(chunk(), Some(ack_id + 1));
+        assert_eq!(c.poll_transmit(), Some(Transmit::SeedAck(ack_id + 1)));
+        assert_eq!(c.buffered(), 0);
+    }
+
+    #[test]
+    fn a_seed_peer_waiting_for_acknowledgements_is_never_cut_off() {
+        let mut c = Core::seed();
+        let mut buf = vec![0u8; SEED_CHUNK];
+        for i in 0..1000u64 {
+            c.handle_seed_chunk(Some(Bytes::from(vec![1u8; SEED_CHUNK])), Some(i));
+            // The peer sends the next chunk only after this one's acknowledgement; the reader is
+            // slow, reading a chunk only every other time.
+            let mut acked =
+                std::iter::from_fn(|| c.poll_transmit()).any(|t| t == Transmit::SeedAck(i));
+            while !acked {
+                assert_eq!(c.read(&mut buf), Ok(SEED_CHUNK));
+                acked = std::iter::from_fn(|| c.poll_transmit()).any(|t| t == Transmit::SeedAck(i));
+            }
+            if i % 2 == 0 {
+                assert_eq!(c.read(&mut buf), Ok(SEED_CHUNK));
+            }
+        }
+        assert!(c.buffered() <= SEED_BUFFER + SEED_CHUNK);
     }
 }

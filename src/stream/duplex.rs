@@ -196,6 +196,12 @@ impl Shared {
         self.update(|st| st.core.handle_frame(frame)).1
     }
 
+    /// A frame for this stream that did not decode (credit mode): the stream fails and the peer
+    /// gets a RESET; the caller runs the effects.
+    pub(crate) fn handle_bad_frame(&self, why: String) -> Effects {
+        self.update(|st| st.core.handle_bad_frame(why)).1
+    }
+
     /// A chunk from a seed-era peer (`None` is end-of-stream), acknowledged with `ack` once there
     /// is room for more.
     pub(crate) fn handle_seed_chunk(self: &Arc<Self>, chunk: Option<Bytes>, ack: Option<u64>) {

@@ -12,8 +12,11 @@
 //! must never contain that byte. The body escapes it: `0x1D` is the escape byte, `0x1D 0x01`
 //! stands for `0x1E` and `0x1D 0x02` for `0x1D`. Random data grows by under 1%.
 //!
-//! The relay reads only the header (type, route, declared length) and forwards the frame as it
-//! is; the receiver checks that the body decodes to exactly the declared length.
+//! The relay reads the header (type, route, declared length), checks the rest with [`check`] (one
+//! scan for the two special bytes, no copy) and forwards the frame as it is: a frame that carries
+//! a raw `0x1E` anywhere, a FIN or WINDOW with trailing bytes, or a DATA body that does not decode
+//! to exactly its declared length never reaches the other end. Every frame [`Frame::encode`]
+//! builds is free of `0x1E` (a RESET reason has its control characters replaced).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -37,6 +40,16 @@ pub mod code {
     pub const PEER_GONE: u32 = 2;
     /// The relay could not forward a frame.
     pub const RELAY: u32 = 3;
+}
+
+/// How an end sees a RESET with `code`: the other end disconnected (`ConnectionAborted`), a
+/// protocol violation (`InvalidData`), or a plain reset (`ConnectionReset`).
+pub fn reset_kind(code: u32) -> std::io::ErrorKind {
+    match code {
+        code::PEER_GONE => std::io::ErrorKind::ConnectionAborted,
+        code::PROTOCOL => std::io::ErrorKind::InvalidData,
+        _ => std::io::ErrorKind::ConnectionReset,
+    }
 }
 
 /// A decoded frame.
@@ -92,7 +105,8 @@ pub struct Header {
     pub kind: Kind,
     /// The route id.
     pub route: u64,
-    /// For DATA, the declared (decoded) length; for WINDOW, the increment; else 0.
+    /// For DATA, the declared (decoded) length; for WINDOW, the increment; for RESET, the code;
+    /// for FIN 0.
     pub value: u32,
 }
 
@@ -156,10 +170,41 @@ pub fn peek(buf: &[u8]) -> Result<Header, FrameError> {
     }
     let route = hex_field(&buf[1..ROUTE_END])?;
     let value = match kind {
-        Kind::Data | Kind::Window => hex_field(&buf[ROUTE_END..ROUTE_END + 8])? as u32,
-        _ => 0,
+        Kind::Fin => 0,
+        _ => hex_field(&buf[ROUTE_END..ROUTE_END + 8])? as u32,
     };
     Ok(Header { kind, route, value })
+}
+
+/// Checks what [`peek`] does not read, without decoding or copying: no raw `0x1E` anywhere, the
+/// exact length of FIN and WINDOW frames, a DATA body that decodes to exactly its declared
+/// length, and no empty DATA frame (it carries nothing). `h` is `peek(buf)`.
+pub fn check(buf: &[u8], h: &Header) -> Result<(), FrameError> {
+    match h.kind {
+        Kind::Data => {
+            let body = &buf[DATA_HEADER_LEN..];
+            let mut escapes = 0usize;
+            let mut i = 0;
+            while let Some(off) = memchr::memchr2(ESC, SEP, &body[i..]) {
+                let at = i + off;
+                if body[at] == SEP || !matches!(body.get(at + 1), Some(1 | 2)) {
+                    return Err(FrameError::BadBody("DATA"));
+                }
+                escapes += 1;
+                i = at + 2;
+            }
+            if h.value == 0 || body.len() - escapes != h.value as usize {
+                return Err(FrameError::BadBody("DATA"));
+            }
+        }
+        Kind::Window if buf.len() != ROUTE_END + 8 => return Err(FrameError::BadBody("WINDOW")),
+        Kind::Fin if buf.len() != ROUTE_END => return Err(FrameError::BadBody("FIN")),
+        Kind::Reset if memchr::memchr(SEP, &buf[ROUTE_END + 8..]).is_some() => {
+            return Err(FrameError::BadBody("RESET"))
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Appends `data` to `out` with `0x1D`/`0x1E` escaped.
@@ -230,7 +275,7 @@ impl Frame {
             }
             Kind::Reset => Frame::Reset {
                 route,
-                code: hex_field(&buf[ROUTE_END..ROUTE_END + 8])? as u32,
+                code: h.value,
                 reason: String::from_utf8_lossy(&buf[ROUTE_END + 8..]).into_owned(),
             },
         })
@@ -323,6 +368,64 @@ mod tests {
             assert!(!wire.contains(&SEP), "no frame carries 0x1E: {f:?}");
             assert_eq!(Frame::decode(wire).unwrap(), f);
         }
+    }
+
+    #[test]
+    fn no_encoded_frame_carries_0x1e_whatever_the_reason_text() {
+        // A reason built from client ids, which may hold any character.
+        let reason = "client 'a\u{1e}42[\"SERVER_ERROR\"]\u{1d}\n\u{0}' disconnected";
+        let wire = Frame::Reset {
+            route: 0x1e1e,
+            code: 0x1e,
+            reason: reason.into(),
+        }
+        .encode();
+        assert!(!wire.contains(&SEP));
+        assert_eq!(check(&wire, &peek(&wire).unwrap()), Ok(()));
+        match Frame::decode(wire).unwrap() {
+            Frame::Reset {
+                route,
+                code,
+                reason,
+            } => {
+                assert_eq!((route, code), (0x1e1e, 0x1e));
+                assert!(
+                    reason.starts_with("client 'a 42[\"SERVER_ERROR\"]"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_refuses_what_the_receiver_could_not_decode_or_split_on() {
+        let ok = |b: &[u8]| check(b, &peek(b).unwrap());
+        assert_eq!(ok(&Frame::data_from_slice(1, &[0x1e, 0x1d, 7])), Ok(()));
+        assert_eq!(ok(&Frame::Fin { route: 1 }.encode()), Ok(()));
+        let w = Frame::Window {
+            route: 1,
+            increment: 3,
+        }
+        .encode();
+        assert_eq!(ok(&w), Ok(()));
+        // A raw separator in a body, a reason, or after a FIN or WINDOW header.
+        let mut d = b"D000000000000000100000003".to_vec();
+        d.extend_from_slice(b"a\x1eb");
+        assert!(ok(&d).is_err());
+        assert!(ok(b"R00000000000000010000000042\x1e[]").is_err());
+        let mut fin = Frame::Fin { route: 1 }.encode().to_vec();
+        fin.push(SEP);
+        assert!(ok(&fin).is_err());
+        let mut win = w.to_vec();
+        win.extend_from_slice(b"x");
+        assert!(ok(&win).is_err());
+        // Bodies that do not decode to their declared length, or to anything; empty DATA.
+        assert!(ok(b"D000000000000000100000004\x1d\x03abc").is_err());
+        assert!(ok(b"D000000000000000100000002abc").is_err());
+        assert!(ok(b"D000000000000000100000002a").is_err());
+        assert!(ok(b"D0000000000000001000000011d\x1d").is_err());
+        assert!(ok(b"D000000000000000100000000").is_err());
     }
 
     #[test]

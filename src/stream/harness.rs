@@ -206,7 +206,7 @@ impl World {
                 "an end saw a protocol violation: {reason}"
             );
         }
-        match self.route.on_frame(from, &h, bytes.len()) {
+        match self.route.on_frame(from, &h, &bytes) {
             Verdict::Forward { .. } => match from {
                 Side::A => self.to_b.push_back(bytes),
                 Side::B => self.to_a.push_back(bytes),

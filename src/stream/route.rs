@@ -5,7 +5,7 @@
 //! before it fills the relay's memory.
 
 use super::flow::SendCredit;
-use super::frame::{Header, Kind, DATA_HEADER_LEN};
+use super::frame::{self, Header, Kind};
 use bytes::Bytes;
 
 /// An end of a route.
@@ -70,33 +70,40 @@ impl RouteState {
         }
     }
 
-    /// A frame with header `h`, `len` bytes long in all, from `from`.
-    pub(crate) fn on_frame(&mut self, from: Side, h: &Header, len: usize) -> Verdict {
+    /// A frame `bytes` with header `h` (its [`frame::peek`]) from `from`.
+    ///
+    /// Before the opener knows the route, what the acceptor may send is bounded: DATA within the
+    /// opener's window, one FIN, a RESET; a WINDOW then is a violation (the opener cannot have
+    /// sent anything to grant credit for).
+    pub(crate) fn on_frame(&mut self, from: Side, h: &Header, bytes: &[u8]) -> Verdict {
         if self.finished {
             return Verdict::Stale;
         }
+        // A raw 0x1E would split the frame at the receiver into a forged packet; a body that
+        // does not decode would lose bytes there: neither is forwarded.
+        if let Err(e) = frame::check(bytes, h) {
+            return self.violation(e.to_string());
+        }
+        let opening = self.opening.is_some() && from == Side::B;
         let (credit, fin, peer_credit) = match from {
             Side::A => (&mut self.credit_a, &mut self.fin_a, &mut self.credit_b),
             Side::B => (&mut self.credit_b, &mut self.fin_b, &mut self.credit_a),
         };
         match h.kind {
             Kind::Data => {
+                // Not empty, and decoding to `n` bytes: `frame::check` saw to both.
                 let n = u64::from(h.value);
-                // Stuffing at most doubles the body: a cheap bound that needs no decoding.
-                let encoded = len.saturating_sub(DATA_HEADER_LEN) as u64;
                 if *fin {
                     return self.violation("DATA after FIN".into());
-                }
-                if encoded < n || encoded > 2 * n {
-                    return self.violation(format!(
-                        "DATA frame declares {n} bytes but carries {encoded}"
-                    ));
                 }
                 if let Err(e) = credit.consume(n) {
                     return self.violation(e.to_string());
                 }
             }
             Kind::Window => {
+                if opening {
+                    return self.violation("WINDOW before the stream opened".into());
+                }
                 // The sender lets the other side send more to it.
                 if let Err(e) = peer_credit.grant(h.value) {
                     return self.violation(e.to_string());
@@ -115,9 +122,10 @@ impl RouteState {
             self.finished = true;
         }
         // A last frame held here is reported by `opened`, after the frames before it.
-        match (&self.opening, from) {
-            (Some(_), Side::B) => Verdict::Held,
-            _ => Verdict::Forward { last },
+        if opening {
+            Verdict::Held
+        } else {
+            Verdict::Forward { last }
         }
     }
 
@@ -129,7 +137,8 @@ impl RouteState {
     }
 
     /// The acceptor answered with `window_b` and the opener is being told: returns the held
-    /// frames to forward to A now, and whether the route finished among them.
+    /// frames to forward to A now, and whether the route finished among them. A's credit starts
+    /// at `window_b` (no grant from B can have been held, see [`RouteState::on_frame`]).
     pub(crate) fn opened(&mut self, window_b: u32) -> (Vec<Bytes>, bool) {
         self.credit_a = SendCredit::new(window_b);
         (self.opening.take().unwrap_or_default(), self.finished)
@@ -171,7 +180,7 @@ mod tests {
 
     fn feed(r: &mut RouteState, from: Side, f: &Frame) -> Verdict {
         let b = f.encode();
-        r.on_frame(from, &peek(&b).unwrap(), b.len())
+        r.on_frame(from, &peek(&b).unwrap(), &b)
     }
 
     #[test]
@@ -229,5 +238,67 @@ mod tests {
             feed(&mut r, Side::B, &data),
             Verdict::Forward { last: false }
         );
+    }
+
+    #[test]
+    fn what_the_acceptor_may_send_before_the_open_is_bounded() {
+        let data = |n: usize| Frame::Data {
+            route: 1,
+            data: Bytes::from(vec![1u8; n]),
+        };
+        // Empty DATA carries nothing: refused, before the open and after.
+        for opening in [true, false] {
+            let mut r = RouteState::new(10, 10, opening);
+            let empty = Frame::data_from_slice(1, b"");
+            assert!(matches!(
+                r.on_frame(Side::B, &peek(&empty).unwrap(), &empty),
+                Verdict::Violation(_)
+            ));
+        }
+        // DATA is held up to the opener's window and no further.
+        let mut r = RouteState::new(10, 0, true);
+        for _ in 0..10 {
+            assert_eq!(feed(&mut r, Side::B, &data(1)), Verdict::Held);
+        }
+        assert!(matches!(
+            feed(&mut r, Side::B, &data(1)),
+            Verdict::Violation(_)
+        ));
+        // A grant before the open is refused (the opener sent nothing yet).
+        let mut r = RouteState::new(10, 0, true);
+        let w = Frame::Window {
+            route: 1,
+            increment: 1,
+        };
+        assert!(matches!(feed(&mut r, Side::B, &w), Verdict::Violation(_)));
+        // One FIN, then nothing more.
+        let mut r = RouteState::new(10, 0, true);
+        let fin = Frame::Fin { route: 1 };
+        assert_eq!(feed(&mut r, Side::B, &fin), Verdict::Held);
+        assert!(matches!(feed(&mut r, Side::B, &fin), Verdict::Violation(_)));
+        // After the open, grants count on top of the acceptor's window.
+        let mut r = RouteState::new(10, 0, true);
+        assert_eq!(feed(&mut r, Side::B, &data(3)), Verdict::Held);
+        let (held, _) = r.opened(5);
+        assert_eq!(held.len(), 0, "nothing was stored with hold()");
+        assert_eq!(feed(&mut r, Side::B, &w), Verdict::Forward { last: false });
+        assert_eq!(r.credit(Side::A), 6);
+        assert_eq!(r.credit(Side::B), 7);
+    }
+
+    #[test]
+    fn frames_with_a_raw_separator_or_a_bad_body_are_violations() {
+        for bad in [
+            &b"D000000000000000100000003a\x1eb"[..],
+            b"D000000000000000100000004\x1d\x03abc",
+            b"F0000000000000001\x1e",
+            b"W000000000000000100000001x",
+            b"R000000000000000100000000\x1e42",
+        ] {
+            let mut r = RouteState::new(10, 10, false);
+            let v = r.on_frame(Side::A, &peek(bad).unwrap(), bad);
+            assert!(matches!(v, Verdict::Violation(_)), "{bad:?}: {v:?}");
+            assert!(r.is_finished());
+        }
     }
 }

@@ -86,12 +86,7 @@ impl<A: Adapter> End<A> {
                 let _ = p.send_frame(&reset_frame(id, code, reason));
             }
             End::Local(shared) => {
-                let kind = if code == code::PEER_GONE {
-                    io::ErrorKind::ConnectionAborted
-                } else {
-                    io::ErrorKind::ConnectionReset
-                };
-                shared.fail(kind, format!("stream reset: {reason}"));
+                shared.fail(frame::reset_kind(code), format!("stream reset: {reason}"));
             }
         }
     }
@@ -213,17 +208,29 @@ impl<A: Adapter> Routes<A> {
         route.b.reset(route.id, code, reason);
     }
 
-    /// Removes a route nobody needs to hear about (the open failed).
+    /// Removes a route whose acceptor did not take it in credit mode (it refused, or is a
+    /// seed-era client): nobody needs to hear about it.
     fn discard(&self, id: u64) {
         if let Some(route) = self.unlink(id) {
             route.lock().finish();
         }
     }
 
+    /// Removes a route whose open failed after the acceptor may have accepted it (no answer in
+    /// time, an answer that makes no sense): the acceptor's end is reset, so its reads end and
+    /// its writes fail instead of going nowhere. The opener learns of the failure from its answer.
+    fn abandon(&self, id: u64, code: u32, reason: &str) {
+        if let Some(route) = self.unlink(id) {
+            if route.lock().finish() {
+                route.b.reset(id, code, reason);
+            }
+        }
+    }
+
     /// Checks a frame from `from` against the route's accounts and hands it on unchanged.
     fn route_frame(&self, route: &Route<A>, from: Side, h: &Header, bytes: Bytes) {
         let mut st = route.lock();
-        let last = match st.on_frame(from, h, bytes.len()) {
+        let last = match st.on_frame(from, h, &bytes) {
             Verdict::Stale => {
                 // Frames may cross a reset on the wire.
                 return;
@@ -310,6 +317,22 @@ impl<A: Adapter> Endpoint for Routes<A> {
     }
 }
 
+/// Abandons a route the server is opening when dropped with a reason (see
+/// [`P2pServer::add_p2p_stream`]).
+struct OpenGuard<'a, A: Adapter> {
+    routes: &'a Routes<A>,
+    id: u64,
+    reason: Option<String>,
+}
+
+impl<A: Adapter> Drop for OpenGuard<'_, A> {
+    fn drop(&mut self) {
+        if let Some(reason) = self.reason.take() {
+            self.routes.abandon(self.id, code::CANCEL, &reason);
+        }
+    }
+}
+
 fn reset_frame(route: u64, code: u32, reason: &str) -> Bytes {
     Frame::Reset {
         route,
@@ -389,7 +412,8 @@ pub(crate) fn create_stream<A: Adapter>(
             Ok(args) => CreateAnswer::from_args(&args),
             Err(e) => {
                 if let Some(id) = route {
-                    routes.discard(id);
+                    let reason = format!("the stream could not be opened: {e}");
+                    routes.abandon(id, code::CANCEL, &reason);
                 }
                 return r.respond(Err(e.into()));
             }
@@ -423,9 +447,27 @@ pub(crate) fn create_stream<A: Adapter>(
                     window: accept.window,
                     route: Some(id),
                 };
-                r.respond(Ok(vec![answer.to_value()]));
+                let mut failed = None;
+                if !r.respond_delivered(Ok(vec![answer.to_value()])) {
+                    // The opener never learns the route: the stream cannot work.
+                    failed = Some((
+                        code::RELAY,
+                        format!("relay could not tell '{}' the stream is open", peer.id),
+                    ));
+                }
                 for f in held {
-                    let _ = peer.send_frame(&f);
+                    if failed.is_some() {
+                        break;
+                    }
+                    if let Err(e) = rt.a.deliver(&f) {
+                        failed = Some(e);
+                    }
+                }
+                if let Some((c, reason)) = failed {
+                    // As for a frame that cannot be forwarded: both ends are told.
+                    st.finish();
+                    drop(st);
+                    return routes.tear_down(&rt, c, &reason);
                 }
                 drop(st);
                 if finished {
@@ -433,12 +475,7 @@ pub(crate) fn create_stream<A: Adapter>(
                 }
             }
             CreateAnswer::Invalid(what) => {
-                routes.discard(id);
-                let _ = target.send_frame(&reset_frame(
-                    id,
-                    code::PROTOCOL,
-                    "accept answer had no valid window",
-                ));
+                routes.abandon(id, code::PROTOCOL, "accept answer had no valid window");
                 r.respond(Err(Error::Protocol(format!(
                     "'{}' accepted the stream without a valid window: {what}",
                     target.id
@@ -562,6 +599,13 @@ impl<A: Adapter> P2pServer<A> {
             args: opts.args.clone(),
             extra: Map::new(),
         };
+        // Whatever ends this call before the stream is open (an error, or the caller dropping
+        // the future) resets the client's end, which may have accepted already.
+        let mut guard = OpenGuard {
+            routes: &routes,
+            id,
+            reason: Some("the server gave up opening the stream".into()),
+        };
         let timeout = opts.timeout.unwrap_or(self.inner.opts.reply_timeout);
         let answer = peer
             .request(
@@ -575,14 +619,16 @@ impl<A: Adapter> P2pServer<A> {
         let window_b = match answer {
             Ok(CreateAnswer::Credit(accept)) => accept.window,
             other => {
-                routes.discard(id);
-                return Err(match other {
+                let e = match other {
                     Err(e) => e,
                     Ok(CreateAnswer::Refused(refusal)) => Error::remote(client_id, refusal),
                     Ok(_) => Error::Protocol(format!("'{client_id}' did not accept with a window")),
-                });
+                };
+                guard.reason = Some(format!("the stream could not be opened: {e}"));
+                return Err(e);
             }
         };
+        guard.reason = None;
         shared.set_peer_window(window_b.get());
         let Some(rt) = routes.get(id) else {
             return Err(Error::PeerGone(client_id.to_string()));
