@@ -594,9 +594,9 @@ async fn a_peer_not_accepting_streams_refuses() {
     let r = within("open to bob", a.add_p2p_stream("bob")).await;
     let e = r.unwrap_err();
     assert!(
-        matches!(&e, Error::Remote { message, .. }
-            if message == "Client bob is not listening to create stream event"),
-        "{e:?}"
+        matches!(&e, Error::Remote { peer, message }
+            if peer == "bob" && message == "Client bob is not listening to create stream event"),
+        "the refusal is bob's: {e:?}"
     );
     // Accepting, then no longer.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -614,6 +614,16 @@ async fn a_peer_not_accepting_streams_refuses() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not listening"), "{e}");
+    // An `IncomingStreams` that is dropped stops accepting, like `off_add_p2p_stream`.
+    let incoming = b.incoming_streams(None);
+    drop(incoming);
+    let e = within("open to bob", a.add_p2p_stream("bob"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote { peer, message } if peer == "bob" && message.contains("not listening")),
+        "refused at once, not reset later: {e:?}"
+    );
     all_freed(&relay, &[&a, &b]).await;
 }
 

@@ -58,8 +58,12 @@ impl Acceptors {
         self.0.lock().unwrap().remove(&channel.map(str::to_string));
     }
 
+    /// The acceptor of `channel`, else that of no channel. A queue whose [`IncomingStreams`]
+    /// was dropped accepts nothing any more: it is forgotten here, so the opener is refused as
+    /// if nobody had asked for streams.
     pub(crate) fn pick(&self, channel: Option<&str>) -> Option<Acceptor> {
-        let map = self.0.lock().unwrap();
+        let mut map = self.0.lock().unwrap();
+        map.retain(|_, a| !matches!(a, Acceptor::Queue(q) if q.is_closed()));
         map.get(&channel.map(str::to_string))
             .or_else(|| map.get(&None))
             .cloned()

@@ -363,7 +363,9 @@ impl P2pClient {
 
     /// Accepts streams on `channel` as an async stream of [`P2pDuplex`]es (see
     /// [`on_add_p2p_stream`](P2pClient::on_add_p2p_stream) for how channels match). Streams that
-    /// arrive while 64 wait unclaimed are refused.
+    /// arrive while 64 wait unclaimed are reset. Dropping the [`IncomingStreams`] stops
+    /// accepting: later openers are refused as by
+    /// [`off_add_p2p_stream`](P2pClient::off_add_p2p_stream).
     pub fn incoming_streams(&self, channel: Option<&str>) -> IncomingStreams {
         streams(&self.inner).acceptors.queue(channel)
     }

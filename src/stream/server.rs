@@ -346,9 +346,10 @@ fn bad(r: OpReply, msg: String) {
     r.respond(Err(Error::BadRequest(msg).into()))
 }
 
-fn refused(r: OpReply, text: String) {
+/// Answers an open that `who` (the acceptor) refused with `text`, the seed's refusal words.
+fn refused(r: OpReply, who: &str, text: String) {
     r.respond(Err(OpError {
-        error: Error::remote(crate::server::RELAY, text.clone()),
+        error: Error::remote(who, text.clone()),
         seed_ack: Some(vec![Value::from(text)]),
     }))
 }
@@ -421,7 +422,7 @@ pub(crate) fn create_stream<A: Adapter>(
         let Some(id) = route else {
             // No route (a seed-era end): whatever the acceptor said, the seed way.
             return match answer {
-                CreateAnswer::Refused(text) => refused(r, text),
+                CreateAnswer::Refused(text) => refused(r, &target.id, text),
                 _ => r.respond(Ok(vec![])),
             };
         };
@@ -433,7 +434,7 @@ pub(crate) fn create_stream<A: Adapter>(
             }
             CreateAnswer::Refused(text) => {
                 routes.discard(id);
-                refused(r, text);
+                refused(r, &target.id, text);
             }
             CreateAnswer::Credit(accept) => {
                 let Some(rt) = routes.get(id) else {
@@ -495,11 +496,9 @@ fn accept_local<A: Adapter>(
 ) {
     let routes = server.inner.streams.clone();
     let Some(acceptor) = routes.acceptors.pick(info.channel.as_deref()) else {
-        let text = format!(
-            "Client {}{SERVER_SIDE_SUFFIX} is not listening to create stream event",
-            peer.id
-        );
-        return refused(r, text);
+        let server_end = format!("{}{SERVER_SIDE_SUFFIX}", peer.id);
+        let text = format!("Client {server_end} is not listening to create stream event");
+        return refused(r, &server_end, text);
     };
     let (Some(window_a), true) = (info.window, peer.ext) else {
         return bad(
