@@ -68,6 +68,9 @@ fn offer_to_services<A: Adapter>(
     r: OpReply,
     wants_reply: bool,
 ) -> Option<(Emit, OpReply)> {
+    if !server.inner.services.contains(&p.target) {
+        return Some((p, r));
+    }
     if p.args.iter().any(Arg::has_binary) {
         // Service handlers take JSON; the relayed call keeps its binary data.
         match intercept(server, caller, p.clone().into_payload(), r, wants_reply) {
@@ -207,9 +210,16 @@ fn p2p_batch<A: Adapter>(
             continue;
         }
         // Each message is answered like a `P2P_EMIT`: nothing on success, `SERVER_ERROR` else.
-        let item_reply = OpReply::seed(peer, event::P2P_EMIT, None);
-        let Some((p, item_reply)) = offer_to_services(server, peer, p, item_reply, false) else {
-            continue;
+        // Only a message to a service of this server needs an answer of its own; the others
+        // (nearly all) are reported directly when they fail.
+        let (p, item_reply) = if server.inner.services.contains(&p.target) {
+            let item_reply = OpReply::seed(peer, event::P2P_EMIT, None);
+            match offer_to_services(server, peer, p, item_reply, false) {
+                Some((p, r)) => (p, Some(r)),
+                None => continue,
+            }
+        } else {
+            (p, None)
         };
         let result = target_of(server, peer, &p.target).and_then(|target| {
             if target.ext {
@@ -223,7 +233,11 @@ fn p2p_batch<A: Adapter>(
                 target.emit_args(&p.event, &p.args)
             }
         });
-        item_reply.respond(result.map(|()| vec![]).map_err(OpError::from));
+        match (item_reply, result) {
+            (Some(r), result) => r.respond(result.map(|()| vec![]).map_err(OpError::from)),
+            (None, Ok(())) => {}
+            (None, Err(e)) => peer.report(&e),
+        }
     }
     for (_, (target, frames)) in batches {
         if let Err(e) = target.emit_args(event::P2P_BATCH, &frames) {

@@ -23,7 +23,7 @@ pub enum Arg {
     Binary(Bytes),
     /// An array with binary data somewhere inside.
     Array(Vec<Arg>),
-    /// An object with binary data somewhere inside, keys in arrival order.
+    /// An object with binary data somewhere inside.
     Object(Vec<(String, Arg)>),
 }
 
@@ -117,42 +117,45 @@ impl<'de> Visitor<'de> for ArgVisitor {
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Arg, D::Error> {
         Arg::deserialize(d)
     }
+    // Arrays and objects are built as plain JSON, the common case, until an element holds
+    // binary data; only then do they switch to the `Arg` form.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Arg, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        let mut json = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
         while let Some(v) = seq.next_element::<Arg>()? {
-            out.push(v);
+            match v {
+                Arg::Json(v) => json.push(v),
+                binary => {
+                    let mut out: Vec<Arg> = json.into_iter().map(Arg::Json).collect();
+                    out.push(binary);
+                    while let Some(v) = seq.next_element::<Arg>()? {
+                        out.push(v);
+                    }
+                    return Ok(Arg::Array(out));
+                }
+            }
         }
-        Ok(collapse_array(out))
+        Ok(Arg::Json(Value::Array(json)))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Arg, A::Error> {
-        let mut out = Vec::new();
+        let mut json = serde_json::Map::new();
         while let Some((k, v)) = map.next_entry::<String, Arg>()? {
-            out.push((k, v));
+            match v {
+                Arg::Json(v) => {
+                    json.insert(k, v);
+                }
+                binary => {
+                    let mut out: Vec<(String, Arg)> =
+                        json.into_iter().map(|(k, v)| (k, Arg::Json(v))).collect();
+                    out.push((k, binary));
+                    while let Some((k, v)) = map.next_entry::<String, Arg>()? {
+                        out.push((k, v));
+                    }
+                    return Ok(Arg::Object(out));
+                }
+            }
         }
-        Ok(collapse_object(out))
+        Ok(Arg::Json(Value::Object(json)))
     }
-}
-
-/// Plain JSON when no element holds binary data.
-fn collapse_array(items: Vec<Arg>) -> Arg {
-    if items.iter().any(Arg::has_binary) {
-        return Arg::Array(items);
-    }
-    Arg::Json(Value::Array(
-        items.into_iter().map(Arg::into_value).collect(),
-    ))
-}
-
-fn collapse_object(entries: Vec<(String, Arg)>) -> Arg {
-    if entries.iter().any(|(_, v)| v.has_binary()) {
-        return Arg::Object(entries);
-    }
-    Arg::Json(Value::Object(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k, v.into_value()))
-            .collect(),
-    ))
 }
 
 impl<'de> Deserialize<'de> for Arg {

@@ -204,30 +204,33 @@ const EMIT_SHAPE: &str = "the payload must be {targetClientId: string, event: st
 impl Emit {
     /// Decodes one payload object.
     pub fn decode(arg: Option<Arg>) -> Result<Emit, DecodeError> {
-        let entries: Vec<(String, Arg)> = match arg {
+        let (mut target, mut event, mut args) = (None, None, None);
+        match arg {
             None => {
                 return Err(DecodeError::new(
                     "the payload {targetClientId, event, args} is missing",
                 ))
             }
-            Some(Arg::Json(Value::Object(m))) => {
-                m.into_iter().map(|(k, v)| (k, Arg::Json(v))).collect()
+            Some(Arg::Json(Value::Object(mut m))) => {
+                target = m.remove("targetClientId").map(Arg::Json);
+                event = m.remove("event").map(Arg::Json);
+                args = m.remove("args").map(Arg::Json);
             }
-            Some(Arg::Object(entries)) => entries,
+            Some(Arg::Object(entries)) => {
+                for (k, v) in entries {
+                    match k.as_str() {
+                        "targetClientId" => target = Some(v),
+                        "event" => event = Some(v),
+                        "args" => args = Some(v),
+                        _ => {}
+                    }
+                }
+            }
             Some(other) => {
                 return Err(DecodeError(format!(
                     "{EMIT_SHAPE}, got {}",
                     other.describe()
                 )))
-            }
-        };
-        let (mut target, mut event, mut args) = (None, None, None);
-        for (k, v) in entries {
-            match k.as_str() {
-                "targetClientId" => target = Some(v),
-                "event" => event = Some(v),
-                "args" => args = Some(v),
-                _ => {}
             }
         }
         let target = match target {
@@ -620,14 +623,16 @@ impl BatchItem {
 
 /// The arguments of one batch item the relay sends, binary data kept.
 pub fn batch_item(event: &str, args: Vec<Arg>) -> Arg {
-    let mut all = Vec::with_capacity(args.len() + 1);
-    all.push(Arg::from(event));
-    all.extend(args);
-    if all.iter().any(Arg::has_binary) {
-        Arg::Array(all)
-    } else {
-        Arg::Json(Value::Array(all.into_iter().map(Arg::into_value).collect()))
+    if args.iter().any(Arg::has_binary) {
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(Arg::from(event));
+        all.extend(args);
+        return Arg::Array(all);
     }
+    let mut all = Vec::with_capacity(args.len() + 1);
+    all.push(Value::from(event));
+    all.extend(args.into_iter().map(Arg::into_value));
+    Arg::Json(Value::Array(all))
 }
 
 /// `P2P_BATCH([event, ...args], ...)` from the relay: each item decoded on its own.

@@ -35,6 +35,11 @@ pub(crate) struct Services {
 }
 
 impl Services {
+    /// Whether this server provides a service called `name`.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.any.load(Ordering::Acquire) && self.map.read().unwrap().contains_key(name)
+    }
+
     fn get(&self, name: &str) -> Option<Arc<Provider>> {
         if !self.any.load(Ordering::Acquire) {
             return None;
