@@ -4,50 +4,10 @@
 
 mod common;
 use common::*;
-use socketio_p2p::{ClientOptions, P2pClient, P2pDuplex, Relay, StreamOptions};
+use socketio_p2p::{P2pDuplex, StreamOptions};
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A client with a small stream window, so a transfer spans many windows.
-async fn client_window(relay: &Relay, id: &str, window: u32) -> P2pClient {
-    let opts = ClientOptions {
-        timeout: Duration::from_secs(3),
-        stream_window: window,
-        ..ClientOptions::default()
-    };
-    P2pClient::connect_with(&relay.url(), id, opts)
-        .await
-        .unwrap_or_else(|e| panic!("client '{id}' connects: {e}"))
-}
-
-/// `from` opens a stream to `to`: (opener's end, acceptor's end).
-async fn open_pair(from: &P2pClient, to: &P2pClient) -> (P2pDuplex, P2pDuplex) {
-    let mut incoming = to.incoming_streams(None);
-    let opener = {
-        let from = from.clone();
-        let to = to.id().to_string();
-        tokio::spawn(async move {
-            from.add_p2p_stream_with(&to, StreamOptions::default())
-                .await
-        })
-    };
-    let theirs = within("the peer accepts", incoming.next())
-        .await
-        .expect("acceptor open");
-    let mine = within("open resolves", opener)
-        .await
-        .unwrap()
-        .expect("stream opens");
-    (mine, theirs)
-}
-
-async fn all_freed(relay: &Relay, clients: &[&P2pClient]) {
-    eventually("every stream is freed", || {
-        clients.iter().all(|c| c.stream_count() == 0) && relay.server().stream_count() == 0
-    })
-    .await;
-}
 
 fn data_of(run: u64, len: usize) -> Vec<u8> {
     let mut x = run.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -98,7 +58,7 @@ async fn copy_shutdown_drop_delivers_everything_then_eof() {
         let len = 200 * 1024 + (run as usize * 7919) % (200 * 1024);
         let data = data_of(run, len);
         // Bob opens to alice and writes; alice reads.
-        let (mut bobs, mut alices) = open_pair(&b, &a).await;
+        let (mut bobs, mut alices) = open_pair(&b, &a, StreamOptions::default()).await;
         let writer = {
             let data = data.clone();
             tokio::spawn(async move {
@@ -145,7 +105,7 @@ async fn drop_before_sending_anything_resets() {
     let relay = relay().await;
     let a = client_window(&relay, "alice", 64 * 1024).await;
     let b = client_window(&relay, "bob", 64 * 1024).await;
-    let (mine, mut theirs) = open_pair(&a, &b).await;
+    let (mine, mut theirs) = open_pair(&a, &b, StreamOptions::default()).await;
     drop(mine);
     let e = within("bob's read", theirs.read(&mut [0u8; 16]))
         .await
@@ -166,7 +126,7 @@ async fn drop_mid_write_resets_after_a_prefix() {
     let relay = relay().await;
     let a = client_window(&relay, "alice", 64 * 1024).await;
     let b = client_window(&relay, "bob", 64 * 1024).await;
-    let (mut mine, mut theirs) = open_pair(&a, &b).await;
+    let (mut mine, mut theirs) = open_pair(&a, &b, StreamOptions::default()).await;
     let data = data_of(7, 300 * 1024);
     // The window stops the writer after 64 KiB until bob reads: drop it while it waits.
     let mut src: &[u8] = &data;
@@ -192,7 +152,7 @@ async fn drop_after_shutdown_keeps_data_and_eof_and_stops_the_peer_writer() {
     let relay = relay().await;
     let a = client_window(&relay, "alice", 64 * 1024).await;
     let b = client_window(&relay, "bob", 64 * 1024).await;
-    let (mut mine, mut theirs) = open_pair(&a, &b).await;
+    let (mut mine, mut theirs) = open_pair(&a, &b, StreamOptions::default()).await;
     let data = data_of(8, 150 * 1024);
     let writer = {
         let data = data.clone();
@@ -235,7 +195,7 @@ async fn drop_after_the_peers_fin_resets_our_direction() {
     let relay = relay().await;
     let a = client_window(&relay, "alice", 64 * 1024).await;
     let b = client_window(&relay, "bob", 64 * 1024).await;
-    let (mut mine, mut theirs) = open_pair(&a, &b).await;
+    let (mut mine, mut theirs) = open_pair(&a, &b, StreamOptions::default()).await;
     mine.write_all(b"question").await.unwrap();
     mine.shutdown().await.unwrap();
     let mut q = Vec::new();
@@ -260,7 +220,7 @@ async fn drop_after_both_fins_is_silent() {
     let relay = relay().await;
     let a = client_window(&relay, "alice", 64 * 1024).await;
     let b = client_window(&relay, "bob", 64 * 1024).await;
-    let (mut mine, mut theirs) = open_pair(&a, &b).await;
+    let (mut mine, mut theirs) = open_pair(&a, &b, StreamOptions::default()).await;
     mine.write_all(b"ping").await.unwrap();
     mine.shutdown().await.unwrap();
     theirs.write_all(b"pong").await.unwrap();

@@ -5,7 +5,7 @@ use futures::FutureExt;
 use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder};
 use rust_socketio::{Payload, TransportType};
 use serde_json::{json, Value};
-use socketio_p2p::{ClientOptions, P2pClient, Relay, RelayOptions};
+use socketio_p2p::{ClientOptions, P2pClient, P2pDuplex, Relay, RelayOptions, StreamOptions};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -284,4 +284,46 @@ pub async fn run_node(
         .await
         .unwrap_or_else(|_| panic!("node {script} did not finish within {limit:?}"));
     (status, seen)
+}
+
+/// A client with a small stream window and a short call timeout.
+pub async fn client_window(relay: &Relay, id: &str, window: u32) -> P2pClient {
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(3),
+        stream_window: window,
+        ..ClientOptions::default()
+    };
+    P2pClient::connect_with(&relay.url(), id, opts)
+        .await
+        .unwrap_or_else(|e| panic!("client '{id}' connects: {e}"))
+}
+
+/// `from` opens a stream to `to` (which accepts through `incoming_streams`): both ends.
+pub async fn open_pair(
+    from: &P2pClient,
+    to: &P2pClient,
+    opts: StreamOptions,
+) -> (P2pDuplex, P2pDuplex) {
+    let mut incoming = to.incoming_streams(opts.channel.as_deref());
+    let opener = {
+        let from = from.clone();
+        let to = to.id().to_string();
+        tokio::spawn(async move { from.add_p2p_stream_with(&to, opts).await })
+    };
+    let theirs = within("the peer accepts", incoming.next())
+        .await
+        .expect("acceptor open");
+    let mine = within("open resolves", opener)
+        .await
+        .unwrap()
+        .expect("stream opens");
+    (mine, theirs)
+}
+
+/// Waits until no stream is left on any of `clients` nor on the relay.
+pub async fn all_freed(relay: &Relay, clients: &[&P2pClient]) {
+    eventually("every stream is freed", || {
+        clients.iter().all(|c| c.stream_count() == 0) && relay.server().stream_count() == 0
+    })
+    .await;
 }
