@@ -74,6 +74,8 @@ impl Relay {
                     tracing::debug!("could not set TCP_NODELAY: {e}");
                 }
             });
+            // The remote address reaches the relay, for its connection rate limit.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;

@@ -143,9 +143,8 @@ impl P2pClient {
         opts: ClientOptions,
         apis: Apis,
     ) -> Result<P2pClient> {
-        if client_id.is_empty() {
-            return Err(Error::BadRequest("the client id is empty".into()));
-        }
+        // What the relay would refuse, refused here with the relay's words.
+        protocol::check_client_id(client_id).map_err(Error::BadRequest)?;
         let (out_tx, out_rx) = mpsc::channel(opts.send_queue.max(1));
         let (welcome_tx, welcome_rx) = oneshot::channel();
         let (closed, _) = watch::channel(false);

@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::protocol::{self, batch_item, event, AddTarget, Arg, Batch, Emit};
-use crate::server::{OpError, OpReply, Operations, P2pServer, Peer, RELAY};
+use crate::server::{CallerSlot, OpError, OpReply, Operations, P2pServer, Peer, RELAY};
 use crate::service::server::{intercept, Intercept};
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
@@ -17,33 +17,10 @@ pub(crate) fn register<A: Adapter>(ops: &mut Operations<A>) {
     ops.add_ext(event::P2P_BATCH, p2p_batch);
 }
 
-/// Event names a client may not relay to another: the receiving library treats them as protocol
-/// frames, so letting them through would let one client forge the server's word.
-pub(crate) fn is_reserved(name: &str) -> bool {
-    matches!(
-        name,
-        event::P2P_REQ
-            | event::P2P_RES
-            | event::P2P_WELCOME
-            | event::P2P_BATCH
-            | event::SERVER_ERROR
-            | event::MULTI_API_ADD_TARGET
-            | event::MULTI_API_TARGET_DISCONNECT
-            | event::MULTI_API_CREATE_STREAM
-            | crate::stream::frame::FRAME_EVENT
-            | protocol::RoomEmit::EVENT
-    )
-}
-
-/// Checks a decoded `{targetClientId, event, args}` payload from `caller`: no reserved event
-/// name, and `args[0]` is the caller's own id.
+/// Checks a decoded `{targetClientId, event, args}` payload from `caller`: `args[0]` is the
+/// caller's own id. (The event name is checked once the call is known to be delivered to a
+/// client, not taken by a service of this server: see [`P2pServer::check_event_name`].)
 fn check<A: Adapter>(caller: &Peer<A>, p: &Emit) -> Result<(), Error> {
-    if is_reserved(&p.event) {
-        return Err(Error::BadRequest(format!(
-            "event name '{}' is reserved",
-            p.event
-        )));
-    }
     // The sender id is the server's word, not the client's.
     match p.claimed_sender() {
         Ok(s) if *s == *caller.id => Ok(()),
@@ -92,6 +69,21 @@ fn offer_to_services<A: Adapter>(
     }
 }
 
+/// One of `caller`'s slots for requests in flight, or the refusal to answer with.
+fn caller_slot<A: Adapter>(server: &P2pServer<A>, caller: &Peer<A>) -> Result<CallerSlot, Error> {
+    let max = server.inner.opts.max_pending_per_caller;
+    CallerSlot::take(&caller.asking, max).ok_or_else(|| {
+        Error::remote(
+            RELAY,
+            format!(
+                "busy: client '{}' already waits for {max} answers, the most one client may; \
+                 nothing was delivered",
+                caller.id
+            ),
+        )
+    })
+}
+
 fn target_of<A: Adapter>(
     server: &P2pServer<A>,
     caller: &Peer<A>,
@@ -114,6 +106,9 @@ fn p2p_emit<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, p: Emit, r: 
     let Some((p, r)) = offer_to_services(server, peer, p, r, false) else {
         return;
     };
+    if let Err(e) = server.check_event_name(&p.event) {
+        return r.respond(Err(e.into()));
+    }
     let result = target_of(server, peer, &p.target)
         .and_then(|target| target.emit_args(&p.event, &p.args))
         .map(|()| vec![])
@@ -135,8 +130,15 @@ fn p2p_emit_acknowledge<A: Adapter>(
     let Some((p, r)) = offer_to_services(server, peer, p, r, true) else {
         return;
     };
+    if let Err(e) = server.check_event_name(&p.event) {
+        return r.respond(Err(e.into()));
+    }
     let target = match target_of(server, peer, &p.target) {
         Ok(t) => t,
+        Err(e) => return r.respond(Err(e.into())),
+    };
+    let slot = match caller_slot(server, peer) {
+        Ok(slot) => slot,
         Err(e) => return r.respond(Err(e.into())),
     };
     let (timeout, max) = (
@@ -144,6 +146,7 @@ fn p2p_emit_acknowledge<A: Adapter>(
         server.inner.opts.max_pending_per_client,
     );
     tokio::spawn(async move {
+        let _slot = slot;
         let result = target.request_args(&p.event, p.args, timeout, max).await;
         r.respond(result.map_err(OpError::from));
     });
@@ -170,8 +173,13 @@ fn add_target<A: Adapter>(
         server.inner.opts.reply_timeout,
         server.inner.opts.max_pending_per_client,
     );
+    let slot = match caller_slot(server, peer) {
+        Ok(slot) => slot,
+        Err(e) => return r.respond(Err(e.into())),
+    };
     let peer = peer.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let source = AddTarget(peer.id.to_string());
         let result = target
             .request(
@@ -221,18 +229,21 @@ fn p2p_batch<A: Adapter>(
         } else {
             (p, None)
         };
-        let result = target_of(server, peer, &p.target).and_then(|target| {
-            if target.ext {
-                batches
-                    .entry(target.id.clone())
-                    .or_insert_with(|| (target.clone(), Vec::new()))
-                    .1
-                    .push(batch_item(&p.event, p.args));
-                Ok(())
-            } else {
-                target.emit_args(&p.event, &p.args)
-            }
-        });
+        let result = server.check_event_name(&p.event);
+        let result = result
+            .and_then(|()| target_of(server, peer, &p.target))
+            .and_then(|target| {
+                if target.ext {
+                    batches
+                        .entry(target.id.clone())
+                        .or_insert_with(|| (target.clone(), Vec::new()))
+                        .1
+                        .push(batch_item(&p.event, p.args));
+                    Ok(())
+                } else {
+                    target.emit_args(&p.event, &p.args)
+                }
+            });
         match (item_reply, result) {
             (Some(r), result) => r.respond(result.map(|()| vec![]).map_err(OpError::from)),
             (None, Ok(())) => {}

@@ -127,28 +127,48 @@ pub fn unknown_target(id: &str) -> String {
     format!("Error: Could not find target client '{id}' socket")
 }
 
-/// Extracts `(key, value)` pairs from a URL query string, percent-decoded.
-pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+/// Extracts `(key, value)` pairs from a URL query string; keys are percent-decoded (invalid
+/// escapes kept as they are), values are returned raw, for [`percent_decode_strict`].
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, &str)> + '_ {
     query.split('&').filter(|p| !p.is_empty()).map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k), percent_decode(v))
+        (percent_decode(k), v)
     })
 }
 
-/// Decodes `%XX` escapes and `+` as a space; invalid escapes are kept as they are.
+/// Decodes `%XX` escapes and `+` as a space; invalid escapes are kept as they are and invalid
+/// UTF-8 becomes U+FFFD.
 pub fn percent_decode(s: &str) -> String {
+    let out = decode_bytes(s, false).unwrap_or_default();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decodes `%XX` escapes and `+` as a space, strictly: a `%` not followed by two hex digits, or
+/// bytes that are not UTF-8 once decoded (`%ff`, a cut sequence like `%e2%82`), are an error
+/// saying what was wrong.
+pub fn percent_decode_strict(s: &str) -> Result<String, String> {
+    let out = decode_bytes(s, true)?;
+    String::from_utf8(out).map_err(|_| "it is not UTF-8 once percent-decoded".to_string())
+}
+
+fn decode_bytes(s: &str, strict: bool) -> Result<Vec<u8>, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(b) => {
                         out.push(b);
                         i += 2;
+                    }
+                    None if strict => {
+                        return Err("it has a '%' not followed by two hex digits".into())
                     }
                     None => out.push(b'%'),
                 }
@@ -157,7 +177,75 @@ pub fn percent_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(out)
+}
+
+/// The longest client id, in bytes of UTF-8.
+pub const MAX_CLIENT_ID_LEN: usize = 256;
+
+/// Checks a client id (already decoded): non-empty, at most [`MAX_CLIENT_ID_LEN`] bytes, no
+/// control characters. The error is the reason the relay gives when it refuses the connection
+/// (and the Rust client, which refuses such an id before connecting).
+pub fn check_client_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the client id is empty (connect with ?clientId=<id>)".into());
+    }
+    if id.len() > MAX_CLIENT_ID_LEN {
+        return Err(format!(
+            "the client id is longer than {MAX_CLIENT_ID_LEN} bytes ({} bytes)",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("the client id contains a control character".into());
+    }
+    Ok(())
+}
+
+/// Event names no client may deliver to another through the relay, matched exactly: names that
+/// Socket.IO 2/4 clients, rust_socketio or this project's clients treat specially.
+pub const RESERVED_EVENTS: &[&str] = &[
+    // socket.io-client 2 and 4, Node's EventEmitter
+    "connect",
+    "connect_error",
+    "connect_timeout",
+    "connecting",
+    "disconnect",
+    "disconnecting",
+    "error",
+    "newListener",
+    "removeListener",
+    // rust_socketio 0.6
+    "open",
+    "close",
+    "message",
+    // this project's protocol
+    event::JOIN_ROOM,
+    event::LEAVE_ROOM,
+    event::EMIT_ROOM,
+    event::LIST_CLIENTS,
+    event::P2P_EMIT,
+    event::P2P_EMIT_ACKNOWLEDGE,
+    event::MULTI_API_ADD_TARGET,
+    event::MULTI_API_TARGET_DISCONNECT,
+    event::MULTI_API_CREATE_STREAM,
+    event::SERVER_ERROR,
+    event::P2P_REQ,
+    event::P2P_RES,
+    event::P2P_WELCOME,
+    event::P2P_BATCH,
+    "P2P_FRAME",
+    "P2P_ROOM",
+];
+
+/// Event names starting with this are reserved too (`reconnect`, `reconnect_attempt`,
+/// `reconnecting`, ... of socket.io-client 2).
+pub const RESERVED_EVENT_PREFIX: &str = "reconnect";
+
+/// Whether a client may not deliver an event called `name` to another (see [`RESERVED_EVENTS`]):
+/// the one check every relay path that delivers a client's chosen name uses.
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with(RESERVED_EVENT_PREFIX) || RESERVED_EVENTS.contains(&name)
 }
 
 /// Encodes a query-string component.
@@ -190,8 +278,40 @@ mod tests {
     #[test]
     fn query_pairs_parse() {
         let v: Vec<_> = query_pairs("clientId=al%20ice&p2pExt=1&EIO=4").collect();
-        assert_eq!(v[0], ("clientId".into(), "al ice".into()));
-        assert_eq!(v[1], ("p2pExt".into(), "1".into()));
+        assert_eq!(v[0], ("clientId".into(), "al%20ice"));
+        assert_eq!(v[1], ("p2pExt".into(), "1"));
+        assert_eq!(percent_decode_strict("al%20ice+x").unwrap(), "al ice x");
+        assert_eq!(percent_decode_strict("%e2%82%ac").unwrap(), "€");
+        for bad in ["%ff", "%e2%82", "a%2", "%zz", "%"] {
+            assert!(percent_decode_strict(bad).is_err(), "{bad}");
+        }
+        assert!(check_client_id("a\u{7}b").is_err());
+        assert!(check_client_id(&"x".repeat(257)).is_err());
+        assert!(check_client_id("ünï").is_ok());
+    }
+
+    #[test]
+    fn reserved_names() {
+        // Socket.IO 2's heartbeat names reach its listeners as ordinary events; the seed's
+        // clients relay them.
+        assert!(!is_reserved("ping") && !is_reserved("pong"));
+        for n in [
+            "disconnect",
+            "reconnect_attempt",
+            "P2P_FRAME",
+            "P2P_ROOM",
+            "message",
+        ] {
+            assert!(is_reserved(n), "{n}");
+        }
+        for n in [
+            "chat",
+            "PEER_STREAM_DESTROYED",
+            "Disconnect",
+            "P2P_EMIT_STREAM-from-stream-1",
+        ] {
+            assert!(!is_reserved(n), "{n}");
+        }
     }
 
     #[test]

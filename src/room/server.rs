@@ -21,8 +21,17 @@ pub(crate) fn register<A: Adapter>(ops: &mut Operations<A>) {
     ops.add(event::LIST_CLIENTS, list_clients);
 }
 
-/// Refuses the relay's own room names (see [`RESERVED_ROOM_PREFIX`]).
-fn check_room(room: &str) -> Result<(), OpError> {
+/// Refuses the relay's own room names (see [`RESERVED_ROOM_PREFIX`]) and names longer than
+/// [`ServerOptions::max_room_name_len`](crate::ServerOptions::max_room_name_len).
+fn check_room<A: Adapter>(server: &P2pServer<A>, room: &str) -> Result<(), OpError> {
+    let max = server.inner.opts.max_room_name_len;
+    if room.len() > max {
+        return Err(Error::BadRequest(format!(
+            "room name is longer than {max} bytes ({} bytes)",
+            room.len()
+        ))
+        .into());
+    }
     if room.starts_with(RESERVED_ROOM_PREFIX) {
         return Err(Error::BadRequest(format!(
             "room name '{room}' is reserved (names starting with '{RESERVED_ROOM_PREFIX}' belong to the relay)"
@@ -65,19 +74,46 @@ fn client_and_room<A: Adapter>(
 /// of this server's, but queued behind the caller's earlier room operations (see
 /// [`Peer::room_op`]).
 fn membership<A: Adapter>(
+    server: &P2pServer<A>,
     socket: &SocketRef<A>,
     room: String,
     join: bool,
 ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
     let socket = socket.clone();
+    let max = server.inner.opts.max_rooms_per_client;
     async move {
         if join {
-            socket.join(room);
+            join_bounded(&socket, room, max)
         } else {
             socket.leave(room);
+            Ok(())
         }
-        Ok(())
     }
+}
+
+/// Joins `socket` to `room` unless that would put it in more than `max` rooms (the relay's own
+/// marker rooms not counted). Counted when the join runs, after the client's earlier room
+/// operations.
+pub(crate) fn join_bounded<A: Adapter>(
+    socket: &SocketRef<A>,
+    room: String,
+    max: usize,
+) -> Result<(), Error> {
+    let rooms = socket.rooms();
+    if !rooms.iter().any(|r| **r == *room) {
+        let n = rooms
+            .iter()
+            .filter(|r| !r.starts_with(RESERVED_ROOM_PREFIX))
+            .count();
+        if n >= max {
+            return Err(Error::BadRequest(format!(
+                "JOIN_ROOM: the client is in {n} rooms, the most one client may be in; \
+                 '{room}' was not joined"
+            )));
+        }
+    }
+    socket.join(room);
+    Ok(())
 }
 
 /// `JOIN_ROOM(room)`, `JOIN_ROOM("CLIENT_SUBSCRIBE_TOPIC", client, room)`,
@@ -88,7 +124,7 @@ fn join_room<A: Adapter>(
     JoinRoom(target): JoinRoom,
     r: OpReply,
 ) {
-    if let Err(e) = check_room(target_room(&target)) {
+    if let Err(e) = check_room(server, target_room(&target)) {
         return r.respond(Err(e));
     }
     let (socket, room) = match target {
@@ -98,7 +134,7 @@ fn join_room<A: Adapter>(
         },
         RoomTarget::Own(room) | RoomTarget::Topic(room) => (peer.socket.clone(), room),
     };
-    peer.room_op(event::JOIN_ROOM, membership(&socket, room, true), r);
+    peer.room_op(event::JOIN_ROOM, membership(server, &socket, room, true), r);
 }
 
 /// `LEAVE_ROOM(room)`, `LEAVE_ROOM("CLIENT_UNSUBSCRIBE_TOPIC", client, room)`,
@@ -109,7 +145,7 @@ fn leave_room<A: Adapter>(
     LeaveRoom(target): LeaveRoom,
     r: OpReply,
 ) {
-    if let Err(e) = check_room(target_room(&target)) {
+    if let Err(e) = check_room(server, target_room(&target)) {
         return r.respond(Err(e));
     }
     let (socket, room) = match target {
@@ -132,7 +168,11 @@ fn leave_room<A: Adapter>(
         }
         RoomTarget::Own(room) => (peer.socket.clone(), room),
     };
-    peer.room_op(event::LEAVE_ROOM, membership(&socket, room, false), r);
+    peer.room_op(
+        event::LEAVE_ROOM,
+        membership(server, &socket, room, false),
+        r,
+    );
 }
 
 /// Tells every member of `room` (`members` is `room` on some operators) that it is being destroyed,
@@ -159,13 +199,16 @@ pub(crate) fn adapter_error(what: &str, e: impl std::fmt::Display) -> Error {
 /// emit (no sender id) from a peer's message (sender id first). Both go through the adapter's
 /// broadcast, split by the marker rooms every connection joins ([`EXT_MEMBERS_ROOM`],
 /// [`SEED_MEMBERS_ROOM`]), so a remote adapter carries them like any room emit.
-fn emit_room<A: Adapter>(_: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom, r: OpReply) {
-    if crate::message::server::is_reserved(&e.event) {
-        let error = Error::BadRequest(format!("EMIT_ROOM: event name '{}' is reserved", e.event));
+fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom, r: OpReply) {
+    if let Err(error) = server.check_event_name(&e.event) {
+        let error = match error {
+            Error::BadRequest(why) => Error::BadRequest(format!("EMIT_ROOM: {why}")),
+            other => other,
+        };
         return r.respond(Err(error.into()));
     }
     let EmitRoom { room, event, args } = e;
-    if let Err(e) = check_room(&room) {
+    if let Err(e) = check_room(server, &room) {
         return r.respond(Err(e));
     }
     let marked = RoomEmit::to_args(&room, &event, &args);

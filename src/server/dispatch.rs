@@ -139,6 +139,9 @@ fn on<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, name: &'static str
                     return;
                 };
                 let r = OpReply::seed(&peer, name, ack_sender(s, &mut v, &ack_id));
+                if let Err(e) = server.admit_event(&peer, &v) {
+                    return r.respond(Err(e.into()));
+                }
                 match decode_args(s, &mut v, &ack_id) {
                     Ok(args) => (entry.op)(&server, &peer, args, r),
                     Err(e) => r.respond(Err(e.into())),
@@ -157,12 +160,18 @@ fn on_special<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, name: &'st
         Inline(
             move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
                 let Some(peer) = weak.upgrade() else { return };
+                // Answers are not counted: they were asked for.
+                let admitted = if name == event::P2P_REQ {
+                    server.admit_event(&peer, &v)
+                } else {
+                    Ok(())
+                };
                 let args = match decode_args(s, &mut v, &ack_id) {
                     Ok(args) => args,
                     Err(e) => return peer.report(&e),
                 };
                 if name == event::P2P_REQ {
-                    p2p_req(&server, &peer, args);
+                    p2p_req(&server, &peer, args, admitted);
                 } else {
                     p2p_res(&peer, args);
                 }
@@ -199,7 +208,12 @@ fn on_binary<A: Adapter>(
 }
 
 /// `P2P_REQ(id, event, ...args)`: an event that wants an answer, from an extension client.
-fn p2p_req<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, args: Vec<Arg>) {
+fn p2p_req<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    args: Vec<Arg>,
+    admitted: Result<(), Error>,
+) {
     let req = match Request::decode(args) {
         Ok(req) => req,
         Err(bad) => {
@@ -211,6 +225,9 @@ fn p2p_req<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, args: Vec<Arg
         }
     };
     let r = OpReply::event(peer, &req.event, req.id);
+    if let Err(e) = admitted {
+        return r.respond(Err(e.into()));
+    }
     if let Err(r) = server
         .inner
         .ops

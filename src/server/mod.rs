@@ -26,9 +26,11 @@ use std::time::Duration;
 
 mod dispatch;
 mod lane;
+mod limits;
 
 pub(crate) use dispatch::Operations;
 use lane::Lane;
+pub(crate) use limits::CallerSlot;
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +53,39 @@ pub struct ServerOptions {
     /// How many relayed requests may wait for one client's answer at once; past that the caller is
     /// told the target is busy.
     pub max_pending_per_client: usize,
+    /// How many of one client's own requests (`P2P_EMIT_ACKNOWLEDGE`, `MULTI_API_ADD_TARGET`)
+    /// may wait for their targets' answers at once; past that the caller's next one is refused.
+    /// Default 1,024.
+    pub max_pending_per_caller: usize,
+    /// Longest event name a client may have relayed, in bytes. Default 256.
+    pub max_event_name_len: usize,
+    /// Longest room name a client may join, leave or emit to, in bytes. Default 256.
+    pub max_room_name_len: usize,
+    /// How many rooms one client may be in (not counting the relay's own). Default 1,000.
+    pub max_rooms_per_client: usize,
+    /// Largest event a client may send, in bytes of its Socket.IO packet (the event name and
+    /// JSON arguments as they came, plus binary attachments). Default 1 MiB. The Engine.IO
+    /// payload, which may hold several events, is capped separately
+    /// ([`RelayOptions::max_payload`](crate::RelayOptions::max_payload)).
+    pub max_event_bytes: usize,
+    /// How many credit-mode streams one client may be an end of at once. Default 1,000.
+    pub max_streams_per_client: usize,
+    /// Events one client may send per second, sustained (a token bucket refilled at this rate).
+    /// Default 10,000. Stream frames (`P2P_FRAME`) and answers (`P2P_RES`) are not counted; a
+    /// `P2P_BATCH` counts once.
+    pub max_events_per_sec: u32,
+    /// Events one client may send in a burst above [`max_events_per_sec`](Self::max_events_per_sec)
+    /// (the bucket's size). Default 20,000. Past it each event is refused as busy.
+    pub event_burst: u32,
+    /// Refused events after which a client that keeps flooding is disconnected with a
+    /// `SERVER_ERROR` saying why (the bucket may fall this far below empty). Default 10,000.
+    pub flood_disconnect_after: u32,
+    /// Connections per second accepted from one remote address (a token bucket refilled at this
+    /// rate). Default 50. Only applies where the host passes the remote address on (the
+    /// [`Relay`](crate::Relay) does); 0 turns the limit off.
+    pub max_connects_per_sec: u32,
+    /// Connections one remote address may open in a burst (the bucket's size). Default 200.
+    pub connect_burst: u32,
 }
 
 impl Default for ServerOptions {
@@ -59,6 +94,17 @@ impl Default for ServerOptions {
             duplicate_ids: DuplicateIdPolicy::Reject,
             reply_timeout: Duration::from_secs(30),
             max_pending_per_client: 65_536,
+            max_pending_per_caller: 1_024,
+            max_event_name_len: 256,
+            max_room_name_len: 256,
+            max_rooms_per_client: 1_000,
+            max_event_bytes: 1 << 20,
+            max_streams_per_client: 1_000,
+            max_events_per_sec: 10_000,
+            event_burst: 20_000,
+            flood_disconnect_after: 10_000,
+            max_connects_per_sec: 50,
+            connect_burst: 200,
         }
     }
 }
@@ -80,6 +126,11 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     pub(crate) routes: Mutex<HashSet<u64>>,
     /// This client's room operations, in the order it asked for them.
     lane: Lane,
+    /// This client's own requests waiting for their targets' answers (bounded by
+    /// [`ServerOptions::max_pending_per_caller`]).
+    pub(crate) asking: Arc<AtomicUsize>,
+    /// The events this client may still send (see [`ServerOptions::max_events_per_sec`]).
+    rate: Mutex<limits::TokenBucket>,
 }
 
 /// One of a seed-era client's bounded acknowledgement slots, given back when dropped.
@@ -273,6 +324,11 @@ pub(crate) fn seed_text(e: &Error) -> String {
 
 pub(crate) use crate::error::RELAY;
 
+/// Whether `e` is the relay's own refusal or failure, not an error answer of a peer or service.
+fn is_relays_own(e: &Error) -> bool {
+    !matches!(e, Error::Remote { peer, .. } if peer != RELAY)
+}
+
 /// How the relay answers one request: through a [`Reply`], the crate's one answer-once path, whose
 /// sink sends the answer the way the caller asked for it (see [`OpReply::seed`] and
 /// [`OpReply::event`]).
@@ -323,7 +379,18 @@ impl OpReply {
                 }
                 // Nobody asked for the answer's arguments.
                 (None, Ok(_)) => l.store(true, std::sync::atomic::Ordering::Release),
-                (_, Err(e)) => to.report(&e),
+                // Reported as the seed did; the relay's own refusal or failure (not an error
+                // answer of a peer or service, which the seed never acknowledged) is then
+                // acknowledged with its text too, so the caller's acknowledgement does not wait
+                // in vain.
+                (ack, Err(e)) => {
+                    to.report(&e);
+                    if let Some(ack) = ack.filter(|_| is_relays_own(&e)) {
+                        if let Err(e) = ack.send(&seed_text(&e)) {
+                            tracing::debug!(client = %to.id, "could not acknowledge: {e}");
+                        }
+                    }
+                }
             }
         });
         OpReply {
@@ -388,6 +455,8 @@ pub(crate) struct Inner<A: Adapter> {
     io: SocketIo<A>,
     /// Room operations the server's own API asks for, in order.
     lane: Lane,
+    /// Connections per remote address.
+    connects: limits::ConnectLimiter,
 }
 
 /// The operations of every API whose events the relay handles.
@@ -457,6 +526,7 @@ impl<A: Adapter> P2pServer<A> {
                 ops: operations(),
                 io: io.clone(),
                 lane: Lane::new(opts.reply_timeout),
+                connects: Default::default(),
                 opts,
             }),
         }
@@ -589,6 +659,72 @@ impl<A: Adapter> P2pServer<A> {
         rx.try_recv().unwrap_or(Ok(()))
     }
 
+    /// Checks an event name a client chose for delivery to others: not reserved (see
+    /// [`protocol::is_reserved`]) and not longer than [`ServerOptions::max_event_name_len`].
+    pub(crate) fn check_event_name(&self, name: &str) -> Result<(), Error> {
+        if protocol::is_reserved(name) {
+            return Err(Error::BadRequest(format!(
+                "event name '{name}' is reserved (Socket.IO clients or this protocol treat it specially)"
+            )));
+        }
+        let max = self.inner.opts.max_event_name_len;
+        if name.len() > max {
+            return Err(Error::BadRequest(format!(
+                "event name is longer than {max} bytes ({} bytes)",
+                name.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks one event `peer` sent against [`ServerOptions::max_event_bytes`] and the event rate
+    /// ([`ServerOptions::max_events_per_sec`]); the error is the answer to the refused event. A
+    /// client that floods past [`ServerOptions::flood_disconnect_after`] is told why and
+    /// disconnected.
+    pub(crate) fn admit_event(&self, peer: &Peer<A>, v: &SioValue) -> Result<(), Error> {
+        let opts = &self.inner.opts;
+        let size = match v {
+            SioValue::Str(s, bins) => {
+                s.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>()
+            }
+            SioValue::Bytes(b) => b.len(),
+        };
+        if size > opts.max_event_bytes {
+            return Err(Error::BadRequest(format!(
+                "the event is {size} bytes, more than the {} bytes one event may have",
+                opts.max_event_bytes
+            )));
+        }
+        let take = peer.rate.lock().unwrap().take(
+            opts.max_events_per_sec,
+            opts.event_burst,
+            opts.flood_disconnect_after,
+        );
+        let busy = || {
+            format!(
+                "busy: client '{}' sent more than {} events at once or {} per second; this one \
+                 was not handled, slow down",
+                peer.id, opts.event_burst, opts.max_events_per_sec
+            )
+        };
+        match take {
+            limits::Take::Ok => Ok(()),
+            limits::Take::Over => Err(Error::remote(RELAY, busy())),
+            limits::Take::Flood => {
+                if peer.socket.connected() {
+                    tracing::info!(client = %peer.id, "disconnecting a client that floods");
+                    peer.server_error(&format!(
+                        "Error: disconnected: client '{}' kept sending more than {} events per \
+                         second",
+                        peer.id, opts.max_events_per_sec
+                    ));
+                    let _ = peer.socket.clone().disconnect();
+                }
+                Err(Error::remote(RELAY, busy()))
+            }
+        }
+    }
+
     pub(crate) fn peer(&self, id: &str) -> Option<Arc<Peer<A>>> {
         self.inner.clients.read().unwrap().get(id).cloned()
     }
@@ -615,17 +751,28 @@ impl<A: Adapter> P2pServer<A> {
             let _ = socket.emit(event::SERVER_ERROR, &protocol::ArgsRef(&notice.to_values()));
             let _ = socket.clone().disconnect();
         };
-        let id: Arc<str> = match client_id {
-            Some(id) if !id.is_empty() => id.into(),
-            _ => {
+        let opts = &self.inner.opts;
+        if let Some(addr) = remote_addr(&socket) {
+            let (rate, burst) = (opts.max_connects_per_sec, opts.connect_burst);
+            if !self.inner.connects.admit(addr, rate, burst) {
+                return refuse(format!(
+                    "too many connections from {addr} (at most {burst} at once, {rate} per \
+                     second); try again later"
+                ));
+            }
+        }
+        let id: Arc<str> = match client_id.map(protocol::percent_decode_strict) {
+            Some(Ok(id)) => match protocol::check_client_id(&id) {
+                Ok(()) => id.into(),
+                Err(reason) => return refuse(reason),
+            },
+            Some(Err(why)) => return refuse(format!("the client id is not valid: {why}")),
+            None => {
                 return refuse(
                     "the handshake query has no clientId (connect with ?clientId=<id>)".into(),
                 )
             }
         };
-        if id.len() > 256 {
-            return refuse("clientId is longer than 256 bytes".into());
-        }
         let peer = Arc::new(Peer {
             id: id.clone(),
             socket: socket.clone(),
@@ -635,6 +782,8 @@ impl<A: Adapter> P2pServer<A> {
             seed_waiting: AtomicUsize::new(0),
             routes: Mutex::new(HashSet::new()),
             lane: Lane::new(self.inner.opts.reply_timeout),
+            asking: Arc::new(AtomicUsize::new(0)),
+            rate: Mutex::new(limits::TokenBucket::new(self.inner.opts.event_burst)),
         });
         enum Registration<P> {
             Fresh,
@@ -696,6 +845,14 @@ impl<A: Adapter> P2pServer<A> {
                 }
             }
         });
+        if !socket.connected() {
+            // It went away before its disconnect handler was there to see it: nothing else will
+            // remove it.
+            tracing::debug!(client = %id, "client gone during its connect");
+            socket.leave_all();
+            self.forget(&peer);
+            return;
+        }
 
         if ext {
             let welcome = Welcome {
@@ -730,6 +887,14 @@ impl<A: Adapter> P2pServer<A> {
             }
         }
     }
+}
+
+/// The remote address of a connection, where the host passes it on (axum's `ConnectInfo`).
+fn remote_addr<A: Adapter>(socket: &SocketRef<A>) -> Option<std::net::IpAddr> {
+    let ext = &socket.req_parts().extensions;
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .or_else(|| ext.get::<std::net::SocketAddr>().map(|a| a.ip()))
 }
 
 /// A socketioxide message handler that runs synchronously on the socket's receive path, keeping

@@ -74,13 +74,14 @@ pub(crate) fn intercept<A: Adapter>(
         match membership_room(&service, caller, &p.args[1..], join) {
             Ok(room) => {
                 let socket = caller.socket.clone();
+                let max = server.inner.opts.max_rooms_per_client;
                 let op = async move {
                     if join {
-                        socket.join(room);
+                        crate::room::server::join_bounded(&socket, room, max)
                     } else {
                         socket.leave(room);
+                        Ok(())
                     }
-                    Ok(())
                 };
                 caller.room_op(api, op, r);
             }
@@ -305,11 +306,7 @@ impl<A: Adapter> ServiceHandle<A> {
 
     fn client_args(&self, event: &str, args: impl IntoArgs) -> Result<Vec<Value>> {
         check_name(event, "event")?;
-        if crate::message::server::is_reserved(event) {
-            return Err(Error::BadRequest(format!(
-                "event name '{event}' is reserved"
-            )));
-        }
+        self.server.check_event_name(event)?;
         let mut all = vec![Value::from(self.service.name())];
         all.extend(args.into_args()?);
         Ok(all)

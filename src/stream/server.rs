@@ -365,6 +365,17 @@ pub(crate) fn create_stream<A: Adapter>(
         Ok(info) => info,
         Err(e) => return bad(r, e),
     };
+    let max = server.inner.opts.max_streams_per_client;
+    if peer.routes.lock().unwrap().len() >= max {
+        let text = format!(
+            "client '{}' has {max} streams open, the most one client may",
+            peer.id
+        );
+        return r.respond(Err(OpError {
+            seed_ack: Some(vec![Value::from(text.clone())]),
+            error: Error::BadRequest(text),
+        }));
+    }
     if info.target_client_id == format!("{}{SERVER_SIDE_SUFFIX}", peer.id) {
         return accept_local(server, peer, info, r);
     }
