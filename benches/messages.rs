@@ -9,7 +9,7 @@
 //! - `ANCHOR=0`: skip the anchor.
 
 use serde_json::Value;
-use socketio_p2p::{ClientOptions, P2pClient, Relay};
+use socketio_p2p::{ClientOptions, P2pClient, Relay, RelayOptions, ServerOptions};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -244,12 +244,26 @@ async fn js_anchor(dir: &Path, msgs: usize, acks: usize) -> Result<Anchor, Strin
     }
 }
 
+/// The relay under test, for throughput: the per-client event rate and the per-address
+/// connection rate limits are off (a public relay keeps them on; see `ServerOptions`).
+fn unthrottled() -> RelayOptions {
+    RelayOptions {
+        server: ServerOptions {
+            max_events_per_sec: u32::MAX,
+            event_burst: u32::MAX,
+            max_connects_per_sec: 0,
+            ..ServerOptions::default()
+        },
+        ..RelayOptions::default()
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let msgs = env_usize("MSGS", 200_000).max(1);
     let acks = env_usize("ACKS", 5_000).max(1);
 
-    let relay = Relay::bind("127.0.0.1:0")
+    let relay = Relay::bind_with("127.0.0.1:0", unthrottled())
         .await
         .expect("relay binds loopback");
     let opts = ClientOptions {

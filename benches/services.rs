@@ -11,7 +11,9 @@
 
 use futures::StreamExt;
 use serde_json::Value;
-use socketio_p2p::{Args, ClientOptions, P2pClient, Relay, ServiceClient, TopicEvent};
+use socketio_p2p::{
+    Args, ClientOptions, P2pClient, Relay, RelayOptions, ServerOptions, ServiceClient, TopicEvent,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -201,6 +203,20 @@ fn show_fan_out(who: &str, subscribers: u64, publishes: u64, f: &FanOut) {
     );
 }
 
+/// The relay under test, for throughput: the per-client event rate and the per-address
+/// connection rate limits are off (a public relay keeps them on; see `ServerOptions`).
+fn unthrottled() -> RelayOptions {
+    RelayOptions {
+        server: ServerOptions {
+            max_events_per_sec: u32::MAX,
+            event_burst: u32::MAX,
+            max_connects_per_sec: 0,
+            ..ServerOptions::default()
+        },
+        ..RelayOptions::default()
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let calls = env_usize("CALLS", 5000);
@@ -210,7 +226,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let subscribers = env_usize("SUBSCRIBERS", 1000);
     let publishes = env_usize("PUBLISHES", 20) as u64;
 
-    let relay = Relay::bind("127.0.0.1:0").await?;
+    let relay = Relay::bind_with("127.0.0.1:0", unthrottled()).await?;
     let url = relay.url();
     println!(
         "socketio-p2p services benchmark: relay {url}, {} worker threads",
