@@ -56,10 +56,15 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 
 /// `socketio-p2p serve` on a port the system picks; returns the process and its URL.
 async fn serve() -> (Child, String) {
+    serve_with(Stdio::null()).await
+}
+
+/// `serve` with its stderr where the caller says.
+async fn serve_with(stderr: Stdio) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--port", "0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("serve starts");
@@ -299,5 +304,70 @@ async fn send_to_an_absent_client_fails() {
     assert!(
         text.contains("'nobody'") && text.contains("error"),
         "{text}"
+    );
+}
+
+/// Sends a signal to a process with the `kill` command.
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// `serve`'s log on a pipe: no colour codes, no WARN lines when clients that talked to each other
+/// disconnect normally; SIGTERM shuts it down gracefully (its shutdown line, exit status 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_plainly_and_stops_on_sigterm() {
+    let (mut serve, url) = serve_with(Stdio::piped()).await;
+    let mut stderr = serve.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let _ = stderr.read_to_end(&mut out).await;
+        out
+    });
+    const N: usize = 40;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let c = bounded(
+            "a client connects",
+            socketio_p2p::P2pClient::connect(&url, &format!("c{i}")),
+        )
+        .await
+        .expect("connects");
+        clients.push(c);
+    }
+    for (i, c) in clients.iter().enumerate() {
+        for k in 1..=5 {
+            let _ = c.emit_to(&format!("c{}", (i + k) % N), "hi", (i,)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for c in &clients {
+        let _ = c.disconnect().await;
+    }
+    drop(clients);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = std::time::Instant::now();
+    signal(serve.id().expect("a pid"), "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), serve.wait())
+        .await
+        .expect("serve ends within 10 s of SIGTERM")
+        .unwrap();
+    let log = bounded("serve's log", log).await.unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(
+        status.success(),
+        "serve exits 0 on SIGTERM: {status:?}\n{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!log.contains(&0x1b), "no ANSI escapes on a pipe:\n{text}");
+    assert!(text.contains("shutting down"), "the shutdown line:\n{text}");
+    let warns: Vec<_> = text.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert!(
+        warns.is_empty(),
+        "normal disconnects log no WARN: {warns:#?}"
     );
 }
