@@ -52,6 +52,10 @@ enum Command {
         to: String,
         /// The file to send, or `-` for stdin.
         file: PathBuf,
+        /// Seconds without progress (the receiver taking no data, or no digest from it) after
+        /// which sending fails.
+        #[arg(long, default_value_t = 30)]
+        stall_timeout: u64,
     },
     /// Receive one file from another client through the relay (checked with SHA-256 at both
     /// ends). Progress goes to stderr; the digest and verdict to stdout, or to stderr when the
@@ -67,6 +71,10 @@ enum Command {
         /// current directory (an existing file is not overwritten).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Seconds without data from the sender after which receiving fails (waiting for the
+        /// sender to start is not limited).
+        #[arg(long, default_value_t = 30)]
+        stall_timeout: u64,
     },
 }
 
@@ -116,18 +124,42 @@ async fn main() -> std::process::ExitCode {
             id,
             to,
             file,
+            stall_timeout,
         } => exit_with(
-            transfer::send(transfer::SendArgs {
+            interruptible(transfer::send(transfer::SendArgs {
                 server,
                 id,
                 to,
                 file,
-            })
+                stall_timeout: Duration::from_secs(stall_timeout.max(1)),
+            }))
             .await,
         ),
-        Command::Recv { server, id, out } => {
-            exit_with(transfer::recv(transfer::RecvArgs { server, id, out }).await)
-        }
+        Command::Recv {
+            server,
+            id,
+            out,
+            stall_timeout,
+        } => exit_with(
+            interruptible(transfer::recv(transfer::RecvArgs {
+                server,
+                id,
+                out,
+                stall_timeout: Duration::from_secs(stall_timeout.max(1)),
+            }))
+            .await,
+        ),
+    }
+}
+
+/// Runs a transfer until it ends or Ctrl-C/SIGTERM stops it; stopping drops it, which removes a
+/// partly received file.
+async fn interruptible(
+    f: impl std::future::Future<Output = Result<(), transfer::Error>>,
+) -> Result<(), transfer::Error> {
+    tokio::select! {
+        r = f => r,
+        s = stop_signal() => Err(format!("stopped by {s}").into()),
     }
 }
 
