@@ -52,6 +52,10 @@ enum Command {
         to: String,
         /// The file to send, or `-` for stdin.
         file: PathBuf,
+        /// Seconds without progress (the receiver taking no data, or no digest from it) after
+        /// which sending fails.
+        #[arg(long, default_value_t = 30)]
+        stall_timeout: u64,
     },
     /// Receive one file from another client through the relay (checked with SHA-256 at both
     /// ends). Progress goes to stderr; the digest and verdict to stdout, or to stderr when the
@@ -67,6 +71,10 @@ enum Command {
         /// current directory (an existing file is not overwritten).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Seconds without data from the sender after which receiving fails (waiting for the
+        /// sender to start is not limited).
+        #[arg(long, default_value_t = 30)]
+        stall_timeout: u64,
     },
 }
 
@@ -78,13 +86,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve { .. } => "info",
         Command::Send { .. } | Command::Recv { .. } => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(default_filter);
     match cli.command {
         Command::Serve {
             port,
@@ -112,10 +114,8 @@ async fn main() -> std::process::ExitCode {
                 }
             };
             println!("socketio-p2p relay listening on {}", relay.url());
-            if let Err(e) = tokio::signal::ctrl_c().await {
-                eprintln!("socketio-p2p: cannot wait for Ctrl-C: {e}");
-            }
-            tracing::info!("shutting down");
+            let signal = stop_signal().await;
+            tracing::info!("{signal}: shutting down");
             relay.shutdown().await;
             std::process::ExitCode::SUCCESS
         }
@@ -124,17 +124,164 @@ async fn main() -> std::process::ExitCode {
             id,
             to,
             file,
+            stall_timeout,
         } => exit_with(
-            transfer::send(transfer::SendArgs {
+            interruptible(transfer::send(transfer::SendArgs {
                 server,
                 id,
                 to,
                 file,
-            })
+                stall_timeout: Duration::from_secs(stall_timeout.max(1)),
+            }))
             .await,
         ),
-        Command::Recv { server, id, out } => {
-            exit_with(transfer::recv(transfer::RecvArgs { server, id, out }).await)
+        Command::Recv {
+            server,
+            id,
+            out,
+            stall_timeout,
+        } => exit_with(
+            interruptible(transfer::recv(transfer::RecvArgs {
+                server,
+                id,
+                out,
+                stall_timeout: Duration::from_secs(stall_timeout.max(1)),
+            }))
+            .await,
+        ),
+    }
+}
+
+/// Runs a transfer until it ends or Ctrl-C/SIGTERM stops it; stopping drops it, which removes a
+/// partly received file.
+async fn interruptible(
+    f: impl std::future::Future<Output = Result<(), transfer::Error>>,
+) -> Result<(), transfer::Error> {
+    tokio::select! {
+        r = f => r,
+        s = stop_signal() => Err(format!("stopped by {s}").into()),
+    }
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM; returns which came.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => {
+                        if let Err(e) = r {
+                            eprintln!("socketio-p2p: cannot wait for Ctrl-C: {e}");
+                            term.recv().await;
+                            return "SIGTERM";
+                        }
+                        "SIGINT"
+                    }
+                    _ = term.recv() => "SIGTERM",
+                }
+            }
+            Err(e) => {
+                eprintln!("socketio-p2p: cannot wait for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("socketio-p2p: cannot wait for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+        "Ctrl-C"
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (else `default_filter`), coloured only on a terminal,
+/// with repeats of one log line limited (see [`Repeats`]).
+fn init_logging(default_filter: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(Repeats::default());
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+}
+
+/// Limits each log statement at INFO and above to [`Repeats::BURST`] lines per
+/// [`Repeats::WINDOW`], so that one cause repeated across thousands of clients cannot flood the
+/// log. The first line from that statement after a window with suppressed lines is preceded by
+/// a count of them. DEBUG and TRACE lines (asked for explicitly) are not limited.
+#[derive(Default)]
+struct Repeats {
+    seen: std::sync::Mutex<std::collections::HashMap<tracing::callsite::Identifier, Window>>,
+}
+
+struct Window {
+    start: std::time::Instant,
+    shown: u32,
+    suppressed: u64,
+}
+
+impl Repeats {
+    const BURST: u32 = 20;
+    const WINDOW: Duration = Duration::from_secs(10);
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for Repeats {
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let meta = event.metadata();
+        if *meta.level() > tracing::Level::INFO {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let w = seen.entry(meta.callsite()).or_insert(Window {
+            start: now,
+            shown: 0,
+            suppressed: 0,
+        });
+        if now.duration_since(w.start) >= Self::WINDOW {
+            if w.suppressed > 0 {
+                eprintln!(
+                    "socketio-p2p: {} more lines like the next were not logged ({} at {}:{})",
+                    w.suppressed,
+                    meta.target(),
+                    meta.file().unwrap_or("?"),
+                    meta.line().unwrap_or(0)
+                );
+            }
+            *w = Window {
+                start: now,
+                shown: 0,
+                suppressed: 0,
+            };
+        }
+        if w.shown < Self::BURST {
+            w.shown += 1;
+            true
+        } else {
+            w.suppressed += 1;
+            false
         }
     }
 }
@@ -163,4 +310,40 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Repeats;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+
+    struct Count(Arc<AtomicUsize>);
+    impl<S: tracing::Subscriber> Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One statement repeated is cut to a burst; another statement and DEBUG lines are not.
+    #[test]
+    fn repeats_of_one_line_are_limited() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let sub =
+            tracing_subscriber::registry().with(Count(n.clone()).with_filter(Repeats::default()));
+        tracing::subscriber::with_default(sub, || {
+            for i in 0..1000 {
+                tracing::warn!("the same cause {i}");
+            }
+            assert_eq!(n.load(Ordering::Relaxed), Repeats::BURST as usize);
+            tracing::warn!("another cause");
+            assert_eq!(n.load(Ordering::Relaxed), Repeats::BURST as usize + 1);
+            for _ in 0..100 {
+                tracing::debug!("asked for");
+            }
+            assert_eq!(n.load(Ordering::Relaxed), Repeats::BURST as usize + 101);
+        });
+    }
 }

@@ -11,6 +11,11 @@
 //!    replies `true` or `false`, so each end reports a verdict of its own.
 //!
 //! Hashing runs on a blocking thread beside the copy, so it overlaps with the network.
+//!
+//! The receiver writes into a temporary file beside the target (`.<name>.<pid>.part`) and gives
+//! it the final name only once both digests agree: a receiver that fails removes it, and one that
+//! is killed leaves at most that temporary file, never a partial file under the final name.
+//! Either end fails when the other makes no progress for the stall timeout.
 
 use bytes::{Bytes, BytesMut};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
@@ -37,8 +42,6 @@ pub const CHANNEL: &str = "file";
 pub const DIGEST_EVENT: &str = "FILE_SHA256";
 /// Bytes read or written at once.
 const CHUNK: usize = 256 * 1024;
-/// How long one end waits for the other's digest once the bytes are through.
-const DIGEST_WAIT: Duration = Duration::from_secs(60);
 
 /// Any failure, as a message for the user.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -54,6 +57,8 @@ pub struct SendArgs {
     pub to: String,
     /// The file, or `-` for stdin.
     pub file: PathBuf,
+    /// How long the transfer may make no progress before it fails.
+    pub stall_timeout: Duration,
 }
 
 /// What `recv` was asked to do.
@@ -65,6 +70,73 @@ pub struct RecvArgs {
     /// Where to write: a path, `-` for stdout, or `None` for the sender's file name in the
     /// current directory (never overwriting a file).
     pub out: Option<PathBuf>,
+    /// How long the transfer may make no progress before it fails.
+    pub stall_timeout: Duration,
+}
+
+/// `what` within the stall timeout, or an error saying what stalled.
+async fn unstalled<T, E: std::fmt::Display>(
+    stall: Duration,
+    what: impl FnOnce() -> String,
+    f: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> Result<T> {
+    match tokio::time::timeout(stall, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{} failed: {e}", what()).into()),
+        Err(_) => Err(format!("{} made no progress for {stall:?}", what()).into()),
+    }
+}
+
+/// A temporary file that is removed when dropped unless it was given its final name.
+struct PartFile {
+    path: Option<PathBuf>,
+}
+
+impl PartFile {
+    /// Creates `.<name>.<pid>.part` beside `target`.
+    async fn create(target: &Path) -> Result<(PartFile, tokio::fs::File)> {
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "received".into());
+        let part = target.with_file_name(format!(".{name}.{}.part", std::process::id()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&part)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", part.display()))?;
+        Ok((PartFile { path: Some(part) }, file))
+    }
+
+    /// Gives the file its final name; with `overwrite` false, an existing file there is kept and
+    /// this fails.
+    fn persist(mut self, target: &Path, overwrite: bool) -> Result<()> {
+        let part = self.path.clone().expect("not yet persisted");
+        if overwrite {
+            std::fs::rename(&part, target)
+        } else {
+            // A hard link never replaces an existing file; where links are not supported, check
+            // first and rename.
+            match std::fs::hard_link(&part, target) {
+                Ok(()) => std::fs::remove_file(&part),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+                Err(_) if target.exists() => Err(std::io::ErrorKind::AlreadyExists.into()),
+                Err(_) => std::fs::rename(&part, target),
+            }
+        }
+        .map_err(|e| format!("cannot name the file {}: {e}", target.display()))?;
+        self.path = None;
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// SHA-256 computed on a blocking thread from chunks handed over by the copy loop.
@@ -244,25 +316,33 @@ pub async fn send(a: SendArgs) -> Result<()> {
         }
         let chunk = buf.freeze();
         hasher.update(chunk.clone()).await?;
-        duplex
-            .write_all(&chunk)
-            .await
-            .map_err(|e| format!("sending failed after {total} bytes: {e}"))?;
+        unstalled(
+            a.stall_timeout,
+            || format!("sending to '{}' after {total} bytes", a.to),
+            duplex.write_all(&chunk),
+        )
+        .await?;
         total += n as u64;
         progress.set(total);
     }
-    duplex
-        .shutdown()
-        .await
-        .map_err(|e| format!("ending the stream failed: {e}"))?;
+    unstalled(
+        a.stall_timeout,
+        || format!("ending the stream to '{}'", a.to),
+        duplex.shutdown(),
+    )
+    .await?;
     progress.finish(total);
     let own = hasher.finish().await?;
 
-    let theirs = read_digest(&mut duplex, &a.to).await?;
-    let confirmed: bool = client
-        .request(&a.to, DIGEST_EVENT, (own.clone(),))
-        .await
-        .map_err(|e| format!("'{}' did not confirm the digest: {e}", a.to))?;
+    // The receiver answers once it has read and stored everything: no progress for the stall
+    // timeout means it stopped.
+    let theirs = read_digest(&mut duplex, &a.to, a.stall_timeout).await?;
+    let confirmed: bool = unstalled(
+        a.stall_timeout,
+        || format!("'{}' confirming the digest", a.to),
+        client.request(&a.to, DIGEST_EVENT, (own.clone(),)),
+    )
+    .await?;
     println!("sha256 {own}");
     let _ = client.disconnect().await;
     if theirs != own {
@@ -276,11 +356,11 @@ pub async fn send(a: SendArgs) -> Result<()> {
 }
 
 /// Reads the receiver's `sha256 <hex>` line (the rest of the stream).
-async fn read_digest(duplex: &mut P2pDuplex, peer: &str) -> Result<String> {
+async fn read_digest(duplex: &mut P2pDuplex, peer: &str, wait: Duration) -> Result<String> {
     let mut answer = Vec::new();
-    let read = tokio::time::timeout(DIGEST_WAIT, duplex.take(256).read_to_end(&mut answer)).await;
+    let read = tokio::time::timeout(wait, duplex.take(256).read_to_end(&mut answer)).await;
     match read {
-        Err(_) => return Err(format!("no digest from '{peer}' within {DIGEST_WAIT:?}").into()),
+        Err(_) => return Err(format!("no digest from '{peer}' within {wait:?}").into()),
         Ok(Err(e)) => return Err(format!("reading the digest from '{peer}' failed: {e}").into()),
         Ok(Ok(_)) => {}
     }
@@ -327,24 +407,24 @@ pub async fn recv(a: RecvArgs) -> Result<()> {
         serde_json::from_value(duplex.args().clone()).unwrap_or_default();
 
     let to_stdout = a.out.as_deref().is_some_and(is_dash);
-    let (out, created): (Box<dyn AsyncWrite + Unpin + Send>, Option<PathBuf>) = if to_stdout {
-        (Box::new(tokio::io::stdout()), None)
+    // A file is written under a temporary name and named at the end (`target`), overwriting
+    // only a path given with `--out`.
+    let mut target: Option<(PathBuf, PartFile, bool)> = None;
+    let out: Box<dyn AsyncWrite + Unpin + Send> = if to_stdout {
+        Box::new(tokio::io::stdout())
     } else {
-        let (path, file) = match &a.out {
-            Some(p) => (p.clone(), tokio::fs::File::create(p).await),
-            None => {
-                let p = safe_name(name.as_deref());
-                let f = tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&p)
-                    .await;
-                (p, f)
-            }
+        let (path, overwrite) = match &a.out {
+            Some(p) => (p.clone(), true),
+            None => (safe_name(name.as_deref()), false),
         };
-        let file = file.map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        (Box::new(file), Some(path))
+        if !overwrite && tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Err(format!("cannot create {}: the file exists", path.display()).into());
+        }
+        let (part, file) = PartFile::create(&path).await?;
+        target = Some((path, part, overwrite));
+        Box::new(file)
     };
+    let created = target.as_ref().map(|(p, _, _)| p.clone());
     eprintln!(
         "receiving {} ({}) from '{from}' into {}",
         name.as_deref().unwrap_or("a file"),
@@ -353,13 +433,16 @@ pub async fn recv(a: RecvArgs) -> Result<()> {
             .as_ref()
             .map_or("stdout".to_string(), |p| p.display().to_string())
     );
-    let result = receive_into(&mut duplex, out, size, &from, &mut digest_rx).await;
-    if result.is_err() {
-        if let Some(p) = &created {
-            let _ = tokio::fs::remove_file(p).await;
-        }
-    }
-    let (own, verdict) = result?;
+    // On any failure the temporary file goes with `target`.
+    let (own, verdict) = receive_into(
+        &mut duplex,
+        out,
+        size,
+        &from,
+        &mut digest_rx,
+        a.stall_timeout,
+    )
+    .await?;
     let say = |line: &str| {
         if to_stdout {
             eprintln!("{line}");
@@ -379,6 +462,9 @@ pub async fn recv(a: RecvArgs) -> Result<()> {
     .await;
     let _ = client.disconnect().await;
     verdict?;
+    if let Some((path, part, overwrite)) = target {
+        part.persist(&path, overwrite)?;
+    }
     say("verified");
     Ok(())
 }
@@ -391,16 +477,19 @@ async fn receive_into(
     size: Option<u64>,
     from: &str,
     digest_rx: &mut mpsc::UnboundedReceiver<socketio_p2p::PeerMessage>,
+    stall: Duration,
 ) -> Result<(String, Result<()>)> {
     let mut progress = Progress::new("received", size);
     let hasher = Hasher::new();
     let mut total = 0u64;
     loop {
         let mut buf = BytesMut::with_capacity(CHUNK);
-        let n = duplex
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| format!("receiving failed after {total} bytes: {e}"))?;
+        let n = unstalled(
+            stall,
+            || format!("receiving from '{from}' after {total} bytes"),
+            duplex.read_buf(&mut buf),
+        )
+        .await?;
         if n == 0 {
             break;
         }
@@ -413,6 +502,9 @@ async fn receive_into(
         progress.set(total);
     }
     out.flush()
+        .await
+        .map_err(|e| format!("writing the output failed: {e}"))?;
+    out.shutdown()
         .await
         .map_err(|e| format!("writing the output failed: {e}"))?;
     drop(out);
@@ -432,7 +524,7 @@ async fn receive_into(
         .await
         .map_err(|e| format!("sending the digest failed: {e}"))?;
 
-    let msg = tokio::time::timeout(DIGEST_WAIT, async {
+    let msg = tokio::time::timeout(stall, async {
         while let Some(m) = digest_rx.recv().await {
             if m.from == from {
                 return Some(m);
@@ -443,7 +535,7 @@ async fn receive_into(
     .await
     .ok()
     .flatten()
-    .ok_or_else(|| format!("'{from}' did not send its digest within {DIGEST_WAIT:?}"))?;
+    .ok_or_else(|| format!("'{from}' did not send its digest within {stall:?}"))?;
     let theirs: String = msg.arg(0).unwrap_or_default();
     let same = theirs.eq_ignore_ascii_case(&own);
     if let Some(r) = &msg.reply {

@@ -293,7 +293,7 @@ impl<A: Adapter> Peer<A> {
             .socket
             .emit(event::SERVER_ERROR, &protocol::ArgsRef(&args))
         {
-            tracing::warn!(client = %self.id, "could not send SERVER_ERROR: {e}");
+            tracing::debug!(client = %self.id, "could not send SERVER_ERROR: {e}");
         }
     }
 }
@@ -411,7 +411,7 @@ impl OpReply {
                 body: ResAnswer::from_result(answer),
             };
             if let Err(e) = to.emit(event::P2P_RES, &res.to_values()) {
-                tracing::warn!(client = %to.id, "could not answer request {id}: {e}");
+                tracing::debug!(client = %to.id, "could not answer request {id}: {e}");
                 l.store(true, std::sync::atomic::Ordering::Release);
             }
         });
@@ -882,7 +882,7 @@ impl<A: Adapter> P2pServer<A> {
                 let notice = TargetDisconnect(peer.id.to_string());
                 if let Err(e) = other.emit(event::MULTI_API_TARGET_DISCONNECT, &notice.to_values())
                 {
-                    tracing::warn!(client = %other.id, "could not send disconnect notice: {e}");
+                    tracing::debug!(client = %other.id, "could not send disconnect notice: {e}");
                 }
             }
         }
