@@ -153,3 +153,69 @@ async fn a_reading_target_is_never_busy() {
     })
     .await;
 }
+
+/// A sender that reads nothing of its own connection while it floods a paused target: the busy
+/// notices it is owed cannot all be queued, so it is disconnected as a slow consumer rather than
+/// losing them unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_that_reads_nothing_is_dropped_not_left_unaware() {
+    let _serial = SERIAL.lock().await;
+    let relay = relay_with(RelayOptions {
+        server: ServerOptions {
+            max_queued_bytes: 64 << 10,
+            slow_consumer_deadline: Duration::from_secs(60),
+            ..ServerOptions::default()
+        },
+        ..RelayOptions::default()
+    })
+    .await;
+    let paused = paused_client(&relay, "slow").await;
+    // Its handler of the first notice never returns, so it reads nothing more.
+    let deaf = within(
+        "deaf sender connects",
+        ClientBuilder::new(format!("{}?clientId=deaf", relay.url()))
+            .transport_type(TransportType::Websocket)
+            .reconnect(false)
+            .on("SERVER_ERROR", |_, _| {
+                futures::future::pending::<()>().boxed()
+            })
+            .connect(),
+    )
+    .await
+    .expect("deaf sender connects");
+    eventually("both registered", || {
+        relay.server().is_connected("slow") && relay.server().is_connected("deaf")
+    })
+    .await;
+
+    let data = "y".repeat(1024);
+    let sending = tokio::spawn({
+        let deaf = deaf.clone();
+        async move {
+            for _ in 0..40_000 {
+                let msg = json!({"targetClientId": "slow", "event": "big", "args": ["deaf", data]});
+                if deaf
+                    .emit("P2P_EMIT", rust_socketio::Payload::Text(vec![msg]))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    let gone = tokio::time::Instant::now() + Duration::from_secs(30);
+    while relay.server().is_connected("deaf") {
+        assert!(
+            tokio::time::Instant::now() < gone,
+            "the sender that reads nothing is disconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The paused target's deadline is long: it is still there, its queue within budget.
+    assert!(relay.server().is_connected("slow"));
+    let queued = relay.server().queued_bytes("slow").unwrap();
+    assert!(queued <= (64 << 10) + 4096, "queued {queued}");
+    let _ = within("sender stops", sending).await;
+    let _ = paused.disconnect().await;
+}
