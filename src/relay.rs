@@ -1,12 +1,17 @@
 //! A ready-to-run relay: socketioxide hosted in axum on a TCP listener, with the P2P plugin
 //! attached. Used by the `socketio-p2p serve` command, the examples and the tests.
 
-use crate::server::{P2pServer, ServerOptions};
-use axum::serve::ListenerExt;
+use crate::server::{P2pServer, ServerOptions, WriteCounter, WriteCounters};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::serve::IncomingStream;
 use socketioxide::SocketIo;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -16,7 +21,9 @@ pub struct RelayOptions {
     /// Settings of the P2P plugin.
     pub server: ServerOptions,
     /// Packets socketioxide may queue for one client before an emit to it fails with "busy".
-    /// socketioxide's own default is 128, too few for a relay that forwards floods.
+    /// socketioxide's own default is 128, too few for a relay that forwards floods. The bytes
+    /// those packets hold are bounded by [`ServerOptions::max_queued_bytes`], counted on the
+    /// connections this relay accepts.
     pub max_buffer_size: usize,
     /// Largest Engine.IO payload accepted from a client, in bytes.
     pub max_payload: u64,
@@ -65,18 +72,27 @@ impl Relay {
             .ack_timeout(opts.server.reply_timeout)
             .build_layer();
         let server = P2pServer::attach(&io, opts.server);
-        let app = axum::Router::new().layer(layer);
+        let conns = server.inner.conns.clone();
+        let app = axum::Router::new()
+            .layer(layer)
+            .layer(axum::middleware::map_request(
+                move |mut req: axum::extract::Request| {
+                    note_upgrade(&conns, &req);
+                    // The remote address, for the relay's per-address connection limit.
+                    let peer = req
+                        .extensions()
+                        .get::<ConnectInfo<WriteCounter>>()
+                        .and_then(|c| c.0.peer());
+                    if let Some(peer) = peer {
+                        req.extensions_mut().insert(peer);
+                    }
+                    std::future::ready(req)
+                },
+            ))
+            .into_make_service_with_connect_info::<WriteCounter>();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            // Small frames (replies, credit grants) must not wait for Nagle's algorithm.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("could not set TCP_NODELAY: {e}");
-                }
-            });
-            // The remote address reaches the relay, for its connection rate limit.
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, app)
+            axum::serve(CountingListener(listener), app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })
@@ -143,5 +159,117 @@ impl Drop for Relay {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// The relay's listener: each accepted connection counts the bytes written to it (the byte
+/// budget's release, see [`ServerOptions::max_queued_bytes`]), and small frames (replies, credit
+/// grants) do not wait for Nagle's algorithm.
+struct CountingListener(TcpListener);
+
+impl axum::serve::Listener for CountingListener {
+    type Io = Counted;
+    type Addr = (SocketAddr, WriteCounter);
+
+    async fn accept(&mut self) -> (Counted, Self::Addr) {
+        let (tcp, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("could not set TCP_NODELAY: {e}");
+        }
+        let counter = WriteCounter::for_peer(addr);
+        (
+            Counted {
+                tcp,
+                written: counter.clone(),
+            },
+            (addr, counter),
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok((self.0.local_addr()?, WriteCounter::default()))
+    }
+}
+
+impl Connected<IncomingStream<'_, CountingListener>> for WriteCounter {
+    fn connect_info(stream: IncomingStream<'_, CountingListener>) -> Self {
+        stream.remote_addr().1.clone()
+    }
+}
+
+/// Records which connection a WebSocket upgrade (`transport=websocket&sid=...`) travels on.
+fn note_upgrade(conns: &WriteCounters, req: &axum::extract::Request) {
+    let Some(query) = req.uri().query() else {
+        return;
+    };
+    let mut websocket = false;
+    let mut sid = None;
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("transport", "websocket")) => websocket = true,
+            Some(("sid", v)) => sid = Some(v),
+            _ => {}
+        }
+    }
+    if let (true, Some(sid), Some(ConnectInfo(counter))) = (
+        websocket,
+        sid,
+        req.extensions().get::<ConnectInfo<WriteCounter>>(),
+    ) {
+        conns.upgraded(sid, counter.clone());
+    }
+}
+
+/// A TCP stream that counts the bytes written to it.
+struct Counted {
+    tcp: TcpStream,
+    written: WriteCounter,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.add(n);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.add(n);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }

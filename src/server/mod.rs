@@ -24,9 +24,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+mod budget;
 mod dispatch;
 mod lane;
 mod limits;
+
+pub(crate) use budget::Connections as WriteCounters;
+pub use budget::WriteCounter;
+use budget::{arg_size, json_size, Budget, Connections};
 
 pub(crate) use dispatch::Operations;
 use lane::Lane;
@@ -86,6 +91,15 @@ pub struct ServerOptions {
     pub max_connects_per_sec: u32,
     /// Connections one remote address may open in a burst (the bucket's size). Default 200.
     pub connect_burst: u32,
+    /// Bytes the relay may hold queued towards one client. An event, frame or request that does
+    /// not fit is refused and its sender told the target is busy (a client with nothing queued
+    /// takes one packet of any size). Answers and notices may use twice this before the client is
+    /// disconnected as a slow consumer.
+    pub max_queued_bytes: usize,
+    /// How long a client's queue may stay full (more than half of
+    /// [`max_queued_bytes`](Self::max_queued_bytes) pending since a send to it was refused)
+    /// before the relay disconnects it as a slow consumer.
+    pub slow_consumer_deadline: Duration,
 }
 
 impl Default for ServerOptions {
@@ -105,6 +119,8 @@ impl Default for ServerOptions {
             flood_disconnect_after: 10_000,
             max_connects_per_sec: 50,
             connect_burst: 200,
+            max_queued_bytes: 4 << 20,
+            slow_consumer_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -131,6 +147,10 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     pub(crate) asking: Arc<AtomicUsize>,
     /// The events this client may still send (see [`ServerOptions::max_events_per_sec`]).
     rate: Mutex<limits::TokenBucket>,
+    /// The bytes queued towards this client.
+    budget: Arc<Budget>,
+    conns: Connections,
+    slow_deadline: Duration,
 }
 
 /// One of a seed-era client's bounded acknowledgement slots, given back when dropped.
@@ -155,28 +175,121 @@ impl Drop for SeedSlot<'_> {
 }
 
 impl<A: Adapter> Peer<A> {
+    /// Queues a packet of at least `bytes` bytes with `send`, if it fits in the budget (`slack`
+    /// times [`ServerOptions::max_queued_bytes`]); [`Error::Busy`] when it does not.
+    fn queue(
+        &self,
+        bytes: usize,
+        slack: u64,
+        send: impl FnOnce() -> Result<(), SendError>,
+    ) -> Result<(), Error> {
+        if let Err(full) = self.budget.admit(&self.socket, &self.conns, bytes, slack) {
+            if full.watch {
+                self.watch_slow();
+            }
+            return Err(Error::Busy(self.id.to_string()));
+        }
+        send().map_err(|e| {
+            self.budget.give_back(bytes);
+            send_error(&self.id, e)
+        })
+    }
+
+    /// Watches this client's full queue; disconnects it if the queue stays full past the
+    /// slow-consumer deadline.
+    fn watch_slow(&self) {
+        let budget = self.budget.clone();
+        let socket = self.socket.clone();
+        let id = self.id.clone();
+        let deadline = self.slow_deadline;
+        tokio::spawn(async move {
+            if budget.stays_full(deadline).await && socket.connected() {
+                let reason = format!(
+                    "Error: disconnected: slow consumer: client '{id}' read nothing of its queue \
+                     for {deadline:?}"
+                );
+                disconnect_with(&socket, &id, &reason);
+            }
+        });
+    }
+
+    /// Disconnects this client because something it must see could not be queued for it.
+    fn lost(&self, what: &str, e: &Error) {
+        let reason = format!(
+            "Error: disconnected: slow consumer: client '{}' could not be sent {what}: {e}",
+            self.id
+        );
+        let socket = self.socket.clone();
+        let id = self.id.clone();
+        // Not inline: the caller may hold locks that the disconnect handler takes.
+        tokio::spawn(async move { disconnect_with(&socket, &id, &reason) });
+    }
+
     /// Emits `event(...args)` to this client.
     pub(crate) fn emit(&self, event: &str, args: &[Value]) -> Result<(), Error> {
-        let sent = self.socket.emit(event, &protocol::ArgsRef(args));
-        sent.map_err(|e| send_error(&self.id, e))
+        let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
+        self.queue(size, 1, || {
+            self.socket.emit(event, &protocol::ArgsRef(args))
+        })
+    }
+
+    /// Emits an answer or a notice: within twice the budget, and a client that cannot take it is
+    /// disconnected as a slow consumer. Returns whether it was queued.
+    fn emit_control(&self, event: &str, args: &[Value], what: &str) -> bool {
+        let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
+        let sent = self.queue(size, 2, || {
+            self.socket.emit(event, &protocol::ArgsRef(args))
+        });
+        match sent {
+            Ok(()) => true,
+            Err(Error::PeerGone(_)) => false,
+            Err(e) => {
+                self.lost(what, &e);
+                false
+            }
+        }
     }
 
     /// Emits `event(...args)` to this client, binary data as binary for a seed-era client and as
     /// arrays of byte values for an extension client.
     pub(crate) fn emit_args(&self, event: &str, args: &[Arg]) -> Result<(), Error> {
-        let sent = if self.ext {
-            self.socket.emit(event, &ExtArgs(args))
-        } else {
-            self.socket.emit(event, &SeedArgs(args))
-        };
-        sent.map_err(|e| send_error(&self.id, e))
+        let size = event.len()
+            + 4
+            + args
+                .iter()
+                .map(|a| arg_size(a, self.ext) + 1)
+                .sum::<usize>();
+        self.queue(size, 1, || {
+            if self.ext {
+                self.socket.emit(event, &ExtArgs(args))
+            } else {
+                self.socket.emit(event, &SeedArgs(args))
+            }
+        })
     }
 
     /// Sends one binary stream frame (`P2P_FRAME` with one attachment) to this client.
     pub(crate) fn send_frame(&self, frame: &bytes::Bytes) -> Result<(), Error> {
-        self.socket
-            .emit(crate::stream::frame::FRAME_EVENT, frame)
-            .map_err(|e| send_error(&self.id, e))
+        self.queue(frame.len() + 20, 1, || {
+            self.socket.emit(crate::stream::frame::FRAME_EVENT, frame)
+        })
+    }
+
+    /// Sends a stream frame the client must see (a reset): a client that cannot take it is
+    /// disconnected as a slow consumer.
+    pub(crate) fn send_control_frame(&self, frame: &bytes::Bytes) {
+        let sent = self.queue(frame.len() + 20, 2, || {
+            self.socket.emit(crate::stream::frame::FRAME_EVENT, frame)
+        });
+        match sent {
+            Ok(()) | Err(Error::PeerGone(_)) => {}
+            Err(e) => self.lost("a stream reset", &e),
+        }
+    }
+
+    /// The bytes queued towards this client, as far as the relay's account knows.
+    pub(crate) fn queued_bytes(&self) -> u64 {
+        self.budget.queued()
     }
 
     /// Sends `event(...args)` and waits for the client's answer: a Socket.IO acknowledgement for a
@@ -229,11 +342,19 @@ impl<A: Adapter> Peer<A> {
             let Some(_slot) = SeedSlot::take(&self.seed_waiting, max_pending) else {
                 return Err(Error::Busy(self.id.to_string()));
             };
-            let stream = self
-                .socket
-                .timeout(timeout)
-                .emit_with_ack::<_, RawArgs>(event, &SeedArgs(&args))
-                .map_err(|e| send_error(&self.id, e))?;
+            let size = event.len() + 4 + args.iter().map(|a| arg_size(a, false) + 1).sum::<usize>();
+            let mut stream = None;
+            self.queue(size, 1, || {
+                stream = Some(
+                    self.socket
+                        .timeout(timeout)
+                        .emit_with_ack::<_, RawArgs>(event, &SeedArgs(&args))?,
+                );
+                Ok(())
+            })?;
+            let Some(stream) = stream else {
+                return Err(Error::PeerGone(self.id.to_string()));
+            };
             match stream.await {
                 Ok(RawArgs(v)) => Ok(v.into_iter().map(Arg::into_value).collect()),
                 Err(socketioxide::AckError::Timeout) => Err(timed_out()),
@@ -288,14 +409,35 @@ impl<A: Adapter> Peer<A> {
 
     fn send_server_error(&self, e: ServerError) {
         tracing::debug!(client = %self.id, "SERVER_ERROR: {}", e.message);
-        let args = e.to_values();
-        if let Err(e) = self
-            .socket
-            .emit(event::SERVER_ERROR, &protocol::ArgsRef(&args))
-        {
-            tracing::debug!(client = %self.id, "could not send SERVER_ERROR: {e}");
+        self.emit_control(event::SERVER_ERROR, &e.to_values(), "an error notice");
+    }
+
+    /// Sends a seed client's Socket.IO acknowledgement; a client that cannot take it is
+    /// disconnected as a slow consumer. Returns whether it was queued.
+    fn acknowledge(&self, ack: AckSender<A>, args: &[Value]) -> bool {
+        let size = 8 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
+        let sent = self.queue(size, 2, || ack.send(&protocol::ArgsRef(args)));
+        match sent {
+            Ok(()) => true,
+            Err(Error::PeerGone(_)) => false,
+            Err(e) => {
+                self.lost("an acknowledgement", &e);
+                false
+            }
         }
     }
+}
+
+/// Tells a client why it is disconnected (queued past any budget: the notice is small and the
+/// connection ends anyway), then disconnects it.
+fn disconnect_with<A: Adapter>(socket: &SocketRef<A>, id: &str, reason: &str) {
+    tracing::info!(client = %id, "{reason}");
+    let notice = ServerError {
+        message: reason.to_string(),
+        error: None,
+    };
+    let _ = socket.emit(event::SERVER_ERROR, &protocol::ArgsRef(&notice.to_values()));
+    let _ = socket.clone().disconnect();
 }
 
 fn send_error(id: &str, e: SendError) -> Error {
@@ -372,8 +514,7 @@ impl OpReply {
         let reply = Reply::new(&*caller.id, event, RELAY, move |answer: Answer| {
             match (ack, answer) {
                 (Some(ack), Ok(args)) => {
-                    if let Err(e) = ack.send(&protocol::ArgsRef(&args)) {
-                        tracing::debug!(client = %to.id, "could not acknowledge: {e}");
+                    if !to.acknowledge(ack, &args) {
                         l.store(true, std::sync::atomic::Ordering::Release);
                     }
                 }
@@ -410,8 +551,7 @@ impl OpReply {
                 id,
                 body: ResAnswer::from_result(answer),
             };
-            if let Err(e) = to.emit(event::P2P_RES, &res.to_values()) {
-                tracing::debug!(client = %to.id, "could not answer request {id}: {e}");
+            if !to.emit_control(event::P2P_RES, &res.to_values(), "an answer") {
                 l.store(true, std::sync::atomic::Ordering::Release);
             }
         });
@@ -457,6 +597,8 @@ pub(crate) struct Inner<A: Adapter> {
     lane: Lane,
     /// Connections per remote address.
     connects: limits::ConnectLimiter,
+    /// The write counters of connections, for the byte budget (filled by [`Relay`](crate::Relay)).
+    pub(crate) conns: Connections,
 }
 
 /// The operations of every API whose events the relay handles.
@@ -527,6 +669,7 @@ impl<A: Adapter> P2pServer<A> {
                 io: io.clone(),
                 lane: Lane::new(opts.reply_timeout),
                 connects: Default::default(),
+                conns: Connections::default(),
                 opts,
             }),
         }
@@ -609,6 +752,14 @@ impl<A: Adapter> P2pServer<A> {
             self.inner.opts.max_pending_per_client,
         )
         .await
+    }
+
+    /// The bytes the relay holds queued towards a connected client, by its own account (see
+    /// [`ServerOptions::max_queued_bytes`]); `None` for a client not connected. A client whose
+    /// connection the relay cannot count (long polling, a server not started by
+    /// [`Relay`](crate::Relay)) always shows 0.
+    pub fn queued_bytes(&self, client_id: &str) -> Option<u64> {
+        self.peer(client_id).map(|p| p.queued_bytes())
     }
 
     /// How many credit-mode streams the relay is routing between clients.
@@ -784,6 +935,9 @@ impl<A: Adapter> P2pServer<A> {
             lane: Lane::new(self.inner.opts.reply_timeout),
             asking: Arc::new(AtomicUsize::new(0)),
             rate: Mutex::new(limits::TokenBucket::new(self.inner.opts.event_burst)),
+            budget: Arc::new(Budget::new(self.inner.opts.max_queued_bytes)),
+            conns: self.inner.conns.clone(),
+            slow_deadline: self.inner.opts.slow_consumer_deadline,
         });
         enum Registration<P> {
             Fresh,
@@ -858,7 +1012,7 @@ impl<A: Adapter> P2pServer<A> {
             let welcome = Welcome {
                 client_id: id.to_string(),
             };
-            let _ = peer.emit(event::P2P_WELCOME, &welcome.to_values());
+            peer.emit_control(event::P2P_WELCOME, &welcome.to_values(), "its welcome");
         }
     }
 
@@ -872,6 +1026,7 @@ impl<A: Adapter> P2pServer<A> {
             }
         }
         peer.pending.abandon_all();
+        self.inner.conns.forget(&peer.socket.id.to_string());
         for gone in &self.inner.ops.peer_gone {
             gone(self, peer);
         }
@@ -880,10 +1035,11 @@ impl<A: Adapter> P2pServer<A> {
             if let Some(other) = self.peer(&w) {
                 other.watchers.lock().unwrap().remove(&peer.id);
                 let notice = TargetDisconnect(peer.id.to_string());
-                if let Err(e) = other.emit(event::MULTI_API_TARGET_DISCONNECT, &notice.to_values())
-                {
-                    tracing::debug!(client = %other.id, "could not send disconnect notice: {e}");
-                }
+                other.emit_control(
+                    event::MULTI_API_TARGET_DISCONNECT,
+                    &notice.to_values(),
+                    "a disconnect notice",
+                );
             }
         }
     }

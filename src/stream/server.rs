@@ -83,7 +83,7 @@ impl<A: Adapter> End<A> {
     fn reset(&self, id: u64, code: u32, reason: &str) {
         match self {
             End::Client(p) => {
-                let _ = p.send_frame(&reset_frame(id, code, reason));
+                p.send_control_frame(&reset_frame(id, code, reason));
             }
             End::Local(shared) => {
                 shared.fail(frame::reset_kind(code), format!("stream reset: {reason}"));
