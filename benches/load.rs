@@ -151,8 +151,11 @@ async fn connect(url: &str, id: &str) -> P2pClient {
 
 /// 1. `clients` × `messages` to random peers.
 async fn many_to_many(clients: usize, messages: usize) {
-    println!("1. {clients} clients x {messages} messages to random peers");
-    let serve = Serve::start(&[]);
+    println!(
+        "1. {clients} clients x {messages} messages to random peers \
+         (all from one address: the relay runs with --max-connects-per-sec 0)"
+    );
+    let serve = Serve::start(&["--max-connects-per-sec", "0"]);
     let idle_rss = serve.rss_kib();
     let cpu0 = serve.cpu_secs();
     let began = Instant::now();

@@ -38,6 +38,24 @@ enum Command {
         /// Packets queued per client before sends to it fail as busy.
         #[arg(long, default_value_t = 4096)]
         buffer: usize,
+        /// Bytes queued per client before sends to it fail as busy.
+        #[arg(long, default_value_t = 4 << 20)]
+        max_queued_bytes: usize,
+        /// Seconds a client's queue may stay full before it is disconnected as a slow consumer.
+        #[arg(long, default_value_t = 10)]
+        slow_consumer_deadline: u64,
+        /// Events one client may send per second, sustained.
+        #[arg(long, default_value_t = 10_000)]
+        max_events_per_sec: u32,
+        /// Events one client may send in a burst.
+        #[arg(long, default_value_t = 20_000)]
+        event_burst: u32,
+        /// Connections per second accepted from one address (0: no limit).
+        #[arg(long, default_value_t = 50)]
+        max_connects_per_sec: u32,
+        /// Connections one address may open in a burst.
+        #[arg(long, default_value_t = 200)]
+        connect_burst: u32,
     },
     /// Send a file to another client through the relay (checked with SHA-256 at both ends).
     Send {
@@ -94,6 +112,12 @@ async fn main() -> std::process::ExitCode {
             replace_duplicates,
             reply_timeout,
             buffer,
+            max_queued_bytes,
+            slow_consumer_deadline,
+            max_events_per_sec,
+            event_burst,
+            max_connects_per_sec,
+            connect_burst,
         } => {
             let mut opts = RelayOptions::default();
             opts.server.duplicate_ids = if replace_duplicates {
@@ -103,6 +127,12 @@ async fn main() -> std::process::ExitCode {
             };
             opts.server.reply_timeout = Duration::from_secs(reply_timeout.max(1));
             opts.max_buffer_size = buffer.max(16);
+            opts.server.max_queued_bytes = max_queued_bytes;
+            opts.server.slow_consumer_deadline = Duration::from_secs(slow_consumer_deadline.max(1));
+            opts.server.max_events_per_sec = max_events_per_sec;
+            opts.server.event_burst = event_burst;
+            opts.server.max_connects_per_sec = max_connects_per_sec;
+            opts.server.connect_burst = connect_burst;
             let relay = match Relay::bind_with((host.as_str(), port), opts).await {
                 Ok(r) => r,
                 Err(e) => {
