@@ -52,7 +52,7 @@ async fn main() -> Result<()> {
     // The target now knows the source's id and listens to that peer only.
     let peer = next(&mut added_rx, "add-target notice").await?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    target.from(&peer).on("message", move |msg| {
+    target.from(&peer).on("note", move |msg| {
         let (n, text): (u32, String) = msg.parse().unwrap_or_default();
         println!("[target] message #{n} from '{}': {text}", msg.from);
         let _ = done_tx.send(n);
@@ -60,10 +60,10 @@ async fn main() -> Result<()> {
 
     for (n, text) in [(1, "hello"), (2, "how are you?"), (3, "bye")] {
         println!("[source] sending message #{n}: {text}");
-        source.emit_to("target", "message", (n, text)).await?;
+        source.emit_to("target", "note", (n, text)).await?;
     }
     for _ in 0..3 {
-        next(&mut done_rx, "message").await?;
+        next(&mut done_rx, "note").await?;
     }
 
     println!("[target] answering '{peer}'");

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use futures::FutureExt;
 use rust_socketio::Payload;
-use serde_json::json;
+use serde_json::{json, Value};
 use socketio_p2p::{Error, P2pClient, Relay, RelayOptions, ServerOptions, StreamOptions};
 use std::time::Duration;
 
@@ -86,16 +86,30 @@ async fn reserved_names_are_refused_on_every_path() {
         let e = jobs.emit_client("victim", name, ("x",)).unwrap_err();
         assert!(e.to_string().contains("reserved"), "{e}");
     }
-    // A Rust client's messages, sent back to back so that they travel as one P2P_BATCH.
+    // A Rust client refuses them itself, in the relay's words, before anything is sent.
     for name in RESERVED {
-        carol.emit_to("victim", name, ("x",)).await.unwrap();
+        let e = carol.emit_to("victim", name, ("x",)).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::BadRequest(t) if t.contains("reserved") && t.contains(name)),
+            "{e:?}"
+        );
     }
-    carol_errors
-        .wait_len("a refusal per batched message", RESERVED.len())
-        .await;
-    for e in carol_errors.get() {
-        assert_says(&e, &["reserved"]);
+    // The relay's P2P_BATCH path, from a client that speaks the extensions and sends the
+    // names anyway: one refusal per item.
+    let mut batcher = raw_client(&format!("{}?clientId=batcher&p2pExt=1", relay.url())).await;
+    eventually("batcher registers", || {
+        relay.server().is_connected("batcher")
+    })
+    .await;
+    let items: Vec<Value> = RESERVED
+        .iter()
+        .map(|name| json!({"targetClientId": "victim", "event": name, "args": ["batcher", "x"]}))
+        .collect();
+    batcher.emit("P2P_BATCH", items).await;
+    for name in RESERVED {
+        assert_says(&batcher.next_error(name).await, &["reserved"]);
     }
+    assert!(carol_errors.get().is_empty(), "{:?}", carol_errors.get());
 
     // Positive control: an ordinary message arrives, and nothing reserved came before it.
     raw.emit(

@@ -874,10 +874,13 @@ async fn bad_input(relay: &Relay, p: Provider) {
         Provider::Server(s) => {
             assert!(s.provide_service("SUBSCRIBE_TOPIC", |_| {}).is_err());
             assert!(s.provide_service("", |_| {}).is_err());
+            // A reserved event name could never be called.
+            assert!(s.provide_service("disconnect", |_| {}).is_err());
         }
         Provider::Client(s) => {
             assert!(s.provide_service("UNSUBSCRIBE_TOPIC", |_| {}).is_err());
             assert!(s.provide_service("", |_| {}).is_err());
+            assert!(s.provide_service("disconnect", |_| {}).is_err());
         }
     }
 

@@ -427,6 +427,10 @@ impl P2pClient {
         if event.is_empty() {
             return Err(Error::BadRequest("the event name is empty".into()));
         }
+        // Refused here as the relay would refuse it, without a round trip.
+        if crate::protocol::is_reserved(event) {
+            return Err(Error::BadRequest(crate::protocol::reserved_event(event)));
+        }
         let mut all = vec![Value::from(self.inner.id.as_str())];
         all.extend(args.into_args()?);
         Ok(serde_json::to_value(EmitPayload {

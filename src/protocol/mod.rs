@@ -248,6 +248,13 @@ pub fn is_reserved(name: &str) -> bool {
     name.starts_with(RESERVED_EVENT_PREFIX) || RESERVED_EVENTS.contains(&name)
 }
 
+/// The error text for a reserved event name, the same on the relay and in the client.
+pub fn reserved_event(name: &str) -> String {
+    format!(
+        "event name '{name}' is reserved (Socket.IO clients or this protocol treat it specially)"
+    )
+}
+
 /// Encodes a query-string component.
 pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

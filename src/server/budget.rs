@@ -170,7 +170,7 @@ impl Budget {
         let mut st = self.state.lock().unwrap();
         self.refresh(Some(counter), &mut st);
         let bytes = bytes as u64;
-        if st.pending > 0 && st.pending + bytes > self.limit * slack {
+        if st.pending > 0 && st.pending.saturating_add(bytes) > self.limit.saturating_mul(slack) {
             let first = st.full_since.is_none();
             if first {
                 st.full_since = Some(Instant::now());

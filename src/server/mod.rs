@@ -269,8 +269,14 @@ impl<A: Adapter> Peer<A> {
     }
 
     /// Sends one binary stream frame (`P2P_FRAME` with one attachment) to this client.
+    ///
+    /// Stream frames are counted in the byte budget but never refused for it: what a stream may
+    /// have in flight is already bounded by the receiver's window (the relay checks every frame
+    /// against the route's credit), and refusing a frame would reset a stream that kept every
+    /// rule. A receiver that stops reading altogether still meets the slow-consumer deadline
+    /// through the rest of its traffic.
     pub(crate) fn send_frame(&self, frame: &bytes::Bytes) -> Result<(), Error> {
-        self.queue(frame.len() + 20, 1, || {
+        self.queue(frame.len() + 20, u64::MAX, || {
             self.socket.emit(crate::stream::frame::FRAME_EVENT, frame)
         })
     }
@@ -814,9 +820,7 @@ impl<A: Adapter> P2pServer<A> {
     /// [`protocol::is_reserved`]) and not longer than [`ServerOptions::max_event_name_len`].
     pub(crate) fn check_event_name(&self, name: &str) -> Result<(), Error> {
         if protocol::is_reserved(name) {
-            return Err(Error::BadRequest(format!(
-                "event name '{name}' is reserved (Socket.IO clients or this protocol treat it specially)"
-            )));
+            return Err(Error::BadRequest(protocol::reserved_event(name)));
         }
         let max = self.inner.opts.max_event_name_len;
         if name.len() > max {

@@ -160,6 +160,10 @@ pub(crate) fn check_provided_api(api: &str) -> Result<()> {
             "'{api}' is a built-in API of every service"
         )));
     }
+    // Calls to it would be refused on their way.
+    if crate::protocol::is_reserved(api) {
+        return Err(Error::BadRequest(crate::protocol::reserved_event(api)));
+    }
     Ok(())
 }
 
