@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::protocol::{
-    self, event, FromValues, RelayedBatch, Request, ResAnswer, ResBody, Response, ServerError,
+    self, event, FromValues, RelayedBatch, Request, ResAnswer, Response, ServerError,
     TargetDisconnect, Welcome,
 };
 use crate::request::{NoAnswer, PendingRequests};
@@ -67,7 +67,7 @@ pub(crate) enum Outgoing {
 
 /// Runs on the receive path when the answer to a request arrives, before any later event is
 /// handled; it also sees an answer that comes after its request timed out.
-pub(crate) type AnswerHook = Box<dyn FnOnce(&ResBody) + Send>;
+pub(crate) type AnswerHook = Box<dyn FnOnce(&ResAnswer) + Send>;
 
 /// Who a request is about, to name in its errors: the peer that answers (`None`: the relay) and
 /// the event as the user knows it.
@@ -423,18 +423,13 @@ impl ClientInner {
         }
     }
 
-    /// Answers a request the relay passed to this client; an error text is this client's own
-    /// error.
-    pub(crate) fn respond(&self, id: u64, body: ResBody) {
-        let result = match body {
-            ResBody::Ok(v) => Ok(v),
-            ResBody::Err(text) => Err(Error::remote(self.id.clone(), text)),
-        };
-        self.respond_result(id, result);
+    /// Answers a request the relay passed to this client with this client's own error.
+    pub(crate) fn refuse(&self, id: u64, text: String) {
+        self.respond(id, Err(Error::remote(self.id.clone(), text)));
     }
 
     /// Answers a request the relay passed to this client: `P2P_RES(id, {ok} | error)`.
-    pub(crate) fn respond_result(&self, id: u64, result: Result<Vec<Value>>) {
+    pub(crate) fn respond(&self, id: u64, result: Result<Vec<Value>>) {
         let res = Response {
             id,
             body: ResAnswer::from_result(result),
@@ -580,11 +575,7 @@ impl ClientInner {
         };
         let hook = self.hooks.lock().unwrap().remove(&res.id);
         if let Some(hook) = hook {
-            let body = match &res.body {
-                ResAnswer::Ok(v) => ResBody::Ok(v.clone()),
-                ResAnswer::Err(w) => ResBody::Err(w.err.clone()),
-            };
-            hook(&body);
+            hook(&res.body);
         }
         self.pending.resolve(res.id, res.body);
     }
@@ -617,7 +608,7 @@ impl ClientInner {
         }
         match ev.request {
             Some(id) => {
-                self.respond(id, ResBody::Err(format!("no listener for '{}'", ev.event)));
+                self.refuse(id, format!("no listener for '{}'", ev.event));
             }
             None => tracing::debug!(client = %self.id, "event '{}' ignored", ev.event),
         }

@@ -10,7 +10,7 @@ pub use crate::request::Reply;
 
 use crate::client::{ClientInner, EventSink, Incoming, Origin, Outgoing, P2pClient};
 use crate::error::{Error, Result};
-use crate::protocol::{event, AddTarget, EmitPayload, FromValues, ResBody};
+use crate::protocol::{event, AddTarget, EmitPayload, FromValues};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -139,10 +139,10 @@ impl EventSink for Listeners {
         match (ev.request, ev.event.as_str()) {
             (Some(id), event::MULTI_API_ADD_TARGET) => match AddTarget::from_values(ev.args) {
                 Ok(AddTarget(source)) => {
-                    link.respond_result(id, Ok(vec![]));
+                    link.respond(id, Ok(vec![]));
                     peer_added(link, &source);
                 }
-                Err(e) => link.respond_result(id, Err(e.into())),
+                Err(e) => link.respond(id, Err(e.into())),
             },
             _ => dispatch(link, &ev.event, ev.args, ev.request, &ev.origin),
         }
@@ -193,7 +193,7 @@ fn dispatch(
                 } else {
                     format!("no listener for '{name}'")
                 };
-                inner.respond(id, ResBody::Err(text));
+                inner.refuse(id, text);
             }
             return;
         };
@@ -220,7 +220,7 @@ fn dispatch(
         let to = sender.clone().unwrap_or_default();
         Reply::new(to, name, inner.id.as_str(), move |answer| {
             if let Some(c) = client.upgrade() {
-                c.respond(id, answer_body(answer));
+                c.respond(id, answer);
             }
         })
     });
@@ -257,15 +257,6 @@ fn dispatch(
                 reply: reply.clone(),
             }),
         }
-    }
-}
-
-/// What a [`Reply`]'s answer becomes on the wire.
-fn answer_body(answer: Result<Vec<Value>>) -> ResBody {
-    match answer {
-        Ok(args) => ResBody::Ok(args),
-        Err(Error::Remote { message, .. }) => ResBody::Err(message),
-        Err(e) => ResBody::Err(e.to_string()),
     }
 }
 

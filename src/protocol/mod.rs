@@ -94,16 +94,6 @@ pub struct EmitPayload {
     pub args: Vec<Value>,
 }
 
-/// The `ok`/`err` body of a `P2P_RES` answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
-pub enum ResBody {
-    /// What a Socket.IO acknowledgement would have carried.
-    Ok(Vec<Value>),
-    /// Why the request failed.
-    Err(String),
-}
-
 /// Borrowed plain-JSON arguments for an event, one element per argument.
 pub struct ArgsRef<'a>(pub &'a [Value]);
 
@@ -319,13 +309,5 @@ mod tests {
         ] {
             assert!(!is_reserved(n), "{n}");
         }
-    }
-
-    #[test]
-    fn res_body_shape() {
-        let ok = serde_json::to_value(ResBody::Ok(vec![1.into()])).unwrap();
-        assert_eq!(ok, serde_json::json!({"ok": [1]}));
-        let err: ResBody = serde_json::from_value(serde_json::json!({"err": "x"})).unwrap();
-        assert_eq!(err, ResBody::Err("x".into()));
     }
 }

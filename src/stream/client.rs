@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::protocol::stream::{
     CreateAnswer, CreateStream, SeedData, SeedDestroyed, StreamAccept, Window,
 };
-use crate::protocol::{event, EmitPayload, ResBody};
+use crate::protocol::{event, EmitPayload, ResAnswer};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -163,7 +163,7 @@ impl Endpoint for ClientInner {
     }
 
     fn ack_seed_chunk(&self, ack: u64) {
-        self.respond(ack, ResBody::Ok(vec![]));
+        self.respond(ack, Ok(vec![]));
     }
 
     fn unregister(&self, key: &StreamKey) {
@@ -263,8 +263,8 @@ impl P2pClient {
             let me = inner.me.clone();
             let mut info = info.clone();
             let own_id = own_id.clone();
-            Box::new(move |body: &ResBody| {
-                let (Some(inner), ResBody::Ok(args)) = (me.upgrade(), body) else {
+            Box::new(move |body: &ResAnswer| {
+                let (Some(inner), ResAnswer::Ok(args)) = (me.upgrade(), body) else {
                     return;
                 };
                 let mut opening = opening.lock().unwrap();
@@ -397,7 +397,7 @@ fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Value>) {
         _ => None,
     };
     let Some(info) = info else {
-        inner.respond_result(
+        inner.respond(
             req,
             Err(Error::BadRequest(
                 "MULTI_API_CREATE_STREAM needs sourceClientId and stream ids".into(),
@@ -413,7 +413,7 @@ fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Value>) {
             "Client {} is not listening to create stream event",
             inner.id
         );
-        inner.respond(req, ResBody::Ok(vec![Value::from(text)]));
+        inner.respond(req, Ok(vec![Value::from(text)]));
         return;
     };
     let peer_sid = info.source_stream_id.to_string();
@@ -435,14 +435,14 @@ fn on_create_stream(inner: &Arc<ClientInner>, req: u64, args: Vec<Value>) {
                 window: own_window,
                 route: None,
             };
-            inner.respond(req, ResBody::Ok(vec![answer.to_value()]));
+            inner.respond(req, Ok(vec![answer.to_value()]));
             shared
         }
         _ => {
             let key = StreamKey::Seed(source, peer_sid);
             let shared = register(inner, key, stream_info, Core::seed());
             // A seed-era opener takes an acknowledgement with no argument as acceptance.
-            inner.respond(req, ResBody::Ok(vec![]));
+            inner.respond(req, Ok(vec![]));
             shared
         }
     };
@@ -509,7 +509,7 @@ fn on_seed_event(inner: &Arc<ClientInner>, name: &str, args: &[Value], reply: Op
                     }
                 }
                 if let Some(r) = reply {
-                    inner.respond_result(r, Err(Error::Protocol(e)));
+                    inner.respond(r, Err(Error::Protocol(e)));
                 }
                 return true;
             }
@@ -518,10 +518,7 @@ fn on_seed_event(inner: &Arc<ClientInner>, name: &str, args: &[Value], reply: Op
         let shared = streams(inner).table.lock().unwrap().get(&key).cloned();
         let Some(shared) = shared else {
             if let Some(r) = reply {
-                inner.respond(
-                    r,
-                    ResBody::Err(format!("no stream '{sid}' from '{}'", data.sender)),
-                );
+                inner.refuse(r, format!("no stream '{sid}' from '{}'", data.sender));
             }
             return true;
         };
@@ -541,7 +538,7 @@ fn on_seed_event(inner: &Arc<ClientInner>, name: &str, args: &[Value], reply: Op
             }
         }
         if let Some(r) = reply {
-            inner.respond(r, ResBody::Ok(vec![]));
+            inner.respond(r, Ok(vec![]));
         }
         return true;
     }
