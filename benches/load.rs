@@ -11,7 +11,9 @@
 //! 4. A stopped `socketio-p2p recv`: time until `socketio-p2p send --stall-timeout 3` fails.
 //! 5. `kill -9` of the relay: time until each of two clients sees its connection closed.
 
-use socketio_p2p::{ClientOptions, P2pClient, StreamOptions};
+mod common;
+use common::{env_usize, Serve};
+use socketio_p2p::{P2pClient, StreamOptions};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,115 +23,6 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
-static SERVES: AtomicU64 = AtomicU64::new(0);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
-/// `socketio-p2p serve` on a free port, killed when dropped.
-struct Serve {
-    child: Child,
-    url: String,
-    /// Its log (stderr).
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(extra: &[&str]) -> Serve {
-        let log = std::env::temp_dir().join(format!(
-            "socketio-p2p-load-serve-{}-{}.log",
-            std::process::id(),
-            SERVES.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut child = Command::new(BIN)
-            .args(["serve", "--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("a log file"))
-            .spawn()
-            .expect("serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("serve announces its URL");
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        assert!(url.starts_with("http://"), "unexpected line: {line}");
-        Serve { child, url, log }
-    }
-
-    /// Lines of its log at WARN or ERROR.
-    fn warn_lines(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .count()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Peak resident memory (VmHWM), KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        proc_status_kib(self.pid(), "VmHWM:")
-    }
-
-    fn rss_kib(&self) -> u64 {
-        proc_status_kib(self.pid(), "VmRSS:")
-    }
-
-    /// User + system CPU seconds so far.
-    fn cpu_secs(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name (which ends with ')'): state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            f.get(i - 3)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (ticks(14) + ticks(15)) as f64 / clock_ticks()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
@@ -140,13 +33,7 @@ fn signal(pid: u32, sig: &str) {
 }
 
 async fn connect(url: &str, id: &str) -> P2pClient {
-    let opts = ClientOptions {
-        timeout: Duration::from_secs(10),
-        ..ClientOptions::default()
-    };
-    P2pClient::connect_with(url, id, opts)
-        .await
-        .unwrap_or_else(|e| panic!("'{id}' connects: {e}"))
+    common::connect(url, id, Duration::from_secs(10)).await
 }
 
 /// 1. `clients` × `messages` to random peers.

@@ -8,8 +8,10 @@
 //! - `ANCHOR_STREAM_MB` (16): size of the anchor's stream part, which is not compared here;
 //! - `ANCHOR=0`: skip the anchor.
 
+mod common;
+use common::{env_usize, unthrottled};
 use serde_json::Value;
-use socketio_p2p::{ClientOptions, P2pClient, Relay, RelayOptions, ServerOptions};
+use socketio_p2p::{ClientOptions, P2pClient, Relay};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,16 +23,6 @@ use tokio::process::Command;
 const STALL: Duration = Duration::from_secs(5);
 /// The anchor run as a whole may take this long.
 const ANCHOR_LIMIT: Duration = Duration::from_secs(600);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
-            eprintln!("{name}={v:?} is not a number; using {default}");
-            default
-        }),
-        Err(_) => default,
-    }
-}
 
 struct Rate {
     sent: usize,
@@ -241,20 +233,6 @@ async fn js_anchor(dir: &Path, msgs: usize, acks: usize) -> Result<Anchor, Strin
             "could not find 'msgs_per_s N' and 'ack_rtt_us p50 X p99 Y' in its output: {:?}",
             out.trim()
         )),
-    }
-}
-
-/// The relay under test, for throughput: the per-client event rate and the per-address
-/// connection rate limits are off (a public relay keeps them on; see `ServerOptions`).
-fn unthrottled() -> RelayOptions {
-    RelayOptions {
-        server: ServerOptions {
-            max_events_per_sec: u32::MAX,
-            event_burst: u32::MAX,
-            max_connects_per_sec: 0,
-            ..ServerOptions::default()
-        },
-        ..RelayOptions::default()
     }
 }
 

@@ -9,27 +9,17 @@
 //!   own connection, all in this process;
 //! - `PUBLISHES` (20): publications of the burst part of the fan-out.
 
+mod common;
+use common::{env_usize, unthrottled};
 use futures::StreamExt;
 use serde_json::Value;
-use socketio_p2p::{
-    Args, ClientOptions, P2pClient, Relay, RelayOptions, ServerOptions, ServiceClient, TopicEvent,
-};
+use socketio_p2p::{Args, ClientOptions, P2pClient, Relay, ServiceClient, TopicEvent};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A wait on deliveries gives up when nothing new arrived for this long.
 const STALL: Duration = Duration::from_secs(10);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
-            eprintln!("{name}={v:?} is not a number; using {default}");
-            default
-        }),
-        Err(_) => default,
-    }
-}
 
 fn opts() -> ClientOptions {
     ClientOptions {
@@ -201,20 +191,6 @@ fn show_fan_out(who: &str, subscribers: u64, publishes: u64, f: &FanOut) {
         f.burst_secs * 1e3,
         f.burst_delivered as f64 / f.burst_secs.max(1e-9)
     );
-}
-
-/// The relay under test, for throughput: the per-client event rate and the per-address
-/// connection rate limits are off (a public relay keeps them on; see `ServerOptions`).
-fn unthrottled() -> RelayOptions {
-    RelayOptions {
-        server: ServerOptions {
-            max_events_per_sec: u32::MAX,
-            event_burst: u32::MAX,
-            max_connects_per_sec: 0,
-            ..ServerOptions::default()
-        },
-        ..RelayOptions::default()
-    }
 }
 
 #[tokio::main]

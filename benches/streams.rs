@@ -14,11 +14,13 @@
 //!
 //! Run with `cargo bench --bench streams`; `SKIP_THROTTLED=1` leaves out part 3 (about a minute).
 
+mod common;
 use bytes::Bytes;
+use common::{env_usize, proc_status_kib, Serve};
 use futures::FutureExt;
 use rust_socketio::asynchronous::ClientBuilder;
 use rust_socketio::{Payload, TransportType};
-use socketio_p2p::{ClientOptions, P2pClient, Relay, StreamOptions};
+use socketio_p2p::{P2pClient, Relay, StreamOptions};
 use socketioxide::extract::{Data, SocketRef};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,13 +30,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MB: f64 = 1024.0 * 1024.0;
 const CHUNK: usize = 64 * 1024;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Payload bytes for every measurement: a pattern without 0x1E, because rust_engineio 0.6 splits
 /// incoming binary WebSocket messages at that byte and the bare Socket.IO baseline would break.
@@ -51,31 +46,6 @@ fn chunk() -> Vec<u8> {
         .collect()
 }
 
-fn rss_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// CPU seconds (user + system) a process has used so far, all threads.
-fn process_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // /proc reports clock ticks of USER_HZ, 100 on Linux.
-    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
-}
-
 /// CPU seconds the calling thread has used so far.
 fn thread_cpu_secs() -> f64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
@@ -86,18 +56,9 @@ fn thread_cpu_secs() -> f64 {
 
 /// Our relay in a child process: CPU seconds per GiB it spends relaying one stream.
 async fn p2p_relay_cpu_per_gib(total: usize) -> f64 {
-    let port = 40000 + (std::process::id() % 20000) as u16;
-    let url = format!("http://127.0.0.1:{port}");
-    let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_socketio-p2p"))
-        .args(["serve", "--port", &port.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("relay starts");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = relay.id().unwrap();
-    let a = client(&url, "alice").await;
-    let b = client(&url, "bob").await;
+    let relay = Serve::start(&[]);
+    let a = client(&relay.url, "alice").await;
+    let b = client(&relay.url, "bob").await;
     let mut incoming = b.incoming_streams(None);
     let reader = tokio::spawn(async move {
         let mut s = incoming.next().await.unwrap();
@@ -105,13 +66,12 @@ async fn p2p_relay_cpu_per_gib(total: usize) -> f64 {
     });
     let mut w = a.add_p2p_stream("bob").await.unwrap();
     let data = chunk();
-    let cpu0 = process_cpu_secs(pid);
+    let cpu0 = relay.cpu_secs();
     write_all_then_end(&mut w, &data, total).await;
     let got = reader.await.unwrap();
-    let cpu = process_cpu_secs(pid) - cpu0;
+    let cpu = relay.cpu_secs() - cpu0;
     assert_eq!(got, total, "every byte arrived");
     drop(w);
-    let _ = relay.kill().await;
     cpu / (total as f64 / (1024.0 * MB))
 }
 
@@ -173,13 +133,7 @@ async fn count_to_eof(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> usize {
 }
 
 async fn client(url: &str, id: &str) -> P2pClient {
-    let opts = ClientOptions {
-        timeout: Duration::from_secs(30),
-        ..ClientOptions::default()
-    };
-    P2pClient::connect_with(url, id, opts)
-        .await
-        .expect("client connects")
+    common::connect(url, id, Duration::from_secs(30)).await
 }
 
 /// One P2P stream of `total` bytes; returns MB/s.
@@ -353,7 +307,7 @@ async fn role(role: &str, url: &str, total: usize, mbps: f64) {
     match role {
         "sender" => {
             let a = client(url, "throttle-sender").await;
-            println!("idle {}", rss_kib(me, "VmRSS:"));
+            println!("idle {}", proc_status_kib(me, "VmRSS:"));
             let mut w = loop {
                 match a.add_p2p_stream("throttle-receiver").await {
                     Ok(w) => break w,
@@ -364,12 +318,12 @@ async fn role(role: &str, url: &str, total: usize, mbps: f64) {
             write_all_then_end(&mut w, &data, total).await;
             let mut end = [0u8; 1];
             let _ = w.read(&mut end).await;
-            println!("peak {}", rss_kib(me, "VmHWM:"));
+            println!("peak {}", proc_status_kib(me, "VmHWM:"));
         }
         "receiver" => {
             let b = client(url, "throttle-receiver").await;
             let mut incoming = b.incoming_streams(None);
-            println!("idle {}", rss_kib(me, "VmRSS:"));
+            println!("idle {}", proc_status_kib(me, "VmRSS:"));
             let mut s = incoming.next().await.unwrap();
             let mut buf = vec![0u8; 64 * 1024];
             let mut got = 0usize;
@@ -387,7 +341,7 @@ async fn role(role: &str, url: &str, total: usize, mbps: f64) {
             }
             assert_eq!(got, total);
             println!("rate {:.1}", got as f64 / 1e6 / t0.elapsed().as_secs_f64());
-            println!("peak {}", rss_kib(me, "VmHWM:"));
+            println!("peak {}", proc_status_kib(me, "VmHWM:"));
         }
         other => panic!("unknown role {other}"),
     }
@@ -401,17 +355,9 @@ fn parse_line(out: &str, key: &str) -> f64 {
 }
 
 async fn throttled(total: usize, mbps: f64) {
-    let port = 20000 + (std::process::id() % 20000) as u16;
-    let url = format!("http://127.0.0.1:{port}");
-    let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_socketio-p2p"))
-        .args(["serve", "--port", &port.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("relay starts");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let relay_pid = relay.id().unwrap();
-    let relay_idle = rss_kib(relay_pid, "VmRSS:");
+    let relay = Serve::start(&[]);
+    let url = relay.url.clone();
+    let relay_idle = relay.rss_kib();
     let exe = std::env::current_exe().unwrap();
     let spawn = |r: &str| {
         tokio::process::Command::new(&exe)
@@ -426,7 +372,7 @@ async fn throttled(total: usize, mbps: f64) {
     let mut relay_peak_during = 0;
     let watch = async {
         loop {
-            relay_peak_during = relay_peak_during.max(rss_kib(relay_pid, "VmRSS:"));
+            relay_peak_during = relay_peak_during.max(relay.rss_kib());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
@@ -439,8 +385,8 @@ async fn throttled(total: usize, mbps: f64) {
         out = both => out,
         _ = watch => unreachable!(),
     };
-    let relay_peak = rss_kib(relay_pid, "VmHWM:");
-    let _ = relay.kill().await;
+    let relay_peak = relay.peak_rss_kib();
+    drop(relay);
     let (so, ro) = (
         String::from_utf8_lossy(&s.stdout).to_string(),
         String::from_utf8_lossy(&r.stdout).to_string(),
