@@ -428,6 +428,18 @@ async fn receiver_into(url: &str, output: &Path, extra: &[&str]) -> Running {
     Running::start(&args, None, Some("waiting for a file")).await
 }
 
+/// `send` from 'alice' to 'bob' reading its standard input, which the caller writes and closes.
+async fn send_stdin_to_bob(url: &str) -> (Running, tokio::process::ChildStdin) {
+    let mut sender = Running::start(
+        &["send", "--server", url, "--id", "alice", "--to", "bob", "-"],
+        Some(Vec::new()),
+        None,
+    )
+    .await;
+    let pipe = sender.stdin.take().unwrap();
+    (sender, pipe)
+}
+
 /// A receiver killed with SIGKILL mid-transfer leaves no file under the final name; the sender
 /// fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,15 +448,7 @@ async fn a_killed_receiver_leaves_no_final_file() {
     let output = dir.0.join("output.bin");
     let (_serve, url) = serve().await;
     let receiver = receiver_into(&url, &output, &[]).await;
-    let mut sender = Running::start(
-        &[
-            "send", "--server", &url, "--id", "alice", "--to", "bob", "-",
-        ],
-        Some(Vec::new()),
-        None,
-    )
-    .await;
-    let mut pipe = sender.stdin.take().unwrap();
+    let (sender, mut pipe) = send_stdin_to_bob(&url).await;
     pipe.write_all(&sample(1024 * 1024)).await.unwrap();
     part_file_reaches(&dir.0, 1).await;
     signal(receiver.child.id().unwrap(), "-KILL");
@@ -465,15 +469,7 @@ async fn a_failed_receive_leaves_no_file() {
     let output = dir.0.join("output.bin");
     let (_serve, url) = serve().await;
     let receiver = receiver_into(&url, &output, &[]).await;
-    let mut sender = Running::start(
-        &[
-            "send", "--server", &url, "--id", "alice", "--to", "bob", "-",
-        ],
-        Some(Vec::new()),
-        None,
-    )
-    .await;
-    let mut pipe = sender.stdin.take().unwrap();
+    let (sender, mut pipe) = send_stdin_to_bob(&url).await;
     pipe.write_all(&sample(1024 * 1024)).await.unwrap();
     part_file_reaches(&dir.0, 1).await;
     signal(sender.child.id().unwrap(), "-KILL");
