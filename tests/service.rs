@@ -294,17 +294,17 @@ async fn same_caller_code(relay: &Relay, p: &Provider, tag: &str) {
     assert!(err.to_string().contains("not created"), "{err}");
 
     // Created again: a new subscriber hears it; the old subscribers' handlers are gone, even for
-    // sub1, which joins the room by hand and does receive the event on the wire.
+    // sub1, which subscribes again and does receive the event on the wire.
     p.create_topic("t").await.unwrap();
     let fresh = client(relay, &format!("{tag}-fresh")).await;
     let (fresh_log, h) = topic_log();
     fresh.subscribe_topic(&svc, "t", h).await.unwrap();
-    subs[1].join_room(&room).await.unwrap();
     let wire = Log::new();
     {
         let wire = wire.clone();
         subs[1].on_raw(&topic_event(&room), move |args| wire.push(args));
     }
+    subs[1].subscribe_topic(&svc, "t", |_| {}).await.unwrap();
     p.publish("t", vec![json!(3)]).await.unwrap();
     p.publish("sentinel", vec![json!("s3")]).await.unwrap();
     fresh_log
@@ -723,29 +723,6 @@ async fn one_service_per_client_and_a_taken_name_is_refused() {
     assert_eq!(pong, "pong");
 }
 
-// The seed's interception rule: the server handles the APIs it provides and relays the others
-// to the client service of the same name.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_and_client_halves_of_one_service() {
-    let relay = relay().await;
-    let srv = relay.server().as_service("hybrid");
-    srv.provide_service("on-server", |call| call.respond(("server",)))
-        .unwrap();
-    let cli = service_client(&relay, "hybrid").await;
-    cli.provide_service("on-client", |call| call.respond(("client",)))
-        .unwrap();
-    let caller = client(&relay, "caller").await;
-    let a: String = caller
-        .request_service("hybrid", "on-server", ())
-        .await
-        .unwrap();
-    let b: String = caller
-        .request_service("hybrid", "on-client", ())
-        .await
-        .unwrap();
-    assert_eq!((a.as_str(), b.as_str()), ("server", "client"));
-}
-
 // README 3.2.2 / 2.4.2: n-to-n: several subscribers to the same-named topic of several services,
 // server and client services mixed; each subscriber hears every publication once, in order per
 // service, and never another service's.
@@ -815,8 +792,9 @@ async fn n_to_n_topics() {
     }
 }
 
-// README 2.4.2: topics are rooms: a plain seed-protocol client in the room
-// `service:<service>:topic:<topic>` receives the topic's events.
+// README 2.4.2: topics are rooms: a plain seed-protocol client subscribed through
+// `SUBSCRIBE_TOPIC` is in the room `service:<service>:topic:<topic>` and receives the topic's
+// events as room events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_are_rooms_on_the_wire() {
     let relay = relay().await;
@@ -829,7 +807,14 @@ async fn topics_are_rooms_on_the_wire() {
     .await;
     let room = "service:wire:topic:t";
     assert_eq!(topic_room("wire", "t"), room);
-    raw.emit_with_ack("JOIN_ROOM", vec![json!(room)]).await;
+    let ack = raw
+        .emit_with_ack(
+            "P2P_EMIT_ACKNOWLEDGE",
+            vec![json!({"targetClientId": "wire", "event": "SUBSCRIBE_TOPIC", "args": ["raw", "raw", "t"]})],
+        )
+        .await;
+    assert_eq!(ack, Vec::<Value>::new());
+    assert!(rooms_of(&relay, "raw").contains(&room.to_string()));
     svc.publish_topic("t", ("a", 1)).unwrap();
     svc.destroy_topic("t").unwrap();
     eventually("the raw client receives both topic events", || {

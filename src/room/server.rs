@@ -1,11 +1,13 @@
 //! Server side of the Core API: rooms and the client list.
 
 use crate::error::Error;
+use crate::protocol::action;
 use crate::protocol::{
     event, ArgsRef, ClientList, EmitRoom, ExtArgs, JoinRoom, LeaveRoom, RoomEmit, RoomTarget,
     EXT_MEMBERS_ROOM, RESERVED_ROOM_PREFIX, SEED_MEMBERS_ROOM,
 };
 use crate::server::{OpError, OpReply, Operations, P2pServer, Peer, RELAY};
+use crate::service::rules;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
@@ -46,6 +48,33 @@ fn target_room(target: &RoomTarget) -> &str {
     match target {
         RoomTarget::Client { room, .. } | RoomTarget::Own(room) | RoomTarget::Topic(room) => room,
     }
+}
+
+/// The rules of topic rooms (see [`crate::service::rules`]) for a `JOIN_ROOM` (`join`) or
+/// `LEAVE_ROOM` in any form: a topic room is joined through its service, and the service actions
+/// act only on the caller's own topic rooms. Leaving a room oneself is always allowed.
+fn check_topic_rules<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Peer<A>,
+    target: &RoomTarget,
+    join: bool,
+) -> Result<(), OpError> {
+    let action = match (target, join) {
+        (RoomTarget::Own(room), true) => return Ok(rules::check_join(server, &peer.id, room)?),
+        (RoomTarget::Own(_), false) => return Ok(()),
+        // The seed's answer to an empty topic name comes first.
+        (RoomTarget::Client { room, .. }, _) if room.is_empty() => return Ok(()),
+        (RoomTarget::Client { .. }, true) => action::CLIENT_SUBSCRIBE_TOPIC,
+        (RoomTarget::Client { .. }, false) => action::CLIENT_UNSUBSCRIBE_TOPIC,
+        (RoomTarget::Topic(_), true) => action::SERVICE_CREATE_TOPIC,
+        (RoomTarget::Topic(_), false) => action::SERVICE_DESTROY_TOPIC,
+    };
+    Ok(rules::check_own_topic(
+        server,
+        &peer.id,
+        action,
+        target_room(target),
+    )?)
 }
 
 /// The other client a `CLIENT_(UN)SUBSCRIBE_TOPIC` action names, checked, and the room.
@@ -127,6 +156,9 @@ fn join_room<A: Adapter>(
     if let Err(e) = check_room(server, target_room(&target)) {
         return r.respond(Err(e));
     }
+    if let Err(e) = check_topic_rules(server, peer, &target, true) {
+        return r.respond(Err(e));
+    }
     let (socket, room) = match target {
         RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
             Ok((other, room)) => (other.socket.clone(), room),
@@ -148,21 +180,15 @@ fn leave_room<A: Adapter>(
     if let Err(e) = check_room(server, target_room(&target)) {
         return r.respond(Err(e));
     }
+    if let Err(e) = check_topic_rules(server, peer, &target, false) {
+        return r.respond(Err(e));
+    }
     let (socket, room) = match target {
         RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
             Ok((other, room)) => (other.socket.clone(), room),
             Err(e) => return r.respond(Err(e)),
         },
         RoomTarget::Topic(room) => {
-            // Only the service a topic room belongs to may empty it.
-            let own_prefix = format!("service:{}:topic:", peer.id);
-            if room.starts_with("service:") && !room.starts_with(&own_prefix) {
-                let e = Error::BadRequest(format!(
-                    "LEAVE_ROOM: '{}' may not destroy topic room '{room}' of another service",
-                    peer.id
-                ));
-                return r.respond(Err(e.into()));
-            }
             let members = peer.socket.within(room.clone());
             return peer.room_op(event::LEAVE_ROOM, destroy_room(members, room), r);
         }
@@ -200,7 +226,8 @@ pub(crate) fn adapter_error(what: &str, e: impl std::fmt::Display) -> Error {
 /// broadcast, split by the marker rooms every connection joins ([`EXT_MEMBERS_ROOM`],
 /// [`SEED_MEMBERS_ROOM`]), so a remote adapter carries them like any room emit.
 fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom, r: OpReply) {
-    if let Err(error) = server.check_event_name(&e.event) {
+    // The topic-event rule is `rules::check_emit`'s, which knows the room.
+    if let Err(error) = server.check_event_text(&e.event) {
         let error = match error {
             Error::BadRequest(why) => Error::BadRequest(format!("EMIT_ROOM: {why}")),
             other => other,
@@ -210,6 +237,9 @@ fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom
     let EmitRoom { room, event, args } = e;
     if let Err(e) = check_room(server, &room) {
         return r.respond(Err(e));
+    }
+    if let Err(e) = rules::check_emit(server, &peer.id, &room, &event) {
+        return r.respond(Err(e.into()));
     }
     let marked = RoomEmit::to_args(&room, &event, &args);
     let socket = peer.socket.clone();

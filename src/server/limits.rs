@@ -1,11 +1,32 @@
 //! The relay's rate limits: token buckets for a client's events and for connections per remote
-//! address, and the bound on one caller's requests in flight.
+//! address, and the bound on one caller's requests in flight; and the client ids no client may
+//! claim.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// Refuses a client id that names the server itself rather than a client: one ending in
+/// `-server-side` (the server's end of a client's streams, see
+/// [`SERVER_SIDE_SUFFIX`](crate::stream::server::SERVER_SIDE_SUFFIX)), or the name of a service
+/// the server provides (`is_service`). The error is the refusal's reason.
+pub(crate) fn check_claimable_id(id: &str, is_service: bool) -> Result<(), String> {
+    use crate::stream::server::SERVER_SIDE_SUFFIX;
+    if id.ends_with(SERVER_SIDE_SUFFIX) {
+        return Err(format!(
+            "client id '{id}' ends with '{SERVER_SIDE_SUFFIX}': such ids name the server's end of \
+             a client's streams"
+        ));
+    }
+    if is_service {
+        return Err(format!(
+            "client id '{id}' is the name of a service the server provides"
+        ));
+    }
+    Ok(())
+}
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second. Tokens may go below zero, down
 /// to `-floor`, to tell a client that keeps going over the limit from one that went over once.
@@ -125,6 +146,15 @@ mod tests {
         assert_eq!(b.take(0, 3, 2), Take::Over);
         assert_eq!(b.take(0, 3, 2), Take::Over);
         assert_eq!(b.take(0, 3, 2), Take::Flood);
+    }
+
+    #[test]
+    fn ids_of_the_server_cannot_be_claimed() {
+        assert!(check_claimable_id("bob", false).is_ok());
+        assert!(check_claimable_id("bob-server-side-not", false).is_ok());
+        assert!(check_claimable_id("bob-server-side", false).is_err());
+        assert!(check_claimable_id("-server-side", false).is_err());
+        assert!(check_claimable_id("jobs", true).is_err());
     }
 
     #[test]

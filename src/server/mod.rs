@@ -816,9 +816,17 @@ impl<A: Adapter> P2pServer<A> {
         rx.try_recv().unwrap_or(Ok(()))
     }
 
+    /// Checks an event name a client chose for delivery to one client: that of
+    /// [`check_event_text`](Self::check_event_text), and not the event of a topic room, which
+    /// only the topic's service sends, into that room (see [`crate::service::rules`]).
+    pub(crate) fn check_event_name(&self, name: &str) -> Result<(), Error> {
+        self.check_event_text(name)?;
+        crate::service::rules::check_direct_event(self, name)
+    }
+
     /// Checks an event name a client chose for delivery to others: not reserved (see
     /// [`protocol::is_reserved`]) and not longer than [`ServerOptions::max_event_name_len`].
-    pub(crate) fn check_event_name(&self, name: &str) -> Result<(), Error> {
+    pub(crate) fn check_event_text(&self, name: &str) -> Result<(), Error> {
         if protocol::is_reserved(name) {
             return Err(Error::BadRequest(protocol::reserved_event(name)));
         }
@@ -948,9 +956,14 @@ impl<A: Adapter> P2pServer<A> {
             Replaced(P),
             Refused,
         }
+        let unclaimable;
         let registration = {
             let mut clients = self.inner.clients.write().unwrap();
+            // Checked under the client table's lock: `as_service` registers its name before it
+            // looks for a client of that name, so one of the two always sees the other.
+            unclaimable = limits::check_claimable_id(&id, self.inner.services.contains(&id)).err();
             match clients.get(&id) {
+                _ if unclaimable.is_some() => Registration::Refused,
                 Some(old) if old.socket.connected() => match self.inner.opts.duplicate_ids {
                     DuplicateIdPolicy::Reject => Registration::Refused,
                     DuplicateIdPolicy::Replace => {
@@ -967,7 +980,9 @@ impl<A: Adapter> P2pServer<A> {
         };
         let replaced = match registration {
             Registration::Refused => {
-                return refuse(format!("client id '{id}' is already connected"))
+                return refuse(
+                    unclaimable.unwrap_or_else(|| format!("client id '{id}' is already connected")),
+                )
             }
             Registration::Replaced(old) => Some(old),
             Registration::Fresh => None,

@@ -167,7 +167,7 @@ impl P2pClient {
 
     /// Connects as the service `service`: the client id is the service name, so one connection
     /// is one service. Fails with [`Error::Refused`] if a client of that name is connected
-    /// already (the relay's duplicate-id rule).
+    /// already (the relay's duplicate-id rule) or the server provides a service of that name.
     pub async fn connect_service(
         url: &str,
         service: &str,
@@ -321,8 +321,10 @@ impl ServiceClient {
     }
 
     /// Creates one or several topics (`"news"` or `["a", "b"]`); creating one again does nothing.
-    /// Resolves once the server has set up their rooms.
+    /// Resolves once the server has set up their rooms. Fails for a service whose name contains
+    /// `:topic:`, whose topic rooms would read as another service's.
     pub async fn create_topic(&self, names: impl TopicNames) -> Result<()> {
+        super::rules::can_have_topics(self.name())?;
         let names = check_topics(names)?;
         for name in names {
             if self.provider.topics().contains(&name) {

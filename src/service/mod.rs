@@ -10,6 +10,10 @@
 //! - every service answers the built-in APIs [`SUBSCRIBE_TOPIC`] and [`UNSUBSCRIBE_TOPIC`], which
 //!   join the caller to a topic room and remove it.
 //!
+//! A topic room belongs to its service: only the service's `SUBSCRIBE_TOPIC` puts a client in
+//! it, and only the service publishes into it, destroys it, or adds and removes other clients;
+//! the relay enforces this whatever a client claims (see `PROTOCOL.md`, "Rules").
+//!
 //! The server provides services through [`ServiceHandle`]s ([`P2pServer::as_service`]); it handles
 //! the calls addressed to an API it provides and relays everything else to the client of that
 //! name, so a service may also be a client ([`ServiceClient`], [`P2pClient::connect_service`]).
@@ -23,6 +27,7 @@
 //! [`P2pClient::connect_service`]: crate::P2pClient::connect_service
 
 pub mod client;
+pub(crate) mod rules;
 pub(crate) mod server;
 
 pub use client::{ServiceClient, TopicEvent};

@@ -4,10 +4,11 @@
 //! The relay hands every `P2P_EMIT`/`P2P_EMIT_ACKNOWLEDGE` (and every message of a `P2P_BATCH`)
 //! to [`intercept`] once it has checked the payload, in particular that `args[0]` is the caller's
 //! own id. When the target names a service of this server, the call is handled here: the built-in
-//! topic APIs, or the handlers of the API. A call to an API the server does not provide goes on to
-//! the client of that name if one is connected (a service provided by a client), and is answered
-//! with an error otherwise.
+//! topic APIs, or the handlers of the API; a call to an API the service does not provide is
+//! answered with an error. (The seed relayed such a call to a client of the service's name; here no
+//! client may hold that name, see [`crate::service::rules`].)
 
+use super::rules::can_have_topics;
 use super::{
     check_name, check_topics, is_builtin_api, topic_event, topic_room, HandlerId, Provider,
     ServiceRequest, TopicNames, EMPTY_TOPIC, SUBSCRIBE_TOPIC, UNSUBSCRIBE_TOPIC,
@@ -90,10 +91,6 @@ pub(crate) fn intercept<A: Adapter>(
         return Intercept::Handled;
     }
     if !service.provides(api) {
-        // The seed's rule: what the server does not provide goes to a client service of that name.
-        if server.is_connected(service.name()) {
-            return Intercept::Relay(p, r);
-        }
         let error = Error::remote(
             service.name(),
             format!("service '{}' has no API '{api}'", service.name()),
@@ -158,6 +155,10 @@ fn membership_room<A: Adapter>(
         );
         return Err(seed_error(Error::BadRequest(text.clone()), &text));
     }
+    if let Err(e) = can_have_topics(service.name()) {
+        let text = crate::server::seed_text(&e);
+        return Err(seed_error(e, &text));
+    }
     Ok(topic_room(service.name(), &topic))
 }
 
@@ -174,8 +175,10 @@ impl<A: Adapter> P2pServer<A> {
     /// services; each has the built-in topic APIs from the start.
     ///
     /// Clients call it like any service ([`P2pClient::emit_service`]); the server handles the
-    /// calls to the APIs it provides and relays the others to a client of that name, if one is
-    /// connected (the seed's rule).
+    /// calls to the APIs it provides and answers the others with an error. From then on no client
+    /// may connect under the service's name, and one connected under it already is told why and
+    /// disconnected (when this runs inside a Tokio runtime; otherwise it stays connected, but
+    /// still cannot act as the service).
     ///
     /// ```no_run
     /// # async fn f(server: socketio_p2p::P2pServer) -> socketio_p2p::Result<()> {
@@ -192,17 +195,47 @@ impl<A: Adapter> P2pServer<A> {
     /// [`P2pClient::emit_service`]: crate::P2pClient::emit_service
     pub fn as_service(&self, name: &str) -> ServiceHandle<A> {
         let services = &self.inner.services;
-        let service = {
+        let (service, created) = {
             let mut map = services.map.write().unwrap();
-            map.entry(Arc::from(name))
-                .or_insert_with(|| Arc::new(Provider::new(name)))
-                .clone()
+            let mut created = false;
+            let service = map
+                .entry(Arc::from(name))
+                .or_insert_with(|| {
+                    created = true;
+                    Arc::new(Provider::new(name))
+                })
+                .clone();
+            (service, created)
         };
         services.any.store(true, Ordering::Release);
+        if created {
+            self.disconnect_service_name(name);
+        }
         ServiceHandle {
             server: self.clone(),
             service,
         }
+    }
+
+    /// Disconnects a client connected under `name` before the server took the name for a service:
+    /// no client may hold a service's name (see [`crate::service::rules`]). A connect that races
+    /// with this sees the service, since it checks for one under the client table's lock.
+    fn disconnect_service_name(&self, name: &str) {
+        let Some(peer) = self.peer(name) else {
+            return;
+        };
+        let reason = format!(
+            "Error: disconnected: the server now provides service '{name}', and no client may \
+             hold that id"
+        );
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Disconnecting runs socketioxide's handlers on the runtime.
+            tracing::warn!(client = %name, "{reason}; not disconnected (no Tokio runtime here)");
+            return;
+        }
+        tracing::info!(client = %name, "{reason}");
+        peer.server_error(&reason);
+        let _ = peer.socket.clone().disconnect();
     }
 
     /// The names of the services this server provides, sorted.
@@ -314,7 +347,10 @@ impl<A: Adapter> ServiceHandle<A> {
 
     /// Creates one or several topics (`"news"` or `["a", "b"]`); creating one again does
     /// nothing. Clients may subscribe before a topic is created; publishing needs it created.
+    /// Fails for a service whose name contains `:topic:`, whose topic rooms would read as another
+    /// service's.
     pub fn create_topic(&self, names: impl TopicNames) -> Result<()> {
+        can_have_topics(self.service.name())?;
         self.service.add_topics(check_topics(names)?);
         Ok(())
     }
@@ -326,6 +362,7 @@ impl<A: Adapter> ServiceHandle<A> {
     /// remote adapter that has to wait for other servers, it is done in the background, in order
     /// with the server's other topic operations, and a failure there is logged.
     pub fn destroy_topic(&self, names: impl TopicNames) -> Result<()> {
+        can_have_topics(self.service.name())?;
         let names = check_topics(names)?;
         self.service.remove_topics(&names);
         let mut result = Ok(());

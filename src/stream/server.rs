@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::task::{Context, Poll};
 
-/// Suffix of the id under which the server is a stream peer of a client.
+/// Suffix of the id under which the server is a stream peer of a client. No client may connect
+/// under an id ending with it, nor open a stream to another client's server end.
 pub const SERVER_SIDE_SUFFIX: &str = "-server-side";
 
 /// Shards of the route table: streams on different shards never contend, and a frame only
@@ -376,8 +377,21 @@ pub(crate) fn create_stream<A: Adapter>(
             error: Error::BadRequest(text),
         }));
     }
-    if info.target_client_id == format!("{}{SERVER_SIDE_SUFFIX}", peer.id) {
+    let own_server_end = format!("{}{SERVER_SIDE_SUFFIX}", peer.id);
+    if info.target_client_id == own_server_end {
         return accept_local(server, peer, info, r);
+    }
+    if info.target_client_id.ends_with(SERVER_SIDE_SUFFIX) {
+        // No client holds such an id: it names the server's end of another client's streams.
+        let text = format!(
+            "'{}' is the server's end of another client's streams; a client reaches the \
+             server's end as '{own_server_end}'",
+            info.target_client_id
+        );
+        return r.respond(Err(OpError {
+            seed_ack: Some(vec![Value::from(text.clone())]),
+            error: Error::BadRequest(text),
+        }));
     }
     let Some(target) = server.peer(&info.target_client_id) else {
         let msg = protocol::not_registered(&info.target_client_id);
