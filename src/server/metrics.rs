@@ -87,6 +87,9 @@ pub(crate) struct Metrics {
     event_bytes: Counter,
     /// One counter per [`Reason`], indexed by it.
     refusals: [Counter; 5],
+    /// Held while the metrics are written out: however many scrapes come at once, one at a time
+    /// counts the rooms.
+    scraping: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -174,6 +177,7 @@ impl Metrics {
             stream_bytes,
             event_bytes,
             refusals,
+            scraping: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -285,7 +289,10 @@ impl<A: Adapter> P2pServer<A> {
     ///   rate checks);
     /// - `refusals_total{reason=...}` with `reason` one of `auth`, `permission`, `limit`, `busy`
     ///   and `slow_consumer` (clients disconnected because they did not read).
+    ///
+    /// Scrapes that come at once are answered one after the other.
     pub async fn metrics_text(&self) -> String {
+        let _one_at_a_time = self.inner.metrics.scraping.lock().await;
         let rooms = self.room_count().await;
         self.inner.metrics.encode(Live {
             clients: self.inner.clients.read().unwrap().len(),
