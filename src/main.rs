@@ -1,10 +1,11 @@
 //! `socketio-p2p`: the relay server and command-line tools.
 
 use clap::{Parser, Subcommand};
-use socketio_p2p::{DuplicateIdPolicy, Relay, RelayOptions};
+use socketio_p2p::Relay;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod config;
 mod transfer;
 
 #[derive(Parser)]
@@ -20,43 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the relay server (state in memory; logs through RUST_LOG).
-    Serve {
-        /// Port to listen on.
-        #[arg(long, default_value_t = 9000)]
-        port: u16,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
-        /// Let a new connection take over a client id that is already connected, instead of
-        /// refusing it.
-        #[arg(long)]
-        replace_duplicates: bool,
-        /// Seconds the relay waits for a client to answer a relayed request.
-        #[arg(long, default_value_t = 30)]
-        reply_timeout: u64,
-        /// Packets queued per client before sends to it fail as busy.
-        #[arg(long, default_value_t = 4096)]
-        buffer: usize,
-        /// Bytes queued per client before sends to it fail as busy.
-        #[arg(long, default_value_t = 4 << 20)]
-        max_queued_bytes: usize,
-        /// Seconds a client's queue may stay full before it is disconnected as a slow consumer.
-        #[arg(long, default_value_t = 10)]
-        slow_consumer_deadline: u64,
-        /// Events one client may send per second, sustained.
-        #[arg(long, default_value_t = 10_000)]
-        max_events_per_sec: u32,
-        /// Events one client may send in a burst.
-        #[arg(long, default_value_t = 20_000)]
-        event_burst: u32,
-        /// Connections per second accepted from one address (0: no limit).
-        #[arg(long, default_value_t = 50)]
-        max_connects_per_sec: u32,
-        /// Connections one address may open in a burst.
-        #[arg(long, default_value_t = 200)]
-        connect_burst: u32,
-    },
+    /// Run the relay server (state in memory; logs through RUST_LOG). Its settings come from
+    /// the flags, then the --config file, then the defaults.
+    Serve(config::ServeArgs),
     /// Send a file to another client through the relay (checked with SHA-256 at both ends).
     Send {
         /// Relay URL, e.g. http://127.0.0.1:9000.
@@ -106,33 +73,19 @@ async fn main() -> std::process::ExitCode {
     };
     init_logging(default_filter);
     match cli.command {
-        Command::Serve {
-            port,
-            host,
-            replace_duplicates,
-            reply_timeout,
-            buffer,
-            max_queued_bytes,
-            slow_consumer_deadline,
-            max_events_per_sec,
-            event_burst,
-            max_connects_per_sec,
-            connect_burst,
-        } => {
-            let mut opts = RelayOptions::default();
-            opts.server.duplicate_ids = if replace_duplicates {
-                DuplicateIdPolicy::Replace
-            } else {
-                DuplicateIdPolicy::Reject
+        Command::Serve(args) => {
+            let file = match &args.config {
+                Some(path) => config::File::read(path),
+                None => Ok(config::File::default()),
             };
-            opts.server.reply_timeout = Duration::from_secs(reply_timeout.max(1));
-            opts.max_buffer_size = buffer.max(16);
-            opts.server.max_queued_bytes = max_queued_bytes;
-            opts.server.slow_consumer_deadline = Duration::from_secs(slow_consumer_deadline.max(1));
-            opts.server.max_events_per_sec = max_events_per_sec;
-            opts.server.event_burst = event_burst;
-            opts.server.max_connects_per_sec = max_connects_per_sec;
-            opts.server.connect_burst = connect_burst;
+            let settings = match file.and_then(|f| config::Settings::resolve(f, args)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("socketio-p2p: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let (host, port, opts) = (settings.host, settings.port, settings.relay);
             let relay = match Relay::bind_with((host.as_str(), port), opts).await {
                 Ok(r) => r,
                 Err(e) => {

@@ -1,7 +1,11 @@
 //! A ready-to-run relay: socketioxide hosted in axum on a TCP listener, with the P2P plugin
 //! attached. Used by the `socketio-p2p serve` command, the examples and the tests.
+//!
+//! Besides Socket.IO (under `/socket.io/`), the relay answers two plain HTTP requests on the same
+//! port, for an operator: `GET /healthz` (`200 ok` while it serves) and `GET /metrics` (its
+//! metrics in the Prometheus text format, see [`P2pServer::metrics_text`]).
 
-use crate::server::{P2pServer, ServerOptions, WriteCounter, WriteCounters};
+use crate::server::{P2pServer, ServerOptions, WriteCounter, WriteCounters, METRICS_CONTENT_TYPE};
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::serve::IncomingStream;
 use socketioxide::SocketIo;
@@ -73,7 +77,19 @@ impl Relay {
             .build_layer();
         let server = P2pServer::attach(&io, opts.server);
         let conns = server.inner.conns.clone();
+        let metrics = server.clone();
         let app = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let server = metrics.clone();
+                    async move {
+                        let content_type = (axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE);
+                        ([content_type], server.metrics_text().await)
+                    }
+                }),
+            )
             .layer(layer)
             .layer(axum::middleware::map_request(
                 move |mut req: axum::extract::Request| {

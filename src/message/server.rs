@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::protocol::{self, batch_item, event, AddTarget, Arg, Batch, Emit};
-use crate::server::{CallerSlot, OpError, OpReply, Operations, P2pServer, Peer, RELAY};
+use crate::server::{CallerSlot, OpError, OpReply, Operations, P2pServer, Peer, Reason, RELAY};
 use crate::service::server::{intercept, Intercept};
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
@@ -73,6 +73,7 @@ fn offer_to_services<A: Adapter>(
 fn caller_slot<A: Adapter>(server: &P2pServer<A>, caller: &Peer<A>) -> Result<CallerSlot, Error> {
     let max = server.inner.opts.max_pending_per_caller;
     CallerSlot::take(&caller.asking, max).ok_or_else(|| {
+        caller.metrics.refused(Reason::Busy);
         Error::remote(
             RELAY,
             format!(
@@ -111,6 +112,7 @@ fn p2p_emit<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, p: Emit, r: 
     }
     let result = target_of(server, peer, &p.target)
         .and_then(|target| target.emit_args(&p.event, &p.args))
+        .inspect(|()| server.metrics().messages_relayed(1))
         .map(|()| vec![])
         .map_err(OpError::from);
     r.respond(result);
@@ -148,6 +150,10 @@ fn p2p_emit_acknowledge<A: Adapter>(
     tokio::spawn(async move {
         let _slot = slot;
         let result = target.request_args(&p.event, p.args, timeout, max).await;
+        if !matches!(result, Err(Error::Busy(_))) {
+            // Delivered, whether answered in time or not (a refusal is counted as one).
+            target.metrics.request_relayed();
+        }
         r.respond(result.map_err(OpError::from));
     });
 }
@@ -241,7 +247,8 @@ fn p2p_batch<A: Adapter>(
                         .push(batch_item(&p.event, p.args));
                     Ok(())
                 } else {
-                    target.emit_args(&p.event, &p.args)
+                    let sent = target.emit_args(&p.event, &p.args);
+                    sent.inspect(|()| server.metrics().messages_relayed(1))
                 }
             });
         match (item_reply, result) {
@@ -251,7 +258,9 @@ fn p2p_batch<A: Adapter>(
         }
     }
     for (_, (target, frames)) in batches {
-        if let Err(e) = target.emit_args(event::P2P_BATCH, &frames) {
+        let sent = target.emit_args(event::P2P_BATCH, &frames);
+        let sent = sent.inspect(|()| server.metrics().messages_relayed(frames.len()));
+        if let Err(e) = sent {
             peer.report(&Error::remote(
                 RELAY,
                 format!(

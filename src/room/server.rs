@@ -6,7 +6,7 @@ use crate::protocol::{
     event, ArgsRef, ClientList, EmitRoom, ExtArgs, JoinRoom, LeaveRoom, RoomEmit, RoomTarget,
     EXT_MEMBERS_ROOM, RESERVED_ROOM_PREFIX, SEED_MEMBERS_ROOM,
 };
-use crate::server::{OpError, OpReply, Operations, P2pServer, Peer, RELAY};
+use crate::server::{OpError, OpReply, Operations, P2pServer, Peer, Reason, RELAY};
 use crate::service::rules;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
@@ -28,6 +28,7 @@ pub(crate) fn register<A: Adapter>(ops: &mut Operations<A>) {
 fn check_room<A: Adapter>(server: &P2pServer<A>, room: &str) -> Result<(), OpError> {
     let max = server.inner.opts.max_room_name_len;
     if room.len() > max {
+        server.metrics().refused(Reason::Limit);
         return Err(Error::BadRequest(format!(
             "room name is longer than {max} bytes ({} bytes)",
             room.len()
@@ -110,9 +111,10 @@ fn membership<A: Adapter>(
 ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
     let socket = socket.clone();
     let max = server.inner.opts.max_rooms_per_client;
+    let metrics = server.inner.metrics.clone();
     async move {
         if join {
-            join_bounded(&socket, room, max)
+            join_bounded(&socket, room, max).inspect_err(|_| metrics.refused(Reason::Limit))
         } else {
             socket.leave(room);
             Ok(())

@@ -28,6 +28,7 @@ mod budget;
 mod dispatch;
 mod lane;
 mod limits;
+mod metrics;
 
 pub(crate) use budget::Connections as WriteCounters;
 pub use budget::WriteCounter;
@@ -36,6 +37,9 @@ use budget::{arg_size, json_size, Budget, Connections};
 pub(crate) use dispatch::Operations;
 use lane::Lane;
 pub(crate) use limits::CallerSlot;
+use metrics::SlowConsumer;
+pub use metrics::METRICS_CONTENT_TYPE;
+pub(crate) use metrics::{Metrics, Reason};
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,6 +155,9 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     budget: Arc<Budget>,
     conns: Connections,
     slow_deadline: Duration,
+    /// The relay's metrics.
+    pub(crate) metrics: Arc<Metrics>,
+    slow: SlowConsumer,
 }
 
 /// One of a seed-era client's bounded acknowledgement slots, given back when dropped.
@@ -183,15 +190,23 @@ impl<A: Adapter> Peer<A> {
         slack: u64,
         send: impl FnOnce() -> Result<(), SendError>,
     ) -> Result<(), Error> {
+        // An event, request or frame is refused back to its sender; an answer or a notice (slack
+        // 2) that does not fit disconnects this client instead, counted there.
+        let refused = |e: Error| {
+            if slack != 2 && matches!(e, Error::Busy(_)) {
+                self.metrics.refused(Reason::Busy);
+            }
+            e
+        };
         if let Err(full) = self.budget.admit(&self.socket, &self.conns, bytes, slack) {
             if full.watch {
                 self.watch_slow();
             }
-            return Err(Error::Busy(self.id.to_string()));
+            return Err(refused(Error::Busy(self.id.to_string())));
         }
         send().map_err(|e| {
             self.budget.give_back(bytes);
-            send_error(&self.id, e)
+            refused(send_error(&self.id, e))
         })
     }
 
@@ -202,8 +217,10 @@ impl<A: Adapter> Peer<A> {
         let socket = self.socket.clone();
         let id = self.id.clone();
         let deadline = self.slow_deadline;
+        let slow = self.slow.clone();
         tokio::spawn(async move {
             if budget.stays_full(deadline).await && socket.connected() {
+                slow.count();
                 let reason = format!(
                     "Error: disconnected: slow consumer: client '{id}' read nothing of its queue \
                      for {deadline:?}"
@@ -221,8 +238,14 @@ impl<A: Adapter> Peer<A> {
         );
         let socket = self.socket.clone();
         let id = self.id.clone();
+        let slow = self.slow.clone();
         // Not inline: the caller may hold locks that the disconnect handler takes.
-        tokio::spawn(async move { disconnect_with(&socket, &id, &reason) });
+        tokio::spawn(async move {
+            if socket.connected() {
+                slow.count();
+            }
+            disconnect_with(&socket, &id, &reason)
+        });
     }
 
     /// Emits `event(...args)` to this client.
@@ -326,9 +349,11 @@ impl<A: Adapter> Peer<A> {
         };
         if self.ext {
             if self.pending.len() >= max_pending {
+                self.metrics.refused(Reason::Busy);
                 return Err(Error::Busy(self.id.to_string()));
             }
             let Some(waiting) = self.pending.register() else {
+                self.metrics.refused(Reason::Busy);
                 return Err(Error::Busy(self.id.to_string()));
             };
             let mut full = Vec::with_capacity(args.len() + 2);
@@ -346,6 +371,7 @@ impl<A: Adapter> Peer<A> {
             }
         } else {
             let Some(_slot) = SeedSlot::take(&self.seed_waiting, max_pending) else {
+                self.metrics.refused(Reason::Busy);
                 return Err(Error::Busy(self.id.to_string()));
             };
             let size = event.len() + 4 + args.iter().map(|a| arg_size(a, false) + 1).sum::<usize>();
@@ -605,6 +631,8 @@ pub(crate) struct Inner<A: Adapter> {
     connects: limits::ConnectLimiter,
     /// The write counters of connections, for the byte budget (filled by [`Relay`](crate::Relay)).
     pub(crate) conns: Connections,
+    /// What the relay relayed and refused (see [`P2pServer::metrics_text`]).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The operations of every API whose events the relay handles.
@@ -666,9 +694,10 @@ impl<A: Adapter> P2pServer<A> {
     /// # drop(layer);
     /// ```
     pub fn new(io: &SocketIo<A>, opts: ServerOptions) -> P2pServer<A> {
+        let metrics = Arc::new(Metrics::new());
         P2pServer {
             inner: Arc::new(Inner {
-                streams: crate::stream::server::Routes::new(),
+                streams: crate::stream::server::Routes::new(metrics.clone()),
                 clients: RwLock::new(HashMap::new()),
                 services: Default::default(),
                 ops: operations(),
@@ -676,6 +705,7 @@ impl<A: Adapter> P2pServer<A> {
                 lane: Lane::new(opts.reply_timeout),
                 connects: Default::default(),
                 conns: Connections::default(),
+                metrics,
                 opts,
             }),
         }
@@ -832,6 +862,7 @@ impl<A: Adapter> P2pServer<A> {
         }
         let max = self.inner.opts.max_event_name_len;
         if name.len() > max {
+            self.metrics().refused(Reason::Limit);
             return Err(Error::BadRequest(format!(
                 "event name is longer than {max} bytes ({} bytes)",
                 name.len()
@@ -853,6 +884,7 @@ impl<A: Adapter> P2pServer<A> {
             SioValue::Bytes(b) => b.len(),
         };
         if size > opts.max_event_bytes {
+            self.metrics().refused(Reason::Limit);
             return Err(Error::BadRequest(format!(
                 "the event is {size} bytes, more than the {} bytes one event may have",
                 opts.max_event_bytes
@@ -870,8 +902,14 @@ impl<A: Adapter> P2pServer<A> {
                 peer.id, opts.event_burst, opts.max_events_per_sec
             )
         };
+        if take != limits::Take::Ok {
+            self.metrics().refused(Reason::Busy);
+        }
         match take {
-            limits::Take::Ok => Ok(()),
+            limits::Take::Ok => {
+                self.metrics().event_bytes(size);
+                Ok(())
+            }
             limits::Take::Over => Err(Error::remote(RELAY, busy())),
             limits::Take::Flood => {
                 if peer.socket.connected() {
@@ -918,6 +956,7 @@ impl<A: Adapter> P2pServer<A> {
         if let Some(addr) = remote_addr(&socket) {
             let (rate, burst) = (opts.max_connects_per_sec, opts.connect_burst);
             if !self.inner.connects.admit(addr, rate, burst) {
+                self.metrics().refused(Reason::Limit);
                 return refuse(format!(
                     "too many connections from {addr} (at most {burst} at once, {rate} per \
                      second); try again later"
@@ -950,6 +989,8 @@ impl<A: Adapter> P2pServer<A> {
             budget: Arc::new(Budget::new(self.inner.opts.max_queued_bytes)),
             conns: self.inner.conns.clone(),
             slow_deadline: self.inner.opts.slow_consumer_deadline,
+            metrics: self.inner.metrics.clone(),
+            slow: SlowConsumer::new(&self.inner.metrics),
         });
         enum Registration<P> {
             Fresh,

@@ -76,9 +76,11 @@ pub(crate) fn intercept<A: Adapter>(
             Ok(room) => {
                 let socket = caller.socket.clone();
                 let max = server.inner.opts.max_rooms_per_client;
+                let metrics = caller.metrics.clone();
                 let op = async move {
                     if join {
                         crate::room::server::join_bounded(&socket, room, max)
+                            .inspect_err(|_| metrics.refused(crate::server::Reason::Limit))
                     } else {
                         socket.leave(room);
                         Ok(())

@@ -20,7 +20,7 @@ use super::StreamOptions;
 use crate::error::Error;
 use crate::protocol::stream::{CreateAnswer, CreateStream, StreamAccept, Window};
 use crate::protocol::{self, event};
-use crate::server::{OpError, OpReply, P2pServer, Peer};
+use crate::server::{Metrics, OpError, OpReply, P2pServer, Peer, Reason};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use socketioxide::adapter::Adapter;
@@ -133,17 +133,26 @@ pub(crate) struct Routes<A: Adapter> {
     acceptors: Acceptors,
     window: AtomicU32,
     me: Weak<Routes<A>>,
+    metrics: Arc<Metrics>,
 }
 
 impl<A: Adapter> Routes<A> {
-    pub(crate) fn new() -> Arc<Routes<A>> {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Arc<Routes<A>> {
         Arc::new_cyclic(|me| Routes {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             next: AtomicU64::new(0),
             acceptors: Acceptors::default(),
             window: AtomicU32::new(super::DEFAULT_WINDOW),
             me: me.clone(),
+            metrics,
         })
+    }
+
+    /// Counts the data bytes of a frame forwarded along a route.
+    fn count(&self, h: &Header) {
+        if h.kind == frame::Kind::Data {
+            self.metrics.stream_bytes(u64::from(h.value));
+        }
     }
 
     fn shard(&self, id: u64) -> &Shard<A> {
@@ -247,6 +256,7 @@ impl<A: Adapter> Routes<A> {
         };
         match route.end(from.other()).deliver(&bytes) {
             Ok(effects) => {
+                self.count(h);
                 drop(st);
                 if last {
                     self.unlink(route.id);
@@ -368,6 +378,7 @@ pub(crate) fn create_stream<A: Adapter>(
     };
     let max = server.inner.opts.max_streams_per_client;
     if peer.routes.lock().unwrap().len() >= max {
+        peer.metrics.refused(Reason::Limit);
         let text = format!(
             "client '{}' has {max} streams open, the most one client may",
             peer.id
@@ -485,8 +496,9 @@ pub(crate) fn create_stream<A: Adapter>(
                     if failed.is_some() {
                         break;
                     }
-                    if let Err(e) = rt.a.deliver(&f) {
-                        failed = Some(e);
+                    match rt.a.deliver(&f) {
+                        Ok(_) => frame::peek(&f).iter().for_each(|h| routes.count(h)),
+                        Err(e) => failed = Some(e),
                     }
                 }
                 if let Some((c, reason)) = failed {
@@ -663,6 +675,7 @@ impl<A: Adapter> P2pServer<A> {
         let mut effects = Vec::with_capacity(held.len());
         let mut broken = None;
         for f in held {
+            frame::peek(&f).iter().for_each(|h| routes.count(h));
             match Frame::decode(f) {
                 Ok(frame) => effects.push(shared.handle_frame(frame)),
                 Err(e) => broken = Some(format!("protocol violation: bad frame: {e}")),
