@@ -327,3 +327,43 @@ pub async fn all_freed(relay: &Relay, clients: &[&P2pClient]) {
     })
     .await;
 }
+
+/// A client of the relay at `url` (one that runs as a separate process, say), with the short
+/// timeout of [`client`].
+pub async fn client_at(url: &str, id: &str) -> P2pClient {
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(3),
+        ..ClientOptions::default()
+    };
+    P2pClient::connect_with(url, id, opts)
+        .await
+        .unwrap_or_else(|e| panic!("client '{id}' connects to {url}: {e}"))
+}
+
+/// [`assert_relay_works`] for a relay known only by its URL: two fresh clients exchange a
+/// message and a reply through it.
+pub async fn assert_relay_works_at(url: &str, a_id: &str, b_id: &str) {
+    let a = client_at(url, a_id).await;
+    let b = client_at(url, b_id).await;
+    let got = Log::new();
+    let g = got.clone();
+    b.on("check-msg", move |m| g.push((m.from, m.args)));
+    b.on("check-ask", |m| {
+        let n: i64 = m.arg(0).unwrap();
+        m.reply.unwrap().send((n * 2,));
+    });
+    a.emit_to(b_id, "check-msg", ("still alive",))
+        .await
+        .unwrap();
+    let r: i64 = within("check reply", a.request(b_id, "check-ask", (21,)))
+        .await
+        .expect("the relay still relays replies");
+    assert_eq!(r, 42);
+    got.wait_len("check message arrives", 1).await;
+    assert_eq!(
+        got.get(),
+        vec![(a_id.to_string(), vec![json!("still alive")])]
+    );
+    a.disconnect().await.unwrap();
+    b.disconnect().await.unwrap();
+}
