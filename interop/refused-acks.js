@@ -122,9 +122,9 @@ async function main() {
     ['JOIN_ROOM of a room name too long', 'JOIN_ROOM', ['r'.repeat(257)], ['longer than 256'], true],
     ['LEAVE_ROOM of a room the relay keeps', 'LEAVE_ROOM', ['__p2p_seed__'], ['reserved', '__p2p_seed__'], true],
     [
-      'JOIN_ROOM CLIENT_SUBSCRIBE_TOPIC of an unknown client',
+      'JOIN_ROOM CLIENT_SUBSCRIBE_TOPIC of an unknown client into its own topic room',
       'JOIN_ROOM',
-      ['CLIENT_SUBSCRIBE_TOPIC', 'nobody', 'news'],
+      ['CLIENT_SUBSCRIBE_TOPIC', 'nobody', `service:${caller.id}:topic:news`],
       ['nobody'],
       false,
     ],
