@@ -73,14 +73,11 @@ fn offer_to_services<A: Adapter>(
 fn caller_slot<A: Adapter>(server: &P2pServer<A>, caller: &Peer<A>) -> Result<CallerSlot, Error> {
     let max = server.inner.opts.max_pending_per_caller;
     CallerSlot::take(&caller.asking, max).ok_or_else(|| {
-        Error::remote(
-            RELAY,
-            format!(
-                "busy: client '{}' already waits for {max} answers, the most one client may; \
-                 nothing was delivered",
-                caller.id
-            ),
-        )
+        Error::Overloaded(format!(
+            "client '{}' already waits for {max} answers, the most one client may; nothing was \
+             delivered",
+            caller.id
+        ))
     })
 }
 
@@ -252,14 +249,17 @@ fn p2p_batch<A: Adapter>(
     }
     for (_, (target, frames)) in batches {
         if let Err(e) = target.emit_args(event::P2P_BATCH, &frames) {
-            peer.report(&Error::remote(
-                RELAY,
-                format!(
-                    "{e} ({} messages for '{}' were not delivered)",
-                    frames.len(),
-                    target.id
+            let n = frames.len();
+            peer.report(&match e {
+                Error::Busy(id) => Error::Overloaded(format!(
+                    "client '{id}' is busy (its queue on the relay is full): {n} messages for it \
+                     were not delivered, try again later"
+                )),
+                e => Error::remote(
+                    RELAY,
+                    format!("{e} ({n} messages for '{}' were not delivered)", target.id),
                 ),
-            ));
+            });
         }
     }
     r.respond(Ok(vec![]));

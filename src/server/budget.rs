@@ -15,10 +15,15 @@
 //!   nothing is pending earn no credit, and a lower-bound size can only make the account smaller
 //!   than the truth by the framing of the packets still queued.
 //!
+//! Every event, answer and notice the relay sends a registered client goes through `Peer`, room
+//! events included: they are sent to each member on this server one by one (see `members`).
+//!
 //! Limits: a connection with no counter (long polling, or a relay hosted elsewhere than in
-//! [`Relay`](crate::Relay)) is not accounted and relies on socketioxide's packet count alone;
-//! packets the relay sends other than through `Peer` (room broadcasts through socketioxide's
-//! operators) are not counted, and their writes release counted bytes early.
+//! [`Relay`](crate::Relay)) is not accounted and relies on socketioxide's packet count alone.
+//! Packets not sent through `Peer` are not counted, and their writes release counted bytes
+//! early: socketioxide's own (the connect packet, heartbeats), the last notice before a
+//! disconnect, and room events other servers of a cluster adapter broadcast to this server's
+//! members (each server accounts the members it serves, for the events it sends them).
 
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;

@@ -28,6 +28,7 @@ mod budget;
 mod dispatch;
 mod lane;
 mod limits;
+mod members;
 
 pub(crate) use budget::Connections as WriteCounters;
 pub use budget::WriteCounter;
@@ -36,6 +37,7 @@ use budget::{arg_size, json_size, Budget, Connections};
 pub(crate) use dispatch::Operations;
 use lane::Lane;
 pub(crate) use limits::CallerSlot;
+pub(crate) use members::{encode_args, RoomEvent};
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -240,6 +242,12 @@ impl<A: Adapter> Peer<A> {
         let sent = self.queue(size, 2, || {
             self.socket.emit(event, &protocol::ArgsRef(args))
         });
+        self.control_sent(sent, what)
+    }
+
+    /// The outcome of queueing something this client must see (`what`): a client that could not
+    /// take it is disconnected as a slow consumer. Returns whether it was queued.
+    fn control_sent(&self, sent: Result<(), Error>, what: &str) -> bool {
         match sent {
             Ok(()) => true,
             Err(Error::PeerGone(_)) => false,
@@ -287,10 +295,7 @@ impl<A: Adapter> Peer<A> {
         let sent = self.queue(frame.len() + 20, 2, || {
             self.socket.emit(crate::stream::frame::FRAME_EVENT, frame)
         });
-        match sent {
-            Ok(()) | Err(Error::PeerGone(_)) => {}
-            Err(e) => self.lost("a stream reset", &e),
-        }
+        self.control_sent(sent, "a stream reset");
     }
 
     /// The bytes queued towards this client, as far as the relay's account knows.
@@ -423,14 +428,7 @@ impl<A: Adapter> Peer<A> {
     fn acknowledge(&self, ack: AckSender<A>, args: &[Value]) -> bool {
         let size = 8 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
         let sent = self.queue(size, 2, || ack.send(&protocol::ArgsRef(args)));
-        match sent {
-            Ok(()) => true,
-            Err(Error::PeerGone(_)) => false,
-            Err(e) => {
-                self.lost("an acknowledgement", &e);
-                false
-            }
-        }
+        self.control_sent(sent, "an acknowledgement")
     }
 }
 
@@ -856,15 +854,15 @@ impl<A: Adapter> P2pServer<A> {
             opts.flood_disconnect_after,
         );
         let busy = || {
-            format!(
-                "busy: client '{}' sent more than {} events at once or {} per second; this one \
-                 was not handled, slow down",
+            Error::Overloaded(format!(
+                "client '{}' sent more than {} events at once or {} per second; this one was \
+                 not handled, slow down",
                 peer.id, opts.event_burst, opts.max_events_per_sec
-            )
+            ))
         };
         match take {
             limits::Take::Ok => Ok(()),
-            limits::Take::Over => Err(Error::remote(RELAY, busy())),
+            limits::Take::Over => Err(busy()),
             limits::Take::Flood => {
                 if peer.socket.connected() {
                     tracing::info!(client = %peer.id, "disconnecting a client that floods");
@@ -875,7 +873,7 @@ impl<A: Adapter> P2pServer<A> {
                     ));
                     let _ = peer.socket.clone().disconnect();
                 }
-                Err(Error::remote(RELAY, busy()))
+                Err(busy())
             }
         }
     }
@@ -982,6 +980,15 @@ impl<A: Adapter> P2pServer<A> {
         }
         tracing::debug!(client = %id, ext, sid = %socket.id, "client connected");
 
+        // Room events reach each member on this server through its budget (see `members`), found
+        // from its socket; members on other servers through the adapter's broadcast, which
+        // leaves this server's own room out.
+        socket
+            .extensions
+            .insert(members::PeerLink(Arc::downgrade(&peer)));
+        if let Some(node) = self.node_room() {
+            socket.join(node);
+        }
         // Room emits reach the two kinds of client in two forms; these marker rooms tell the
         // adapter which is which (see `EMIT_ROOM` in PROTOCOL.md).
         socket.join(if ext {
