@@ -41,6 +41,10 @@ enum Command {
         /// Bytes queued per client before sends to it fail as busy.
         #[arg(long, default_value_t = 4 << 20)]
         max_queued_bytes: usize,
+        /// Largest event a client may send, in bytes (its Socket.IO packet with binary
+        /// attachments). At most the Engine.IO payload cap, 16 MiB.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_event_bytes: usize,
         /// Seconds a client's queue may stay full before it is disconnected as a slow consumer.
         #[arg(long, default_value_t = 10)]
         slow_consumer_deadline: u64,
@@ -113,6 +117,7 @@ async fn main() -> std::process::ExitCode {
             reply_timeout,
             buffer,
             max_queued_bytes,
+            max_event_bytes,
             slow_consumer_deadline,
             max_events_per_sec,
             event_burst,
@@ -128,6 +133,7 @@ async fn main() -> std::process::ExitCode {
             opts.server.reply_timeout = Duration::from_secs(reply_timeout.max(1));
             opts.max_buffer_size = buffer.max(16);
             opts.server.max_queued_bytes = max_queued_bytes;
+            opts.server.max_event_bytes = max_event_bytes;
             opts.server.slow_consumer_deadline = Duration::from_secs(slow_consumer_deadline.max(1));
             opts.server.max_events_per_sec = max_events_per_sec;
             opts.server.event_burst = event_burst;

@@ -445,3 +445,45 @@ async fn room_senders_are_told_which_members_were_busy() {
     assert!(relay.server().is_connected("slow"), "a long deadline");
     let _ = paused.disconnect().await;
 }
+
+/// The relay's account of a client's queue never keeps bytes that were written: a reading client
+/// that got a few answers still takes one event bigger than its whole budget when nothing else is
+/// queued for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_answers_leave_nothing_pending() {
+    let _serial = SERIAL.lock().await;
+    let relay = relay_with(RelayOptions {
+        server: ServerOptions {
+            max_queued_bytes: 64 << 10,
+            ..ServerOptions::default()
+        },
+        ..RelayOptions::default()
+    })
+    .await;
+    let reader = raw_client(&format!("{}?clientId=reader", relay.url())).await;
+    let mut sender = raw_client(&format!("{}?clientId=snd", relay.url())).await;
+    eventually("both registered", || {
+        relay.server().is_connected("reader") && relay.server().is_connected("snd")
+    })
+    .await;
+    for _ in 0..3 {
+        reader.emit_with_ack("LIST_CLIENTS", vec![]).await;
+        reader.emit_with_ack("JOIN_ROOM", vec![json!("r")]).await;
+    }
+    eventually("the answers are written", || {
+        relay.server().queued_bytes("reader") == Some(0)
+    })
+    .await;
+    let data = "x".repeat(MESSAGE);
+    sender
+        .emit(
+            "P2P_EMIT",
+            vec![json!({"targetClientId": "reader", "event": "big", "args": ["snd", data]})],
+        )
+        .await;
+    reader
+        .events
+        .wait_len("the event bigger than the budget arrives", 1)
+        .await;
+    assert!(sender.errors.try_recv().is_err(), "the reader was not busy");
+}

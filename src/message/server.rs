@@ -145,7 +145,7 @@ fn p2p_emit_acknowledge<A: Adapter>(
     tokio::spawn(async move {
         let _slot = slot;
         let result = target.request_args(&p.event, p.args, timeout, max).await;
-        r.respond(result.map_err(OpError::from));
+        r.respond_args(result.map_err(OpError::from));
     });
 }
 
