@@ -50,6 +50,10 @@ pub(crate) struct ServeArgs {
     /// Bytes queued per client before sends to it fail as busy [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     max_queued_bytes: Option<usize>,
+    /// Largest event a client may send, in bytes of its Socket.IO packet with binary
+    /// attachments; at most the Engine.IO payload cap [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    max_event_bytes: Option<usize>,
     /// How long a client's queue may stay full before it is disconnected as a slow consumer:
     /// seconds, or a duration like 500ms [default: 10s].
     #[arg(long, value_parser = flag_duration, value_name = "DURATION")]
@@ -168,7 +172,10 @@ impl Settings {
         set(&mut s.max_event_name_len, l.max_event_name_len);
         set(&mut s.max_room_name_len, l.max_room_name_len);
         set(&mut s.max_rooms_per_client, l.max_rooms_per_client);
-        set(&mut s.max_event_bytes, l.max_event_bytes);
+        set(
+            &mut s.max_event_bytes,
+            flags.max_event_bytes.or(l.max_event_bytes),
+        );
         set(&mut s.max_streams_per_client, l.max_streams_per_client);
         set(&mut s.max_pending_per_client, l.max_pending_per_client);
         set(&mut s.max_pending_per_caller, l.max_pending_per_caller);

@@ -48,6 +48,12 @@ pub enum Error {
     /// The target's outgoing queue on the relay is full; nothing was delivered. Try again later.
     #[error("client '{0}' is busy (its queue on the relay is full); nothing was delivered, try again later")]
     Busy(String),
+    /// The relay turned a request away, or carried out only part of it, for lack of room: the
+    /// sender went past its event rate or its requests in flight, or members of a room had full
+    /// queues and did not get a room event (the others did). The text says which and who; slow
+    /// down and try again later. Travels with the same code as [`Error::Busy`].
+    #[error("busy: {0}")]
+    Overloaded(String),
     /// The other side broke the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -117,7 +123,7 @@ impl From<Error> for std::io::Error {
             Error::PeerGone(_) => K::ConnectionAborted,
             Error::Disconnected(_) => K::NotConnected,
             Error::Refused(_) => K::ConnectionRefused,
-            Error::Busy(_) => K::WouldBlock,
+            Error::Busy(_) | Error::Overloaded(_) => K::WouldBlock,
             Error::Remote { .. } | Error::Connect { .. } => K::Other,
         };
         std::io::Error::new(kind, e)
@@ -139,7 +145,7 @@ pub enum ErrorCode {
     Timeout,
     /// [`Error::PeerGone`].
     PeerGone,
-    /// [`Error::Busy`].
+    /// [`Error::Busy`], or [`Error::Overloaded`] when the answer has a `detail`.
     Busy,
     /// [`Error::Protocol`].
     Protocol,
@@ -172,8 +178,8 @@ pub struct WireError {
     /// For timeouts: how long the other side waited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_ms: Option<u64>,
-    /// For [`ErrorCode::BadRequest`], [`ErrorCode::Protocol`] and [`ErrorCode::Remote`]: the
-    /// detail without any prefix.
+    /// For [`ErrorCode::BadRequest`], [`ErrorCode::Protocol`], [`ErrorCode::Remote`] and
+    /// [`Error::Overloaded`] (code [`ErrorCode::Busy`]): the detail without any prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -187,7 +193,7 @@ impl Error {
             Error::Remote { .. } => ErrorCode::Remote,
             Error::Timeout { .. } => ErrorCode::Timeout,
             Error::PeerGone(_) => ErrorCode::PeerGone,
-            Error::Busy(_) => ErrorCode::Busy,
+            Error::Busy(_) | Error::Overloaded(_) => ErrorCode::Busy,
             Error::Protocol(_) => ErrorCode::Protocol,
             Error::Refused(_) => ErrorCode::Refused,
             _ => ErrorCode::Internal,
@@ -216,9 +222,10 @@ impl Error {
             Error::UnknownTarget(p) | Error::PeerGone(p) | Error::Busy(p) => {
                 w.peer = Some(p.clone())
             }
-            Error::BadRequest(d) | Error::Protocol(d) | Error::Refused(d) => {
-                w.detail = Some(d.clone())
-            }
+            Error::BadRequest(d)
+            | Error::Protocol(d)
+            | Error::Refused(d)
+            | Error::Overloaded(d) => w.detail = Some(d.clone()),
             Error::Remote { peer, message } => {
                 w.peer = Some(peer.clone());
                 w.detail = Some(message.clone());
@@ -241,7 +248,10 @@ impl Error {
         match w.code {
             Some(ErrorCode::UnknownTarget) => Error::UnknownTarget(peer),
             Some(ErrorCode::PeerGone) => Error::PeerGone(peer),
-            Some(ErrorCode::Busy) => Error::Busy(peer),
+            Some(ErrorCode::Busy) => match w.detail {
+                Some(detail) => Error::Overloaded(detail),
+                None => Error::Busy(peer),
+            },
             Some(ErrorCode::BadRequest) => Error::BadRequest(detail),
             Some(ErrorCode::Protocol) => Error::Protocol(detail),
             Some(ErrorCode::Refused) => Error::Refused(detail),
@@ -287,6 +297,7 @@ mod tests {
             },
             Error::PeerGone("bob".into()),
             Error::Busy("bob".into()),
+            Error::Overloaded("client 'bob' sent more than 10 events at once".into()),
             Error::Protocol("DATA after FIN".into()),
             Error::Refused("client id 'bob' is already connected".into()),
         ];

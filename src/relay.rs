@@ -8,7 +8,7 @@
 use crate::server::{P2pServer, ServerOptions, WriteCounter, WriteCounters, METRICS_CONTENT_TYPE};
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::serve::IncomingStream;
-use socketioxide::SocketIo;
+use socketioxide::{ParserConfig, SocketIo};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -29,7 +29,10 @@ pub struct RelayOptions {
     /// those packets hold are bounded by [`ServerOptions::max_queued_bytes`], counted on the
     /// connections this relay accepts.
     pub max_buffer_size: usize,
-    /// Largest Engine.IO payload accepted from a client, in bytes.
+    /// Largest Engine.IO payload accepted from a client, in bytes: one long-polling request's
+    /// body, one WebSocket message, and the binary attachments of one Socket.IO packet. A
+    /// connection that sends more is closed (socketioxide's rule); the WebSocket transport checks
+    /// a frame's length from its header, before reading it. Default 16 MiB.
     pub max_payload: u64,
 }
 
@@ -70,9 +73,15 @@ impl Relay {
         let addr = listener
             .local_addr()
             .expect("a bound TCP listener has a local address");
+        // engineioxide applies `max_payload` to long polling only; WebSocket messages have limits
+        // of their own (64 MiB by default), and so do a packet's binary attachments (10 MB).
+        let max_payload = usize::try_from(opts.max_payload).unwrap_or(usize::MAX);
         let (layer, io) = SocketIo::builder()
             .max_buffer_size(opts.max_buffer_size)
             .max_payload(opts.max_payload)
+            .ws_max_message_size(max_payload)
+            .ws_max_frame_size(max_payload)
+            .with_parser(ParserConfig::common().max_incoming_binary_buf_size(max_payload))
             .ack_timeout(opts.server.reply_timeout)
             .build_layer();
         let server = P2pServer::attach(&io, opts.server);

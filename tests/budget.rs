@@ -1,6 +1,7 @@
 //! The byte budget of each connection's outgoing queue: a flooded client that reads nothing gets
 //! its senders told "busy", holds no more than the budget on the relay, and is disconnected as a
-//! slow consumer; a client that reads is never refused under the same load.
+//! slow consumer; a client that reads is never refused under the same load. Room emits and topic
+//! publications count against each member's budget like direct sends.
 
 mod common;
 
@@ -9,7 +10,7 @@ use futures::FutureExt;
 use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder};
 use rust_socketio::TransportType;
 use serde_json::{json, Value};
-use socketio_p2p::{Relay, RelayOptions, ServerOptions};
+use socketio_p2p::{Error, Relay, RelayOptions, ServerOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -228,4 +229,261 @@ async fn a_sender_that_reads_nothing_is_dropped_not_left_unaware() {
     assert!(queued <= (64 << 10) + 4096, "queued {queued}");
     let _ = within("sender stops", sending).await;
     let _ = paused.disconnect().await;
+}
+
+/// A seed client `id` in `rooms` (joined before it pauses), whose handler of any of `events`
+/// never returns: it stops reading its connection at the first of them.
+async fn paused_member(relay: &Relay, id: &str, rooms: &[&str], events: &[&str]) -> SioClient {
+    let mut builder = ClientBuilder::new(format!("{}?clientId={id}", relay.url()))
+        .transport_type(TransportType::Websocket)
+        .reconnect(false);
+    for e in events {
+        builder = builder.on(*e, |_, _| futures::future::pending::<()>().boxed());
+    }
+    let c = within("paused member connects", builder.connect())
+        .await
+        .expect("paused member connects");
+    // An event sent before the relay has the connection would be dropped with it.
+    eventually("the paused member is registered", || {
+        relay.server().is_connected(id)
+    })
+    .await;
+    for room in rooms {
+        c.emit("JOIN_ROOM", json!(room))
+            .await
+            .expect("JOIN_ROOM is sent");
+        let (server, id, room) = (relay.server().clone(), id.to_string(), room.to_string());
+        eventually("the paused member is in the room", move || {
+            server
+                .socket_of(&id)
+                .is_some_and(|s| s.rooms().iter().any(|r| *r == *room))
+        })
+        .await;
+    }
+    c
+}
+
+/// Room emits go through each member's budget: a paused member holds no more than the budget on
+/// the relay, its sender is told it is busy, a reading member of the same room gets every event in
+/// order, and the paused member is disconnected as a slow consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_emits_to_a_paused_member_stay_within_its_budget() {
+    let _serial = SERIAL.lock().await;
+    let relay = budget_relay(BUDGET).await;
+    let paused = paused_member(&relay, "slow", &["hall"], &["big"]).await;
+    let reader = client(&relay, "fast").await;
+    let got = Log::new();
+    let g = got.clone();
+    reader.on_raw("big", move |args| {
+        g.push(args[0].as_u64().unwrap_or(u64::MAX))
+    });
+    reader.join_room("hall").await.unwrap();
+    let mut sender = raw_client(&format!("{}?clientId=snd", relay.url())).await;
+    eventually("the sender is registered", || {
+        relay.server().is_connected("snd")
+    })
+    .await;
+    let (max, sampler) = sample_queued(&relay, "slow");
+
+    // Paced in rounds the reader has taken in (two events, half its budget), so that the reader
+    // keeps up whatever the machine's load, while the paused member takes nothing.
+    let data = "x".repeat(MESSAGE);
+    for round in 0..COUNT / 2 {
+        for i in 2 * round..2 * round + 2 {
+            sender
+                .emit(
+                    "EMIT_ROOM",
+                    vec![json!("hall"), json!("big"), json!(i), json!(data)],
+                )
+                .await;
+        }
+        let want = 2 * round + 2;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while got.len() < want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the reader gets {want} room events, got {}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(
+        got.get(),
+        (0..COUNT as u64).collect::<Vec<_>>(),
+        "the reading member gets every room event, in order"
+    );
+
+    // The sender was told the paused member is busy, and only that one.
+    let busy = sender.next_error("a refused room event").await;
+    for needle in ["busy", "room 'hall'", "'slow'", "the other 1 got it"] {
+        assert!(busy.contains(needle), "{busy:?} should mention {needle:?}");
+    }
+    while let Ok(e) = sender.errors.try_recv() {
+        assert!(!e.contains("'fast'"), "the reader is never busy: {e}");
+    }
+
+    // The relay never held more than the budget and one event for the paused member.
+    let held = max.load(Ordering::Relaxed);
+    assert!(
+        held > 0,
+        "the relay accounted the room events queued for it"
+    );
+    assert!(
+        held <= (BUDGET + 2 * MESSAGE) as u64,
+        "queued {held} bytes, budget {BUDGET}"
+    );
+
+    // Full for longer than the 1 s deadline: disconnected.
+    let gone = tokio::time::Instant::now() + Duration::from_secs(15);
+    while relay.server().is_connected("slow") {
+        assert!(
+            tokio::time::Instant::now() < gone,
+            "the paused member is disconnected as a slow consumer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(relay.server().is_connected("fast"));
+    sampler.abort();
+    let _ = paused.disconnect().await;
+}
+
+/// An acknowledged or extension sender of a room emit, and the server publishing to a topic, hear
+/// which members did not get it; the others did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_senders_are_told_which_members_were_busy() {
+    let _serial = SERIAL.lock().await;
+    let relay = relay_with(RelayOptions {
+        server: ServerOptions {
+            max_queued_bytes: BUDGET,
+            slow_consumer_deadline: Duration::from_secs(120),
+            ..ServerOptions::default()
+        },
+        ..RelayOptions::default()
+    })
+    .await;
+    let jobs = relay.server().as_service("jobs");
+    jobs.create_topic("done").unwrap();
+    let topic_room = "service:jobs:topic:done";
+    let topic_event = format!("{topic_room}-DEFAULT_TOPIC_EVENT");
+    let paused = paused_member(
+        &relay,
+        "slow",
+        &["hall", topic_room],
+        &["big", &topic_event],
+    )
+    .await;
+    let reader = client(&relay, "fast").await;
+    let got = Log::new();
+    let g = got.clone();
+    reader.on_raw("big", move |args| {
+        g.push(args[0].as_u64().unwrap_or(u64::MAX))
+    });
+    reader.join_room("hall").await.unwrap();
+    let sender = client(&relay, "snd").await;
+
+    // One event at a time, each taken in by the reader, until the paused member's queue is full.
+    let data = "x".repeat(MESSAGE);
+    let mut refused = None;
+    for i in 0..400u64 {
+        let sent = sender.emit_room("hall", "big", (i, data.as_str())).await;
+        got.wait_len("the reader gets the room event", i as usize + 1)
+            .await;
+        if let Err(e) = sent {
+            refused = Some(e);
+            break;
+        }
+    }
+    let e = refused.expect("the paused member's queue fills");
+    let Error::Overloaded(text) = &e else {
+        panic!("expected Error::Overloaded, got {e:?}")
+    };
+    for needle in [
+        "1 of 2 members",
+        "room 'hall'",
+        "'big'",
+        "'slow'",
+        "the other 1 got it",
+    ] {
+        assert!(text.contains(needle), "{text:?} should mention {needle:?}");
+    }
+    assert_eq!(e.code(), socketio_p2p::ErrorCode::Busy);
+    let n = got.len() as u64;
+    assert_eq!(
+        got.get(),
+        (0..n).collect::<Vec<_>>(),
+        "every event, in order"
+    );
+
+    // A seed sender asking for an acknowledgement gets the same refusal as its answer (an event as
+    // big: a small one may still fit in the paused member's budget).
+    let seed = raw_client(&format!("{}?clientId=seed", relay.url())).await;
+    eventually("the seed sender is registered", || {
+        relay.server().is_connected("seed")
+    })
+    .await;
+    let ack = seed
+        .emit_with_ack(
+            "EMIT_ROOM",
+            vec![json!("hall"), json!("big"), json!(n), json!(data)],
+        )
+        .await;
+    let text = ack[0].as_str().unwrap_or_default();
+    assert!(text.contains("busy") && text.contains("'slow'"), "{ack:?}");
+    got.wait_len(
+        "the reader gets the acknowledged room event",
+        n as usize + 1,
+    )
+    .await;
+
+    // The server's own topic publication to the paused subscriber.
+    let e = jobs.publish_topic("done", (data.as_str(),)).unwrap_err();
+    assert!(
+        matches!(&e, Error::Overloaded(t) if t.contains("'slow'") && t.contains(topic_room)),
+        "{e:?}"
+    );
+    assert!(relay.server().is_connected("slow"), "a long deadline");
+    let _ = paused.disconnect().await;
+}
+
+/// The relay's account of a client's queue never keeps bytes that were written: a reading client
+/// that got a few answers still takes one event bigger than its whole budget when nothing else is
+/// queued for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_answers_leave_nothing_pending() {
+    let _serial = SERIAL.lock().await;
+    let relay = relay_with(RelayOptions {
+        server: ServerOptions {
+            max_queued_bytes: 64 << 10,
+            ..ServerOptions::default()
+        },
+        ..RelayOptions::default()
+    })
+    .await;
+    let reader = raw_client(&format!("{}?clientId=reader", relay.url())).await;
+    let mut sender = raw_client(&format!("{}?clientId=snd", relay.url())).await;
+    eventually("both registered", || {
+        relay.server().is_connected("reader") && relay.server().is_connected("snd")
+    })
+    .await;
+    for _ in 0..3 {
+        reader.emit_with_ack("LIST_CLIENTS", vec![]).await;
+        reader.emit_with_ack("JOIN_ROOM", vec![json!("r")]).await;
+    }
+    eventually("the answers are written", || {
+        relay.server().queued_bytes("reader") == Some(0)
+    })
+    .await;
+    let data = "x".repeat(MESSAGE);
+    sender
+        .emit(
+            "P2P_EMIT",
+            vec![json!({"targetClientId": "reader", "event": "big", "args": ["snd", data]})],
+        )
+        .await;
+    reader
+        .events
+        .wait_len("the event bigger than the budget arrives", 1)
+        .await;
+    assert!(sender.errors.try_recv().is_err(), "the reader was not busy");
 }

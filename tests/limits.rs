@@ -449,3 +449,53 @@ async fn connections_dropped_during_the_handshake_leave_no_ghosts() {
     }
     assert_relay_works(&relay, "after-1", "after-2").await;
 }
+
+/// The relay's own refusals for load (the event rate, the requests one caller may have waiting)
+/// reach a Rust caller as busy (code `BUSY`), not as a peer's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_refusals_reach_a_rust_caller_as_busy() {
+    // Requests in flight per caller: the sink never answers, so two wait and the third is refused.
+    let relay = relay_with(relay_opts(|o| o.max_pending_per_caller = 2)).await;
+    let sink = raw_as(&relay, "sink").await;
+    let caller = client_with_timeout(&relay, "caller", Duration::from_secs(30)).await;
+    let waiting: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(caller.request::<Value>("sink", "q", ())))
+        .collect();
+    sink.events
+        .wait_len("both requests reach the sink", 2)
+        .await;
+    let e = within("refused at once", caller.request::<Value>("sink", "q", ()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Overloaded(t) if t.contains("'caller'") && t.contains("2 answers")),
+        "{e:?}"
+    );
+    assert_eq!(e.code(), socketio_p2p::ErrorCode::Busy);
+    for w in waiting {
+        w.abort();
+    }
+
+    // The event rate: a burst of five, then refused.
+    let relay = relay_with(relay_opts(|o| {
+        o.max_events_per_sec = 1;
+        o.event_burst = 5;
+        o.flood_disconnect_after = 1_000;
+    }))
+    .await;
+    let caller = client(&relay, "caller").await;
+    let mut refused = None;
+    for _ in 0..10 {
+        if let Err(e) = caller.list_clients().await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let e = refused.expect("a request past the burst is refused");
+    assert!(
+        matches!(&e, Error::Overloaded(t) if t.contains("'caller'") && t.contains("events")),
+        "{e:?}"
+    );
+    assert_eq!(e.code(), socketio_p2p::ErrorCode::Busy);
+    assert!(relay.server().is_connected("caller"));
+}

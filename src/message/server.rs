@@ -74,14 +74,11 @@ fn caller_slot<A: Adapter>(server: &P2pServer<A>, caller: &Peer<A>) -> Result<Ca
     let max = server.inner.opts.max_pending_per_caller;
     CallerSlot::take(&caller.asking, max).ok_or_else(|| {
         caller.metrics.refused(Reason::Busy);
-        Error::remote(
-            RELAY,
-            format!(
-                "busy: client '{}' already waits for {max} answers, the most one client may; \
-                 nothing was delivered",
-                caller.id
-            ),
-        )
+        Error::Overloaded(format!(
+            "client '{}' already waits for {max} answers, the most one client may; nothing was \
+             delivered",
+            caller.id
+        ))
     })
 }
 
@@ -154,7 +151,7 @@ fn p2p_emit_acknowledge<A: Adapter>(
             // Delivered, whether answered in time or not (a refusal is counted as one).
             target.metrics.request_relayed();
         }
-        r.respond(result.map_err(OpError::from));
+        r.respond_args(result.map_err(OpError::from));
     });
 }
 
@@ -261,14 +258,17 @@ fn p2p_batch<A: Adapter>(
         let sent = target.emit_args(event::P2P_BATCH, &frames);
         let sent = sent.inspect(|()| server.metrics().messages_relayed(frames.len()));
         if let Err(e) = sent {
-            peer.report(&Error::remote(
-                RELAY,
-                format!(
-                    "{e} ({} messages for '{}' were not delivered)",
-                    frames.len(),
-                    target.id
+            let n = frames.len();
+            peer.report(&match e {
+                Error::Busy(id) => Error::Overloaded(format!(
+                    "client '{id}' is busy (its queue on the relay is full): {n} messages for it \
+                     were not delivered, try again later"
+                )),
+                e => Error::remote(
+                    RELAY,
+                    format!("{e} ({n} messages for '{}' were not delivered)", target.id),
                 ),
-            ));
+            });
         }
     }
     r.respond(Ok(vec![]));

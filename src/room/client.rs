@@ -44,7 +44,8 @@ impl P2pClient {
     /// Emits `event(...args)` to every other member of `room`; members receive it through
     /// [`on_raw`](P2pClient::on_raw) (a room emit has no sender, so it is never a
     /// [`PeerMessage`](crate::PeerMessage), whatever its first argument). Resolves once the server
-    /// has sent it.
+    /// has queued it for every member; fails with [`Error::Overloaded`] naming the members whose
+    /// queue on the relay was full (they did not get it, the others did).
     pub async fn emit_room(&self, room: &str, event: &str, args: impl IntoArgs) -> Result<()> {
         check_room(room)?;
         if event.is_empty() {

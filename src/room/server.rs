@@ -3,10 +3,12 @@
 use crate::error::Error;
 use crate::protocol::action;
 use crate::protocol::{
-    event, ArgsRef, ClientList, EmitRoom, ExtArgs, JoinRoom, LeaveRoom, RoomEmit, RoomTarget,
-    EXT_MEMBERS_ROOM, RESERVED_ROOM_PREFIX, SEED_MEMBERS_ROOM,
+    event, ClientList, EmitRoom, JoinRoom, LeaveRoom, RoomEmit, RoomTarget, EXT_MEMBERS_ROOM,
+    RESERVED_ROOM_PREFIX, SEED_MEMBERS_ROOM,
 };
-use crate::server::{OpError, OpReply, Operations, P2pServer, Peer, Reason, RELAY};
+use crate::server::{
+    encode_args, OpError, OpReply, Operations, P2pServer, Peer, Reason, RoomEvent, RELAY,
+};
 use crate::service::rules;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
@@ -192,7 +194,8 @@ fn leave_room<A: Adapter>(
         },
         RoomTarget::Topic(room) => {
             let members = peer.socket.within(room.clone());
-            return peer.room_op(event::LEAVE_ROOM, destroy_room(members, room), r);
+            let op = destroy_room(server.clone(), members, room);
+            return peer.room_op(event::LEAVE_ROOM, op, r);
         }
         RoomTarget::Own(room) => (peer.socket.clone(), room),
     };
@@ -204,13 +207,26 @@ fn leave_room<A: Adapter>(
 }
 
 /// Tells every member of `room` (`members` is `room` on some operators) that it is being destroyed,
-/// then removes them all from it, on every server the adapter spans.
+/// then removes them all from it, on every server the adapter spans. The notice goes to each
+/// member on this server through its byte budget, like an answer: a member that cannot take it is
+/// disconnected as a slow consumer.
 pub(crate) async fn destroy_room<A: Adapter>(
+    server: P2pServer<A>,
     members: BroadcastOperators<A>,
     room: String,
 ) -> Result<(), Error> {
-    let notice = format!("{room}-TOPIC_BEING_DESTROYED");
-    let told = members.clone().emit(&notice, &ArgsRef(&[])).await;
+    let notice = RoomEvent::new(
+        &format!("{room}-TOPIC_BEING_DESTROYED"),
+        &[],
+        Default::default(),
+    );
+    for m in server.local_members(members.clone()) {
+        m.send_room_notice(&notice, "the end of a topic it is subscribed to");
+    }
+    let told = match server.remote_members(members.clone()) {
+        Some(remote) => remote.emit(notice.name(), &notice.args()).await,
+        None => Ok(()),
+    };
     // The members leave even when some could not be told.
     let left = members.leave(room.clone()).await;
     told.map_err(|e| adapter_error(&format!("telling the members of '{room}'"), e))?;
@@ -224,9 +240,13 @@ pub(crate) fn adapter_error(what: &str, e: impl std::fmt::Display) -> Error {
 
 /// `EMIT_ROOM(room, event, ...args)`: `event(...args)` to every member but the caller; an
 /// extension member gets `P2P_ROOM(room, event, ...args)` instead, so that it can tell a room
-/// emit (no sender id) from a peer's message (sender id first). Both go through the adapter's
-/// broadcast, split by the marker rooms every connection joins ([`EXT_MEMBERS_ROOM`],
-/// [`SEED_MEMBERS_ROOM`]), so a remote adapter carries them like any room emit.
+/// emit (no sender id) from a peer's message (sender id first).
+///
+/// Each member on this server gets it through its byte budget, like a direct send (see
+/// [`P2pServer::send_to_members`]); members whose queue is full do not, and the caller is answered
+/// [`Error::Overloaded`] naming them. Members on other servers of the adapter get it through the
+/// adapter's broadcast, split by the marker rooms every connection joins ([`EXT_MEMBERS_ROOM`],
+/// [`SEED_MEMBERS_ROOM`]).
 fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom, r: OpReply) {
     // The topic-event rule is `rules::check_emit`'s, which knows the room.
     if let Err(error) = server.check_event_text(&e.event) {
@@ -243,23 +263,30 @@ fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom
     if let Err(e) = rules::check_emit(server, &peer.id, &room, &event) {
         return r.respond(Err(e.into()));
     }
-    let marked = RoomEmit::to_args(&room, &event, &args);
-    let socket = peer.socket.clone();
+    // Every member gets binary data as arrays of byte values: extension clients cannot take
+    // binary inside a JSON event. Encoded once for all members and both forms.
+    let args = match encode_args(&args) {
+        Ok(args) => args,
+        Err(e) => return r.respond(Err(e.into())),
+    };
+    let seed_form = RoomEvent::new(&event, &[], args.clone());
+    let ext_form = RoomEvent::new(RoomEmit::EVENT, &[&room, &event], args);
+    let (server, socket) = (server.clone(), peer.socket.clone());
     let op = async move {
-        // Every member gets binary data as arrays of byte values: extension clients cannot take
-        // binary inside a JSON event.
-        let seed = socket
-            .to(room.clone())
-            .except(EXT_MEMBERS_ROOM)
-            .emit(&event, &ExtArgs(&args))
-            .await;
-        let ext = socket
-            .to(room.clone())
-            .except(SEED_MEMBERS_ROOM)
-            .emit(RoomEmit::EVENT, &ExtArgs(&marked))
-            .await;
-        seed.and(ext)
-            .map_err(|e| adapter_error(&format!("EMIT_ROOM to '{room}'"), e))
+        let members = server.local_members(socket.to(room.clone()));
+        let delivery =
+            server.send_to_members(&members, |m| if m.ext { &ext_form } else { &seed_form });
+        if let Some(remote) = server.remote_members(socket.to(room.clone())) {
+            let seed = (remote.clone().except(EXT_MEMBERS_ROOM))
+                .emit(seed_form.name(), &seed_form.args())
+                .await;
+            let ext = (remote.except(SEED_MEMBERS_ROOM))
+                .emit(ext_form.name(), &ext_form.args())
+                .await;
+            seed.and(ext)
+                .map_err(|e| adapter_error(&format!("EMIT_ROOM to '{room}'"), e))?;
+        }
+        delivery.into_result(&room, &event)
     };
     peer.room_op(event::EMIT_ROOM, op, r);
 }

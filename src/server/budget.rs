@@ -15,10 +15,15 @@
 //!   nothing is pending earn no credit, and a lower-bound size can only make the account smaller
 //!   than the truth by the framing of the packets still queued.
 //!
+//! Every event, answer and notice the relay sends a registered client goes through `Peer`, room
+//! events included: they are sent to each member on this server one by one (see `members`).
+//!
 //! Limits: a connection with no counter (long polling, or a relay hosted elsewhere than in
-//! [`Relay`](crate::Relay)) is not accounted and relies on socketioxide's packet count alone;
-//! packets the relay sends other than through `Peer` (room broadcasts through socketioxide's
-//! operators) are not counted, and their writes release counted bytes early.
+//! [`Relay`](crate::Relay)) is not accounted and relies on socketioxide's packet count alone.
+//! Packets not sent through `Peer` are not counted, and their writes release counted bytes
+//! early: socketioxide's own (the connect packet, heartbeats), the last notice before a
+//! disconnect, and room events other servers of a cluster adapter broadcast to this server's
+//! members (each server accounts the members it serves, for the events it sends them).
 
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
@@ -213,7 +218,13 @@ impl Budget {
     }
 }
 
-/// A lower bound of the bytes `value` takes as JSON.
+/// The brackets and commas of a list of `n` items: `[a,b]`.
+fn list_punctuation(n: usize) -> usize {
+    2 + n.saturating_sub(1)
+}
+
+/// A lower bound of the bytes `value` takes as JSON. (A bound that could exceed the truth would
+/// leave bytes pending that no write ever gives back.)
 pub(crate) fn json_size(value: &serde_json::Value) -> usize {
     use serde_json::Value;
     match value {
@@ -221,9 +232,13 @@ pub(crate) fn json_size(value: &serde_json::Value) -> usize {
         Value::Bool(false) => 5,
         Value::Number(_) => 1,
         Value::String(s) => s.len() + 2,
-        Value::Array(a) => 2 + a.len() + a.iter().map(json_size).sum::<usize>(),
+        Value::Array(a) => list_punctuation(a.len()) + a.iter().map(json_size).sum::<usize>(),
+        // `"key":value` for each entry.
         Value::Object(o) => {
-            2 + o.len() * 4 + o.iter().map(|(k, v)| k.len() + json_size(v)).sum::<usize>()
+            list_punctuation(o.len())
+                + o.iter()
+                    .map(|(k, v)| k.len() + 3 + json_size(v))
+                    .sum::<usize>()
         }
     }
 }
@@ -234,14 +249,62 @@ pub(crate) fn arg_size(arg: &crate::protocol::Arg, inline: bool) -> usize {
     use crate::protocol::Arg;
     match arg {
         Arg::Json(v) => json_size(v),
-        Arg::Binary(b) if inline => 2 * b.len() + 1,
-        Arg::Binary(b) => b.len() + 20,
-        Arg::Array(a) => 2 + a.len() + a.iter().map(|a| arg_size(a, inline)).sum::<usize>(),
+        // `[7,7]`.
+        Arg::Binary(b) if inline => list_punctuation(b.len()) + b.len(),
+        // The attachment, and its placeholder `{"_placeholder":true,"num":0}` in the JSON.
+        Arg::Binary(b) => b.len() + 29,
+        Arg::Array(a) => {
+            list_punctuation(a.len()) + a.iter().map(|a| arg_size(a, inline)).sum::<usize>()
+        }
         Arg::Object(o) => {
-            2 + o.len() * 4
+            list_punctuation(o.len())
                 + o.iter()
-                    .map(|(k, v)| k.len() + arg_size(v, inline))
+                    .map(|(k, v)| k.len() + 3 + arg_size(v, inline))
                     .sum::<usize>()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Arg, ExtArgs, SeedArgs};
+    use serde_json::json;
+
+    #[test]
+    fn sizes_never_exceed_the_json() {
+        for v in [
+            json!(null),
+            json!([]),
+            json!({}),
+            json!(["snd"]),
+            json!([["snd", "a"], {"ok": [[1, 2], []]}]),
+            json!({"targetClientId": "b", "event": "e", "args": ["a", {"x": [true, false, 1.5]}]}),
+            json!("caf\u{e9} \"quoted\""),
+        ] {
+            let text = serde_json::to_string(&v).unwrap();
+            assert!(json_size(&v) <= text.len(), "{text}: {}", json_size(&v));
+            assert!(
+                json_size(&v) + 1 >= text.len() / 2,
+                "{text}: a useful bound"
+            );
+        }
+        let bin = Arg::Binary(bytes::Bytes::from_static(&[7, 200, 0]));
+        let args = [
+            Arg::Array(vec![bin.clone(), Arg::from("x")]),
+            Arg::Object(vec![("k".into(), bin.clone())]),
+            bin,
+        ];
+        for a in &args {
+            let inline = serde_json::to_string(&ExtArgs(std::slice::from_ref(a))).unwrap();
+            // The list's own brackets are not part of the argument.
+            assert!(arg_size(a, true) <= inline.len() - 2, "{inline}");
+        }
+        // As an attachment: the bytes and a placeholder in the JSON.
+        let seed = serde_json::to_string(&SeedArgs(&args[2..])).unwrap();
+        assert!(
+            seed.contains("[7,200,0]"),
+            "a JSON serializer writes bytes as numbers"
+        );
     }
 }

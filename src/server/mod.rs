@@ -29,6 +29,7 @@ mod dispatch;
 mod lane;
 mod limits;
 mod metrics;
+mod members;
 
 pub(crate) use budget::Connections as WriteCounters;
 pub use budget::WriteCounter;
@@ -40,6 +41,7 @@ pub(crate) use limits::CallerSlot;
 use metrics::SlowConsumer;
 pub use metrics::METRICS_CONTENT_TYPE;
 pub(crate) use metrics::{Metrics, Reason};
+pub(crate) use members::{encode_args, RoomEvent};
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,10 +97,13 @@ pub struct ServerOptions {
     pub max_connects_per_sec: u32,
     /// Connections one remote address may open in a burst (the bucket's size). Default 200.
     pub connect_burst: u32,
-    /// Bytes the relay may hold queued towards one client. An event, frame or request that does
-    /// not fit is refused and its sender told the target is busy (a client with nothing queued
-    /// takes one packet of any size). Answers and notices may use twice this before the client is
-    /// disconnected as a slow consumer.
+    /// Bytes the relay may hold queued towards one client. An event or request that does not fit
+    /// is refused and its sender told the target is busy (a client with nothing queued takes one
+    /// packet of any size). Room emits and topic publications count for each member on this
+    /// server like an event sent to it alone: a member whose queue is full does not get one, the
+    /// others do, and the sender hears which members did not ([`Error::Overloaded`]). Answers and
+    /// notices may use twice this before the client is disconnected as a slow consumer. Stream
+    /// frames are counted but not refused (the stream's window bounds them).
     pub max_queued_bytes: usize,
     /// How long a client's queue may stay full (more than half of
     /// [`max_queued_bytes`](Self::max_queued_bytes) pending since a send to it was refused)
@@ -263,6 +268,12 @@ impl<A: Adapter> Peer<A> {
         let sent = self.queue(size, 2, || {
             self.socket.emit(event, &protocol::ArgsRef(args))
         });
+        self.control_sent(sent, what)
+    }
+
+    /// The outcome of queueing something this client must see (`what`): a client that could not
+    /// take it is disconnected as a slow consumer. Returns whether it was queued.
+    fn control_sent(&self, sent: Result<(), Error>, what: &str) -> bool {
         match sent {
             Ok(()) => true,
             Err(Error::PeerGone(_)) => false,
@@ -276,13 +287,18 @@ impl<A: Adapter> Peer<A> {
     /// Emits `event(...args)` to this client, binary data as binary for a seed-era client and as
     /// arrays of byte values for an extension client.
     pub(crate) fn emit_args(&self, event: &str, args: &[Arg]) -> Result<(), Error> {
+        self.emit_args_within(event, args, 1)
+    }
+
+    /// [`emit_args`](Self::emit_args) within `slack` times the budget.
+    fn emit_args_within(&self, event: &str, args: &[Arg], slack: u64) -> Result<(), Error> {
         let size = event.len()
             + 4
             + args
                 .iter()
                 .map(|a| arg_size(a, self.ext) + 1)
                 .sum::<usize>();
-        self.queue(size, 1, || {
+        self.queue(size, slack, || {
             if self.ext {
                 self.socket.emit(event, &ExtArgs(args))
             } else {
@@ -310,10 +326,7 @@ impl<A: Adapter> Peer<A> {
         let sent = self.queue(frame.len() + 20, 2, || {
             self.socket.emit(crate::stream::frame::FRAME_EVENT, frame)
         });
-        match sent {
-            Ok(()) | Err(Error::PeerGone(_)) => {}
-            Err(e) => self.lost("a stream reset", &e),
-        }
+        self.control_sent(sent, "a stream reset");
     }
 
     /// The bytes queued towards this client, as far as the relay's account knows.
@@ -331,17 +344,19 @@ impl<A: Adapter> Peer<A> {
         max_pending: usize,
     ) -> Result<Vec<Value>, Error> {
         let args: Vec<Arg> = args.iter().cloned().map(Arg::Json).collect();
-        self.request_args(event, args, timeout, max_pending).await
+        let answer = self.request_args(event, args, timeout, max_pending).await?;
+        Ok(answer.into_iter().map(Arg::into_value).collect())
     }
 
-    /// [`request`](Self::request) with arguments that may hold binary data.
+    /// [`request`](Self::request) with arguments that may hold binary data; the answer's binary
+    /// data (a seed client may acknowledge with some) is kept as it came.
     pub(crate) async fn request_args(
         &self,
         event: &str,
         args: Vec<Arg>,
         timeout: Duration,
         max_pending: usize,
-    ) -> Result<Vec<Value>, Error> {
+    ) -> Result<Vec<Arg>, Error> {
         let timed_out = || Error::Timeout {
             peer: Some(self.id.to_string()),
             event: event.to_string(),
@@ -365,7 +380,9 @@ impl<A: Adapter> Peer<A> {
                 return Err(e);
             }
             match self.pending.wait(waiting, timeout).await {
-                Ok(answer) => answer.into_result(&self.id),
+                Ok(answer) => answer
+                    .into_result(&self.id)
+                    .map(|v| v.into_iter().map(Arg::Json).collect()),
                 Err(NoAnswer::Abandoned) => Err(Error::PeerGone(self.id.to_string())),
                 Err(NoAnswer::TimedOut) => Err(timed_out()),
             }
@@ -388,7 +405,7 @@ impl<A: Adapter> Peer<A> {
                 return Err(Error::PeerGone(self.id.to_string()));
             };
             match stream.await {
-                Ok(RawArgs(v)) => Ok(v.into_iter().map(Arg::into_value).collect()),
+                Ok(RawArgs(v)) => Ok(v),
                 Err(socketioxide::AckError::Timeout) => Err(timed_out()),
                 Err(socketioxide::AckError::Socket(_)) => Err(Error::PeerGone(self.id.to_string())),
                 Err(e) => Err(Error::Protocol(format!(
@@ -447,16 +464,28 @@ impl<A: Adapter> Peer<A> {
     /// Sends a seed client's Socket.IO acknowledgement; a client that cannot take it is
     /// disconnected as a slow consumer. Returns whether it was queued.
     fn acknowledge(&self, ack: AckSender<A>, args: &[Value]) -> bool {
-        let size = 8 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
+        // `43<id>[...]` in a WebSocket frame: at least 5 bytes around the arguments.
+        let size = 6 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
         let sent = self.queue(size, 2, || ack.send(&protocol::ArgsRef(args)));
-        match sent {
-            Ok(()) => true,
-            Err(Error::PeerGone(_)) => false,
-            Err(e) => {
-                self.lost("an acknowledgement", &e);
-                false
-            }
-        }
+        self.control_sent(sent, "an acknowledgement")
+    }
+
+    /// [`acknowledge`](Self::acknowledge) with arguments whose binary data goes out as binary.
+    fn acknowledge_args(&self, ack: AckSender<A>, args: &[Arg]) -> bool {
+        let size = 6 + args.iter().map(|a| arg_size(a, false) + 1).sum::<usize>();
+        let sent = self.queue(size, 2, || ack.send(&SeedArgs(args)));
+        self.control_sent(sent, "an acknowledgement")
+    }
+
+    /// Answers this extension client's request `id` with `P2P_RES(id, {"ok": [...args]})`, the
+    /// arguments' binary data written as arrays of byte values straight from the bytes.
+    fn answer_args(&self, id: u64, args: Vec<Arg>) -> bool {
+        let res = [
+            Arg::Json(Value::from(id)),
+            Arg::Object(vec![("ok".to_string(), Arg::Array(args))]),
+        ];
+        let sent = self.emit_args_within(event::P2P_RES, &res, 2);
+        self.control_sent(sent, "an answer")
     }
 }
 
@@ -514,6 +543,9 @@ pub(crate) struct OpReply {
     /// Set by the sink when the answer did not reach the caller (see
     /// [`OpReply::respond_delivered`]).
     lost: Arc<std::sync::atomic::AtomicBool>,
+    /// The answer's arguments with their binary data, when [`OpReply::respond_args`] answers:
+    /// the sink sends these rather than the plain JSON the [`Reply`] carries.
+    with_binary: Arc<Mutex<Option<Vec<Arg>>>>,
 }
 
 /// A failed request: what to say, and how the seed would have acknowledged it, if it would have.
@@ -543,10 +575,16 @@ impl OpReply {
         let seed_ack = ack.is_some();
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let l = lost.clone();
+        let with_binary: Arc<Mutex<Option<Vec<Arg>>>> = Arc::default();
+        let raw = with_binary.clone();
         let reply = Reply::new(&*caller.id, event, RELAY, move |answer: Answer| {
             match (ack, answer) {
                 (Some(ack), Ok(args)) => {
-                    if !to.acknowledge(ack, &args) {
+                    let sent = match raw.lock().unwrap().take() {
+                        Some(raw) => to.acknowledge_args(ack, &raw),
+                        None => to.acknowledge(ack, &args),
+                    };
+                    if !sent {
                         l.store(true, std::sync::atomic::Ordering::Release);
                     }
                 }
@@ -570,6 +608,7 @@ impl OpReply {
             reply,
             seed_ack,
             lost,
+            with_binary,
         }
     }
 
@@ -578,12 +617,21 @@ impl OpReply {
         let to = caller.clone();
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let l = lost.clone();
+        let with_binary: Arc<Mutex<Option<Vec<Arg>>>> = Arc::default();
+        let raw = with_binary.clone();
         let reply = Reply::new(&*caller.id, event, RELAY, move |answer: Answer| {
-            let res = Response {
-                id,
-                body: ResAnswer::from_result(answer),
+            let raw = raw.lock().unwrap().take();
+            let sent = match (raw, answer) {
+                (Some(raw), Ok(_)) => to.answer_args(id, raw),
+                (_, answer) => {
+                    let res = Response {
+                        id,
+                        body: ResAnswer::from_result(answer),
+                    };
+                    to.emit_control(event::P2P_RES, &res.to_values(), "an answer")
+                }
             };
-            if !to.emit_control(event::P2P_RES, &res.to_values(), "an answer") {
+            if !sent {
                 l.store(true, std::sync::atomic::Ordering::Release);
             }
         });
@@ -591,6 +639,7 @@ impl OpReply {
             reply,
             seed_ack: false,
             lost,
+            with_binary,
         }
     }
 
@@ -598,6 +647,20 @@ impl OpReply {
     /// where it had one, or the error.
     pub(crate) fn respond(self, result: Result<Vec<Value>, OpError>) {
         self.respond_delivered(result);
+    }
+
+    /// [`respond`](OpReply::respond) with arguments that may hold binary data (a seed client's
+    /// acknowledgement, relayed): a seed caller gets the binary data as binary, an extension
+    /// caller as arrays of byte values. Neither is turned into JSON values on the way, which
+    /// would take some 30 bytes of the relay's memory per byte.
+    pub(crate) fn respond_args(self, result: Result<Vec<Arg>, OpError>) {
+        match result {
+            Ok(args) => {
+                *self.with_binary.lock().unwrap() = Some(args);
+                self.respond(Ok(Vec::new()));
+            }
+            Err(e) => self.respond(Err(e)),
+        }
     }
 
     /// [`respond`](OpReply::respond), telling whether the answer's arguments went out to the
@@ -649,7 +712,9 @@ fn operations<A: Adapter>() -> Operations<A> {
 /// It works over any socketioxide [`Adapter`]: the default [`LocalAdapter`] keeps rooms in this
 /// process, and a remote adapter shares them between servers. Room operations go through
 /// socketioxide's operators, so the adapter carries them; a client's events are handled in the
-/// order they arrived whatever the adapter.
+/// order they arrived whatever the adapter. A room event goes to each member on this server
+/// through the member's byte budget ([`ServerOptions::max_queued_bytes`]), and to members on
+/// other servers through the adapter's broadcast, which their servers queue without this budget.
 ///
 /// Cheap to clone; every clone is the same server.
 pub struct P2pServer<A: Adapter = LocalAdapter> {
@@ -896,11 +961,11 @@ impl<A: Adapter> P2pServer<A> {
             opts.flood_disconnect_after,
         );
         let busy = || {
-            format!(
-                "busy: client '{}' sent more than {} events at once or {} per second; this one \
-                 was not handled, slow down",
+            Error::Overloaded(format!(
+                "client '{}' sent more than {} events at once or {} per second; this one was \
+                 not handled, slow down",
                 peer.id, opts.event_burst, opts.max_events_per_sec
-            )
+            ))
         };
         if take != limits::Take::Ok {
             self.metrics().refused(Reason::Busy);
@@ -910,7 +975,7 @@ impl<A: Adapter> P2pServer<A> {
                 self.metrics().event_bytes(size);
                 Ok(())
             }
-            limits::Take::Over => Err(Error::remote(RELAY, busy())),
+            limits::Take::Over => Err(busy()),
             limits::Take::Flood => {
                 if peer.socket.connected() {
                     tracing::info!(client = %peer.id, "disconnecting a client that floods");
@@ -921,7 +986,7 @@ impl<A: Adapter> P2pServer<A> {
                     ));
                     let _ = peer.socket.clone().disconnect();
                 }
-                Err(Error::remote(RELAY, busy()))
+                Err(busy())
             }
         }
     }
@@ -1038,6 +1103,15 @@ impl<A: Adapter> P2pServer<A> {
         }
         tracing::debug!(client = %id, ext, sid = %socket.id, "client connected");
 
+        // Room events reach each member on this server through its budget (see `members`), found
+        // from its socket; members on other servers through the adapter's broadcast, which
+        // leaves this server's own room out.
+        socket
+            .extensions
+            .insert(members::PeerLink(Arc::downgrade(&peer)));
+        if let Some(node) = self.node_room() {
+            socket.join(node);
+        }
         // Room emits reach the two kinds of client in two forms; these marker rooms tell the
         // adapter which is which (see `EMIT_ROOM` in PROTOCOL.md).
         socket.join(if ext {

@@ -16,10 +16,10 @@ use super::{
 use crate::error::{Error, Result};
 use crate::message::{IntoArgs, Request};
 use crate::protocol::service::{MembershipError, TopicMembership};
-use crate::protocol::{ArgsRef, EmitPayload};
+use crate::protocol::EmitPayload;
 use crate::request::Reply;
 use crate::room::server::adapter_error;
-use crate::server::{OpError, OpReply, P2pServer, Peer};
+use crate::server::{encode_args, OpError, OpReply, P2pServer, Peer, RoomEvent};
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::adapter::LocalAdapter;
@@ -371,7 +371,7 @@ impl<A: Adapter> ServiceHandle<A> {
         for n in &names {
             let room = topic_room(self.service.name(), n);
             let done = self.server.within(room.clone()).and_then(|members| {
-                let op = crate::room::server::destroy_room(members, room);
+                let op = crate::room::server::destroy_room(self.server.clone(), members, room);
                 self.server.room_op("destroy_topic", op)
             });
             // Every topic is destroyed even if one fails; the first failure is returned.
@@ -385,19 +385,29 @@ impl<A: Adapter> ServiceHandle<A> {
     /// Publishes `args` to the subscribers of `topic`: each receives
     /// `<room>-DEFAULT_TOPIC_EVENT(...args)`. Fails if the topic was not created.
     ///
-    /// With a remote adapter that has to wait for other servers, the publication completes in
-    /// the background, in order with the server's other topic operations, and a failure there is
-    /// logged.
+    /// Each subscriber on this server gets it through its byte budget
+    /// ([`ServerOptions::max_queued_bytes`](crate::ServerOptions::max_queued_bytes)), like a
+    /// message sent to it alone: a subscriber whose queue is full does not get it, and this fails
+    /// with [`Error::Overloaded`] naming them (the others got it). Subscribers on other servers of
+    /// a remote adapter get it through the adapter; with a remote adapter that has to wait for
+    /// other servers, the publication completes in the background, in order with the server's
+    /// other topic operations, and a failure there is logged.
     pub fn publish_topic(&self, topic: &str, args: impl IntoArgs) -> Result<()> {
         self.service.check_created(topic)?;
-        let args = args.into_args()?;
+        let args = encode_args(args.into_args()?)?;
         let room = topic_room(self.service.name(), topic);
-        let event = topic_event(&room);
-        let members = self.server.within(room)?;
+        let publication = RoomEvent::new(&topic_event(&room), &[], args);
+        let members = self.server.within(room.clone())?;
+        let server = self.server.clone();
         let topic = topic.to_string();
         let op = async move {
-            let sent = members.emit(&event, &ArgsRef(&args)).await;
-            sent.map_err(|e| adapter_error(&format!("publishing to '{topic}'"), e))
+            let local = server.local_members(members.clone());
+            let delivery = server.send_to_members(&local, |_| &publication);
+            if let Some(remote) = server.remote_members(members) {
+                let sent = remote.emit(publication.name(), &publication.args()).await;
+                sent.map_err(|e| adapter_error(&format!("publishing to '{topic}'"), e))?;
+            }
+            delivery.into_result(&room, publication.name())
         };
         self.server.room_op("publish_topic", op)
     }

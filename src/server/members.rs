@@ -1,0 +1,267 @@
+//! Events to the members of a room, each through the member's own byte budget.
+//!
+//! socketioxide's room broadcast queues a packet for every member whatever the member's queue
+//! holds, so a room of clients that read nothing could pin any amount of the relay's memory. The
+//! relay therefore sends a room event to each member of the room on this server one by one, like
+//! a direct send: the event is encoded once ([`RoomEvent`]), each member's budget takes its size or
+//! refuses it, and a member whose queue is full does not get it and falls under the slow-consumer
+//! deadline. The [`Delivery`] says who was busy, for the sender's answer.
+//!
+//! Members on other servers of a cluster adapter are reached through the adapter's broadcast, as
+//! before: the members' own servers queue the packet through socketioxide, bounded by its packet
+//! count only (see [`P2pServer::remote_members`]).
+
+use super::{P2pServer, Peer};
+use crate::error::Error;
+use serde::ser::SerializeTuple;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::operators::BroadcastOperators;
+use std::sync::{Arc, Weak};
+
+/// Arguments encoded once as JSON, shared by the forms of one room event.
+pub(crate) type EncodedArgs = Arc<[Box<RawValue>]>;
+
+/// Encodes each of `args` as JSON (binary data inside as arrays of byte values).
+pub(crate) fn encode_args<T: Serialize>(
+    args: impl IntoIterator<Item = T>,
+) -> Result<EncodedArgs, Error> {
+    args.into_iter()
+        .map(|a| serde_json::value::to_raw_value(&a))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Arc::from)
+        .map_err(Error::from)
+}
+
+/// One event for the members of a room: `event(...head, ...args)`, its arguments already JSON, so
+/// that a room of many members costs one encoding of them.
+pub(crate) struct RoomEvent {
+    event: String,
+    head: Vec<Box<RawValue>>,
+    args: EncodedArgs,
+    /// The bytes of its packet's JSON (the packet type and namespace not counted, nor escapes in
+    /// the event name).
+    size: usize,
+}
+
+impl RoomEvent {
+    /// `event(...head, ...args)`.
+    pub(crate) fn new(event: &str, head: &[&str], args: EncodedArgs) -> RoomEvent {
+        let head: Vec<Box<RawValue>> = head
+            .iter()
+            .filter_map(|h| serde_json::value::to_raw_value(h).ok())
+            .collect();
+        // `["event",...]`: the name in quotes, brackets, a comma between the parts.
+        let commas = head.len() + args.len();
+        let size = event.len()
+            + 4
+            + commas
+            + head
+                .iter()
+                .chain(args.iter())
+                .map(|r| r.get().len())
+                .sum::<usize>();
+        RoomEvent {
+            event: event.to_string(),
+            head,
+            args,
+            size,
+        }
+    }
+
+    /// The event name.
+    pub(crate) fn name(&self) -> &str {
+        &self.event
+    }
+
+    /// Its size in bytes, for the budget.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Its arguments, to emit.
+    pub(crate) fn args(&self) -> impl Serialize + '_ {
+        Encoded(self)
+    }
+}
+
+/// The arguments of a [`RoomEvent`] as a list, each written as it was encoded.
+struct Encoded<'a>(&'a RoomEvent);
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut t = s.serialize_tuple(e.head.len() + e.args.len())?;
+        for a in e.head.iter().chain(e.args.iter()) {
+            t.serialize_element(a)?;
+        }
+        t.end()
+    }
+}
+
+/// What sending one event to the members of a room on this server did.
+#[derive(Debug, Default)]
+pub(crate) struct Delivery {
+    /// Members it was queued for.
+    pub(crate) sent: usize,
+    /// Members whose queue on the relay was full: they did not get it.
+    pub(crate) busy: Vec<Arc<str>>,
+}
+
+/// Busy members named in an answer; the others are counted.
+const NAMED: usize = 10;
+
+impl Delivery {
+    /// `Ok` when no member was busy; otherwise [`Error::Overloaded`] saying how many members of
+    /// `room` did not get `event`, and which.
+    pub(crate) fn into_result(self, room: &str, event: &str) -> Result<(), Error> {
+        if self.busy.is_empty() {
+            return Ok(());
+        }
+        let n = self.busy.len();
+        let mut names: Vec<String> = self
+            .busy
+            .iter()
+            .take(NAMED)
+            .map(|id| format!("'{id}'"))
+            .collect();
+        if n > NAMED {
+            names.push(format!("{} more", n - NAMED));
+        }
+        let others = if self.sent == 0 {
+            "nobody got it".to_string()
+        } else {
+            format!("the other {} got it", self.sent)
+        };
+        Err(Error::Overloaded(format!(
+            "{n} of {} members of room '{room}' did not get '{event}': their queues on the relay \
+             are full ({}); {others}",
+            n + self.sent,
+            names.join(", ")
+        )))
+    }
+}
+
+/// The way from a socket to its [`Peer`], kept in the socket's extensions.
+pub(crate) struct PeerLink<A: Adapter>(pub(crate) Weak<Peer<A>>);
+
+impl<A: Adapter> Clone for PeerLink<A> {
+    fn clone(&self) -> Self {
+        PeerLink(self.0.clone())
+    }
+}
+
+impl<A: Adapter> Peer<A> {
+    /// Queues a room event for this member within its budget; [`Error::Busy`] when it does not
+    /// fit (the slow-consumer watch starts as for a direct send).
+    pub(crate) fn send_room_event(&self, e: &RoomEvent) -> Result<(), Error> {
+        self.queue(e.size(), 1, || self.socket.emit(e.name(), &e.args()))
+    }
+
+    /// Queues a notice about a room for this member (twice the budget); a member that cannot
+    /// take it is disconnected as a slow consumer. Returns whether it was queued.
+    pub(crate) fn send_room_notice(&self, e: &RoomEvent, what: &str) -> bool {
+        let sent = self.queue(e.size(), 2, || self.socket.emit(e.name(), &e.args()));
+        self.control_sent(sent, what)
+    }
+}
+
+impl<A: Adapter> P2pServer<A> {
+    /// The connected clients among the sockets of this server that `ops` selects (the sender
+    /// excluded when `ops` came from its socket's `to`).
+    pub(crate) fn local_members(&self, ops: BroadcastOperators<A>) -> Vec<Arc<Peer<A>>> {
+        ops.sockets()
+            .into_iter()
+            .filter_map(|s| s.extensions.get::<PeerLink<A>>())
+            .filter_map(|link| link.0.upgrade())
+            .collect()
+    }
+
+    /// Sends each of `members` the form of the event `pick` chooses for it, through its budget.
+    pub(crate) fn send_to_members<'e>(
+        &self,
+        members: &[Arc<Peer<A>>],
+        pick: impl Fn(&Peer<A>) -> &'e RoomEvent,
+    ) -> Delivery {
+        let mut d = Delivery::default();
+        for m in members {
+            match m.send_room_event(pick(m)) {
+                Ok(()) => d.sent += 1,
+                Err(Error::Busy(_)) => d.busy.push(m.id.clone()),
+                // Gone meanwhile: it has left the room too.
+                Err(Error::PeerGone(_)) => {}
+                Err(e) => {
+                    tracing::warn!(client = %m.id, "could not send a room event: {e}");
+                    d.busy.push(m.id.clone());
+                }
+            }
+        }
+        d
+    }
+
+    /// The operators that reach the members of `ops`'s selection on the *other* servers of the
+    /// adapter, or `None` with the local adapter (there are none).
+    ///
+    /// Every connection joins this server's own room at connect when the adapter may span
+    /// servers, and the broadcast leaves that room out: each server serves its own members.
+    pub(crate) fn remote_members(
+        &self,
+        ops: BroadcastOperators<A>,
+    ) -> Option<BroadcastOperators<A>> {
+        self.node_room().map(|room| ops.except(room))
+    }
+
+    /// This server's own room, which its connections join when the adapter may span servers.
+    pub(crate) fn node_room(&self) -> Option<String> {
+        if std::any::TypeId::of::<A>() == std::any::TypeId::of::<LocalAdapter>() {
+            return None;
+        }
+        Some(format!(
+            "{}node_{}__",
+            crate::protocol::RESERVED_ROOM_PREFIX,
+            self.inner.io.config().server_id
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_room_event_writes_its_encoded_arguments() {
+        let args = encode_args([json!({"a": [1, 2]}), json!("x")]).unwrap();
+        let e = RoomEvent::new("P2P_ROOM", &["hall", "news"], args);
+        let out = serde_json::to_string(&e.args()).unwrap();
+        assert_eq!(out, r#"["hall","news",{"a":[1,2]},"x"]"#);
+        // The event name, quotes, brackets and commas: the packet's JSON.
+        let packet = format!(r#"["{}",{}"#, e.name(), &out[1..]);
+        assert_eq!(e.size(), packet.len());
+    }
+
+    #[test]
+    fn busy_members_are_counted_and_named() {
+        let d = Delivery {
+            sent: 3,
+            busy: (0..12).map(|i| Arc::from(format!("m{i}"))).collect(),
+        };
+        let e = d.into_result("hall", "news").unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, Error::Overloaded(_)), "{e:?}");
+        for needle in [
+            "12 of 15 members",
+            "'hall'",
+            "'news'",
+            "'m0'",
+            "'m9'",
+            "2 more",
+            "other 3",
+        ] {
+            assert!(text.contains(needle), "{text} should mention {needle}");
+        }
+        assert!(!text.contains("'m10'"), "{text}");
+        assert!(Delivery::default().into_result("hall", "news").is_ok());
+    }
+}
