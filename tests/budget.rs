@@ -249,9 +249,26 @@ async fn paused_member(relay: &Relay, id: &str, rooms: &[&str], events: &[&str])
     })
     .await;
     for room in rooms {
-        c.emit("JOIN_ROOM", json!(room))
-            .await
-            .expect("JOIN_ROOM is sent");
+        match room
+            .strip_prefix("service:")
+            .and_then(|r| r.split_once(":topic:"))
+        {
+            // A topic room is joined only through its service's SUBSCRIBE_TOPIC.
+            Some((service, topic)) => c
+                .emit_with_ack(
+                    "P2P_EMIT_ACKNOWLEDGE",
+                    json!({"targetClientId": service, "event": "SUBSCRIBE_TOPIC",
+                           "args": [id, id, topic]}),
+                    Duration::from_secs(5),
+                    |_, _| futures::future::ready(()).boxed(),
+                )
+                .await
+                .expect("SUBSCRIBE_TOPIC is sent"),
+            None => c
+                .emit("JOIN_ROOM", json!(room))
+                .await
+                .expect("JOIN_ROOM is sent"),
+        }
         let (server, id, room) = (relay.server().clone(), id.to_string(), room.to_string());
         eventually("the paused member is in the room", move || {
             server
