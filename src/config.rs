@@ -44,7 +44,7 @@ pub(crate) struct ServeArgs {
     /// like 500ms [default: 30s].
     #[arg(long, value_parser = flag_duration, value_name = "DURATION")]
     reply_timeout: Option<Duration>,
-    /// Packets queued per client before sends to it fail as busy [default: 4096].
+    /// Packets queued per client before sends to it fail as busy [default: 65536].
     #[arg(long, value_name = "PACKETS")]
     buffer: Option<usize>,
     /// Bytes queued per client before sends to it fail as busy [default: 4194304].

@@ -25,9 +25,14 @@ pub struct RelayOptions {
     /// Settings of the P2P plugin.
     pub server: ServerOptions,
     /// Packets socketioxide may queue for one client before an emit to it fails with "busy".
-    /// socketioxide's own default is 128, too few for a relay that forwards floods. The bytes
-    /// those packets hold are bounded by [`ServerOptions::max_queued_bytes`], counted on the
-    /// connections this relay accepts.
+    /// Default 65,536. socketioxide's own default is 128, too few for a relay that forwards
+    /// floods. The bytes those packets hold are bounded by [`ServerOptions::max_queued_bytes`],
+    /// counted on the connections this relay accepts; this count bounds the rest (about a
+    /// hundred bytes of bookkeeping per queued packet). Keep it above
+    /// [`event_burst`](ServerOptions::event_burst) plus
+    /// [`flood_disconnect_after`](ServerOptions::flood_disconnect_after): a client that sends a
+    /// burst before it reads anything is owed one answer per event, and an answer that finds the
+    /// queue full disconnects it (before it could be told why).
     pub max_buffer_size: usize,
     /// Largest Engine.IO payload accepted from a client, in bytes: one long-polling request's
     /// body, one WebSocket message, and the binary attachments of one Socket.IO packet. A
@@ -40,7 +45,7 @@ impl Default for RelayOptions {
     fn default() -> Self {
         RelayOptions {
             server: ServerOptions::default(),
-            max_buffer_size: 4096,
+            max_buffer_size: 65_536,
             max_payload: 16 << 20,
         }
     }

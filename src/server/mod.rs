@@ -28,8 +28,8 @@ mod budget;
 mod dispatch;
 mod lane;
 mod limits;
-mod metrics;
 mod members;
+mod metrics;
 
 pub(crate) use budget::Connections as WriteCounters;
 pub use budget::WriteCounter;
@@ -38,10 +38,10 @@ use budget::{arg_size, json_size, Budget, Connections};
 pub(crate) use dispatch::Operations;
 use lane::Lane;
 pub(crate) use limits::CallerSlot;
+pub(crate) use members::{encode_args, RoomEvent};
 use metrics::SlowConsumer;
 pub use metrics::METRICS_CONTENT_TYPE;
 pub(crate) use metrics::{Metrics, Reason};
-pub(crate) use members::{encode_args, RoomEvent};
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
