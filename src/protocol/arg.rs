@@ -342,9 +342,29 @@ mod tests {
     #[test]
     fn json_that_looks_like_binary_stays_json() {
         let a: RawArgs =
-            serde_json::from_value(json!([{"__p2p_binary__": [1, 2]}, {"_placeholder": true}]))
+            serde_json::from_value(json!([{"__p2p_binary__": [1, 2]}, {"placeholder": true}]))
                 .unwrap();
         assert!(a.0.iter().all(|a| matches!(a, Arg::Json(_))));
+    }
+
+    #[test]
+    fn placeholder_look_alikes_are_refused() {
+        for v in [
+            json!([{"_placeholder": true, "num": 0}]),
+            json!(["x", {"a": [1, {"num": 3, "_placeholder": true}]}]),
+            json!([{"_placeholder": false}]),
+        ] {
+            assert!(v.as_array().unwrap().iter().any(has_placeholder), "{v}");
+            let e = serde_json::from_value::<RawArgs>(v.clone()).unwrap_err();
+            assert_eq!(args_error(&e).0, PLACEHOLDER_REFUSED, "{v}");
+            assert!(check_no_placeholder(v.as_array().unwrap()).is_err());
+        }
+        let fine = json!([{"placeholder": true}, ["_placeholder"], {"x": "_placeholder"}]);
+        assert!(check_no_placeholder(fine.as_array().unwrap()).is_ok());
+        let e = serde_json::from_str::<RawArgs>("[1, {]").unwrap_err();
+        assert!(args_error(&e)
+            .0
+            .starts_with("the arguments cannot be decoded"));
     }
 
     #[test]

@@ -813,4 +813,13 @@ mod tests {
         );
         assert!(Response::from_values(vec![json!("x")]).is_err());
     }
+
+    #[test]
+    fn the_id_of_an_unreadable_answer() {
+        let text = r#"["P2P_RES",7,{"ok":[{"_placeholder":true,"num":0}]}]"#;
+        assert_eq!(response_id(text), Some(7));
+        assert_eq!(response_id(r#"["P2P_RES","x",{}]"#), None);
+        assert_eq!(response_id(r#"["P2P_RES"]"#), None);
+        assert_eq!(response_id("not json"), None);
+    }
 }
