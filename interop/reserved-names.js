@@ -23,8 +23,9 @@
 // before the control message sent after it on the same path.
 //
 // The Rust side of the test adds its own paths: after this script prints `READY` it tries the
-// reserved names through a server service's `emit_client` and a Rust client's `emit_to`, then
-// sends the control messages `control-service` (from the service `jobs`) and `control-rust` (from
+// reserved names through a server service's `emit_client`, the server's own `emit_to` and
+// `request`, and a Rust client's `emit_to`, then sends the control messages `control-service`
+// (from the service `jobs`), `control-server` (the server's `emit_to`) and `control-rust` (from
 // the Rust client `rust-peer`) to both victims, which wait for those too.
 //
 // Prints `ok <check>` / `FAIL <check>: <why>`, then `all checks passed (<n>)` or
@@ -94,7 +95,15 @@ const topicRoom = `service:${ids.svc}:topic:news`;
 const topicEvent = `${topicRoom}-DEFAULT_TOPIC_EVENT`;
 
 /** The control messages each victim waits for, by event name. */
-const CONTROLS = ['control-p2p', 'control-room', topicEvent, 'control-batch', 'control-service', 'control-rust'];
+const CONTROLS = [
+  'control-p2p',
+  'control-room',
+  topicEvent,
+  'control-batch',
+  'control-service',
+  'control-server',
+  'control-rust',
+];
 
 function open(id, options) {
   const socket = report.closeAtEnd(connect(version, url, id, options));

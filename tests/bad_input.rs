@@ -479,23 +479,20 @@ async fn json_cannot_pose_as_binary() {
     let mut raw = raw(&relay).await;
 
     let forged = json!({"__p2p_binary__": [1, 2, 3]});
-    let placeholder = json!({"_placeholder": true, "num": 0});
+    let plain = json!({"placeholder": true, "num": 0});
     for target in ["bob", "seedbob"] {
         raw.emit(
             "P2P_EMIT",
             vec![json!({
                 "targetClientId": target,
                 "event": "chat",
-                "args": ["raw", forged, placeholder],
+                "args": ["raw", forged, plain],
             })],
         )
         .await;
     }
     at_bob.wait_len("bob gets the message", 1).await;
-    assert_eq!(
-        at_bob.get(),
-        vec![vec![forged.clone(), placeholder.clone()]]
-    );
+    assert_eq!(at_bob.get(), vec![vec![forged.clone(), plain.clone()]]);
     eventually("seedbob gets the message as JSON", || {
         seed_bob.events.get().iter().any(|(ev, _)| ev == "chat")
     })
@@ -506,8 +503,229 @@ async fn json_cannot_pose_as_binary() {
         .into_iter()
         .find(|(ev, _)| ev == "chat")
         .unwrap();
-    assert_eq!(args, vec![json!("raw"), forged, placeholder]);
+    assert_eq!(args, vec![json!("raw"), forged, plain]);
     assert!(raw.errors.try_recv().is_err(), "nothing was refused");
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+/// Whether a refusal text is the one of a binary placeholder look-alike.
+fn says_placeholder(text: &str) -> bool {
+    text.contains("bad request") && text.contains("'_placeholder'")
+}
+
+// An object with the key `_placeholder` is what Socket.IO's parsers read as a binary attachment;
+// one that names no attachment makes socket.io-client 4 drop the connection and 2.x throw. The
+// relay refuses every event that holds one, on every path, with an error to its sender, and
+// delivers nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_placeholder_look_alikes_are_refused_on_every_path() {
+    let relay = relay().await;
+    let bob = client(&relay, "bob").await;
+    bob.join_room("hall").await.unwrap();
+    let at_bob = Log::new();
+    let b = at_bob.clone();
+    bob.on_any("chat", move |m| b.push(m.args));
+    let in_hall = Log::new();
+    let h = in_hall.clone();
+    bob.on_raw("hall-chat", move |args| h.push(args));
+    let bob_streams = bob.incoming_streams(None);
+    let seed_bob = raw_client(&format!("{}?clientId=seedbob", relay.url())).await;
+    eventually("seedbob registers", || {
+        relay.server().is_connected("seedbob")
+    })
+    .await;
+    let mut raw = raw(&relay).await;
+    let looks_like = [
+        json!({"_placeholder": true, "num": 5}),
+        json!({"_placeholder": true, "num": 0}),
+        json!({"num": 0, "_placeholder": true}),
+        json!([1, {"deep": {"_placeholder": "yes"}}]),
+    ];
+
+    for fake in &looks_like {
+        for target in ["bob", "seedbob"] {
+            let payload = json!({"targetClientId": target, "event": "chat", "args": ["raw", fake]});
+            let e = error_for(&mut raw, "P2P_EMIT", vec![payload.clone()]).await;
+            assert!(says_placeholder(&e), "P2P_EMIT {fake}: {e}");
+            let acked = raw
+                .emit_with_ack("P2P_EMIT_ACKNOWLEDGE", vec![payload])
+                .await;
+            let e = raw.next_error("P2P_EMIT_ACKNOWLEDGE").await;
+            assert!(says_placeholder(&e), "P2P_EMIT_ACKNOWLEDGE {fake}: {e}");
+            assert_eq!(acked, vec![json!(e)], "acknowledged with the error");
+        }
+        let e = error_for(
+            &mut raw,
+            "EMIT_ROOM",
+            vec![json!("hall"), json!("hall-chat"), fake.clone()],
+        )
+        .await;
+        assert!(says_placeholder(&e), "EMIT_ROOM {fake}: {e}");
+    }
+    // A client service's topic publication is a room emit of its own.
+    raw.emit(
+        "JOIN_ROOM",
+        vec![json!("SERVICE_CREATE_TOPIC"), json!("service:raw:topic:t")],
+    )
+    .await;
+    let e = error_for(
+        &mut raw,
+        "EMIT_ROOM",
+        vec![
+            json!("service:raw:topic:t"),
+            json!("service:raw:topic:t-DEFAULT_TOPIC_EVENT"),
+            looks_like[0].clone(),
+        ],
+    )
+    .await;
+    assert!(says_placeholder(&e), "topic publication: {e}");
+    // The arguments of a stream open.
+    let acked = raw
+        .emit_with_ack(
+            "MULTI_API_CREATE_STREAM",
+            vec![json!({
+                "sourceStreamId": "s1",
+                "targetStreamId": "s2",
+                "targetClientId": "bob",
+                "args": looks_like[1],
+            })],
+        )
+        .await;
+    let e = raw.next_error("MULTI_API_CREATE_STREAM").await;
+    assert!(says_placeholder(&e), "stream open: {e}");
+    assert_eq!(acked, vec![json!(e)]);
+
+    // An extension client: a batch item, and an answer to a request.
+    let mut ext = raw_client(&format!("{}?clientId=rawext&p2pExt=1", relay.url())).await;
+    eventually("rawext registers", || relay.server().is_connected("rawext")).await;
+    ext.emit(
+        "P2P_BATCH",
+        vec![json!({"targetClientId": "bob", "event": "chat", "args": ["rawext", looks_like[0]]})],
+    )
+    .await;
+    let e = ext.next_error("P2P_BATCH").await;
+    assert!(says_placeholder(&e), "P2P_BATCH: {e}");
+    let asking = {
+        let bob = bob.clone();
+        tokio::spawn(async move { bob.request::<Vec<Value>>("rawext", "ask", ()).await })
+    };
+    eventually("rawext is asked", || {
+        ext.events.get().iter().any(|(ev, _)| ev == "P2P_REQ")
+    })
+    .await;
+    let id = ext
+        .events
+        .get()
+        .into_iter()
+        .find(|(ev, _)| ev == "P2P_REQ")
+        .map(|(_, args)| args[0].clone())
+        .unwrap();
+    ext.emit("P2P_RES", vec![id, json!({"ok": [looks_like[1]]})])
+        .await;
+    let e = ext.next_error("P2P_RES").await;
+    assert!(says_placeholder(&e), "P2P_RES: {e}");
+    // The request fails at once, not at a timeout.
+    match within("the refused answer", asking).await.unwrap() {
+        Err(Error::Protocol(t)) => {
+            assert!(t.contains("'_placeholder'") && t.contains("rawext"), "{t}")
+        }
+        other => panic!("expected the answer refused, got {other:?}"),
+    }
+
+    // The server's own API refuses them too.
+    let server = relay.server();
+    for fake in &looks_like {
+        for target in ["bob", "seedbob"] {
+            match server.emit_to(target, "chat", (fake.clone(),)) {
+                Err(Error::BadRequest(t)) => assert!(t.contains("'_placeholder'"), "{t}"),
+                other => panic!("server emit_to {target} {fake}: {other:?}"),
+            }
+            match server
+                .request::<Value>(target, "chat", (fake.clone(),))
+                .await
+            {
+                Err(Error::BadRequest(t)) => assert!(t.contains("'_placeholder'"), "{t}"),
+                other => panic!("server request {target} {fake}: {other:?}"),
+            }
+        }
+    }
+    let jobs = server.as_service("jobs");
+    jobs.create_topic("t").unwrap();
+    assert!(matches!(
+        jobs.emit_client("seedbob", "chat", (looks_like[0].clone(),)),
+        Err(Error::BadRequest(_))
+    ));
+    assert!(matches!(
+        jobs.request_client::<Value>("bob", "chat", (looks_like[0].clone(),))
+            .await,
+        Err(Error::BadRequest(_))
+    ));
+    assert!(matches!(
+        jobs.publish_topic("t", (looks_like[2].clone(),)),
+        Err(Error::BadRequest(_))
+    ));
+    let opened = server
+        .add_p2p_stream(
+            "bob",
+            socketio_p2p::StreamOptions {
+                args: looks_like[3].clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(opened, Err(Error::BadRequest(_))), "{opened:?}");
+    // A service handler's answer: the seed caller is acknowledged with the error instead.
+    let give = looks_like[0].clone();
+    jobs.provide_service("give", move |call| call.respond(give.clone()))
+        .unwrap();
+    let acked = raw
+        .emit_with_ack(
+            "P2P_EMIT_ACKNOWLEDGE",
+            vec![json!({"targetClientId": "jobs", "event": "give", "args": ["raw"]})],
+        )
+        .await;
+    let e = raw.next_error("the service's answer").await;
+    assert!(
+        e.contains("'_placeholder'") && e.contains("bad answer from 'jobs' to 'give'"),
+        "{e}"
+    );
+    assert_eq!(acked, vec![json!(e)]);
+
+    // Nothing of it arrived: the ordinary messages sent last are the first to arrive.
+    for target in ["bob", "seedbob"] {
+        raw.emit(
+            "P2P_EMIT",
+            vec![json!({"targetClientId": target, "event": "chat", "args": ["raw", "ordinary"]})],
+        )
+        .await;
+    }
+    raw.emit(
+        "EMIT_ROOM",
+        vec![json!("hall"), json!("hall-chat"), json!("ordinary")],
+    )
+    .await;
+    at_bob.wait_len("the ordinary message reaches bob", 1).await;
+    assert_eq!(at_bob.get(), vec![vec![json!("ordinary")]]);
+    in_hall
+        .wait_len("the ordinary room emit reaches bob", 1)
+        .await;
+    assert_eq!(in_hall.get(), vec![vec![json!("ordinary")]]);
+    eventually("the ordinary message reaches seedbob", || {
+        seed_bob.events.get().iter().any(|(ev, _)| ev == "chat")
+    })
+    .await;
+    let seen: Vec<_> = seed_bob
+        .events
+        .get()
+        .into_iter()
+        .filter(|(ev, _)| ev != "MULTI_API_TARGET_DISCONNECT")
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("chat".to_string(), vec![json!("raw"), json!("ordinary")])]
+    );
+    assert_eq!(bob.stream_count(), 0, "no stream was opened");
+    drop(bob_streams);
     assert_relay_works(&relay, "after-1", "after-2").await;
 }
 
@@ -535,4 +753,101 @@ async fn a_timeout_names_the_peer_and_the_event() {
     assert!(text.contains("'bob'") && text.contains("'slow'"), "{text}");
     assert!(!text.contains("P2P_EMIT_ACKNOWLEDGE"), "{text}");
     drop(keep);
+}
+
+// An event the relay does not handle is refused with an error naming it; a sender that asked for
+// an acknowledgement gets one, with the error text, and nothing waits on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_events_are_refused_and_acknowledged() {
+    let relay = relay().await;
+    let mut raw = raw(&relay).await;
+
+    let acked = raw.emit_with_ack("NO_SUCH_EVENT", vec![json!(1)]).await;
+    let e = raw
+        .next_error("NO_SUCH_EVENT with an acknowledgement")
+        .await;
+    assert_says(&e, &["bad request", "unknown event 'NO_SUCH_EVENT'"]);
+    assert_eq!(acked, vec![json!(e)], "acknowledged with the error");
+
+    let e = error_for(&mut raw, "chat", vec![json!("x")]).await;
+    assert_says(&e, &["bad request", "unknown event 'chat'"]);
+
+    // An event of the extensions, from a client that did not announce them.
+    let acked = raw.emit_with_ack("P2P_BATCH", vec![json!(1)]).await;
+    let e = raw.next_error("P2P_BATCH from a seed client").await;
+    assert_says(&e, &["unknown event 'P2P_BATCH'", "p2pExt=1"]);
+    assert_eq!(acked, vec![json!(e)]);
+
+    let long = "u".repeat(300);
+    let e = error_for(&mut raw, &long, vec![]).await;
+    assert_says(&e, &["unknown event", "(300 bytes)"]);
+    assert!(e.len() < 400, "the name is cut: {e}");
+
+    // The client is still served.
+    let acked = raw.emit_with_ack("LIST_CLIENTS", vec![]).await;
+    assert_eq!(acked, vec![json!(["raw"])]);
+    assert_relay_works(&relay, "after-1", "after-2").await;
+}
+
+// The server's own API refuses the event names no client may have delivered (PROTOCOL.md,
+// section 3), with the refusal a client gets; nothing reaches the receivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_emits_refuse_reserved_names() {
+    let relay = relay().await;
+    let bob = client(&relay, "bob").await;
+    let at_bob = Log::new();
+    let b = at_bob.clone();
+    bob.on_raw("control", move |args| b.push(args));
+    let notices = Log::new();
+    let n = notices.clone();
+    bob.on_server_error(move |t| n.push(t));
+    let seed_bob = raw_client(&format!("{}?clientId=seedbob", relay.url())).await;
+    eventually("seedbob registers", || {
+        relay.server().is_connected("seedbob")
+    })
+    .await;
+    let server = relay.server();
+
+    let reserved = [
+        "disconnect",
+        "connect",
+        "error",
+        "reconnect_attempt",
+        "newListener",
+        "message",
+        "SERVER_ERROR",
+        "P2P_RES",
+        "P2P_ROOM",
+    ];
+    let says_reserved = |e: &Error, name: &str| matches!(e, Error::BadRequest(t) if t.contains("reserved") && t.contains(&format!("'{name}'")));
+    for name in reserved {
+        for target in ["bob", "seedbob"] {
+            match server.emit_to(target, name, ("x",)) {
+                Err(e) if says_reserved(&e, name) => {}
+                other => panic!("server.emit_to({target}, {name}): {other:?}"),
+            }
+            match server.request::<Value>(target, name, ("x",)).await {
+                Err(e) if says_reserved(&e, name) => {}
+                other => panic!("server.request({target}, {name}): {other:?}"),
+            }
+        }
+    }
+
+    for target in ["bob", "seedbob"] {
+        server.emit_to(target, "control", ("after",)).unwrap();
+    }
+    at_bob.wait_len("bob gets the control event", 1).await;
+    assert_eq!(at_bob.get(), vec![vec![json!("after")]]);
+    assert!(notices.get().is_empty(), "no SERVER_ERROR reached bob");
+    assert!(bob.is_connected());
+    eventually("seedbob gets the control event", || {
+        seed_bob.events.get().iter().any(|(ev, _)| ev == "control")
+    })
+    .await;
+    assert_eq!(
+        seed_bob.events.get(),
+        vec![("control".to_string(), vec![json!("after")])],
+        "seedbob got nothing before the control event"
+    );
+    assert!(server.is_connected("seedbob") && server.is_connected("bob"));
 }

@@ -88,9 +88,9 @@ fn says_reserved(e: &Error, name: &str) -> bool {
 }
 
 /// The JavaScript victims of `version` (and its senders) run `reserved-names.js`; once they are
-/// ready, the Rust side tries every reserved name through a server service's `emit_client` and a
-/// Rust client's `emit_to` (both refused before anything is sent), then sends the two control
-/// messages the victims wait for.
+/// ready, the Rust side tries every reserved name through a server service's `emit_client`, the
+/// server's own `emit_to` and `request`, and a Rust client's `emit_to` (all refused before
+/// anything is sent), then sends the three control messages the victims wait for.
 async fn reserved_names_never_reach(version: &'static str) {
     let relay = relay().await;
     let jobs = relay.server().as_service("jobs");
@@ -126,6 +126,19 @@ async fn reserved_names_never_reach(version: &'static str) {
                 Err(e) if says_reserved(&e, name) => {}
                 other => wrong.push(format!("jobs.emit_client({victim}, {name}): {other:?}")),
             }
+            match relay.server().emit_to(victim, name, ("x",)) {
+                Err(e) if says_reserved(&e, name) => {}
+                other => wrong.push(format!("server.emit_to({victim}, {name}): {other:?}")),
+            }
+            // Bounded, in case it is sent after all and the victim never answers.
+            let asked = relay
+                .server()
+                .request::<serde_json::Value>(victim, name, ("x",))
+                .timeout(Duration::from_secs(1));
+            match asked.await {
+                Err(e) if says_reserved(&e, name) => {}
+                other => wrong.push(format!("server.request({victim}, {name}): {other:?}")),
+            }
             match rust.emit_to(victim, name, ("x",)).await {
                 Err(e) if says_reserved(&e, name) => {}
                 other => wrong.push(format!("rust-peer.emit_to({victim}, {name}): {other:?}")),
@@ -138,6 +151,10 @@ async fn reserved_names_never_reach(version: &'static str) {
         rust.emit_to(victim, "control-rust", ("after",))
             .await
             .expect("an ordinary message is sent");
+        relay
+            .server()
+            .emit_to(victim, "control-server", ("after",))
+            .expect("an ordinary server event is sent");
     }
     let script = node.await;
     assert!(wrong.is_empty(), "not refused: {wrong:#?}");

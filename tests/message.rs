@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use socketio_p2p::{parse_args, Args, Error, P2pClient, PeerMessage, Relay, Reply};
+use socketio_p2p::{parse_args, Args, Error, P2pClient, PeerMessage, Relay, RelayOptions, Reply};
 use std::time::{Duration, Instant};
 
 type Seen = Log<(String, Vec<Value>)>;
@@ -699,6 +699,41 @@ async fn pending_request_fails_promptly_when_the_target_disconnects() {
         "{:?}",
         r
     );
+}
+
+// The same with a seed-era target, which answers with a Socket.IO acknowledgement: its
+// disconnect ends the relay's wait at once, long before the relay's or the caller's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_request_fails_promptly_when_a_seed_target_disconnects() {
+    let mut opts = RelayOptions::default();
+    opts.server.reply_timeout = Duration::from_secs(120);
+    let relay = relay_with(opts).await;
+    let alice = client_with_timeout(&relay, "alice", Duration::from_secs(120)).await;
+    let seed = raw_client(&format!("{}?clientId=seedbob", relay.url())).await;
+    eventually("seedbob registers", || {
+        relay.server().is_connected("seedbob")
+    })
+    .await;
+    let alice2 = alice.clone();
+    let pending =
+        tokio::spawn(async move { alice2.request::<Vec<Value>>("seedbob", "hold", (1,)).await });
+    // The raw client never acknowledges what it is asked.
+    eventually("seedbob is asked", || {
+        seed.events.get().iter().any(|(ev, _)| ev == "hold")
+    })
+    .await;
+    seed.sio.disconnect().await.unwrap();
+    let r = within("the pending request ends", pending).await.unwrap();
+    assert!(
+        matches!(&r, Err(Error::PeerGone(x)) if x == "seedbob"),
+        "{r:?}"
+    );
+    // The relay holds nothing for it any more, and still relays.
+    eventually("seedbob is gone", || {
+        !relay.server().is_connected("seedbob")
+    })
+    .await;
+    assert_relay_works(&relay, "after-1", "after-2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,13 +6,63 @@
 //! arrived as JSON leaves as the same JSON, whatever arrived as binary leaves as binary (towards
 //! seed-era clients) or as an array of byte values (towards extension clients, whose Socket.IO
 //! library cannot carry binary inside a JSON event).
+//!
+//! The other way round is refused as well: an object with the key `_placeholder` is what
+//! Socket.IO's parsers read as a reference to a binary attachment, and a receiver's library fails
+//! on one that names no attachment of its packet (socket.io-client 4 drops the connection, 2.x
+//! throws out of its packet handler). Such an object is never decoded into an [`Arg`], so the
+//! relay cannot forward one on any path.
 
+use super::DecodeError;
 use bytes::Bytes;
 use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::fmt;
+
+/// The key that makes a JSON object a binary placeholder for Socket.IO's parsers
+/// (`{"_placeholder": true, "num": 0}` stands for the first attachment of the packet).
+pub const PLACEHOLDER_KEY: &str = "_placeholder";
+
+/// Why an event or an answer holding an object with [`PLACEHOLDER_KEY`] is refused.
+pub const PLACEHOLDER_REFUSED: &str = "an object with the key '_placeholder' is not relayed \
+     (Socket.IO clients read it as a binary attachment)";
+
+/// Whether `v` holds, anywhere inside, an object with the key [`PLACEHOLDER_KEY`].
+pub fn has_placeholder(v: &Value) -> bool {
+    let mut todo = vec![v];
+    while let Some(v) = todo.pop() {
+        match v {
+            Value::Array(items) => todo.extend(items),
+            Value::Object(m) if m.contains_key(PLACEHOLDER_KEY) => return true,
+            Value::Object(m) => todo.extend(m.values()),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Checks JSON arguments the relay itself is about to send (a server emit, a request, an answer,
+/// a topic publication): none may hold an object a Socket.IO client would read as a binary
+/// placeholder.
+pub fn check_no_placeholder(args: &[Value]) -> Result<(), DecodeError> {
+    match args.iter().any(has_placeholder) {
+        true => Err(DecodeError(PLACEHOLDER_REFUSED.to_string())),
+        false => Ok(()),
+    }
+}
+
+/// What was wrong with arguments that could not be decoded into [`Arg`]s: the placeholder
+/// refusal as it is, anything else with `error`'s own text.
+pub fn args_error(error: &dyn fmt::Display) -> DecodeError {
+    let text = error.to_string();
+    if text.starts_with(PLACEHOLDER_REFUSED) {
+        DecodeError(PLACEHOLDER_REFUSED.to_string())
+    } else {
+        DecodeError(format!("the arguments cannot be decoded: {text}"))
+    }
+}
 
 /// One event argument, or a part of one.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,10 +186,12 @@ impl<'de> Visitor<'de> for ArgVisitor {
         }
         Ok(Arg::Json(Value::Array(json)))
     }
+    // An object with the placeholder key is refused here, before its value is read: no JSON a
+    // client sends can reach a receiver as a binary placeholder.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Arg, A::Error> {
         let mut json = serde_json::Map::new();
-        while let Some((k, v)) = map.next_entry::<String, Arg>()? {
-            match v {
+        while let Some(k) = next_key(&mut map)? {
+            match map.next_value::<Arg>()? {
                 Arg::Json(v) => {
                     json.insert(k, v);
                 }
@@ -147,14 +199,22 @@ impl<'de> Visitor<'de> for ArgVisitor {
                     let mut out: Vec<(String, Arg)> =
                         json.into_iter().map(|(k, v)| (k, Arg::Json(v))).collect();
                     out.push((k, binary));
-                    while let Some((k, v)) = map.next_entry::<String, Arg>()? {
-                        out.push((k, v));
+                    while let Some(k) = next_key(&mut map)? {
+                        out.push((k, map.next_value::<Arg>()?));
                     }
                     return Ok(Arg::Object(out));
                 }
             }
         }
         Ok(Arg::Json(Value::Object(json)))
+    }
+}
+
+/// The next key of an object, refusing [`PLACEHOLDER_KEY`].
+fn next_key<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<String>, A::Error> {
+    match map.next_key::<String>()? {
+        Some(k) if k == PLACEHOLDER_KEY => Err(serde::de::Error::custom(PLACEHOLDER_REFUSED)),
+        k => Ok(k),
     }
 }
 
@@ -282,9 +342,29 @@ mod tests {
     #[test]
     fn json_that_looks_like_binary_stays_json() {
         let a: RawArgs =
-            serde_json::from_value(json!([{"__p2p_binary__": [1, 2]}, {"_placeholder": true}]))
+            serde_json::from_value(json!([{"__p2p_binary__": [1, 2]}, {"placeholder": true}]))
                 .unwrap();
         assert!(a.0.iter().all(|a| matches!(a, Arg::Json(_))));
+    }
+
+    #[test]
+    fn placeholder_look_alikes_are_refused() {
+        for v in [
+            json!([{"_placeholder": true, "num": 0}]),
+            json!(["x", {"a": [1, {"num": 3, "_placeholder": true}]}]),
+            json!([{"_placeholder": false}]),
+        ] {
+            assert!(v.as_array().unwrap().iter().any(has_placeholder), "{v}");
+            let e = serde_json::from_value::<RawArgs>(v.clone()).unwrap_err();
+            assert_eq!(args_error(&e).0, PLACEHOLDER_REFUSED, "{v}");
+            assert!(check_no_placeholder(v.as_array().unwrap()).is_err());
+        }
+        let fine = json!([{"placeholder": true}, ["_placeholder"], {"x": "_placeholder"}]);
+        assert!(check_no_placeholder(fine.as_array().unwrap()).is_ok());
+        let e = serde_json::from_str::<RawArgs>("[1, {]").unwrap_err();
+        assert!(args_error(&e)
+            .0
+            .starts_with("the arguments cannot be decoded"));
     }
 
     #[test]

@@ -13,7 +13,10 @@ pub mod service;
 pub mod stream;
 mod wire;
 
-pub use arg::{Arg, ExtArgs, RawArgs, SeedArgs};
+pub use arg::{
+    args_error, check_no_placeholder, has_placeholder, Arg, ExtArgs, RawArgs, SeedArgs,
+    PLACEHOLDER_KEY, PLACEHOLDER_REFUSED,
+};
 pub use wire::*;
 
 /// Room names starting with this belong to the relay: clients can neither join, leave, empty nor

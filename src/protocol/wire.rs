@@ -515,6 +515,35 @@ impl FromValues for Response {
     }
 }
 
+/// The request id of a `P2P_RES` packet whose answer cannot be decoded, read from the packet's
+/// JSON text (`["P2P_RES", id, ...]`) with nothing else looked at; `None` when there is none.
+pub fn response_id(packet: &str) -> Option<u64> {
+    struct Id(Option<u64>);
+    impl<'de> Deserialize<'de> for Id {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Id;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an event packet")
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Id, A::Error> {
+                    use serde::de::IgnoredAny;
+                    let _event = seq.next_element::<IgnoredAny>()?;
+                    let id = seq.next_element::<Value>()?.and_then(|v| v.as_u64());
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(Id(id))
+                }
+            }
+            d.deserialize_seq(V)
+        }
+    }
+    serde_json::from_str::<Id>(packet).ok().and_then(|id| id.0)
+}
+
 /// `P2P_WELCOME({clientId})`: the relay registered this client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -783,5 +812,14 @@ mod tests {
             "{got}"
         );
         assert!(Response::from_values(vec![json!("x")]).is_err());
+    }
+
+    #[test]
+    fn the_id_of_an_unreadable_answer() {
+        let text = r#"["P2P_RES",7,{"ok":[{"_placeholder":true,"num":0}]}]"#;
+        assert_eq!(response_id(text), Some(7));
+        assert_eq!(response_id(r#"["P2P_RES","x",{}]"#), None);
+        assert_eq!(response_id(r#"["P2P_RES"]"#), None);
+        assert_eq!(response_id("not json"), None);
     }
 }

@@ -4,13 +4,17 @@
 //! [`Operations::add`]); the hub knows no API's functions. An event is decoded once, here, into
 //! the payload type its operation takes; a payload of the wrong shape is answered with a
 //! "bad request" error and never reaches the operation. `P2P_REQ` looks its event up in the same
-//! table, so an event means the same whether a client asks it directly or as a request.
+//! table, so an event means the same whether a client asks it directly or as a request. An event
+//! the table does not have is refused with an error naming it (acknowledged with that error when
+//! the sender asked for an acknowledgement), never left unanswered.
 
 use super::{ack_sender, decode_args, Inline, OpError, OpReply, P2pServer, Peer};
 use crate::error::Error;
-use crate::protocol::{event, Arg, FromArgs, Request, Response};
+use crate::protocol::{event, Arg, FromArgs, Request, ResAnswer, Response};
 use bytes::Bytes;
 use socketioxide::adapter::Adapter;
+use socketioxide::extract::Event;
+use socketioxide::handler::FromMessageParts;
 use socketioxide::handler::Value as SioValue;
 use socketioxide::socket::Socket;
 use std::collections::HashMap;
@@ -90,6 +94,14 @@ impl<A: Adapter> Operations<A> {
         self.peer_gone.push(op);
     }
 
+    /// Whether `name` is an event only extension clients may send.
+    fn is_ext_only(&self, name: &str) -> bool {
+        self.ops.get(name).is_some_and(|e| e.ext_only)
+            || self.binary.contains_key(name)
+            || name == event::P2P_REQ
+            || name == event::P2P_RES
+    }
+
     /// Runs `name` for a request; false when there is no such request.
     fn run_request(
         &self,
@@ -124,6 +136,49 @@ pub(super) fn register<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) {
         for (&name, &op) in &ops.binary {
             on_binary(server, peer, name, op);
         }
+    }
+    on_unknown(server, peer);
+}
+
+/// Every event no operation handles: refused with an error naming it, so that a sender that
+/// asked for an acknowledgement gets one (the error text, after the `SERVER_ERROR`).
+fn on_unknown<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) {
+    let server = server.clone();
+    let weak = Arc::downgrade(peer);
+    peer.socket.on_fallback(Inline(
+        move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
+            let Some(peer) = weak.upgrade() else { return };
+            let name = Event::from_message_parts(s, &mut v, &ack_id)
+                .map(|e| e.0)
+                .unwrap_or_default();
+            let r = OpReply::seed(&peer, &name, ack_sender(s, &mut v, &ack_id));
+            if let Err(e) = server.admit_event(&peer, &v) {
+                return r.respond(Err(e.into()));
+            }
+            let ext_only = server.inner.ops.is_ext_only(&name);
+            r.respond(Err(Error::BadRequest(unknown_event(&name, ext_only)).into()));
+        },
+    ));
+}
+
+/// The refusal of an event the relay does not handle; a very long name is cut.
+fn unknown_event(name: &str, ext_only: bool) -> String {
+    const SHOWN: usize = 256;
+    let shown = if name.len() <= SHOWN {
+        format!("'{name}'")
+    } else {
+        let mut cut = SHOWN;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("'{}...' ({} bytes)", &name[..cut], name.len())
+    };
+    if ext_only {
+        format!(
+            "unknown event {shown}: only clients that announce the extensions (p2pExt=1) send it"
+        )
+    } else {
+        format!("unknown event {shown}: the relay has no such event")
     }
 }
 
@@ -166,14 +221,13 @@ fn on_special<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, name: &'st
                 } else {
                     Ok(())
                 };
-                let args = match decode_args(s, &mut v, &ack_id) {
-                    Ok(args) => args,
-                    Err(e) => return peer.report(&e),
-                };
-                if name == event::P2P_REQ {
-                    p2p_req(&server, &peer, args, admitted);
-                } else {
-                    p2p_res(&peer, args);
+                let args = decode_args(s, &mut v, &ack_id);
+                if name == event::P2P_RES {
+                    return p2p_res(&peer, args, &v);
+                }
+                match args {
+                    Ok(args) => p2p_req(&server, &peer, args, admitted),
+                    Err(e) => peer.report(&e),
                 }
             },
         ),
@@ -238,15 +292,35 @@ fn p2p_req<A: Adapter>(
     }
 }
 
-/// `P2P_RES(id, {"ok": [...]} | {"err": ..., "code": ...})`: an extension client's answer.
-fn p2p_res<A: Adapter>(peer: &Arc<Peer<A>>, args: Vec<Arg>) {
-    match Response::from_args(args) {
+/// `P2P_RES(id, {"ok": [...]} | {"err": ..., "code": ...})`: an extension client's answer. One
+/// that cannot be decoded (or is refused, holding a placeholder look-alike) is reported to its
+/// sender, and the request it answers, if its id can be read, fails at once with why.
+fn p2p_res<A: Adapter>(peer: &Arc<Peer<A>>, args: Result<Vec<Arg>, Error>, raw: &SioValue) {
+    let res = args.and_then(|args| Response::from_args(args).map_err(Error::from));
+    match res {
         Ok(res) => {
             let id = res.id;
             if !peer.resolve(res) {
                 tracing::debug!(client = %peer.id, id, "answer to a request nobody waits for");
             }
         }
-        Err(e) => peer.report(&e.into()),
+        Err(e) => {
+            peer.report(&e);
+            let id = match raw {
+                SioValue::Str(text, _) => crate::protocol::response_id(text),
+                SioValue::Bytes(_) => None,
+            };
+            if let Some(id) = id {
+                let why = match &e {
+                    Error::BadRequest(why) => why.clone(),
+                    other => other.to_string(),
+                };
+                let bad = Error::Protocol(format!("bad answer from '{}': {why}", peer.id));
+                peer.resolve(Response {
+                    id,
+                    body: ResAnswer::Err(bad.to_wire()),
+                });
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -145,8 +145,10 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     /// Requests this server relayed to this client, waiting for its `P2P_RES`.
     pending: PendingRequests<ResAnswer>,
     /// Acknowledgements this server waits for from this client (seed-era clients answer with
-    /// Socket.IO acknowledgements, not `P2P_RES`), bounded like `pending`.
-    seed_waiting: AtomicUsize,
+    /// Socket.IO acknowledgements, not `P2P_RES`), bounded like `pending`. Nothing is ever
+    /// resolved here: the table ends every wait at once when the client disconnects
+    /// (socketioxide leaves a closed socket's acknowledgements waiting until their timeout).
+    seed_waiting: PendingRequests<()>,
     /// Stream routes this client is an end of.
     pub(crate) routes: Mutex<HashSet<u64>>,
     /// This client's room operations, in the order it asked for them.
@@ -165,24 +167,16 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     slow: SlowConsumer,
 }
 
-/// One of a seed-era client's bounded acknowledgement slots, given back when dropped.
-struct SeedSlot<'a>(&'a AtomicUsize);
-
-impl<'a> SeedSlot<'a> {
-    /// Takes a slot unless `limit` are taken.
-    fn take(count: &'a AtomicUsize, limit: usize) -> Option<SeedSlot<'a>> {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit.max(1)).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| SeedSlot(count))
-    }
+/// A registration in a seed-era client's table of acknowledgements waited for, removed when
+/// dropped (however the wait ended).
+struct SeedWait<'a> {
+    table: &'a PendingRequests<()>,
+    id: u64,
 }
 
-impl Drop for SeedSlot<'_> {
+impl Drop for SeedWait<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.table.cancel(self.id);
     }
 }
 
@@ -253,8 +247,10 @@ impl<A: Adapter> Peer<A> {
         });
     }
 
-    /// Emits `event(...args)` to this client.
+    /// Emits `event(...args)` to this client; arguments a Socket.IO client would read as a binary
+    /// placeholder are refused.
     pub(crate) fn emit(&self, event: &str, args: &[Value]) -> Result<(), Error> {
+        protocol::check_no_placeholder(args)?;
         let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
         self.queue(size, 1, || {
             self.socket.emit(event, &protocol::ArgsRef(args))
@@ -335,7 +331,8 @@ impl<A: Adapter> Peer<A> {
     }
 
     /// Sends `event(...args)` and waits for the client's answer: a Socket.IO acknowledgement for a
-    /// seed client, a `P2P_RES` for an extension client.
+    /// seed client, a `P2P_RES` for an extension client. Arguments a Socket.IO client would read
+    /// as a binary placeholder are refused.
     pub(crate) async fn request(
         &self,
         event: &str,
@@ -343,6 +340,7 @@ impl<A: Adapter> Peer<A> {
         timeout: Duration,
         max_pending: usize,
     ) -> Result<Vec<Value>, Error> {
+        protocol::check_no_placeholder(args)?;
         let args: Vec<Arg> = args.iter().cloned().map(Arg::Json).collect();
         let answer = self.request_args(event, args, timeout, max_pending).await?;
         Ok(answer.into_iter().map(Arg::into_value).collect())
@@ -387,10 +385,23 @@ impl<A: Adapter> Peer<A> {
                 Err(NoAnswer::TimedOut) => Err(timed_out()),
             }
         } else {
-            let Some(_slot) = SeedSlot::take(&self.seed_waiting, max_pending) else {
+            let waiting = match self.seed_waiting.len() < max_pending {
+                true => self.seed_waiting.register(),
+                false => None,
+            };
+            let Some(waiting) = waiting else {
                 self.metrics.refused(Reason::Busy);
                 return Err(Error::Busy(self.id.to_string()));
             };
+            let _registered = SeedWait {
+                table: &self.seed_waiting,
+                id: waiting.id,
+            };
+            // Registered first, so that a disconnect from now on ends the wait below; one that
+            // came before shows here.
+            if !self.socket.connected() {
+                return Err(Error::PeerGone(self.id.to_string()));
+            }
             let size = event.len() + 4 + args.iter().map(|a| arg_size(a, false) + 1).sum::<usize>();
             let mut stream = None;
             self.queue(size, 1, || {
@@ -404,14 +415,31 @@ impl<A: Adapter> Peer<A> {
             let Some(stream) = stream else {
                 return Err(Error::PeerGone(self.id.to_string()));
             };
-            match stream.await {
+            let answer = tokio::select! {
+                answer = stream => answer,
+                // Only a disconnect or the timeout ends this wait: nothing resolves it.
+                gone = self.seed_waiting.wait(waiting, timeout) => {
+                    return Err(match gone {
+                        Err(NoAnswer::TimedOut) => timed_out(),
+                        Ok(()) | Err(NoAnswer::Abandoned) => Error::PeerGone(self.id.to_string()),
+                    });
+                }
+            };
+            match answer {
                 Ok(RawArgs(v)) => Ok(v),
                 Err(socketioxide::AckError::Timeout) => Err(timed_out()),
                 Err(socketioxide::AckError::Socket(_)) => Err(Error::PeerGone(self.id.to_string())),
-                Err(e) => Err(Error::Protocol(format!(
-                    "bad answer from '{}' to '{event}': {e}",
-                    self.id
-                ))),
+                Err(socketioxide::AckError::Decode(e)) => {
+                    // The answer is refused: its sender is told, the caller hears why.
+                    let why = protocol::args_error(&e);
+                    self.report(&Error::BadRequest(format!(
+                        "the answer to '{event}' was not relayed: {why}"
+                    )));
+                    Err(Error::Protocol(format!(
+                        "bad answer from '{}' to '{event}': {why}",
+                        self.id
+                    )))
+                }
             }
         }
     }
@@ -487,6 +515,15 @@ impl<A: Adapter> Peer<A> {
         let sent = self.emit_args_within(event::P2P_RES, &res, 2);
         self.control_sent(sent, "an answer")
     }
+}
+
+/// Checks an event name the server's own API is asked to send to a client: not reserved (see
+/// [`protocol::is_reserved`]), with the same refusal a client gets.
+fn check_server_event(event: &str) -> Result<(), Error> {
+    if protocol::is_reserved(event) {
+        return Err(Error::BadRequest(protocol::reserved_event(event)));
+    }
+    Ok(())
 }
 
 /// Tells a client why it is disconnected (queued past any budget: the notice is small and the
@@ -812,7 +849,13 @@ impl<A: Adapter> P2pServer<A> {
     /// [`P2pClient::emit_to`](crate::P2pClient::emit_to): a tuple is several arguments, `()`
     /// none, any other value one); a Rust client receives it through
     /// [`P2pClient::on_raw`](crate::P2pClient::on_raw), with the arguments as they were sent.
+    ///
+    /// Fails with [`Error::BadRequest`] for a reserved event name (one Socket.IO clients or this
+    /// protocol treat specially, such as `disconnect`: see [`protocol::is_reserved`]) and for
+    /// arguments holding an object with the key `_placeholder`, which Socket.IO clients read as a
+    /// binary attachment; nothing is sent then.
     pub fn emit_to(&self, client_id: &str, event: &str, args: impl IntoArgs) -> Result<(), Error> {
+        check_server_event(event)?;
         let args = args.into_args()?;
         let peer = self
             .peer(client_id)
@@ -822,8 +865,12 @@ impl<A: Adapter> P2pServer<A> {
 
     /// Sends `event` with `args` to a client and waits for its answer, deserialized as `R`, at
     /// most [`ServerOptions::reply_timeout`] or what [`Request::timeout`] sets; a Rust client
-    /// answers through [`P2pClient::on_request`](crate::P2pClient::on_request).
+    /// answers through [`P2pClient::on_request`](crate::P2pClient::on_request). Refused as
+    /// [`emit_to`](Self::emit_to) says.
     pub fn request<R>(&self, client_id: &str, event: &str, args: impl IntoArgs) -> Request<R> {
+        if let Err(e) = check_server_event(event) {
+            return Request::failed(e);
+        }
         let args = match args.into_args() {
             Ok(args) => args,
             Err(e) => return Request::failed(e),
@@ -1046,7 +1093,7 @@ impl<A: Adapter> P2pServer<A> {
             ext,
             watchers: Mutex::new(HashSet::new()),
             pending: PendingRequests::new(self.inner.opts.max_pending_per_client.max(1)),
-            seed_waiting: AtomicUsize::new(0),
+            seed_waiting: PendingRequests::new(self.inner.opts.max_pending_per_client.max(1)),
             routes: Mutex::new(HashSet::new()),
             lane: Lane::new(self.inner.opts.reply_timeout),
             asking: Arc::new(AtomicUsize::new(0)),
@@ -1160,6 +1207,7 @@ impl<A: Adapter> P2pServer<A> {
             }
         }
         peer.pending.abandon_all();
+        peer.seed_waiting.abandon_all();
         self.inner.conns.forget(&peer.socket.id.to_string());
         for gone in &self.inner.ops.peer_gone {
             gone(self, peer);
@@ -1212,7 +1260,7 @@ pub(crate) fn decode_args<A: Adapter>(
 ) -> Result<Vec<Arg>, Error> {
     socketioxide::extract::Data::<RawArgs>::from_message_parts(s, v, ack_id)
         .map(|d| d.0 .0)
-        .map_err(|e| Error::BadRequest(format!("payload is not valid JSON: {e}")))
+        .map_err(|e| Error::from(protocol::args_error(&e)))
 }
 
 /// The acknowledgement a seed event asks for, if it asks for one.

@@ -16,7 +16,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::message::{IntoArgs, Request};
 use crate::protocol::service::{MembershipError, TopicMembership};
-use crate::protocol::EmitPayload;
+use crate::protocol::{check_no_placeholder, EmitPayload};
 use crate::request::Reply;
 use crate::room::server::adapter_error;
 use crate::server::{encode_args, OpError, OpReply, P2pServer, Peer, RoomEvent};
@@ -107,11 +107,22 @@ pub(crate) fn intercept<A: Adapter>(
     } = p;
     all.remove(0);
     let reply = if wants_reply {
+        let name = service.name().to_string();
+        let what = api.clone();
         Some(Reply::new(
             &*caller.id,
             api.as_str(),
             service.name(),
-            move |answer| r.respond(answer.map_err(OpError::from)),
+            move |answer| {
+                // Checked like the answers of clients, which are refused when they are decoded.
+                let answer = answer.and_then(|args| match check_no_placeholder(&args) {
+                    Ok(()) => Ok(args),
+                    Err(why) => Err(Error::Protocol(format!(
+                        "bad answer from '{name}' to '{what}': {why}"
+                    ))),
+                });
+                r.respond(answer.map_err(OpError::from))
+            },
         ))
     } else {
         r.respond(Ok(vec![]));
@@ -317,7 +328,8 @@ impl<A: Adapter> ServiceHandle<A> {
     }
 
     /// Sends `event(serviceName, ...args)` to a client, which sees it as a message from the
-    /// service (`on_service(service, event, ..)`, `from(service).on(event, ..)`).
+    /// service (`on_service(service, event, ..)`, `from(service).on(event, ..)`). Refused as
+    /// [`P2pServer::emit_to`] says, and for the events of a topic room.
     pub fn emit_client(&self, client: &str, event: &str, args: impl IntoArgs) -> Result<()> {
         let all = self.client_args(event, args)?;
         self.server
@@ -392,9 +404,13 @@ impl<A: Adapter> ServiceHandle<A> {
     /// a remote adapter get it through the adapter; with a remote adapter that has to wait for
     /// other servers, the publication completes in the background, in order with the server's
     /// other topic operations, and a failure there is logged.
+    /// Arguments holding an object with the key `_placeholder` (which Socket.IO clients read as
+    /// a binary attachment) are refused with [`Error::BadRequest`].
     pub fn publish_topic(&self, topic: &str, args: impl IntoArgs) -> Result<()> {
         self.service.check_created(topic)?;
-        let args = encode_args(args.into_args()?)?;
+        let args = args.into_args()?;
+        check_no_placeholder(&args)?;
+        let args = encode_args(args)?;
         let room = topic_room(self.service.name(), topic);
         let publication = RoomEvent::new(&topic_event(&room), &[], args);
         let members = self.server.within(room.clone())?;

@@ -589,6 +589,7 @@ impl<A: Adapter> P2pServer<A> {
                 "'{client_id}' is a seed-era client; the server opens streams to Rust clients only"
             )));
         }
+        protocol::check_no_placeholder(std::slice::from_ref(&opts.args))?;
         let routes = self.inner.streams.clone();
         let window = opts.window.unwrap_or(routes.window.load(Ordering::Relaxed));
         let Some(window) = Window::new(u64::from(window)) else {
