@@ -185,6 +185,7 @@
 //! turns it off: `socketio-p2p = { version = "0.1", default-features = false }`.
 
 mod apis;
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod message;

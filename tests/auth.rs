@@ -1,0 +1,404 @@
+//! Authentication at connect and permissions, against a real relay with real clients: Rust
+//! clients, raw Socket.IO 4 clients (rust_socketio, with the auth payload or the query token),
+//! and seed-era and current JavaScript clients (socket.io-client 2 and 4).
+
+mod common;
+use common::*;
+use futures::FutureExt;
+use rust_socketio::asynchronous::ClientBuilder;
+use rust_socketio::{Payload, TransportType};
+use serde_json::{json, Value};
+use socketio_p2p::auth::{
+    mint_hs256, Claims, Handshake, Identity, JwtAuthenticator, Permissions, Refusal, RefusalReason,
+    Rule,
+};
+use socketio_p2p::{
+    ClientOptions, DuplicateIdPolicy, Error, P2pClient, Relay, RelayOptions, ServerOptions,
+};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const SECRET: &[u8] = b"a shared secret of the tests, long enough for HS256";
+
+fn hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// A relay that accepts HS256 tokens signed with [`SECRET`], with `server` for the rest.
+async fn jwt_relay_with(server: ServerOptions) -> Relay {
+    let server = server.authenticate_with(JwtAuthenticator::hs256(SECRET).unwrap());
+    relay_with(RelayOptions {
+        server,
+        ..RelayOptions::default()
+    })
+    .await
+}
+
+async fn jwt_relay() -> Relay {
+    jwt_relay_with(ServerOptions::default()).await
+}
+
+fn token(sub: &str) -> String {
+    mint_hs256(SECRET, &Claims::new(sub, hour())).unwrap()
+}
+
+fn token_with(sub: &str, permissions: Permissions) -> String {
+    mint_hs256(
+        SECRET,
+        &Claims::new(sub, hour()).with_permissions(permissions),
+    )
+    .unwrap()
+}
+
+fn opts(token: Option<String>) -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(3),
+        token,
+        ..ClientOptions::default()
+    }
+}
+
+/// A Rust client of `relay` proving `id` with `token`.
+async fn connect(
+    relay: &Relay,
+    id: &str,
+    token: Option<String>,
+) -> socketio_p2p::Result<P2pClient> {
+    within(
+        "the connect resolves",
+        P2pClient::connect_with(&relay.url(), id, opts(token)),
+    )
+    .await
+}
+
+async fn authed(relay: &Relay, id: &str, token: String) -> P2pClient {
+    connect(relay, id, Some(token))
+        .await
+        .unwrap_or_else(|e| panic!("'{id}' connects with its token: {e}"))
+}
+
+/// The reason a refused connect gives, and its text.
+fn refusal(result: socketio_p2p::Result<P2pClient>) -> (RefusalReason, String) {
+    match result {
+        Err(Error::Unauthorized { reason, message }) => (reason, message),
+        Err(e) => panic!("expected an authentication refusal, got {e:?}"),
+        Ok(c) => panic!("expected a refusal, '{}' connected", c.id()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_expired_wrongly_signed_and_mismatched_tokens_are_refused_with_distinct_reasons() {
+    let relay = jwt_relay().await;
+
+    let (reason, text) = refusal(connect(&relay, "alice", None).await);
+    assert_eq!(reason, RefusalReason::MissingToken);
+    assert!(text.starts_with("missing token"), "{text}");
+
+    let mut expired = Claims::new("alice", hour());
+    expired.exp -= 2 * 3600;
+    let (reason, text) =
+        refusal(connect(&relay, "alice", Some(mint_hs256(SECRET, &expired).unwrap())).await);
+    assert_eq!(reason, RefusalReason::Expired);
+    assert!(text.starts_with("token expired"), "{text}");
+
+    let forged = mint_hs256(b"some other secret", &Claims::new("alice", hour())).unwrap();
+    let (reason, text) = refusal(connect(&relay, "alice", Some(forged)).await);
+    assert_eq!(reason, RefusalReason::BadSignature);
+    assert!(text.starts_with("bad token signature"), "{text}");
+
+    let (reason, text) = refusal(connect(&relay, "alice", Some(token("bob"))).await);
+    assert_eq!(reason, RefusalReason::SubjectMismatch);
+    assert_eq!(
+        text,
+        "token subject mismatch: the token is for client 'bob', the connection asks for \
+         clientId 'alice'"
+    );
+
+    let (reason, text) = refusal(connect(&relay, "alice", Some("not.a.jwt".into())).await);
+    assert_eq!(reason, RefusalReason::InvalidToken);
+    assert!(text.starts_with("invalid token"), "{text}");
+
+    // A token without `exp` is not accepted either.
+    #[derive(serde::Serialize)]
+    struct NoExp<'a> {
+        sub: &'a str,
+    }
+    let no_exp = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &NoExp { sub: "alice" },
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let (reason, text) = refusal(connect(&relay, "alice", Some(no_exp)).await);
+    assert_eq!(reason, RefusalReason::InvalidToken);
+    assert_eq!(text, "invalid token: the token has no 'exp' claim");
+
+    // None of them was registered; a valid token connects.
+    assert!(relay.server().client_ids().is_empty());
+    let alice = authed(&relay, "alice", token("alice")).await;
+    assert_eq!(alice.list_clients().await.unwrap(), ["alice"]);
+    assert_relay_works_with_tokens(&relay).await;
+}
+
+/// Two fresh clients with tokens exchange a message and a reply.
+async fn assert_relay_works_with_tokens(relay: &Relay) {
+    let a = authed(relay, "check-a", token("check-a")).await;
+    let b = authed(relay, "check-b", token("check-b")).await;
+    b.on("ask", |m| {
+        let n: i64 = m.arg(0).unwrap();
+        m.respond(n * 2);
+    });
+    let r: i64 = a.request("check-b", "ask", 21).await.unwrap();
+    assert_eq!(r, 42);
+    a.disconnect().await.unwrap();
+    b.disconnect().await.unwrap();
+}
+
+/// What a raw Socket.IO 4 client (rust_socketio) sees: `Ok` once connected (it can list the
+/// clients), or the text of its connection error.
+async fn raw_connect(url: String, auth: Option<Value>) -> Result<Vec<Value>, String> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), String>>();
+    let err_tx = tx.clone();
+    let mut builder = ClientBuilder::new(url)
+        .transport_type(TransportType::Websocket)
+        .reconnect(false)
+        .on("open", move |_, _| {
+            let _ = tx.send(Ok(()));
+            futures::future::ready(()).boxed()
+        })
+        .on("error", move |p, _| {
+            let text = match p {
+                Payload::Text(v) => v.first().and_then(Value::as_str).unwrap_or("").to_string(),
+                _ => String::new(),
+            };
+            let _ = err_tx.send(Err(text));
+            futures::future::ready(()).boxed()
+        });
+    if let Some(auth) = auth {
+        builder = builder.auth(auth);
+    }
+    let sio = within("raw connect", builder.connect())
+        .await
+        .expect("the transport connects");
+    let outcome = within("connect or connect_error", rx.recv()).await.unwrap();
+    let result = match outcome {
+        Ok(()) => {
+            let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+            let ack_tx = std::sync::Mutex::new(Some(ack_tx));
+            sio.emit_with_ack(
+                "LIST_CLIENTS",
+                Payload::Text(vec![]),
+                Duration::from_secs(3),
+                move |p: Payload, _| {
+                    if let (Some(tx), Payload::Text(v)) = (ack_tx.lock().unwrap().take(), p) {
+                        // The acknowledgement's data arrives as one JSON array of its arguments.
+                        let args = match v.as_slice() {
+                            [Value::Array(a)] => a.clone(),
+                            _ => v,
+                        };
+                        let _ = tx.send(args);
+                    }
+                    futures::future::ready(()).boxed()
+                },
+            )
+            .await
+            .unwrap();
+            Ok(within("LIST_CLIENTS answer", ack_rx).await.unwrap())
+        }
+        Err(text) => Err(text),
+    };
+    let _ = sio.disconnect().await;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_io_4_client_proves_its_id_with_the_auth_payload_or_the_query_token() {
+    let relay = jwt_relay().await;
+    let url = format!("{}?clientId=carol", relay.url());
+    let listed = raw_connect(url.clone(), Some(json!({ "token": token("carol") })))
+        .await
+        .expect("the auth payload's token is accepted");
+    assert_eq!(listed, [json!(["carol"])]);
+
+    // The query parameter works too (what socket.io-client 2 sends).
+    let with_query = format!("{url}&token={}", token("carol"));
+    let listed = raw_connect(with_query, None)
+        .await
+        .expect("the query token is accepted");
+    assert_eq!(listed, [json!(["carol"])]);
+
+    // Without clientId, the token's subject is the id.
+    let bare = format!("{}?token={}", relay.url(), token("dave"));
+    assert_eq!(raw_connect(bare, None).await.unwrap(), [json!(["dave"])]);
+
+    // The refusals reach it as connection errors with the reason's words.
+    let err = raw_connect(url.clone(), None).await.unwrap_err();
+    assert!(err.contains(r#"{"message":"missing token: "#), "{err}");
+    let err = raw_connect(url.clone(), Some(json!({ "token": token("eve") })))
+        .await
+        .unwrap_err();
+    assert!(err.contains("token subject mismatch"), "{err}");
+    let err = raw_connect(url, Some(json!({ "token": 42 })))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("invalid token: the auth payload's token is not a string"),
+        "{err}"
+    );
+    assert!(relay.server().client_ids().is_empty());
+}
+
+fn key(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/keys")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_es256_and_eddsa_tokens_verify_with_their_public_keys() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let cases = [
+        (
+            "rsa",
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(&key("rsa.key")).unwrap(),
+        ),
+        (
+            "ec",
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(&key("ec.key")).unwrap(),
+        ),
+        (
+            "ed25519",
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(&key("ed25519.key")).unwrap(),
+        ),
+    ];
+    for (name, alg, signing) in cases {
+        let auth = JwtAuthenticator::from_public_key_pem(&key(&format!("{name}.pub"))).unwrap();
+        let relay = relay_with(RelayOptions {
+            server: ServerOptions::default().authenticate_with(auth),
+            ..RelayOptions::default()
+        })
+        .await;
+        let good = jsonwebtoken::encode(&Header::new(alg), &Claims::new("alice", hour()), &signing)
+            .unwrap();
+        let alice = authed(&relay, "alice", good).await;
+        assert_eq!(alice.list_clients().await.unwrap(), ["alice"], "{name}");
+
+        // An HS256 token made with the public key as its secret (the classic confusion) is
+        // not accepted, nor is one signed by another key of another kind.
+        let confused =
+            mint_hs256(&key(&format!("{name}.pub")), &Claims::new("bob", hour())).unwrap();
+        let (reason, _) = refusal(connect(&relay, "bob", Some(confused)).await);
+        assert_eq!(reason, RefusalReason::InvalidToken, "{name}");
+        let (reason, _) = refusal(connect(&relay, "bob", Some(token("bob"))).await);
+        assert_eq!(reason, RefusalReason::InvalidToken, "{name}");
+        let mut expired = Claims::new("bob", hour());
+        expired.exp -= 2 * 3600;
+        let old = jsonwebtoken::encode(&Header::new(alg), &expired, &signing).unwrap();
+        let (reason, _) = refusal(connect(&relay, "bob", Some(old)).await);
+        assert_eq!(reason, RefusalReason::Expired, "{name}");
+    }
+    assert!(JwtAuthenticator::from_public_key_pem(b"not a key").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_authenticator_the_relay_stays_open_and_ignores_tokens() {
+    let relay = relay().await;
+    let alice = connect(&relay, "alice", None).await.unwrap();
+    let bob = connect(&relay, "bob", Some(token("someone-else")))
+        .await
+        .unwrap();
+    assert_eq!(alice.list_clients().await.unwrap(), ["alice", "bob"]);
+    bob.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_duplicate_needs_a_valid_token_for_that_id() {
+    let relay = jwt_relay_with(ServerOptions {
+        duplicate_ids: DuplicateIdPolicy::Replace,
+        ..ServerOptions::default()
+    })
+    .await;
+    let first = authed(&relay, "alice", token("alice")).await;
+    let watcher = authed(&relay, "watcher", token("watcher")).await;
+    watcher.add_p2p_target("alice").await.unwrap();
+
+    // Without a token, or with another client's, nobody takes the id over.
+    refusal(connect(&relay, "alice", None).await);
+    refusal(connect(&relay, "alice", Some(token("watcher"))).await);
+    assert!(first.is_connected());
+    assert_eq!(first.list_clients().await.unwrap(), ["alice", "watcher"]);
+
+    // With a valid token for it, the new connection replaces the old one.
+    let second = authed(&relay, "alice", token("alice")).await;
+    within("the first connection is closed", first.closed()).await;
+    assert_eq!(second.list_clients().await.unwrap(), ["alice", "watcher"]);
+}
+
+/// An application's own authenticator sees the handshake and its refusal text reaches the
+/// client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_authenticator_sees_the_handshake_and_its_refusal_reaches_the_client() {
+    struct ByPayload;
+    #[async_trait::async_trait]
+    impl socketio_p2p::auth::Authenticator for ByPayload {
+        async fn authenticate(&self, h: &Handshake) -> Result<Identity, Refusal> {
+            match h
+                .auth()
+                .and_then(|a| a.get("token"))
+                .and_then(Value::as_str)
+            {
+                Some("open sesame") => Ok(Identity::new(h.client_id().unwrap_or("anon"))),
+                _ => Err(Refusal::denied("say the word")),
+            }
+        }
+    }
+    let relay = relay_with(RelayOptions {
+        server: ServerOptions::default().authenticate_with(ByPayload),
+        ..RelayOptions::default()
+    })
+    .await;
+    let (reason, text) = refusal(connect(&relay, "ali", Some("please".into())).await);
+    assert_eq!(
+        (reason, text.as_str()),
+        (RefusalReason::Denied, "say the word")
+    );
+    let ali = authed(&relay, "ali", "open sesame".into()).await;
+    assert_eq!(ali.list_clients().await.unwrap(), ["ali"]);
+}
+
+/// Runs `interop/auth-interop.js` with `tokens` against `relay`; fails the test on any failed
+/// check.
+async fn run_js_checks(relay: &Relay, tokens: Value) -> Vec<String> {
+    let config = json!({ "url": relay.url(), "tokens": tokens }).to_string();
+    let (status, lines) = run_node(
+        "auth-interop.js",
+        &[&config],
+        Duration::from_secs(60),
+        |l| println!("auth-interop: {l}"),
+    )
+    .await;
+    let failed: Vec<_> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failed.is_empty(), "failed checks: {failed:?}");
+    assert!(status.success(), "auth-interop.js exited with {status}");
+    assert!(lines.iter().any(|l| l == "all checks passed"));
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_io_client_2_and_4_connect_with_valid_tokens_and_see_each_refusal() {
+    let relay = jwt_relay().await;
+    let mut expired = Claims::new("js2-late", hour());
+    expired.exp -= 2 * 3600;
+    let tokens = json!({
+        "js2": token("js2"),
+        "js4": token("js4"),
+        "expired": mint_hs256(SECRET, &expired).unwrap(),
+        "forged": mint_hs256(b"not the relay's secret", &Claims::new("js2-forged", hour())).unwrap(),
+    });
+    let lines = run_js_checks(&relay, tokens).await;
+    assert!(lines.iter().filter(|l| l.starts_with("ok ")).count() >= 11);
+}
