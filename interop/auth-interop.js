@@ -145,6 +145,118 @@ async function main() {
     expectRefused(connectV4, 'js4-thief', tokens.js2, 'token subject mismatch'));
   await check('v4 with a malformed token is refused: invalid token', () =>
     expectRefused(connectV4, 'js4-bad', 'x.y.z', 'invalid token'));
+
+  if (tokens.limited) await permissions();
+}
+
+/** Collects the SERVER_ERROR texts a socket receives. */
+function serverErrors(socket) {
+  const seen = [];
+  const waiters = [];
+  socket.on('SERVER_ERROR', (text) => {
+    seen.push(text);
+    for (const w of waiters.splice(0)) w();
+  });
+  return {
+    seen,
+    /** Resolves once a SERVER_ERROR containing `words` has arrived. */
+    waitFor(words) {
+      return withTimeout(
+        new Promise((resolve) => {
+          const test = () => {
+            if (seen.some((t) => t.includes(words))) resolve();
+            else waiters.push(test);
+          };
+          test();
+        }),
+        `a SERVER_ERROR with '${words}'`,
+      );
+    },
+  };
+}
+
+const DENIED = "Error: permission denied: client 'js-limited' may not";
+
+function emitTo(socket, from, target, event, ...args) {
+  return ask(socket, 'P2P_EMIT_ACKNOWLEDGE', { targetClientId: target, event, args: [from, ...args] });
+}
+
+/**
+ * The permission kinds, each allowed and denied, for a seed-era client whose token allows:
+ * send to rust-target, the room lobby, calling and subscribing to math, being itself a service.
+ */
+async function permissions() {
+  const { socket, error } = await connectV2('js-limited', tokens.limited);
+  if (error !== undefined) throw new Error(`js-limited refused: ${error}`);
+  const errors = serverErrors(socket);
+  const me = 'js-limited';
+
+  await check('send: allowed to rust-target, which answers', async () => {
+    const answer = await emitTo(socket, me, 'rust-target', 'echo');
+    assert(answer[0] === 'echo', `answered ${JSON.stringify(answer)}`);
+  });
+  await check('send: denied to rust-secret, the acknowledgement says so', async () => {
+    const [text] = await emitTo(socket, me, 'rust-secret', 'echo');
+    assert(text === `${DENIED} send to client 'rust-secret'`, `acknowledged ${JSON.stringify(text)}`);
+    await errors.waitFor(`${DENIED} send to client 'rust-secret'`);
+  });
+  await check('send: add-target to rust-secret is denied', async () => {
+    const [text] = await ask(socket, 'MULTI_API_ADD_TARGET', 'rust-secret');
+    assert(text === `${DENIED} send to client 'rust-secret'`, `acknowledged ${JSON.stringify(text)}`);
+  });
+  await check('send: a stream to rust-secret is denied', async () => {
+    const [text] = await ask(socket, 'MULTI_API_CREATE_STREAM', {
+      sourceStreamId: 's1',
+      targetStreamId: 's2',
+      targetClientId: 'rust-secret',
+    });
+    assert(text === `${DENIED} send to client 'rust-secret'`, `acknowledged ${JSON.stringify(text)}`);
+  });
+  await check('rooms: lobby may be joined, vip not', async () => {
+    const joined = await ask(socket, 'JOIN_ROOM', 'lobby');
+    assert(joined.length === 0 || joined[0] == null, `lobby acknowledged ${JSON.stringify(joined)}`);
+    const [text] = await ask(socket, 'JOIN_ROOM', 'vip');
+    assert(text === `${DENIED} join or emit to room 'vip'`, `vip acknowledged ${JSON.stringify(text)}`);
+  });
+  await check('rooms: an emit to vip is denied', async () => {
+    socket.emit('EMIT_ROOM', 'vip', 'psst', 1);
+    await errors.waitFor(`${DENIED} join or emit to room 'vip'`);
+  });
+  await check('call: math answers, vault is denied', async () => {
+    const [sum] = await emitTo(socket, me, 'math', 'add', 2, 3);
+    assert(sum === 5, `math answered ${JSON.stringify(sum)}`);
+    const [text] = await emitTo(socket, me, 'vault', 'add', 2, 3);
+    assert(text === `${DENIED} call service 'vault'`, `vault acknowledged ${JSON.stringify(text)}`);
+  });
+  await check("subscribe: math's topic may be followed, vault's not", async () => {
+    const ok = await emitTo(socket, me, 'math', 'SUBSCRIBE_TOPIC', me, 'news');
+    assert(ok.length === 0 || ok[0] == null, `math acknowledged ${JSON.stringify(ok)}`);
+    const [text] = await emitTo(socket, me, 'vault', 'SUBSCRIBE_TOPIC', me, 'news');
+    assert(
+      text === `${DENIED} subscribe to the topics of service 'vault'`,
+      `vault acknowledged ${JSON.stringify(text)}`,
+    );
+  });
+  await check('serve: it may create its own topic, not publish to math\'s', async () => {
+    const created = await ask(socket, 'JOIN_ROOM', 'SERVICE_CREATE_TOPIC', `service:${me}:topic:t`);
+    assert(created.length === 0 || created[0] == null, `acknowledged ${JSON.stringify(created)}`);
+    const room = 'service:math:topic:news';
+    socket.emit('EMIT_ROOM', room, `${room}-DEFAULT_TOPIC_EVENT`, 666);
+    await errors.waitFor(`${DENIED} act as service 'math'`);
+  });
+
+  // socket.io-client 4, the same rule for sending.
+  const v4 = await connectV4('js4-limited', tokens.limited4);
+  if (v4.error !== undefined) throw new Error(`js4-limited refused: ${v4.error}`);
+  await check('v4 send: allowed to rust-target, denied to rust-secret', async () => {
+    const answer = await emitTo(v4.socket, 'js4-limited', 'rust-target', 'echo');
+    assert(answer[0] === 'echo', `answered ${JSON.stringify(answer)}`);
+    const [text] = await emitTo(v4.socket, 'js4-limited', 'rust-secret', 'echo');
+    assert(
+      text === "Error: permission denied: client 'js4-limited' may not send to client 'rust-secret'",
+      `acknowledged ${JSON.stringify(text)}`,
+    );
+  });
 }
 
 main()

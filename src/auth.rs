@@ -28,7 +28,7 @@
 //! | [`send`](Permissions::send) | client ids | messages and requests to a client, add-target, streams |
 //! | [`rooms`](Permissions::rooms) | room names | joining a room, emitting to a room |
 //! | [`serve`](Permissions::serve) | service names | acting as that service: creating, publishing to, destroying its topics, adding or removing its subscribers |
-//! | [`call`](Permissions::call) | service names | calling a service the server provides; a call to a service a client provides (that client's id is the service name) is allowed by `call` or by `send` |
+//! | [`call`](Permissions::call) | service names | calling a service the server provides; a call to a service a client provides (a message to the client whose id is the service name) is allowed by `send`, or by a pattern of `call`'s allow list |
 //! | [`subscribe`](Permissions::subscribe) | service names | subscribing to (or unsubscribing from) the topics of that service, also by joining a topic room directly |
 //!
 //! Topic rooms (`service:<service>:topic:<topic>`) are governed by the service kinds, not by
@@ -426,6 +426,12 @@ impl Rule {
         self.allow.is_none() && self.deny.is_empty()
     }
 
+    /// Whether `name` is allowed by a pattern of an allow list (and not denied): a rule without
+    /// an allow list allows names but lists none.
+    fn lists(&self, name: &str) -> bool {
+        self.allow.is_some() && self.allows(name)
+    }
+
     /// Whether `name` is allowed: no deny pattern matches it and, if there is an allow list,
     /// one of its patterns does.
     pub fn allows(&self, name: &str) -> bool {
@@ -464,7 +470,8 @@ pub struct Permissions {
     /// subscribers.
     #[serde(skip_serializing_if = "Rule::allows_all")]
     pub serve: Rule,
-    /// Services it may call.
+    /// Services it may call. A service a client provides is that client: a call to it is
+    /// allowed by [`send`](Self::send), or by a pattern of this rule's allow list.
     #[serde(skip_serializing_if = "Rule::allows_all")]
     pub call: Rule,
     /// Services whose topics it may subscribe to.
@@ -507,7 +514,7 @@ impl Permissions {
         let (allowed, what) = match action {
             Action::Send(id) => (self.send.allows(id), format!("send to client '{id}'")),
             Action::Message(id) => (
-                self.send.allows(id) || self.call.allows(id),
+                self.send.allows(id) || self.call.lists(id),
                 format!("send to client '{id}'"),
             ),
             Action::Call(s) => (self.call.allows(s), format!("call service '{s}'")),
@@ -533,8 +540,8 @@ impl Permissions {
 pub(crate) enum Action<'a> {
     /// Add-target or a stream to a client: `send`.
     Send(&'a str),
-    /// A message or request to a client, which may be a service a client provides: `send` or
-    /// `call`.
+    /// A message or request to a client, which may be a service a client provides: `send`, or
+    /// the allow list of `call`.
     Message(&'a str),
     /// A call of a service the server provides: `call`.
     Call(&'a str),

@@ -388,17 +388,434 @@ async fn run_js_checks(relay: &Relay, tokens: Value) -> Vec<String> {
     lines
 }
 
+// ---- Permissions ----
+
+/// The error of a denied operation: [`Error::PermissionDenied`] with its text.
+fn denied<T: std::fmt::Debug>(result: socketio_p2p::Result<T>) -> String {
+    match result {
+        Err(Error::PermissionDenied(text)) => text,
+        other => panic!("expected a permission denial, got {other:?}"),
+    }
+}
+
+/// A client recording every message and request it gets (answering requests with "echo").
+fn recorder(client: &P2pClient) -> Log<String> {
+    let log = Log::new();
+    for event in ["note", "echo"] {
+        let l = log.clone();
+        client.on(event, move |m| {
+            l.push(format!("{} from {}", m.event, m.from));
+            m.respond("echo");
+        });
+    }
+    let l = log.clone();
+    client.on_add_p2p_target(move |from| l.push(format!("add-target from {from}")));
+    log
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn socket_io_client_2_and_4_connect_with_valid_tokens_and_see_each_refusal() {
+async fn send_permissions_decide_which_clients_a_client_may_reach() {
     let relay = jwt_relay().await;
-    let mut expired = Claims::new("js2-late", hour());
+    let alice = authed(
+        &relay,
+        "alice",
+        token_with(
+            "alice",
+            Permissions {
+                send: Rule::allow(["bob", "car*"]).and_deny(["carol"]),
+                ..Permissions::default()
+            },
+        ),
+    )
+    .await;
+    let bob = authed(&relay, "bob", token("bob")).await;
+    let carol = authed(&relay, "carol", token("carol")).await;
+    let dave = authed(&relay, "dave", token("dave")).await;
+    let (at_bob, at_carol, at_dave) = (recorder(&bob), recorder(&carol), recorder(&dave));
+    let _incoming = carol.incoming_streams(None);
+    let errors = Log::new();
+    let e = errors.clone();
+    alice.on_server_error(move |text| e.push(text));
+
+    // Allowed: bob.
+    let answer: String = alice.request("bob", "echo", ()).await.unwrap();
+    assert_eq!(answer, "echo");
+    alice.add_p2p_target("bob").await.unwrap();
+    let mut bob_streams = bob.incoming_streams(None);
+    let _to_bob = alice.add_p2p_stream("bob").await.unwrap();
+    within("bob accepts the stream", bob_streams.next())
+        .await
+        .expect("a stream at bob");
+
+    // Denied: carol by the deny list (though `car*` allows it), dave by the allow list.
+    for target in ["carol", "dave"] {
+        let text = denied(alice.request::<String>(target, "echo", ()).await);
+        assert_eq!(
+            text,
+            format!("client 'alice' may not send to client '{target}'")
+        );
+        denied(alice.add_p2p_target(target).await);
+        denied(alice.add_p2p_stream(target).await);
+        // A fire-and-forget message is refused with a SERVER_ERROR.
+        alice.emit_to(target, "note", 1).await.unwrap();
+    }
+    errors
+        .wait_len("two refusals of fire-and-forget messages", 2)
+        .await;
+    assert_eq!(
+        errors.get(),
+        [
+            "Error: permission denied: client 'alice' may not send to client 'carol'",
+            "Error: permission denied: client 'alice' may not send to client 'dave'",
+        ]
+    );
+    // A batch of messages: each denied one is refused, the allowed one goes through.
+    for target in ["carol", "bob", "dave"] {
+        alice.emit_to(target, "note", 2).await.unwrap();
+    }
+    errors.wait_len("two more refusals", 4).await;
+    at_bob.wait_len("bob's note", 3).await;
+
+    // Nothing reached carol or dave: bob, who may send anywhere, reaches them after all that.
+    for target in ["carol", "dave"] {
+        let answer: String = bob.request(target, "echo", ()).await.unwrap();
+        assert_eq!(answer, "echo");
+    }
+    assert_eq!(at_carol.get(), ["echo from bob"]);
+    assert_eq!(at_dave.get(), ["echo from bob"]);
+    assert_eq!(carol.stream_count(), 0);
+    assert_eq!(
+        at_bob.get(),
+        [
+            "echo from alice",
+            "add-target from alice",
+            "note from alice"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_permissions_decide_which_rooms_a_client_may_join_and_emit_to() {
+    let relay = jwt_relay().await;
+    let alice = authed(
+        &relay,
+        "alice",
+        token_with(
+            "alice",
+            Permissions {
+                rooms: Rule::allow(["lobby", "team-*"]).and_deny(["team-admin"]),
+                ..Permissions::default()
+            },
+        ),
+    )
+    .await;
+    let bob = authed(&relay, "bob", token("bob")).await;
+    let heard = Log::new();
+    for room in ["lobby", "team-admin", "other"] {
+        bob.join_room(room).await.unwrap();
+        let h = heard.clone();
+        let r = room.to_string();
+        bob.on_raw(&format!("say-{room}"), move |args| {
+            h.push((r.clone(), args))
+        });
+    }
+
+    alice.join_room("lobby").await.unwrap();
+    alice.join_room("team-blue").await.unwrap();
+    for room in ["team-admin", "other"] {
+        let text = denied(alice.join_room(room).await);
+        assert_eq!(
+            text,
+            format!("client 'alice' may not join or emit to room '{room}'")
+        );
+        denied(alice.emit_room(room, &format!("say-{room}"), "psst").await);
+    }
+    // Leaving is never refused.
+    alice.leave_room("team-admin").await.unwrap();
+    alice
+        .emit_room("lobby", "say-lobby", "hello")
+        .await
+        .unwrap();
+    heard.wait_len("the lobby emit", 1).await;
+    assert_eq!(heard.get(), [("lobby".to_string(), vec![json!("hello")])]);
+}
+
+/// A relay with two services of its own: `math` and `vault`, each with `add` and a topic
+/// `news`.
+async fn relay_with_services() -> Relay {
+    let relay = jwt_relay().await;
+    for name in ["math", "vault"] {
+        let s = relay.server().as_service(name);
+        s.provide_service("add", |call| {
+            let (a, b): (i64, i64) = call.parse().unwrap_or_default();
+            call.respond(a + b);
+        })
+        .unwrap();
+        s.create_topic("news").unwrap();
+    }
+    relay
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_permissions_decide_which_services_a_client_may_call() {
+    let relay = relay_with_services().await;
+    let alice = authed(
+        &relay,
+        "alice",
+        token_with(
+            "alice",
+            Permissions {
+                call: Rule::allow(["math", "weather"]),
+                send: Rule::nothing(),
+                ..Permissions::default()
+            },
+        ),
+    )
+    .await;
+    // Services provided by clients: `weather` is allowed by `call`, `forecast` by nothing.
+    let mut calls = Vec::new();
+    for name in ["weather", "forecast"] {
+        let opts = opts(Some(token(name)));
+        let service = P2pClient::connect_service(&relay.url(), name, opts)
+            .await
+            .unwrap();
+        let log = Log::new();
+        let l = log.clone();
+        service
+            .provide_service("now", move |call| {
+                l.push(call.from.to_string());
+                call.respond("sunny");
+            })
+            .unwrap();
+        calls.push((service, log));
+    }
+
+    let sum: i64 = alice.request_service("math", "add", (2, 3)).await.unwrap();
+    assert_eq!(sum, 5);
+    let text = denied(alice.request_service::<i64>("vault", "add", (2, 3)).await);
+    assert_eq!(text, "client 'alice' may not call service 'vault'");
+    let now: String = alice.request_service("weather", "now", ()).await.unwrap();
+    assert_eq!(now, "sunny");
+    let text = denied(alice.request_service::<String>("forecast", "now", ()).await);
+    assert_eq!(text, "client 'alice' may not send to client 'forecast'");
+
+    // The forecast service was never called: another caller's call is its first.
+    let other = authed(&relay, "other", token("other")).await;
+    let _: String = other.request_service("forecast", "now", ()).await.unwrap();
+    assert_eq!(calls[1].1.get(), ["other"]);
+    assert_eq!(calls[0].1.get(), ["alice"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_permissions_decide_whose_topics_a_client_may_follow() {
+    let relay = relay_with_services().await;
+    let alice = authed(
+        &relay,
+        "alice",
+        token_with(
+            "alice",
+            Permissions {
+                subscribe: Rule::allow(["math"]),
+                ..Permissions::default()
+            },
+        ),
+    )
+    .await;
+    let got = Log::new();
+    let g = got.clone();
+    alice
+        .subscribe_topic("math", "news", move |e| {
+            g.push(("math", e.parse::<i64>().unwrap_or(-1)))
+        })
+        .await
+        .unwrap();
+    let text = denied(alice.subscribe_topic("vault", "news", |_| {}).await);
+    assert_eq!(
+        text,
+        "client 'alice' may not subscribe to the topics of service 'vault'"
+    );
+    // Joining the topic's room directly is a subscription too.
+    let vault_room = socketio_p2p::service::topic_room("vault", "news");
+    denied(alice.join_room(&vault_room).await);
+    alice
+        .join_room(&socketio_p2p::service::topic_room("math", "news"))
+        .await
+        .unwrap();
+    let g = got.clone();
+    alice.on_raw(
+        &socketio_p2p::service::topic_event(&vault_room),
+        move |_| g.push(("vault", 0)),
+    );
+
+    // The vault publishes first, then math: alice hears math only.
+    relay
+        .server()
+        .as_service("vault")
+        .publish_topic("news", 1)
+        .unwrap();
+    relay
+        .server()
+        .as_service("math")
+        .publish_topic("news", 2)
+        .unwrap();
+    got.wait_len("math's publication", 1).await;
+    assert_eq!(got.get(), [("math", 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_permissions_decide_which_services_a_client_may_be() {
+    let relay = relay_with_services().await;
+    let serving = |name: &str, serve: Rule| {
+        token_with(
+            name,
+            Permissions {
+                serve,
+                ..Permissions::default()
+            },
+        )
+    };
+    let weather = P2pClient::connect_service(
+        &relay.url(),
+        "weather",
+        opts(Some(serving("weather", Rule::allow(["weather"])))),
+    )
+    .await
+    .unwrap();
+    let rogue = P2pClient::connect_service(
+        &relay.url(),
+        "rogue",
+        opts(Some(serving("rogue", Rule::deny(["*"])))),
+    )
+    .await
+    .unwrap();
+    let fan = authed(&relay, "fan", token("fan")).await;
+    let got = Log::new();
+    let g = got.clone();
+    fan.subscribe_topic("math", "news", move |e| {
+        g.push(("math", e.parse::<i64>().unwrap_or(-1)))
+    })
+    .await
+    .unwrap();
+
+    weather.create_topic("today").await.unwrap();
+    let g = got.clone();
+    fan.subscribe_topic("weather", "today", move |e| {
+        g.push(("weather", e.parse::<i64>().unwrap_or(-1)))
+    })
+    .await
+    .unwrap();
+    weather.publish_topic("today", 21).await.unwrap();
+    got.wait_len("weather's publication", 1).await;
+
+    let text = denied(rogue.create_topic("today").await);
+    assert_eq!(text, "client 'rogue' may not act as service 'rogue'");
+    // Publishing to another service's topic is acting as that service.
+    let math_room = socketio_p2p::service::topic_room("math", "news");
+    let text = denied(
+        weather
+            .emit_room(
+                &math_room,
+                &socketio_p2p::service::topic_event(&math_room),
+                666,
+            )
+            .await,
+    );
+    assert_eq!(text, "client 'weather' may not act as service 'math'");
+    relay
+        .server()
+        .as_service("math")
+        .publish_topic("news", 7)
+        .unwrap();
+    got.wait_len("math's own publication", 2).await;
+    assert_eq!(got.get(), [("weather", 21), ("math", 7)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_permissions_apply_without_authentication_and_to_tokens_without_their_own() {
+    let defaults = Permissions {
+        send: Rule::deny(["admin"]),
+        ..Permissions::default()
+    };
+    // An open relay: every client has the defaults.
+    let open = relay_with(RelayOptions {
+        server: ServerOptions {
+            default_permissions: defaults.clone(),
+            ..ServerOptions::default()
+        },
+        ..RelayOptions::default()
+    })
+    .await;
+    let admin = client(&open, "admin").await;
+    let at_admin = recorder(&admin);
+    let alice = client(&open, "alice").await;
+    denied(alice.request::<String>("admin", "echo", ()).await);
+    let bob = client(&open, "bob").await;
+    let _at_bob = recorder(&bob);
+    let answer: String = alice.request("bob", "echo", ()).await.unwrap();
+    assert_eq!(answer, "echo");
+    assert!(at_admin.get().is_empty());
+
+    // With tokens: no claim, the defaults; a claim of its own replaces them.
+    let relay = jwt_relay_with(ServerOptions {
+        default_permissions: defaults,
+        ..ServerOptions::default()
+    })
+    .await;
+    let admin = authed(&relay, "admin", token("admin")).await;
+    let _at_admin = recorder(&admin);
+    let plain = authed(&relay, "plain", token("plain")).await;
+    denied(plain.request::<String>("admin", "echo", ()).await);
+    let trusted = authed(
+        &relay,
+        "trusted",
+        token_with("trusted", Permissions::allow_all()),
+    )
+    .await;
+    let answer: String = trusted.request("admin", "echo", ()).await.unwrap();
+    assert_eq!(answer, "echo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_io_client_2_and_4_connect_with_tokens_see_each_refusal_and_are_allowed_and_denied_as_their_tokens_say(
+) {
+    let relay = relay_with_services().await;
+    let target = authed(&relay, "rust-target", token("rust-target")).await;
+    let secret = authed(&relay, "rust-secret", token("rust-secret")).await;
+    let (at_target, at_secret) = (recorder(&target), recorder(&secret));
+    let _streams = secret.incoming_streams(None);
+    let limited = |sub: &str| {
+        token_with(
+            sub,
+            Permissions {
+                send: Rule::allow(["rust-target"]),
+                rooms: Rule::allow(["lobby"]),
+                call: Rule::allow(["math"]),
+                subscribe: Rule::allow(["math"]),
+                serve: Rule::allow([sub]),
+            },
+        )
+    };
+    let mut expired = Claims::new("x", hour());
     expired.exp -= 2 * 3600;
     let tokens = json!({
         "js2": token("js2"),
         "js4": token("js4"),
         "expired": mint_hs256(SECRET, &expired).unwrap(),
-        "forged": mint_hs256(b"not the relay's secret", &Claims::new("js2-forged", hour())).unwrap(),
+        "forged": mint_hs256(b"not the relay's secret", &Claims::new("x", hour())).unwrap(),
+        "limited": limited("js-limited"),
+        "limited4": limited("js4-limited"),
     });
     let lines = run_js_checks(&relay, tokens).await;
-    assert!(lines.iter().filter(|l| l.starts_with("ok ")).count() >= 11);
+    assert!(lines.iter().filter(|l| l.starts_with("ok ")).count() >= 21);
+
+    // Nothing the JavaScript clients were denied reached rust-secret: a message sent after
+    // all of it is the first it gets.
+    let answer: String = target.request("rust-secret", "echo", ()).await.unwrap();
+    assert_eq!(answer, "echo");
+    assert_eq!(at_secret.get(), ["echo from rust-target"]);
+    assert_eq!(secret.stream_count(), 0);
+    assert_eq!(
+        at_target.get(),
+        ["echo from js-limited", "echo from js4-limited"]
+    );
 }

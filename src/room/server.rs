@@ -1,5 +1,6 @@
 //! Server side of the Core API: rooms and the client list.
 
+use crate::auth::Action;
 use crate::error::Error;
 use crate::protocol::{
     event, ArgsRef, ClientList, EmitRoom, ExtArgs, JoinRoom, LeaveRoom, RoomEmit, RoomTarget,
@@ -127,6 +128,15 @@ fn join_room<A: Adapter>(
     if let Err(e) = check_room(server, target_room(&target)) {
         return r.respond(Err(e));
     }
+    // Joining oneself is a subscription when the room is a topic's; joining another client, or
+    // creating a topic, is acting as the service.
+    let action = match &target {
+        RoomTarget::Own(room) => Action::own_room(room, false),
+        RoomTarget::Client { room, .. } | RoomTarget::Topic(room) => Action::service_room(room),
+    };
+    if let Err(e) = peer.check(action) {
+        return r.respond(Err(e.into()));
+    }
     let (socket, room) = match target {
         RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
             Ok((other, room)) => (other.socket.clone(), room),
@@ -147,6 +157,12 @@ fn leave_room<A: Adapter>(
 ) {
     if let Err(e) = check_room(server, target_room(&target)) {
         return r.respond(Err(e));
+    }
+    // Leaving is always allowed; removing another client or destroying a room is not.
+    if let RoomTarget::Client { room, .. } | RoomTarget::Topic(room) = &target {
+        if let Err(e) = peer.check(Action::service_room(room)) {
+            return r.respond(Err(e.into()));
+        }
     }
     let (socket, room) = match target {
         RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
@@ -210,6 +226,9 @@ fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom
     let EmitRoom { room, event, args } = e;
     if let Err(e) = check_room(server, &room) {
         return r.respond(Err(e));
+    }
+    if let Err(e) = peer.check(Action::own_room(&room, true)) {
+        return r.respond(Err(e.into()));
     }
     let marked = RoomEmit::to_args(&room, &event, &args);
     let socket = peer.socket.clone();

@@ -379,6 +379,9 @@ pub(crate) fn create_stream<A: Adapter>(
     if info.target_client_id == format!("{}{SERVER_SIDE_SUFFIX}", peer.id) {
         return accept_local(server, peer, info, r);
     }
+    if let Err(e) = peer.check(crate::auth::Action::Send(&info.target_client_id)) {
+        return r.respond(Err(e.into()));
+    }
     let Some(target) = server.peer(&info.target_client_id) else {
         let msg = protocol::not_registered(&info.target_client_id);
         return r.respond(Err(OpError {
