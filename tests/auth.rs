@@ -475,6 +475,35 @@ async fn send_permissions_decide_which_clients_a_client_may_reach() {
     }
     errors.wait_len("two more refusals", 4).await;
     at_bob.wait_len("bob's note", 3).await;
+    // The same as one `P2P_BATCH`, from a raw extension client with the same permissions.
+    let url = format!(
+        "{}?clientId=alice2&p2pExt=1&token={}",
+        relay.url(),
+        token_with(
+            "alice2",
+            Permissions {
+                send: Rule::allow(["bob"]),
+                ..Permissions::default()
+            }
+        )
+    );
+    let mut raw = raw_client(&url).await;
+    let events = raw.events.clone();
+    eventually("the raw client's welcome", || {
+        events.get().iter().any(|(name, _)| name == "P2P_WELCOME")
+    })
+    .await;
+    let item = |to: &str| json!({"targetClientId": to, "event": "note", "args": ["alice2", 3]});
+    raw.emit("P2P_BATCH", vec![item("carol"), item("bob"), item("dave")])
+        .await;
+    for target in ["carol", "dave"] {
+        let text = raw.next_error("a refused batch item").await;
+        assert_eq!(
+            text,
+            format!("Error: permission denied: client 'alice2' may not send to client '{target}'")
+        );
+    }
+    at_bob.wait_len("the batch's note for bob", 4).await;
 
     // Nothing reached carol or dave: bob, who may send anywhere, reaches them after all that.
     for target in ["carol", "dave"] {
@@ -489,7 +518,8 @@ async fn send_permissions_decide_which_clients_a_client_may_reach() {
         [
             "echo from alice",
             "add-target from alice",
-            "note from alice"
+            "note from alice",
+            "note from alice2"
         ]
     );
 }
