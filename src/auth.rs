@@ -29,7 +29,7 @@
 //! | [`rooms`](Permissions::rooms) | room names | joining a room, emitting to a room |
 //! | [`serve`](Permissions::serve) | service names | acting as that service: creating, publishing to, destroying its topics, adding or removing its subscribers |
 //! | [`call`](Permissions::call) | service names | calling a service the server provides; a call to a service a client provides (a message to the client whose id is the service name) is allowed by `send`, or by a pattern of `call`'s allow list |
-//! | [`subscribe`](Permissions::subscribe) | service names | subscribing to (or unsubscribing from) the topics of that service, also by joining a topic room directly |
+//! | [`subscribe`](Permissions::subscribe) | service names | subscribing to (or unsubscribing from) the topics of that service, also by joining a topic room directly; for a service a client provides, `send` or a pattern of `subscribe`'s allow list must allow that client too |
 //!
 //! Topic rooms (`service:<service>:topic:<topic>`) are governed by the service kinds, not by
 //! `rooms`. Leaving a room and answering a request are never checked. A denied operation is
@@ -522,6 +522,13 @@ impl Permissions {
                 self.subscribe.allows(s),
                 format!("subscribe to the topics of service '{s}'"),
             ),
+            Action::SubscribeClient(s) if !self.subscribe.allows(s) => {
+                (false, format!("subscribe to the topics of service '{s}'"))
+            }
+            Action::SubscribeClient(s) => (
+                self.send.allows(s) || self.subscribe.lists(s),
+                format!("send to client '{s}'"),
+            ),
             Action::Serve(s) => (self.serve.allows(s), format!("act as service '{s}'")),
             Action::Room(r) => (self.rooms.allows(r), format!("join or emit to room '{r}'")),
         };
@@ -545,8 +552,11 @@ pub(crate) enum Action<'a> {
     Message(&'a str),
     /// A call of a service the server provides: `call`.
     Call(&'a str),
-    /// Subscribing to a service's topics: `subscribe`.
+    /// Subscribing to the topics of a service the server provides: `subscribe`.
     Subscribe(&'a str),
+    /// Subscribing to the topics of a service a client provides, a message to that client:
+    /// `subscribe`, and `send` or the allow list of `subscribe`.
+    SubscribeClient(&'a str),
     /// Acting as a service: `serve`.
     Serve(&'a str),
     /// Joining or emitting to a room that is not a topic room: `rooms`.

@@ -677,6 +677,35 @@ async fn subscribe_permissions_decide_whose_topics_a_client_may_follow() {
         move |_| g.push(("vault", 0)),
     );
 
+    // A service a client provides: subscribing to it is also a message to that client.
+    let weather = P2pClient::connect_service(&relay.url(), "weather", opts(Some(token("weather"))))
+        .await
+        .unwrap();
+    weather.create_topic("today").await.unwrap();
+    let text = denied(alice.subscribe_topic("weather", "today", |_| {}).await);
+    assert_eq!(
+        text,
+        "client 'alice' may not subscribe to the topics of service 'weather'"
+    );
+    let quiet = |sub: &str, subscribe: Rule| {
+        token_with(
+            sub,
+            Permissions {
+                send: Rule::nothing(),
+                subscribe,
+                ..Permissions::default()
+            },
+        )
+    };
+    let mute = authed(&relay, "mute", quiet("mute", Rule::default())).await;
+    let text = denied(mute.subscribe_topic("weather", "today", |_| {}).await);
+    assert_eq!(text, "client 'mute' may not send to client 'weather'");
+    let listed = authed(&relay, "listed", quiet("listed", Rule::allow(["weather"]))).await;
+    listed
+        .subscribe_topic("weather", "today", |_| {})
+        .await
+        .unwrap();
+
     // The vault publishes first, then math: alice hears math only.
     relay
         .server()

@@ -39,16 +39,16 @@ fn check<A: Adapter>(caller: &Peer<A>, p: &Emit) -> Result<(), Error> {
 
 /// Checks that `caller` may send `p`: a built-in topic API is a subscription to the target's
 /// topics, a call to a service of this server a call, anything else a message to a client (which
-/// may be a service a client provides, so `call` allows it too). A denial is answered and the
-/// message goes nowhere.
+/// may be a service a client provides, so `call`'s allow list allows it too). A denial is
+/// answered and the message goes nowhere.
 fn authorize<A: Adapter>(server: &P2pServer<A>, caller: &Peer<A>, p: &Emit) -> Result<(), Error> {
     let target = p.target.as_str();
-    let action = if crate::service::is_builtin_api(&p.event) {
-        Action::Subscribe(target)
-    } else if server.inner.services.contains(target) {
-        Action::Call(target)
-    } else {
-        Action::Message(target)
+    let service = server.inner.services.contains(target);
+    let action = match (crate::service::is_builtin_api(&p.event), service) {
+        (true, true) => Action::Subscribe(target),
+        (true, false) => Action::SubscribeClient(target),
+        (false, true) => Action::Call(target),
+        (false, false) => Action::Message(target),
     };
     caller.check(action)
 }

@@ -728,15 +728,7 @@ impl<A: Adapter> P2pServer<A> {
     pub fn connect_handler(&self) -> impl ConnectHandler<A, (SocketRef<A>,)> {
         let server = Arc::downgrade(&self.inner);
         let admitting = server.clone();
-        let handler = move |socket: SocketRef<A>| async move {
-            match server.upgrade() {
-                Some(inner) => P2pServer { inner }.on_connect(socket),
-                None => {
-                    tracing::info!(sid = %socket.id, "the relay is gone; disconnecting");
-                    let _ = socket.disconnect();
-                }
-            }
-        };
+        let handler = Registrar(server);
         let middleware = move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
             let server = admitting.clone();
             async move {
@@ -1193,6 +1185,31 @@ fn remote_addr<A: Adapter>(socket: &SocketRef<A>) -> Option<std::net::IpAddr> {
     ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
         .or_else(|| ext.get::<std::net::SocketAddr>().map(|a| a.ip()))
+}
+
+/// The relay's connect handler: registers each accepted connection at once, on the path that
+/// accepted it, rather than in a task of its own as socketioxide runs an async handler; a client
+/// may send its first events as soon as it is told it is connected, and they must find their
+/// handlers there.
+struct Registrar<A: Adapter>(std::sync::Weak<Inner<A>>);
+
+impl<A: Adapter> Clone for Registrar<A> {
+    fn clone(&self) -> Self {
+        Registrar(self.0.clone())
+    }
+}
+
+impl<A: Adapter> ConnectHandler<A, (SocketRef<A>,)> for Registrar<A> {
+    fn call(&self, socket: Arc<Socket<A>>, _: Option<SioValue>) {
+        let socket = SocketRef::from(socket);
+        match self.0.upgrade() {
+            Some(inner) => P2pServer { inner }.on_connect(socket),
+            None => {
+                tracing::info!(sid = %socket.id, "the relay is gone; disconnecting");
+                let _ = socket.disconnect();
+            }
+        }
+    }
 }
 
 /// What the connect middleware decided about a connection, for the connect handler (kept in
