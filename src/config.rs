@@ -3,15 +3,18 @@
 //!
 //! The file's keys are the fields of [`ServerOptions`](socketio_p2p::ServerOptions) and
 //! [`RelayOptions`] under the same names: where to listen and how clients are treated at the top,
-//! every bound in `[limits]`. A key the relay does not know is an error naming it, so that a typo
+//! every bound in `[limits]`, how clients prove their ids in `[auth]`, and what they may do
+//! unless their tokens say otherwise in `[permissions]`. A key the relay does not know is an error naming it, so that a typo
 //! never leaves a limit at its default unnoticed. Durations are written as text, like `"10s"`,
 //! `"500ms"` or `"2m"`. `relay.example.toml` at the repository root shows every key with its
 //! default.
 
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Deserializer};
+use socketio_p2p::auth::{JwtAuthenticator, Permissions};
 use socketio_p2p::{DuplicateIdPolicy, RelayOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the relay listens when neither the file nor a flag says.
@@ -70,6 +73,19 @@ pub(crate) struct ServeArgs {
     /// Connections one address may open in a burst [default: 200].
     #[arg(long)]
     connect_burst: Option<u32>,
+    /// Require every client to prove its id with a JSON Web Token signed with HS256 and the
+    /// secret in this file (trailing whitespace and newlines are not part of the secret).
+    #[arg(long, value_name = "PATH", conflicts_with = "jwt_public_key_file")]
+    jwt_secret_file: Option<PathBuf>,
+    /// Require every client to prove its id with a JSON Web Token signed with the private key
+    /// of this public key (PEM; RSA: RS256, EC P-256: ES256, Ed25519: EdDSA).
+    #[arg(long, value_name = "PATH")]
+    jwt_public_key_file: Option<PathBuf>,
+    /// What clients may do unless their token says otherwise: every client when no token is
+    /// required, else those whose token carries no permissions. Any of these flags replaces the
+    /// config file's `[permissions]` table.
+    #[command(flatten, next_help_heading = "Default permissions")]
+    permissions: crate::PermissionFlags,
 }
 
 /// The duplicate-id policy as the file and the flag spell it.
@@ -102,6 +118,18 @@ pub(crate) struct File {
     reply_timeout: Option<Duration>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    auth: Auth,
+    /// The default permissions (see `socketio_p2p::auth::Permissions`).
+    permissions: Option<Permissions>,
+}
+
+/// The file's `[auth]` table: how clients prove their ids. At most one key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Auth {
+    jwt_secret_file: Option<PathBuf>,
+    jwt_public_key_file: Option<PathBuf>,
 }
 
 /// The file's `[limits]` table: the relay's bounds, named as the fields of `ServerOptions` and
@@ -207,6 +235,48 @@ impl Settings {
             flags.buffer.or(l.max_buffer_size),
         );
 
+        let secret = flags.jwt_secret_file.or(file.auth.jwt_secret_file);
+        let public_key = flags.jwt_public_key_file.or(file.auth.jwt_public_key_file);
+        let authenticator = match (secret, public_key) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "give either jwt_secret_file (--jwt-secret-file) or jwt_public_key_file \
+                     (--jwt-public-key-file), not both"
+                        .into(),
+                )
+            }
+            (Some(path), None) => Some(
+                JwtAuthenticator::hs256(crate::read_secret(&path)?)
+                    .map_err(|e| crate::with_causes(&e))?,
+            ),
+            (None, Some(path)) => Some(crate::read_public_key(&path)?),
+            (None, None) => None,
+        };
+        if let Some(a) = authenticator {
+            relay.server.authenticator = Some(Arc::new(a));
+        }
+        Settings::checked(
+            file.host,
+            file.port,
+            flags.host,
+            flags.port,
+            relay,
+            flags.permissions.to_permissions().or(file.permissions),
+        )
+    }
+
+    /// The settings, checked, with the default permissions in place.
+    fn checked(
+        file_host: Option<String>,
+        file_port: Option<u16>,
+        flag_host: Option<String>,
+        flag_port: Option<u16>,
+        mut relay: RelayOptions,
+        permissions: Option<Permissions>,
+    ) -> Result<Settings, String> {
+        if let Some(p) = permissions {
+            relay.server.default_permissions = p;
+        }
         if relay.server.reply_timeout.is_zero() {
             return Err("reply_timeout must be longer than 0".into());
         }
@@ -220,11 +290,10 @@ impl Settings {
             ));
         }
         Ok(Settings {
-            host: flags
-                .host
-                .or(file.host)
+            host: flag_host
+                .or(file_host)
                 .unwrap_or_else(|| DEFAULT_HOST.into()),
-            port: flags.port.or(file.port).unwrap_or(DEFAULT_PORT),
+            port: flag_port.or(file_port).unwrap_or(DEFAULT_PORT),
             relay,
         })
     }
@@ -346,7 +415,11 @@ mod tests {
         for (text, named) in [
             ("prot = 1\n", "prot"),
             ("[limits]\nmax_room = 3\n", "max_room"),
-            ("[auth]\njwt_secret_file = \"x\"\n", "auth"),
+            ("[auth]\njwt_secret = \"x\"\n", "jwt_secret"),
+            (
+                "[permissions]\nsend = { allow = [\"a\"], only = [] }\n",
+                "only",
+            ),
             ("reply_timeout = 30\n", "reply_timeout"),
             (
                 "[limits]\nslow_consumer_deadline = \"soon\"\n",
@@ -372,5 +445,48 @@ mod tests {
         assert_eq!(flag_duration("30"), Ok(Duration::from_secs(30)));
         assert_eq!(flag_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(flag_duration("soon").is_err());
+    }
+
+    /// The README's `[auth]` and `[permissions]` example: a secret file turns authentication
+    /// on, the table becomes the default permissions, and a permission flag replaces the table.
+    #[test]
+    fn auth_and_permissions_tables() {
+        let dir = std::env::temp_dir().join(format!("p2p-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("relay.secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let text = format!(
+            "[auth]\njwt_secret_file = {:?}\n\n[permissions]\nsend = {{ deny = [\"admin*\"] }}\n\
+             rooms = {{ allow = [\"public-*\"] }}\n",
+            secret.display().to_string()
+        );
+        let got = resolve(&text, ServeArgs::default()).unwrap();
+        assert!(got.relay.server.authenticator.is_some());
+        let p = &got.relay.server.default_permissions;
+        assert_eq!(p.send.deny, vec!["admin*".to_string()]);
+        assert_eq!(p.rooms.allow, Some(vec!["public-*".to_string()]));
+
+        let flags = ServeArgs {
+            permissions: crate::PermissionFlags {
+                deny_call: vec!["jobs".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let got = resolve(&text, flags).unwrap();
+        let p = &got.relay.server.default_permissions;
+        assert!(p.send.deny.is_empty() && p.rooms.allow.is_none());
+        assert_eq!(p.call.deny, vec!["jobs".to_string()]);
+
+        let both = format!("{text}\n").replace(
+            "[permissions]",
+            "jwt_public_key_file = \"key.pub\"\n\n[permissions]",
+        );
+        let e = resolve(&both, ServeArgs::default()).expect_err("both keys");
+        assert!(e.contains("not both"), "{e}");
+        let missing = "[auth]\njwt_secret_file = \"/nonexistent/relay.secret\"\n";
+        let e = resolve(missing, ServeArgs::default()).expect_err("a missing secret file");
+        assert!(e.contains("/nonexistent/relay.secret"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

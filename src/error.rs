@@ -63,6 +63,27 @@ pub enum Error {
     /// The relay refused the connection; the text is its reason.
     #[error("the relay refused the connection: {0}")]
     Refused(String),
+    /// The relay's authenticator refused the connection (see [`crate::auth`]).
+    #[error("the relay refused the connection: {message}")]
+    Unauthorized {
+        /// Why, as one of a few distinct causes.
+        reason: crate::auth::RefusalReason,
+        /// The relay's words (the client's connection error).
+        message: String,
+    },
+    /// The caller's permissions do not allow the operation; nothing reached its target. The text
+    /// says who may not do what.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// A token or key could not be made or read (minting a token, loading a key).
+    #[error("{message}")]
+    Token {
+        /// What failed.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Connecting to the relay failed below the Socket.IO level (address, network, handshake).
     #[error("could not connect to {url}")]
     Connect {
@@ -122,7 +143,9 @@ impl From<Error> for std::io::Error {
             Error::Timeout { .. } => K::TimedOut,
             Error::PeerGone(_) => K::ConnectionAborted,
             Error::Disconnected(_) => K::NotConnected,
-            Error::Refused(_) => K::ConnectionRefused,
+            Error::Refused(_) | Error::Unauthorized { .. } => K::ConnectionRefused,
+            Error::PermissionDenied(_) => K::PermissionDenied,
+            Error::Token { .. } => K::InvalidInput,
             Error::Busy(_) | Error::Overloaded(_) => K::WouldBlock,
             Error::Remote { .. } | Error::Connect { .. } => K::Other,
         };
@@ -151,6 +174,10 @@ pub enum ErrorCode {
     Protocol,
     /// [`Error::Refused`]: the relay refused the connection.
     Refused,
+    /// [`Error::Unauthorized`]: the relay's authenticator refused the connection.
+    Unauthorized,
+    /// [`Error::PermissionDenied`]: the caller may not do this.
+    PermissionDenied,
     /// Anything else that failed on the other side; reaches the caller as [`Error::Remote`].
     #[serde(other)]
     Internal,
@@ -196,6 +223,8 @@ impl Error {
             Error::Busy(_) | Error::Overloaded(_) => ErrorCode::Busy,
             Error::Protocol(_) => ErrorCode::Protocol,
             Error::Refused(_) => ErrorCode::Refused,
+            Error::Unauthorized { .. } => ErrorCode::Unauthorized,
+            Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
             _ => ErrorCode::Internal,
         }
     }
@@ -225,7 +254,9 @@ impl Error {
             Error::BadRequest(d)
             | Error::Protocol(d)
             | Error::Refused(d)
-            | Error::Overloaded(d) => w.detail = Some(d.clone()),
+            | Error::Overloaded(d)
+            | Error::PermissionDenied(d)
+            | Error::Unauthorized { message: d, .. } => w.detail = Some(d.clone()),
             Error::Remote { peer, message } => {
                 w.peer = Some(peer.clone());
                 w.detail = Some(message.clone());
@@ -255,6 +286,11 @@ impl Error {
             Some(ErrorCode::BadRequest) => Error::BadRequest(detail),
             Some(ErrorCode::Protocol) => Error::Protocol(detail),
             Some(ErrorCode::Refused) => Error::Refused(detail),
+            Some(ErrorCode::Unauthorized) => Error::Unauthorized {
+                reason: crate::auth::RefusalReason::of_message(&detail),
+                message: detail,
+            },
+            Some(ErrorCode::PermissionDenied) => Error::PermissionDenied(detail),
             Some(ErrorCode::Timeout) => Error::Timeout {
                 peer: w.peer,
                 event: w.event.unwrap_or_default(),
@@ -300,6 +336,11 @@ mod tests {
             Error::Overloaded("client 'bob' sent more than 10 events at once".into()),
             Error::Protocol("DATA after FIN".into()),
             Error::Refused("client id 'bob' is already connected".into()),
+            Error::Unauthorized {
+                reason: crate::auth::RefusalReason::Expired,
+                message: "token expired: the token's exp has passed".into(),
+            },
+            Error::PermissionDenied("client 'alice' may not send to client 'bob'".into()),
         ];
         for e in cases {
             let json = serde_json::to_value(e.to_wire()).unwrap();

@@ -22,6 +22,9 @@
 //!   [`P2pClient::incoming_streams`] accepts them.
 //! - Services: [`P2pServer::as_service`] (the server provides it) or [`ServiceClient`] (a client
 //!   does); callers use [`P2pClient::request_service`] and [`P2pClient::subscribe_topic`] alike.
+//! - Securing a relay: [`auth`], an [`Authenticator`](auth::Authenticator) at connect (JSON Web
+//!   Tokens built in, [`ClientOptions::token`] on the client side) and [`Permissions`](auth::Permissions)
+//!   per client.
 //!
 //! Every call that waits on someone has a timeout ([`ClientOptions::timeout`], 5 s by default)
 //! and fails with an [`Error`] instead of hanging; all of them, the relay's included, return this
@@ -185,6 +188,7 @@
 //! turns it off: `socketio-p2p = { version = "0.1", default-features = false }`.
 
 mod apis;
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod message;

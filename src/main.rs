@@ -1,6 +1,7 @@
 //! `socketio-p2p`: the relay server and command-line tools.
 
 use clap::{Parser, Subcommand};
+use socketio_p2p::auth::{mint_hs256, Claims, JwtAuthenticator, Permissions, Rule};
 use socketio_p2p::Relay;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +38,8 @@ enum Command {
         to: String,
         /// The file to send, or `-` for stdin.
         file: PathBuf,
+        #[command(flatten)]
+        token: TokenFlags,
         /// Seconds without progress (the receiver taking no data, or no digest from it) after
         /// which sending fails.
         #[arg(long, default_value_t = 30)]
@@ -56,11 +59,147 @@ enum Command {
         /// current directory (an existing file is not overwritten).
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenFlags,
         /// Seconds without data from the sender after which receiving fails (waiting for the
         /// sender to start is not limited).
         #[arg(long, default_value_t = 30)]
         stall_timeout: u64,
     },
+    /// Mint an HS256 token for a relay started with `serve --jwt-secret-file` (small setups and
+    /// tests; larger ones mint tokens where their users sign in). Prints the token.
+    Token {
+        /// The file holding the relay's secret (trailing whitespace and newlines ignored).
+        #[arg(long, value_name = "PATH")]
+        secret_file: PathBuf,
+        /// The client id the token proves (its `sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// How long the token is valid: a number with s, m, h or d (seconds without a unit).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// The token's permissions (its `permissions` claim); without any of these flags the
+        /// token has none and the relay's defaults apply.
+        #[command(flatten, next_help_heading = "Permissions")]
+        permissions: PermissionFlags,
+    },
+}
+
+/// A token for `send` and `recv`.
+#[derive(clap::Args)]
+struct TokenFlags {
+    /// The token proving --id to a relay that requires one (default: the P2P_TOKEN environment
+    /// variable).
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding the token (trailing whitespace and newlines ignored).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+impl TokenFlags {
+    /// The token: `--token`, else the content of `--token-file`, else `P2P_TOKEN`, else none.
+    fn resolve(self) -> Result<Option<String>, transfer::Error> {
+        if let Some(t) = self.token {
+            return Ok(Some(t));
+        }
+        if let Some(path) = self.token_file {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(format!("{} holds no token", path.display()).into());
+            }
+            return Ok(Some(token.to_string()));
+        }
+        Ok(std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty()))
+    }
+}
+
+/// The environment variable `send` and `recv` take their token from.
+const TOKEN_ENV: &str = "P2P_TOKEN";
+
+/// Allow and deny lists of glob patterns (`*` any run of characters, `?` one character), per
+/// kind of operation; each flag may be given several times. Deny wins over allow; a kind with
+/// no allow pattern allows everything it does not deny.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct PermissionFlags {
+    /// Client ids it may send to (messages, requests, add-target, streams).
+    #[arg(long, value_name = "PATTERN")]
+    allow_send: Vec<String>,
+    /// Client ids it may not send to.
+    #[arg(long, value_name = "PATTERN")]
+    deny_send: Vec<String>,
+    /// Rooms it may join and emit to.
+    #[arg(long, value_name = "PATTERN")]
+    allow_rooms: Vec<String>,
+    /// Rooms it may not join nor emit to.
+    #[arg(long, value_name = "PATTERN")]
+    deny_rooms: Vec<String>,
+    /// Services it may be (create, publish and destroy their topics).
+    #[arg(long, value_name = "PATTERN")]
+    allow_serve: Vec<String>,
+    /// Services it may not be.
+    #[arg(long, value_name = "PATTERN")]
+    deny_serve: Vec<String>,
+    /// Services it may call.
+    #[arg(long, value_name = "PATTERN")]
+    allow_call: Vec<String>,
+    /// Services it may not call.
+    #[arg(long, value_name = "PATTERN")]
+    deny_call: Vec<String>,
+    /// Services whose topics it may subscribe to.
+    #[arg(long, value_name = "PATTERN")]
+    allow_subscribe: Vec<String>,
+    /// Services whose topics it may not subscribe to.
+    #[arg(long, value_name = "PATTERN")]
+    deny_subscribe: Vec<String>,
+}
+
+impl PermissionFlags {
+    /// The permissions these flags describe; `None` when no flag was given.
+    pub(crate) fn to_permissions(&self) -> Option<Permissions> {
+        fn rule(allow: &[String], deny: &[String]) -> Rule {
+            Rule {
+                allow: (!allow.is_empty()).then(|| allow.to_vec()),
+                deny: deny.to_vec(),
+            }
+        }
+        let p = Permissions {
+            send: rule(&self.allow_send, &self.deny_send),
+            rooms: rule(&self.allow_rooms, &self.deny_rooms),
+            serve: rule(&self.allow_serve, &self.deny_serve),
+            call: rule(&self.allow_call, &self.deny_call),
+            subscribe: rule(&self.allow_subscribe, &self.deny_subscribe),
+        };
+        (!p.allows_all()).then_some(p)
+    }
+}
+
+/// A duration such as `90`, `90s`, `15m`, `1h` or `7d`.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 90s, 15m, 1h or 7d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit in '{s}': use s, m, h or d")),
+    };
+    match n.checked_mul(unit) {
+        Some(0) => Err("the duration must be more than 0".into()),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Err(format!("'{s}' is too long")),
+    }
 }
 
 #[tokio::main]
@@ -69,7 +208,7 @@ async fn main() -> std::process::ExitCode {
     // The file commands keep stderr for their own progress unless RUST_LOG asks for more.
     let default_filter = match cli.command {
         Command::Serve { .. } => "info",
-        Command::Send { .. } | Command::Recv { .. } => "warn",
+        Command::Send { .. } | Command::Recv { .. } | Command::Token { .. } => "warn",
     };
     init_logging(default_filter);
     match cli.command {
@@ -86,6 +225,12 @@ async fn main() -> std::process::ExitCode {
                 }
             };
             let (host, port, opts) = (settings.host, settings.port, settings.relay);
+            if opts.server.authenticator.is_some() {
+                tracing::info!("clients must prove their ids with tokens");
+            }
+            if !opts.server.default_permissions.allows_all() {
+                tracing::info!(permissions = ?opts.server.default_permissions, "default permissions");
+            }
             let relay = match Relay::bind_with((host.as_str(), port), opts).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -108,30 +253,72 @@ async fn main() -> std::process::ExitCode {
             to,
             file,
             stall_timeout,
-        } => exit_with(
-            interruptible(transfer::send(transfer::SendArgs {
-                server,
-                id,
-                to,
-                file,
-                stall_timeout: Duration::from_secs(stall_timeout.max(1)),
-            }))
-            .await,
-        ),
+            token,
+        } => {
+            let token = match token.resolve() {
+                Ok(t) => t,
+                Err(e) => return exit_with(Err(e)),
+            };
+            exit_with(
+                interruptible(transfer::send(transfer::SendArgs {
+                    server,
+                    id,
+                    to,
+                    file,
+                    stall_timeout: Duration::from_secs(stall_timeout.max(1)),
+                    token,
+                }))
+                .await,
+            )
+        }
         Command::Recv {
             server,
             id,
             out,
             stall_timeout,
-        } => exit_with(
-            interruptible(transfer::recv(transfer::RecvArgs {
-                server,
-                id,
-                out,
-                stall_timeout: Duration::from_secs(stall_timeout.max(1)),
-            }))
-            .await,
-        ),
+            token,
+        } => {
+            let token = match token.resolve() {
+                Ok(t) => t,
+                Err(e) => return exit_with(Err(e)),
+            };
+            exit_with(
+                interruptible(transfer::recv(transfer::RecvArgs {
+                    server,
+                    id,
+                    out,
+                    stall_timeout: Duration::from_secs(stall_timeout.max(1)),
+                    token,
+                }))
+                .await,
+            )
+        }
+        Command::Token {
+            secret_file,
+            sub,
+            ttl,
+            permissions,
+        } => {
+            let secret = match read_secret(&secret_file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("socketio-p2p: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let mut claims = Claims::new(sub, ttl);
+            claims.permissions = permissions.to_permissions();
+            match mint_hs256(&secret, &claims) {
+                Ok(token) => {
+                    println!("{token}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("socketio-p2p: {}", with_causes(&e));
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -267,6 +454,33 @@ impl<S> tracing_subscriber::layer::Filter<S> for Repeats {
             false
         }
     }
+}
+
+/// The HS256 secret in `path`, without trailing whitespace (what `echo` or an editor adds).
+fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut secret =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    while secret.last().is_some_and(u8::is_ascii_whitespace) {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return Err(format!("{} holds no secret", path.display()));
+    }
+    if secret.len() < 32 {
+        eprintln!(
+            "socketio-p2p: warning: the secret in {} is {} bytes; HS256 wants at least 32",
+            path.display(),
+            secret.len()
+        );
+    }
+    Ok(secret)
+}
+
+/// An authenticator for tokens signed with the private key of the public key in `path`.
+fn read_public_key(path: &std::path::Path) -> Result<JwtAuthenticator, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    JwtAuthenticator::from_public_key_pem(&pem)
+        .map_err(|e| format!("{}: {}", path.display(), with_causes(&e)))
 }
 
 fn exit_with(result: Result<(), transfer::Error>) -> std::process::ExitCode {

@@ -59,6 +59,8 @@ pub struct SendArgs {
     pub file: PathBuf,
     /// How long the transfer may make no progress before it fails.
     pub stall_timeout: Duration,
+    /// The token proving `id` to a relay with authentication on.
+    pub token: Option<String>,
 }
 
 /// What `recv` was asked to do.
@@ -72,6 +74,8 @@ pub struct RecvArgs {
     pub out: Option<PathBuf>,
     /// How long the transfer may make no progress before it fails.
     pub stall_timeout: Duration,
+    /// The token proving `id` to a relay with authentication on.
+    pub token: Option<String>,
 }
 
 /// `what` within the stall timeout, or an error saying what stalled.
@@ -255,9 +259,13 @@ impl Progress {
     }
 }
 
-async fn connect(server: &str, id: &str) -> Result<P2pClient> {
+async fn connect(server: &str, id: &str, token: Option<String>) -> Result<P2pClient> {
+    let opts = socketio_p2p::ClientOptions {
+        token,
+        ..Default::default()
+    };
     // The error names the relay and keeps its cause, which the command prints.
-    Ok(P2pClient::connect(server, id).await?)
+    Ok(P2pClient::connect_with(server, id, opts).await?)
 }
 
 fn is_dash(p: &Path) -> bool {
@@ -281,7 +289,7 @@ pub async fn send(a: SendArgs) -> Result<()> {
         let size = meta.is_file().then_some(meta.len());
         (Box::new(f), name, size)
     };
-    let client = connect(&a.server, &a.id).await?;
+    let client = connect(&a.server, &a.id, a.token.clone()).await?;
     let header = FileHeader {
         name: name.clone(),
         size,
@@ -384,7 +392,7 @@ fn safe_name(announced: Option<&str>) -> PathBuf {
 
 /// Receives one file; returns once both ends verified the SHA-256.
 pub async fn recv(a: RecvArgs) -> Result<()> {
-    let client = connect(&a.server, &a.id).await?;
+    let client = connect(&a.server, &a.id, a.token.clone()).await?;
     let (digest_tx, mut digest_rx) = mpsc::unbounded_channel();
     client.on_any(DIGEST_EVENT, move |m| {
         let _ = digest_tx.send(m);

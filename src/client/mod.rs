@@ -29,7 +29,7 @@ mod sink;
 pub(crate) use sink::{Apis, EventSink, Incoming, Origin};
 
 /// Settings of a [`P2pClient`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// How long a call that waits on a peer or the server (a reply, an add-target, a room join)
     /// waits before it fails with [`Error::Timeout`].
@@ -41,6 +41,32 @@ pub struct ClientOptions {
     /// Receive window of each stream this client accepts or opens, in bytes: how much a peer may
     /// send before this end's reader consumes some.
     pub stream_window: u32,
+    /// The token that proves this client's id to a relay with authentication on (see
+    /// [`crate::auth`]): sent in the Socket.IO auth payload as `{"token": <token>}`, never in the
+    /// URL. `None` (the default) sends none. A relay that refuses the token fails
+    /// [`P2pClient::connect_with`] with [`Error::Unauthorized`].
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("send_queue", &self.send_queue)
+            .field("stream_window", &self.stream_window)
+            // A secret: whether there is one, not what it is.
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl ClientOptions {
+    /// The same options with `token` sent at connect.
+    pub fn with_token(mut self, token: impl Into<String>) -> ClientOptions {
+        self.token = Some(token.into());
+        self
+    }
 }
 
 impl Default for ClientOptions {
@@ -51,6 +77,7 @@ impl Default for ClientOptions {
             send_queue: 4096,
             // The Stream API's default window (512 KiB).
             stream_window: 512 * 1024,
+            token: None,
         }
     }
 }
@@ -173,9 +200,13 @@ impl P2pClient {
         let weak = Arc::downgrade(&inner);
         let weak_close = weak.clone();
         let weak_err = weak.clone();
-        let connecting = ClientBuilder::new(full_url)
+        let mut builder = ClientBuilder::new(full_url)
             .transport_type(TransportType::Websocket)
-            .reconnect(false)
+            .reconnect(false);
+        if let Some(token) = &opts.token {
+            builder = builder.auth(serde_json::json!({ crate::auth::AUTH_TOKEN: token }));
+        }
+        let connecting = builder
             .on_any(move |ev, payload, _| {
                 if let Some(inner) = weak.upgrade() {
                     inner.demux(&String::from(ev), payload);
@@ -191,7 +222,10 @@ impl P2pClient {
             .on("error", move |payload, _| {
                 if let Some(inner) = weak_err.upgrade() {
                     tracing::debug!(client = %inner.id, "socket.io client error: {payload:?}");
-                    inner.on_transport_error();
+                    match connect_error(&payload) {
+                        Some(message) => inner.refused(message),
+                        None => inner.on_transport_error(),
+                    }
                 }
                 futures::future::ready(()).boxed()
             })
@@ -454,6 +488,16 @@ impl ClientInner {
         self.closed.send_replace(true);
     }
 
+    /// The relay refused the connection with a Socket.IO connection error (its authenticator
+    /// did): the handshake fails with the relay's reason.
+    fn refused(&self, message: String) {
+        let reason = crate::auth::RefusalReason::of_message(&message);
+        if let Some(w) = self.welcome.lock().unwrap().take() {
+            let _ = w.send(Err(Error::Unauthorized { reason, message }));
+        }
+        self.mark_closed("the relay refused the connection");
+    }
+
     /// rust_socketio reports every failure (a dropped transport, a ping timeout, a packet it
     /// could not parse) through one error callback whose only content is text, and it does not
     /// tell when its packet stream ends. So the client does not read the text: it asks the relay
@@ -612,6 +656,29 @@ impl ClientInner {
             }
             None => tracing::debug!(client = %self.id, "event '{}' ignored", ev.event),
         }
+    }
+}
+
+/// The message of a Socket.IO connection error (`connect_error`), if `payload` is one.
+///
+/// rust_socketio 0.6 has no callback of its own for it: it calls the error callback with the
+/// text `Received an ConnectError frame: ` followed by the packet's data, `{"message": "..."}`.
+fn connect_error(payload: &Payload) -> Option<String> {
+    const PREFIX: &str = "Received an ConnectError frame: ";
+    let text = match payload {
+        Payload::Text(v) => v.first()?.as_str()?,
+        #[allow(deprecated)]
+        Payload::String(s) => s.as_str(),
+        Payload::Binary(_) => return None,
+    };
+    let data = text.strip_prefix(PREFIX)?;
+    match serde_json::from_str::<Value>(data) {
+        Ok(Value::Object(o)) => match o.get("message") {
+            Some(Value::String(m)) => Some(m.clone()),
+            _ => Some(data.to_string()),
+        },
+        Ok(Value::String(m)) => Some(m),
+        _ => Some(data.to_string()),
     }
 }
 

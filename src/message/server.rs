@@ -1,5 +1,6 @@
 //! Server side of the Message API: relaying events, replies and add-target between clients.
 
+use crate::auth::Action;
 use crate::error::Error;
 use crate::protocol::{self, batch_item, event, AddTarget, Arg, Batch, Emit};
 use crate::server::{CallerSlot, OpError, OpReply, Operations, P2pServer, Peer, Reason, RELAY};
@@ -34,6 +35,22 @@ fn check<A: Adapter>(caller: &Peer<A>, p: &Emit) -> Result<(), Error> {
             caller.id
         ))),
     }
+}
+
+/// Checks that `caller` may send `p`: a built-in topic API is a subscription to the target's
+/// topics, a call to a service of this server a call, anything else a message to a client (which
+/// may be a service a client provides, so `call`'s allow list allows it too). A denial is
+/// answered and the message goes nowhere.
+fn authorize<A: Adapter>(server: &P2pServer<A>, caller: &Peer<A>, p: &Emit) -> Result<(), Error> {
+    let target = p.target.as_str();
+    let service = server.inner.services.contains(target);
+    let action = match (crate::service::is_builtin_api(&p.event), service) {
+        (true, true) => Action::Subscribe(target),
+        (true, false) => Action::SubscribeClient(target),
+        (false, true) => Action::Call(target),
+        (false, false) => Action::Message(target),
+    };
+    caller.check(action)
 }
 
 /// Lets a service of this server take the call; what it does not take comes back to be relayed,
@@ -98,7 +115,7 @@ fn target_of<A: Adapter>(
 
 /// `P2P_EMIT({targetClientId, event, args})`: `event(...args)` to the target.
 fn p2p_emit<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, p: Emit, r: OpReply) {
-    if let Err(e) = check(peer, &p) {
+    if let Err(e) = check(peer, &p).and_then(|()| authorize(server, peer, &p)) {
         return r.respond(Err(e.into()));
     }
     let Some((p, r)) = offer_to_services(server, peer, p, r, false) else {
@@ -123,7 +140,7 @@ fn p2p_emit_acknowledge<A: Adapter>(
     p: Emit,
     r: OpReply,
 ) {
-    if let Err(e) = check(peer, &p) {
+    if let Err(e) = check(peer, &p).and_then(|()| authorize(server, peer, &p)) {
         return r.respond(Err(e.into()));
     }
     let Some((p, r)) = offer_to_services(server, peer, p, r, true) else {
@@ -162,6 +179,9 @@ fn add_target<A: Adapter>(
     AddTarget(target_id): AddTarget,
     r: OpReply,
 ) {
+    if let Err(e) = peer.check(Action::Send(&target_id)) {
+        return r.respond(Err(e.into()));
+    }
     let target = match target_of(server, peer, &target_id) {
         Ok(t) => t,
         Err(error) => {
@@ -216,7 +236,7 @@ fn p2p_batch<A: Adapter>(
                 continue;
             }
         };
-        if let Err(e) = check(peer, &p) {
+        if let Err(e) = check(peer, &p).and_then(|()| authorize(server, peer, &p)) {
             peer.report(&e);
             continue;
         }

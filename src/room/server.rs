@@ -1,5 +1,6 @@
 //! Server side of the Core API: rooms and the client list.
 
+use crate::auth::Action;
 use crate::error::Error;
 use crate::protocol::action;
 use crate::protocol::{
@@ -163,6 +164,15 @@ fn join_room<A: Adapter>(
     if let Err(e) = check_topic_rules(server, peer, &target, true) {
         return r.respond(Err(e));
     }
+    // Joining oneself is a subscription when the room is a topic's; joining another client, or
+    // creating a topic, is acting as the service.
+    let action = match &target {
+        RoomTarget::Own(room) => Action::own_room(room, false),
+        RoomTarget::Client { room, .. } | RoomTarget::Topic(room) => Action::service_room(room),
+    };
+    if let Err(e) = peer.check(action) {
+        return r.respond(Err(e.into()));
+    }
     let (socket, room) = match target {
         RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
             Ok((other, room)) => (other.socket.clone(), room),
@@ -186,6 +196,12 @@ fn leave_room<A: Adapter>(
     }
     if let Err(e) = check_topic_rules(server, peer, &target, false) {
         return r.respond(Err(e));
+    }
+    // Leaving is always allowed; removing another client or destroying a room is not.
+    if let RoomTarget::Client { room, .. } | RoomTarget::Topic(room) = &target {
+        if let Err(e) = peer.check(Action::service_room(room)) {
+            return r.respond(Err(e.into()));
+        }
     }
     let (socket, room) = match target {
         RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
@@ -261,6 +277,9 @@ fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom
         return r.respond(Err(e));
     }
     if let Err(e) = rules::check_emit(server, &peer.id, &room, &event) {
+        return r.respond(Err(e.into()));
+    }
+    if let Err(e) = peer.check(Action::own_room(&room, true)) {
         return r.respond(Err(e.into()));
     }
     // Every member gets binary data as arrays of byte values: extension clients cannot take

@@ -5,6 +5,7 @@
 //! events of one connection are handled in the order they arrived; only work that has to wait for a
 //! peer (a reply, an acceptance) is moved to a task of its own.
 
+use crate::auth::{Action, Authenticator, Handshake, Identity, Permissions, Refusal};
 use crate::error::Error;
 use crate::message::{IntoArgs, Request};
 use crate::protocol::{
@@ -14,7 +15,7 @@ use crate::protocol::{
 use crate::request::{Answer, NoAnswer, PendingRequests, Reply};
 use serde_json::Value;
 use socketioxide::adapter::{Adapter, LocalAdapter};
-use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Value as SioValue};
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{DisconnectReason, Socket};
@@ -109,6 +110,13 @@ pub struct ServerOptions {
     /// [`max_queued_bytes`](Self::max_queued_bytes) pending since a send to it was refused)
     /// before the relay disconnects it as a slow consumer.
     pub slow_consumer_deadline: Duration,
+    /// Who may connect: run on every connection before it is registered (see [`crate::auth`]).
+    /// `None` (the default) leaves the relay open: every client id is accepted.
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// What a client may do when its identity carries no permissions of its own: every client
+    /// of a relay without an authenticator, and those whose token has no `permissions` claim.
+    /// The default allows everything.
+    pub default_permissions: Permissions,
 }
 
 impl Default for ServerOptions {
@@ -130,7 +138,17 @@ impl Default for ServerOptions {
             connect_burst: 200,
             max_queued_bytes: 4 << 20,
             slow_consumer_deadline: Duration::from_secs(10),
+            authenticator: None,
+            default_permissions: Permissions::default(),
         }
+    }
+}
+
+impl ServerOptions {
+    /// The same options with `authenticator` deciding who may connect.
+    pub fn authenticate_with(mut self, authenticator: impl Authenticator) -> ServerOptions {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
     }
 }
 
@@ -140,6 +158,10 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     pub(crate) socket: SocketRef<A>,
     /// Speaks the protocol extensions (`P2P_REQ`/`P2P_RES`, batches).
     pub(crate) ext: bool,
+    /// What this client may do; `None`: everything.
+    permissions: Option<Arc<Permissions>>,
+    /// Its id was established by the relay's authenticator.
+    authenticated: bool,
     /// Ids of clients to tell when this one disconnects.
     watchers: Mutex<HashSet<Arc<str>>>,
     /// Requests this server relayed to this client, waiting for its `P2P_RES`.
@@ -181,6 +203,18 @@ impl Drop for SeedWait<'_> {
 }
 
 impl<A: Adapter> Peer<A> {
+    /// Checks one operation against this client's permissions: the one place every operation
+    /// a client asks for is authorized. A denial is [`Error::PermissionDenied`], to answer the
+    /// caller with; the operation must then not reach its target.
+    pub(crate) fn check(&self, action: Action<'_>) -> Result<(), Error> {
+        match &self.permissions {
+            None => Ok(()),
+            Some(p) => p.check(&self.id, action).inspect_err(|_| {
+                self.metrics.refused(Reason::Permission);
+            }),
+        }
+    }
+
     /// Queues a packet of at least `bytes` bytes with `send`, if it fits in the budget (`slack`
     /// times [`ServerOptions::max_queued_bytes`]); [`Error::Busy`] when it does not.
     fn queue(
@@ -733,6 +767,9 @@ pub(crate) struct Inner<A: Adapter> {
     pub(crate) conns: Connections,
     /// What the relay relayed and refused (see [`P2pServer::metrics_text`]).
     pub(crate) metrics: Arc<Metrics>,
+    /// [`ServerOptions::default_permissions`], shared by the clients that have them; `None`
+    /// when they allow everything.
+    default_permissions: Option<Arc<Permissions>>,
 }
 
 /// The operations of every API whose events the relay handles.
@@ -808,6 +845,8 @@ impl<A: Adapter> P2pServer<A> {
                 connects: Default::default(),
                 conns: Connections::default(),
                 metrics,
+                default_permissions: (!opts.default_permissions.allows_all())
+                    .then(|| Arc::new(opts.default_permissions.clone())),
                 opts,
             }),
         }
@@ -816,17 +855,36 @@ impl<A: Adapter> P2pServer<A> {
     /// The handler to register on the root namespace of the [`SocketIo`] this server was made
     /// with: it registers each connecting client. It holds the server weakly: once every
     /// [`P2pServer`] handle is dropped, new connections are turned away.
+    ///
+    /// It comes with the relay's connect middleware, which applies the per-address connection
+    /// rate and runs the [`authenticator`](ServerOptions::authenticator), if there is one,
+    /// before the connection is accepted.
     pub fn connect_handler(&self) -> impl ConnectHandler<A, (SocketRef<A>,)> {
         let server = Arc::downgrade(&self.inner);
-        move |socket: SocketRef<A>| async move {
-            match server.upgrade() {
-                Some(inner) => P2pServer { inner }.on_connect(socket),
-                None => {
-                    tracing::info!(sid = %socket.id, "the relay is gone; disconnecting");
-                    let _ = socket.disconnect();
+        let admitting = server.clone();
+        let handler = Registrar(server);
+        let middleware = move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
+            let server = admitting.clone();
+            async move {
+                // A gone relay is handled by the handler.
+                let Some(inner) = server.upgrade() else {
+                    return Ok(());
+                };
+                let server = P2pServer { inner };
+                let refused = server.admit(&socket, auth.ok()).await;
+                if let Err(refusal) = &refused {
+                    server.metrics().refused(Reason::Auth);
+                    tracing::info!(
+                        sid = %socket.id,
+                        reason = refusal.reason().as_str(),
+                        "refusing connection: {refusal}"
+                    );
+                    close_refused(socket);
                 }
+                refused
             }
-        }
+        };
+        handler.with(middleware)
     }
 
     /// The ids of the connected clients.
@@ -1042,6 +1100,72 @@ impl<A: Adapter> P2pServer<A> {
         self.inner.clients.read().unwrap().get(id).cloned()
     }
 
+    /// The connect middleware: runs before the connection is accepted at the Socket.IO level.
+    /// A connection over the per-address rate is let through without authentication, to be
+    /// refused by [`on_connect`](Self::on_connect) with a `SERVER_ERROR` as before; with an
+    /// authenticator, a connection it refuses never connects and receives the refusal as its
+    /// connection error (`connect_error`).
+    async fn admit(&self, socket: &SocketRef<A>, auth: Option<Value>) -> Result<(), Refusal> {
+        let opts = &self.inner.opts;
+        if let Some(addr) = remote_addr(socket) {
+            let (rate, burst) = (opts.max_connects_per_sec, opts.connect_burst);
+            if !self.inner.connects.admit(addr, rate, burst) {
+                self.metrics().refused(Reason::Limit);
+                let reason = format!(
+                    "too many connections from {addr} (at most {burst} at once, {rate} per \
+                     second); try again later"
+                );
+                socket.extensions.insert(Admission::Refused(reason.into()));
+                return Ok(());
+            }
+        }
+        let Some(authenticator) = opts.authenticator.clone() else {
+            return Ok(());
+        };
+        let handshake = handshake_of(socket, auth);
+        let wait = opts.reply_timeout;
+        let identity =
+            match tokio::time::timeout(wait, authenticator.authenticate(&handshake)).await {
+                Ok(identity) => identity?,
+                Err(_) => {
+                    return Err(Refusal::denied(format!(
+                    "the relay could not authenticate the connection within {wait:?}; try again \
+                     later"
+                )))
+                }
+            };
+        if let Err(why) = protocol::check_client_id(&identity.client_id) {
+            return Err(Refusal::denied(format!(
+                "the authenticated client id is not valid: {why}"
+            )));
+        }
+        // The id the connection asks for, if it names one, must be the one it proved.
+        if let Some(asked) = raw_query_value(socket, protocol::QUERY_CLIENT_ID) {
+            match protocol::percent_decode_strict(asked) {
+                Ok(asked) if asked == identity.client_id => {}
+                Ok(asked) => {
+                    return Err(Refusal::new(
+                        crate::auth::RefusalReason::SubjectMismatch,
+                        format!(
+                            "the token is for client '{}', the connection asks for clientId \
+                             '{asked}'",
+                            identity.client_id
+                        ),
+                    ))
+                }
+                Err(why) => {
+                    return Err(Refusal::denied(format!(
+                        "the client id is not valid: {why}"
+                    )))
+                }
+            }
+        }
+        socket
+            .extensions
+            .insert(Admission::Identified(Arc::new(identity)));
+        Ok(())
+    }
+
     fn on_connect(&self, socket: SocketRef<A>) {
         let mut client_id = None;
         let mut ext = false;
@@ -1064,33 +1188,38 @@ impl<A: Adapter> P2pServer<A> {
             let _ = socket.emit(event::SERVER_ERROR, &protocol::ArgsRef(&notice.to_values()));
             let _ = socket.clone().disconnect();
         };
-        let opts = &self.inner.opts;
-        if let Some(addr) = remote_addr(&socket) {
-            let (rate, burst) = (opts.max_connects_per_sec, opts.connect_burst);
-            if !self.inner.connects.admit(addr, rate, burst) {
-                self.metrics().refused(Reason::Limit);
-                return refuse(format!(
-                    "too many connections from {addr} (at most {burst} at once, {rate} per \
-                     second); try again later"
-                ));
+        let identity = match socket.extensions.get::<Admission>() {
+            Some(Admission::Refused(reason)) => return refuse(reason.to_string()),
+            Some(Admission::Identified(identity)) => Some(identity),
+            None if self.inner.opts.authenticator.is_some() => {
+                // Only reachable by a handler registered without the relay's middleware.
+                return refuse("the connection was not authenticated".into());
             }
-        }
-        let id: Arc<str> = match client_id.map(protocol::percent_decode_strict) {
-            Some(Ok(id)) => match protocol::check_client_id(&id) {
+            None => None,
+        };
+        let id: Arc<str> = match (&identity, client_id.map(protocol::percent_decode_strict)) {
+            (Some(identity), _) => identity.client_id.as_str().into(),
+            (None, Some(Ok(id))) => match protocol::check_client_id(&id) {
                 Ok(()) => id.into(),
                 Err(reason) => return refuse(reason),
             },
-            Some(Err(why)) => return refuse(format!("the client id is not valid: {why}")),
-            None => {
+            (None, Some(Err(why))) => return refuse(format!("the client id is not valid: {why}")),
+            (None, None) => {
                 return refuse(
                     "the handshake query has no clientId (connect with ?clientId=<id>)".into(),
                 )
             }
         };
+        let permissions = match identity.as_ref().and_then(|i| i.permissions.as_ref()) {
+            Some(own) => (!own.allows_all()).then(|| Arc::new(own.clone())),
+            None => self.inner.default_permissions.clone(),
+        };
         let peer = Arc::new(Peer {
             id: id.clone(),
             socket: socket.clone(),
             ext,
+            permissions,
+            authenticated: identity.is_some(),
             watchers: Mutex::new(HashSet::new()),
             pending: PendingRequests::new(self.inner.opts.max_pending_per_client.max(1)),
             seed_waiting: PendingRequests::new(self.inner.opts.max_pending_per_client.max(1)),
@@ -1119,6 +1248,11 @@ impl<A: Adapter> P2pServer<A> {
                 _ if unclaimable.is_some() => Registration::Refused,
                 Some(old) if old.socket.connected() => match self.inner.opts.duplicate_ids {
                     DuplicateIdPolicy::Reject => Registration::Refused,
+                    // With authentication on, only a connection that proved the same identity
+                    // takes over (an unauthenticated one never gets this far there).
+                    DuplicateIdPolicy::Replace if old.authenticated && !peer.authenticated => {
+                        Registration::Refused
+                    }
                     DuplicateIdPolicy::Replace => {
                         let old = old.clone();
                         clients.insert(id.clone(), peer.clone());
@@ -1233,6 +1367,82 @@ fn remote_addr<A: Adapter>(socket: &SocketRef<A>) -> Option<std::net::IpAddr> {
     ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
         .or_else(|| ext.get::<std::net::SocketAddr>().map(|a| a.ip()))
+}
+
+/// The relay's connect handler: registers each accepted connection at once, on the path that
+/// accepted it, rather than in a task of its own as socketioxide runs an async handler; a client
+/// may send its first events as soon as it is told it is connected, and they must find their
+/// handlers there.
+struct Registrar<A: Adapter>(std::sync::Weak<Inner<A>>);
+
+impl<A: Adapter> Clone for Registrar<A> {
+    fn clone(&self) -> Self {
+        Registrar(self.0.clone())
+    }
+}
+
+impl<A: Adapter> ConnectHandler<A, (SocketRef<A>,)> for Registrar<A> {
+    fn call(&self, socket: Arc<Socket<A>>, _: Option<SioValue>) {
+        let socket = SocketRef::from(socket);
+        match self.0.upgrade() {
+            Some(inner) => P2pServer { inner }.on_connect(socket),
+            None => {
+                tracing::info!(sid = %socket.id, "the relay is gone; disconnecting");
+                let _ = socket.disconnect();
+            }
+        }
+    }
+}
+
+/// What the connect middleware decided about a connection, for the connect handler (kept in
+/// the socket's extensions).
+#[derive(Clone)]
+enum Admission {
+    /// Over the per-address connection rate: refused with a `SERVER_ERROR` once connected.
+    Refused(Arc<str>),
+    /// The identity the authenticator established.
+    Identified(Arc<Identity>),
+}
+
+/// The raw (not yet percent-decoded) value of query parameter `name` of a connection.
+fn raw_query_value<'s, A: Adapter>(socket: &'s SocketRef<A>, name: &str) -> Option<&'s str> {
+    protocol::query_pairs(socket.req_parts().uri.query()?)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// The handshake of a connection, as an [`Authenticator`] sees it.
+fn handshake_of<A: Adapter>(socket: &SocketRef<A>, auth: Option<Value>) -> Handshake {
+    let parts = socket.req_parts();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| {
+            protocol::query_pairs(q)
+                .map(|(k, v)| (k, protocol::percent_decode(v)))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let handshake = Handshake::new(query, parts.headers.clone(), auth);
+    match remote_addr(socket) {
+        Some(addr) => handshake.with_remote_addr(addr),
+        None => handshake,
+    }
+}
+
+/// Ends the connection of a client whose connect was refused. socket.io-client 2 (Socket.IO
+/// protocol 4) keeps its Engine.IO connection open after a connection error, so it is sent a
+/// disconnect too, which makes it close; the pause lets the connection error, which socketioxide
+/// sends once the middleware returns, go out first. Later clients close by themselves, and
+/// socketioxide closes a connection that joins no namespace within its connect timeout.
+fn close_refused<A: Adapter>(socket: SocketRef<A>) {
+    if socket.protocol() != socketioxide::ProtocolVersion::V4 {
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = socket.disconnect();
+    });
 }
 
 /// A socketioxide message handler that runs synchronously on the socket's receive path, keeping

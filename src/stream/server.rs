@@ -404,6 +404,9 @@ pub(crate) fn create_stream<A: Adapter>(
             error: Error::BadRequest(text),
         }));
     }
+    if let Err(e) = peer.check(crate::auth::Action::Send(&info.target_client_id)) {
+        return r.respond(Err(e.into()));
+    }
     let Some(target) = server.peer(&info.target_client_id) else {
         let msg = protocol::not_registered(&info.target_client_id);
         return r.respond(Err(OpError {
