@@ -161,9 +161,7 @@ fn join_room<A: Adapter>(
     if let Err(e) = check_room(server, target_room(&target)) {
         return r.respond(Err(e));
     }
-    if let Err(e) = check_topic_rules(server, peer, &target, true) {
-        return r.respond(Err(e));
-    }
+    // What the caller's permissions deny is said first, then what the rules refuse anyone.
     // Joining oneself is a subscription when the room is a topic's; joining another client, or
     // creating a topic, is acting as the service.
     let action = match &target {
@@ -172,6 +170,9 @@ fn join_room<A: Adapter>(
     };
     if let Err(e) = peer.check(action) {
         return r.respond(Err(e.into()));
+    }
+    if let Err(e) = check_topic_rules(server, peer, &target, true) {
+        return r.respond(Err(e));
     }
     let (socket, room) = match target {
         RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
@@ -194,14 +195,14 @@ fn leave_room<A: Adapter>(
     if let Err(e) = check_room(server, target_room(&target)) {
         return r.respond(Err(e));
     }
-    if let Err(e) = check_topic_rules(server, peer, &target, false) {
-        return r.respond(Err(e));
-    }
     // Leaving is always allowed; removing another client or destroying a room is not.
     if let RoomTarget::Client { room, .. } | RoomTarget::Topic(room) = &target {
         if let Err(e) = peer.check(Action::service_room(room)) {
             return r.respond(Err(e.into()));
         }
+    }
+    if let Err(e) = check_topic_rules(server, peer, &target, false) {
+        return r.respond(Err(e));
     }
     let (socket, room) = match target {
         RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
@@ -276,10 +277,10 @@ fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom
     if let Err(e) = check_room(server, &room) {
         return r.respond(Err(e));
     }
-    if let Err(e) = rules::check_emit(server, &peer.id, &room, &event) {
+    if let Err(e) = peer.check(Action::own_room(&room, true)) {
         return r.respond(Err(e.into()));
     }
-    if let Err(e) = peer.check(Action::own_room(&room, true)) {
+    if let Err(e) = rules::check_emit(server, &peer.id, &room, &event) {
         return r.respond(Err(e.into()));
     }
     // Every member gets binary data as arrays of byte values: extension clients cannot take

@@ -392,6 +392,9 @@ pub(crate) fn create_stream<A: Adapter>(
     if info.target_client_id == own_server_end {
         return accept_local(server, peer, info, r);
     }
+    if let Err(e) = peer.check(crate::auth::Action::Send(&info.target_client_id)) {
+        return r.respond(Err(e.into()));
+    }
     if info.target_client_id.ends_with(SERVER_SIDE_SUFFIX) {
         // No client holds such an id: it names the server's end of another client's streams.
         let text = format!(
@@ -403,9 +406,6 @@ pub(crate) fn create_stream<A: Adapter>(
             seed_ack: Some(vec![Value::from(text.clone())]),
             error: Error::BadRequest(text),
         }));
-    }
-    if let Err(e) = peer.check(crate::auth::Action::Send(&info.target_client_id)) {
-        return r.respond(Err(e.into()));
     }
     let Some(target) = server.peer(&info.target_client_id) else {
         let msg = protocol::not_registered(&info.target_client_id);
