@@ -33,8 +33,9 @@ let acked = 0;
 let errors = 0;
 let serverError = null;
 const socket = connect(version, url, `burst-v${version}`);
+// The notice of a disconnect; other notices (a refused event's "busy") may arrive after it.
 socket.on('SERVER_ERROR', (text) => {
-  serverError = String(text);
+  if (String(text).includes('disconnected')) serverError = String(text);
 });
 socket.on('disconnect', (reason) => {
   if (acked === count) return;

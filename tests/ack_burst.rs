@@ -57,3 +57,21 @@ async fn a_burst_past_the_rate_limit_is_answered_or_told() {
     }
     assert_relay_works(&relay, "after-a", "after-b").await;
 }
+
+/// A client disconnected for flooding while it still sends: everything is answered, or it gets
+/// the notice saying why before the connection ends (closing on a client that is still sending
+/// resets the connection and throws away what it had not read, the notice included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_cut_off_mid_burst_hears_why() {
+    let mut opts = RelayOptions::default();
+    opts.server.max_events_per_sec = 100;
+    opts.server.event_burst = 100;
+    opts.server.flood_disconnect_after = 100;
+    let relay = relay_with(opts).await;
+    for version in ["2", "4"] {
+        for _ in 0..3 {
+            burst(&relay, version).await;
+        }
+    }
+    assert_relay_works(&relay, "after-a", "after-b").await;
+}

@@ -21,7 +21,7 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -187,7 +187,15 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     /// The relay's metrics.
     pub(crate) metrics: Arc<Metrics>,
     slow: SlowConsumer,
+    /// Set once the relay has told this client it is disconnected for flooding: the disconnect
+    /// follows when what is queued for it has been written (see [`Peer::close_after_notice`]).
+    closing: AtomicBool,
+    /// Events this client sent after the notice of its disconnect.
+    sent_after_notice: Arc<AtomicUsize>,
 }
+
+/// The longest a client told it is disconnected is kept, so that the notice reaches it.
+const NOTICE_DRAIN: Duration = Duration::from_secs(5);
 
 /// A registration in a seed-era client's table of acknowledgements waited for, removed when
 /// dropped (however the wait ended).
@@ -260,6 +268,30 @@ impl<A: Adapter> Peer<A> {
                 );
                 disconnect_with(&socket, &id, &reason);
             }
+        });
+    }
+
+    /// Disconnects this client once what is queued for it, the notice saying why among it, has
+    /// been written and the client has stopped sending for a moment, or after [`NOTICE_DRAIN`]
+    /// at most. Disconnecting at once would lose the notice: socketioxide closes the whole
+    /// connection when a packet arrives for a client it has just disconnected, and a connection
+    /// closed while the other end still sends is reset, throwing away what that end had not read
+    /// yet.
+    fn close_after_notice(&self) {
+        let (budget, socket) = (self.budget.clone(), self.socket.clone());
+        let sent_after = self.sent_after_notice.clone();
+        tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + NOTICE_DRAIN;
+            let mut seen = usize::MAX;
+            while tokio::time::Instant::now() < until {
+                let sent = sent_after.load(Ordering::Acquire);
+                if sent == seen && budget.queued() == 0 {
+                    break;
+                }
+                seen = sent;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = socket.disconnect();
         });
     }
 
@@ -1047,6 +1079,14 @@ impl<A: Adapter> P2pServer<A> {
     /// disconnected.
     pub(crate) fn admit_event(&self, peer: &Peer<A>, v: &SioValue) -> Result<(), Error> {
         let opts = &self.inner.opts;
+        if peer.closing.load(Ordering::Acquire) {
+            // Told it is disconnected; what it still sends only delays the disconnect.
+            peer.sent_after_notice.fetch_add(1, Ordering::AcqRel);
+            return Err(Error::Overloaded(format!(
+                "client '{}' is being disconnected for flooding; this event was not handled",
+                peer.id
+            )));
+        }
         let size = match v {
             SioValue::Str(s, bins) => {
                 s.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>()
@@ -1082,14 +1122,14 @@ impl<A: Adapter> P2pServer<A> {
             }
             limits::Take::Over => Err(busy()),
             limits::Take::Flood => {
-                if peer.socket.connected() {
+                if peer.socket.connected() && !peer.closing.swap(true, Ordering::AcqRel) {
                     tracing::info!(client = %peer.id, "disconnecting a client that floods");
                     peer.server_error(&format!(
                         "Error: disconnected: client '{}' kept sending more than {} events per \
                          second",
                         peer.id, opts.max_events_per_sec
                     ));
-                    let _ = peer.socket.clone().disconnect();
+                    peer.close_after_notice();
                 }
                 Err(busy())
             }
@@ -1232,6 +1272,8 @@ impl<A: Adapter> P2pServer<A> {
             slow_deadline: self.inner.opts.slow_consumer_deadline,
             metrics: self.inner.metrics.clone(),
             slow: SlowConsumer::new(&self.inner.metrics),
+            closing: AtomicBool::new(false),
+            sent_after_notice: Arc::default(),
         });
         enum Registration<P> {
             Fresh,
