@@ -367,3 +367,208 @@ pub async fn assert_relay_works_at(url: &str, a_id: &str, b_id: &str) {
     a.disconnect().await.unwrap();
     b.disconnect().await.unwrap();
 }
+
+// ---- The relay's rules, seen by the one who tries to break them (tests/rules.rs, tests/attacks.rs) ----
+
+use socketio_p2p::{Error, ServiceClient, TopicEvent};
+
+/// Panics unless `text` mentions every needle.
+pub fn assert_says(text: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(text.contains(n), "{text:?} should mention {n:?}");
+    }
+}
+
+/// A refusal the relay sent as `BAD_REQUEST`, mentioning every needle.
+pub fn assert_refused(result: socketio_p2p::Result<impl std::fmt::Debug>, needles: &[&str]) {
+    match result {
+        Err(Error::BadRequest(text)) => assert_says(&text, needles),
+        other => panic!("expected a refusal mentioning {needles:?}, got {other:?}"),
+    }
+}
+
+/// The text of a permission denial ([`Error::PermissionDenied`]).
+pub fn denied<T: std::fmt::Debug>(result: socketio_p2p::Result<T>) -> String {
+    match result {
+        Err(Error::PermissionDenied(text)) => text,
+        other => panic!("expected a permission denial, got {other:?}"),
+    }
+}
+
+/// Emits `event(...args, ack)` from a seed client the relay refuses: the acknowledgement and
+/// the `SERVER_ERROR` both carry the refusal, which mentions every needle. Returns the text.
+pub async fn seed_refused(
+    raw: &mut RawClient,
+    event: &str,
+    args: Vec<Value>,
+    needles: &[&str],
+) -> String {
+    let ack = raw.emit_with_ack(event, args.clone()).await;
+    let text = ack.first().and_then(Value::as_str).unwrap_or_default();
+    assert_says(text, needles);
+    let error = raw.next_error(&format!("{event}{args:?}")).await;
+    assert_eq!(error, text, "the acknowledgement repeats the SERVER_ERROR");
+    error
+}
+
+/// Rooms the server has `client` in.
+pub fn rooms_of(relay: &Relay, client: &str) -> Vec<String> {
+    relay
+        .server()
+        .socket_of(client)
+        .map(|s| s.rooms().into_iter().map(|r| r.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The names of the events a raw client received (rust_socketio reports an event without
+/// arguments as "message" with the name as its argument).
+pub fn event_names(raw: &RawClient) -> Vec<String> {
+    raw.events
+        .get()
+        .into_iter()
+        .map(|(name, args)| match (name.as_str(), args.as_slice()) {
+            ("message", [Value::String(bare)]) => bare.clone(),
+            _ => name,
+        })
+        .collect()
+}
+
+/// A seed client subscribes itself to `topic` of `service` through its `SUBSCRIBE_TOPIC` (the
+/// seed's `subscribeTopic`), which the service answers with no arguments.
+pub async fn seed_subscribe(raw: &RawClient, me: &str, service: &str, topic: &str) {
+    let ack = raw
+        .emit_with_ack(
+            "P2P_EMIT_ACKNOWLEDGE",
+            vec![json!({
+                "targetClientId": service,
+                "event": "SUBSCRIBE_TOPIC",
+                "args": [me, me, topic],
+            })],
+        )
+        .await;
+    assert_eq!(
+        ack,
+        Vec::<Value>::new(),
+        "{me} subscribes to {service}/{topic}"
+    );
+}
+
+/// A topic handler that records publications and the destroy notice.
+pub fn topic_log() -> (Log<TopicEvent>, impl Fn(TopicEvent) + Send + Sync + 'static) {
+    let log = Log::new();
+    let l = log.clone();
+    (log, move |e| l.push(e))
+}
+
+/// A topic event carrying one published value.
+pub fn published(v: Value) -> TopicEvent {
+    TopicEvent::Published(vec![v])
+}
+
+/// One service, provided by the server or by a client: the legitimate side of the tests.
+pub enum Svc {
+    Server(socketio_p2p::ServiceHandle),
+    Client(ServiceClient),
+}
+
+impl Svc {
+    pub fn name(&self) -> String {
+        match self {
+            Svc::Server(s) => s.name().to_string(),
+            Svc::Client(s) => s.name().to_string(),
+        }
+    }
+
+    pub async fn create(&self, topics: &[&str]) {
+        match self {
+            Svc::Server(s) => s.create_topic(topics).unwrap(),
+            Svc::Client(s) => s.create_topic(topics).await.unwrap(),
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, value: Value) {
+        match self {
+            Svc::Server(s) => s.publish_topic(topic, (value,)).unwrap(),
+            Svc::Client(s) => s.publish_topic(topic, (value,)).await.unwrap(),
+        }
+    }
+
+    pub async fn destroy(&self, topic: &str) {
+        match self {
+            Svc::Server(s) => s.destroy_topic(topic).unwrap(),
+            Svc::Client(s) => s.destroy_topic(topic).await.unwrap(),
+        }
+    }
+}
+
+// ---- A relay that requires JSON Web Tokens (tests/auth.rs, tests/attacks.rs) ----
+
+/// The HS256 secret of the tests' relays with authentication.
+pub const JWT_SECRET: &[u8] = b"a shared secret of the tests, long enough for HS256";
+
+/// A relay that accepts HS256 tokens signed with [`JWT_SECRET`], with `server` for the rest.
+pub async fn jwt_relay_with(server: socketio_p2p::ServerOptions) -> Relay {
+    let auth = socketio_p2p::auth::JwtAuthenticator::hs256(JWT_SECRET).unwrap();
+    relay_with(RelayOptions {
+        server: server.authenticate_with(auth),
+        ..RelayOptions::default()
+    })
+    .await
+}
+
+/// A token for `sub`, valid for an hour, without permissions of its own.
+pub fn jwt_token(sub: &str) -> String {
+    socketio_p2p::auth::mint_hs256(
+        JWT_SECRET,
+        &socketio_p2p::auth::Claims::new(sub, Duration::from_secs(3600)),
+    )
+    .unwrap()
+}
+
+/// A token for `sub`, valid for an hour, carrying `permissions`.
+pub fn jwt_token_with(sub: &str, permissions: socketio_p2p::auth::Permissions) -> String {
+    let claims = socketio_p2p::auth::Claims::new(sub, Duration::from_secs(3600))
+        .with_permissions(permissions);
+    socketio_p2p::auth::mint_hs256(JWT_SECRET, &claims).unwrap()
+}
+
+/// The tests' short-timeout client options carrying `token` (in the Socket.IO auth payload).
+pub fn token_opts(token: Option<String>) -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(3),
+        token,
+        ..ClientOptions::default()
+    }
+}
+
+/// A raw Socket.IO client that the relay is expected to refuse at authentication: returns the
+/// text of its connection error (`connect_error`); panics if it connects.
+pub async fn raw_connect_error(url: &str, auth: Option<Value>) -> String {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), String>>();
+    let err_tx = tx.clone();
+    let mut builder = ClientBuilder::new(url.to_string())
+        .transport_type(TransportType::Websocket)
+        .reconnect(false)
+        .on("open", move |_, _| {
+            let _ = tx.send(Ok(()));
+            futures::future::ready(()).boxed()
+        })
+        .on("error", move |p, _| {
+            let _ = err_tx.send(Err(first_text(&p)));
+            futures::future::ready(()).boxed()
+        });
+    if let Some(auth) = auth {
+        builder = builder.auth(auth);
+    }
+    let sio = within("raw connect", builder.connect())
+        .await
+        .expect("the transport connects");
+    let outcome = within("connect or connect_error", rx.recv())
+        .await
+        .expect("an outcome");
+    let _ = sio.disconnect().await;
+    match outcome {
+        Err(text) => text,
+        Ok(()) => panic!("{url} connected; expected a connection error"),
+    }
+}
