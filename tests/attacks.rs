@@ -954,3 +954,62 @@ async fn server_side_ids_are_refused_at_connect_whatever_the_token() {
         .unwrap();
     assert_eq!(got, "from the server");
 }
+
+/// Attack: as a service of her own, force a client she may not send to into one of her topic
+/// rooms (`JOIN_ROOM("CLIENT_SUBSCRIBE_TOPIC", victim, "service:mallory:topic:x")`) and publish
+/// there, reaching it around her `send` permission.
+///
+/// Adding a client to one's topic room is sending to it: the join is refused with
+/// `PERMISSION_DENIED` ("client 'mallory' may not send to client 'victim'"). The victim is in no
+/// room and hears nothing; a client mallory may send to is added and gets her publication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_adds_to_its_topics_only_clients_it_may_send_to() {
+    let relay = jwt_relay().await;
+    let victim = authed(&relay, "victim").await;
+    let fan = authed(&relay, "fan").await;
+    let room = topic_room("mallory", "x");
+    let (at_victim, at_fan) = (Log::new(), Log::new());
+    for (c, log) in [(&victim, &at_victim), (&fan, &at_fan)] {
+        let log = log.clone();
+        c.on_raw(&topic_event(&room), move |args| log.push(args));
+    }
+    let not_victim = Permissions {
+        send: Rule::deny(["victim"]),
+        ..Permissions::default()
+    };
+    let mut mallory =
+        raw_with_token(&relay, "mallory", &jwt_token_with("mallory", not_victim)).await;
+    let create = vec![json!("SERVICE_CREATE_TOPIC"), json!(room)];
+    assert_eq!(
+        mallory.emit_with_ack("JOIN_ROOM", create).await,
+        Vec::<Value>::new()
+    );
+
+    let add = |who: &str| vec![json!("CLIENT_SUBSCRIBE_TOPIC"), json!(who), json!(room)];
+    let text = seed_refused(
+        &mut mallory,
+        "JOIN_ROOM",
+        add("victim"),
+        &["may not send to client 'victim'"],
+    )
+    .await;
+    assert_eq!(
+        text,
+        "Error: permission denied: client 'mallory' may not send to client 'victim'"
+    );
+    assert!(!rooms_of(&relay, "victim").contains(&room));
+    assert_eq!(
+        mallory.emit_with_ack("JOIN_ROOM", add("fan")).await,
+        Vec::<Value>::new()
+    );
+    mallory
+        .emit(
+            "EMIT_ROOM",
+            vec![json!(room), json!(topic_event(&room)), json!("news")],
+        )
+        .await;
+    at_fan.wait_len("the fan's publication", 1).await;
+    assert_eq!(at_fan.get(), [vec![json!("news")]]);
+    assert!(at_victim.get().is_empty(), "{:?}", at_victim.get());
+    assert!(victim.is_connected());
+}

@@ -171,6 +171,15 @@ fn join_room<A: Adapter>(
     if let Err(e) = peer.check(action) {
         return r.respond(Err(e.into()));
     }
+    // Putting another client in a room is also sending to it: whatever the caller emits into
+    // the room reaches it.
+    if let RoomTarget::Client { client, .. } = &target {
+        if *client != *peer.id {
+            if let Err(e) = peer.check(Action::Send(client)) {
+                return r.respond(Err(e.into()));
+            }
+        }
+    }
     if let Err(e) = check_topic_rules(server, peer, &target, true) {
         return r.respond(Err(e));
     }
