@@ -185,6 +185,22 @@ async fn flood_to_a_stopped_target(count: usize) {
     let mut target = recv_child(&serve.url, "paused", &dir.join("never.bin"));
     signal(target.id(), "-STOP");
     let sender = connect(&serve.url, "flooder").await;
+    let busy = Arc::new(AtomicU64::new(0));
+    let first_notice = Arc::new(Mutex::new(None::<String>));
+    {
+        let (busy, first_notice) = (busy.clone(), first_notice.clone());
+        sender.on_server_error(move |text| {
+            // A refused batch says how many of its messages were not delivered.
+            let n = text
+                .split(" messages for it were not delivered")
+                .next()
+                .filter(|head| head.len() < text.len())
+                .and_then(|head| head.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(1);
+            busy.fetch_add(n, Ordering::Relaxed);
+            first_notice.lock().unwrap().get_or_insert(text);
+        });
+    }
     let before = serve.rss_kib();
     let body = "x".repeat(1024);
     let began = Instant::now();
@@ -197,16 +213,26 @@ async fn flood_to_a_stopped_target(count: usize) {
         }
     }
     let sent_in = began.elapsed();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The notices saying which messages were refused arrive after the sends.
+    let mut last = u64::MAX;
+    while busy.load(Ordering::Relaxed) != last {
+        last = busy.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // What a request (which waits for an answer or an error) is told now.
     let probe = sender
         .request::<serde_json::Value>("paused", "probe", ())
-        .timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(20))
         .await;
     println!(
         "   sent in {:.2} s; emit errors {errors}{}",
         sent_in.as_secs_f64(),
         first_error.map_or(String::new(), |e| format!(" (first: {e})"))
+    );
+    let delivered = count as u64 - errors - last;
+    println!(
+        "   the sender was told of {last} refused (first: {}); {delivered} accepted and held for the target",
+        first_notice.lock().unwrap().as_deref().unwrap_or("none")
     );
     println!(
         "   a request to the stopped client now: {}",
