@@ -499,3 +499,46 @@ async fn busy_refusals_reach_a_rust_caller_as_busy() {
     assert_eq!(e.code(), socketio_p2p::ErrorCode::Busy);
     assert!(relay.server().is_connected("caller"));
 }
+
+/// Topic rooms are counted apart from plain rooms: a service that puts a client in as many of its
+/// topic rooms as the limit allows does not keep that client from joining rooms itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_rooms_a_service_fills_leave_the_clients_own_rooms_free() {
+    let relay = relay_with(relay_opts(|o| o.max_rooms_per_client = 3)).await;
+    let victim = client(&relay, "victim").await;
+    let svc = raw_as(&relay, "svc").await;
+    for i in 0..3 {
+        let ack = svc
+            .emit_with_ack(
+                "JOIN_ROOM",
+                vec![
+                    json!("CLIENT_SUBSCRIBE_TOPIC"),
+                    json!("victim"),
+                    json!(format!("service:svc:topic:t{i}")),
+                ],
+            )
+            .await;
+        assert!(ack.iter().all(Value::is_null), "topic {i}: {ack:?}");
+    }
+    let ack = svc
+        .emit_with_ack(
+            "JOIN_ROOM",
+            vec![
+                json!("CLIENT_SUBSCRIBE_TOPIC"),
+                json!("victim"),
+                json!("service:svc:topic:t3"),
+            ],
+        )
+        .await;
+    assert_says(&format!("{ack:?}"), &["3 topic rooms"]);
+    for room in ["a", "b", "c"] {
+        victim
+            .join_room(room)
+            .await
+            .expect("its own rooms are free");
+    }
+    match victim.join_room("d").await {
+        Err(Error::BadRequest(text)) => assert_says(&text, &["3 rooms", "'d' was not joined"]),
+        other => panic!("expected the room limit, got {other:?}"),
+    }
+}

@@ -125,8 +125,10 @@ fn membership<A: Adapter>(
     }
 }
 
-/// Joins `socket` to `room` unless that would put it in more than `max` rooms (the relay's own
-/// marker rooms not counted). Counted when the join runs, after the client's earlier room
+/// Joins `socket` to `room` unless that would put it in more than `max` rooms of the same kind:
+/// plain rooms and topic rooms (`service:<s>:topic:<t>`) are counted apart, so that the topic
+/// rooms services put a client in can never keep it from joining rooms itself (the relay's own
+/// marker rooms are not counted). Counted when the join runs, after the client's earlier room
 /// operations.
 pub(crate) fn join_bounded<A: Adapter>(
     socket: &SocketRef<A>,
@@ -135,13 +137,16 @@ pub(crate) fn join_bounded<A: Adapter>(
 ) -> Result<(), Error> {
     let rooms = socket.rooms();
     if !rooms.iter().any(|r| **r == *room) {
+        let topic = rules::topic_service(&room).is_some();
         let n = rooms
             .iter()
             .filter(|r| !r.starts_with(RESERVED_ROOM_PREFIX))
+            .filter(|r| rules::topic_service(r).is_some() == topic)
             .count();
         if n >= max {
+            let kind = if topic { "topic rooms" } else { "rooms" };
             return Err(Error::BadRequest(format!(
-                "JOIN_ROOM: the client is in {n} rooms, the most one client may be in; \
+                "JOIN_ROOM: the client is in {n} {kind}, the most one client may be in; \
                  '{room}' was not joined"
             )));
         }

@@ -73,7 +73,9 @@ pub struct ServerOptions {
     pub max_event_name_len: usize,
     /// Longest room name a client may join, leave or emit to, in bytes. Default 256.
     pub max_room_name_len: usize,
-    /// How many rooms one client may be in (not counting the relay's own). Default 1,000.
+    /// How many plain rooms one client may be in, and, counted apart, how many topic rooms
+    /// (`service:<s>:topic:<t>`), so that services putting a client in their topic rooms cannot
+    /// keep it from joining rooms itself. The relay's own rooms are not counted. Default 1,000.
     pub max_rooms_per_client: usize,
     /// Largest event a client may send, in bytes of its Socket.IO packet (the event name and
     /// JSON arguments as they came, plus binary attachments). Default 1 MiB. The Engine.IO
