@@ -116,27 +116,7 @@ where
 pub async fn assert_relay_works(relay: &Relay, a_id: &str, b_id: &str) {
     let a = client(relay, a_id).await;
     let b = client(relay, b_id).await;
-    let got = Log::new();
-    let g = got.clone();
-    b.on("check-msg", move |m| g.push((m.from, m.args)));
-    b.on("check-ask", |m| {
-        let n: i64 = m.arg(0).unwrap();
-        m.reply.unwrap().send((n * 2,));
-    });
-    a.emit_to(b_id, "check-msg", ("still alive",))
-        .await
-        .unwrap();
-    let r: i64 = within("check reply", a.request(b_id, "check-ask", (21,)))
-        .await
-        .expect("the relay still relays replies");
-    assert_eq!(r, 42);
-    got.wait_len("check message arrives", 1).await;
-    assert_eq!(
-        got.get(),
-        vec![(a_id.to_string(), vec![json!("still alive")])]
-    );
-    a.disconnect().await.unwrap();
-    b.disconnect().await.unwrap();
+    assert_clients_exchange(a, b, a_id, b_id).await;
 }
 
 /// A raw Socket.IO client speaking only the seed protocol (no extensions), as the original
@@ -345,6 +325,12 @@ pub async fn client_at(url: &str, id: &str) -> P2pClient {
 pub async fn assert_relay_works_at(url: &str, a_id: &str, b_id: &str) {
     let a = client_at(url, a_id).await;
     let b = client_at(url, b_id).await;
+    assert_clients_exchange(a, b, a_id, b_id).await;
+}
+
+/// `a` (id `a_id`) sends `b` (id `b_id`) a message and asks it a question; `b` hears the one
+/// and answers the other.
+async fn assert_clients_exchange(a: P2pClient, b: P2pClient, a_id: &str, b_id: &str) {
     let got = Log::new();
     let g = got.clone();
     b.on("check-msg", move |m| g.push((m.from, m.args)));
@@ -366,6 +352,62 @@ pub async fn assert_relay_works_at(url: &str, a_id: &str, b_id: &str) {
     );
     a.disconnect().await.unwrap();
     b.disconnect().await.unwrap();
+}
+
+// ---- `socketio-p2p serve` as a process of its own (tests of the `cli` feature's command) ----
+
+/// Spawns `serve`, a `socketio-p2p serve ...` command line the caller built (the binary's path
+/// is known only to the tests that require the `cli` feature), with its stdout piped and killed
+/// when dropped, and waits (at most 60 s) for the URL it announces on its first line. Returns
+/// the process, that URL, and the rest of its stdout.
+pub async fn spawn_serve(
+    mut serve: tokio::process::Command,
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = serve
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("serve announces its URL")
+        .expect("serve's stdout")
+        .expect("a line from serve");
+    let url = line
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .unwrap_or_else(|| panic!("unexpected first line from serve: {line}"))
+        .to_string();
+    (child, url, lines)
+}
+
+/// A directory of its own under the system's temporary directory, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("socketio-p2p-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 // ---- The relay's rules, seen by the one who tries to break them (tests/rules.rs, tests/attacks.rs) ----
