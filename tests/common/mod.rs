@@ -414,6 +414,27 @@ impl Drop for TempDir {
 
 use socketio_p2p::{Error, ServiceClient, TopicEvent};
 
+/// A raw seed-protocol client registered as `id`.
+pub async fn raw_as(relay: &Relay, id: &str) -> RawClient {
+    let c = raw_client(&format!("{}?clientId={id}", relay.url())).await;
+    eventually("the raw client registers", || {
+        relay.server().is_connected(id)
+    })
+    .await;
+    c
+}
+
+/// A client that is a service, with the tests' short timeout.
+pub async fn service_client(relay: &Relay, name: &str) -> ServiceClient {
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(3),
+        ..ClientOptions::default()
+    };
+    P2pClient::connect_service(&relay.url(), name, opts)
+        .await
+        .unwrap_or_else(|e| panic!("service client '{name}' connects: {e}"))
+}
+
 /// Panics unless `text` mentions every needle.
 pub fn assert_says(text: &str, needles: &[&str]) {
     for n in needles {
@@ -583,9 +604,43 @@ pub fn token_opts(token: Option<String>) -> ClientOptions {
     }
 }
 
-/// A raw Socket.IO client that the relay is expected to refuse at authentication: returns the
-/// text of its connection error (`connect_error`); panics if it connects.
-pub async fn raw_connect_error(url: &str, auth: Option<Value>) -> String {
+/// A relay that requires tokens, with the default options otherwise.
+pub async fn jwt_relay() -> Relay {
+    jwt_relay_with(socketio_p2p::ServerOptions::default()).await
+}
+
+/// An hour: the lifetime of the tests' tokens.
+pub fn hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// A Rust client of `relay` asking for `id`, with `token` in its auth payload.
+pub async fn connect_token(
+    relay: &Relay,
+    id: &str,
+    token: Option<String>,
+) -> socketio_p2p::Result<P2pClient> {
+    within(
+        "the connect resolves",
+        P2pClient::connect_with(&relay.url(), id, token_opts(token)),
+    )
+    .await
+}
+
+/// The reason and text of a connect refused at authentication.
+pub fn unauthorized(
+    result: socketio_p2p::Result<P2pClient>,
+) -> (socketio_p2p::auth::RefusalReason, String) {
+    match result {
+        Err(Error::Unauthorized { reason, message }) => (reason, message),
+        Err(e) => panic!("expected an authentication refusal, got {e:?}"),
+        Ok(c) => panic!("expected a refusal, '{}' connected", c.id()),
+    }
+}
+
+/// A raw Socket.IO client of `url` presenting `auth` (its Socket.IO auth payload): the client,
+/// and `Ok` once the relay accepted it or the text of its connection error (`connect_error`).
+pub async fn raw_connect(url: &str, auth: Option<Value>) -> (SioClient, Result<(), String>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let err_tx = tx.clone();
     let mut builder = ClientBuilder::new(url.to_string())
@@ -608,6 +663,13 @@ pub async fn raw_connect_error(url: &str, auth: Option<Value>) -> String {
     let outcome = within("connect or connect_error", rx.recv())
         .await
         .expect("an outcome");
+    (sio, outcome)
+}
+
+/// A raw Socket.IO client that the relay is expected to refuse at authentication: returns the
+/// text of its connection error (`connect_error`); panics if it connects.
+pub async fn raw_connect_error(url: &str, auth: Option<Value>) -> String {
+    let (sio, outcome) = raw_connect(url, auth).await;
     let _ = sio.disconnect().await;
     match outcome {
         Err(text) => text,
