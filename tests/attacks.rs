@@ -631,30 +631,10 @@ async fn server_service_names_are_refused_at_connect_whatever_the_token() {
     assert!(!relay.server().is_connected("jobs"));
 
     let caller = authed(&relay, "caller").await;
-    let done: String = caller.request_service("jobs", "run", ()).await.unwrap();
-    assert_eq!(done, "done");
-    let e = caller
-        .request_service::<Value>("jobs", "steal", ())
-        .await
-        .unwrap_err();
-    assert_says(&e.to_string(), &["service 'jobs' has no API 'steal'"]);
-    jobs.publish_topic("done", ("job-1",)).unwrap();
-    log.wait_len("the publication", 1).await;
-    assert_eq!(log.get(), vec![published(json!("job-1"))]);
+    topic_attacks::server_service_still_serves(&caller, &jobs, &log).await;
 
     let early = authed(&relay, "reports").await;
-    let told = Log::new();
-    {
-        let told = told.clone();
-        early.on_server_error(move |t| told.push(t));
-    }
-    let _reports = relay.server().as_service("reports");
-    within("the early client is disconnected", early.closed()).await;
-    assert!(
-        told.get().iter().any(|t| t.contains("service 'reports'")),
-        "{:?}",
-        told.get()
-    );
+    let _reports = topic_attacks::early_client_is_told(&relay, &early).await;
     let text = refused_connect(connect_token(&relay, "reports", Some(jwt_token("reports"))).await);
     assert_says(&text, &["'reports'", "service the server provides"]);
 }

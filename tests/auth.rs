@@ -4,8 +4,6 @@
 
 mod common;
 use common::*;
-use futures::FutureExt;
-use rust_socketio::Payload;
 use serde_json::{json, Value};
 use socketio_p2p::auth::{
     mint_hs256, Claims, Handshake, Identity, JwtAuthenticator, Permissions, Refusal, RefusalReason,
@@ -100,29 +98,7 @@ async fn assert_relay_works_with_tokens(relay: &Relay) {
 async fn raw_connect_list(url: String, auth: Option<Value>) -> Result<Vec<Value>, String> {
     let (sio, outcome) = raw_connect(&url, auth).await;
     let result = match outcome {
-        Ok(()) => {
-            let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-            let ack_tx = std::sync::Mutex::new(Some(ack_tx));
-            sio.emit_with_ack(
-                "LIST_CLIENTS",
-                Payload::Text(vec![]),
-                Duration::from_secs(3),
-                move |p: Payload, _| {
-                    if let (Some(tx), Payload::Text(v)) = (ack_tx.lock().unwrap().take(), p) {
-                        // The acknowledgement's data arrives as one JSON array of its arguments.
-                        let args = match v.as_slice() {
-                            [Value::Array(a)] => a.clone(),
-                            _ => v,
-                        };
-                        let _ = tx.send(args);
-                    }
-                    futures::future::ready(()).boxed()
-                },
-            )
-            .await
-            .unwrap();
-            Ok(within("LIST_CLIENTS answer", ack_rx).await.unwrap())
-        }
+        Ok(()) => Ok(sio_emit_with_ack(&sio, "LIST_CLIENTS", vec![]).await),
         Err(text) => Err(text),
     };
     let _ = sio.disconnect().await;

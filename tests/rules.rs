@@ -277,32 +277,12 @@ async fn server_service_names_cannot_be_claimed_by_clients() {
 
     // Callers reach the server's service, and an API it lacks is its error, not a relay.
     let caller = client(&relay, "caller").await;
-    let done: String = caller.request_service("jobs", "run", ()).await.unwrap();
-    assert_eq!(done, "done");
-    let e = caller
-        .request_service::<Value>("jobs", "steal", ())
-        .await
-        .unwrap_err();
-    assert_says(&e.to_string(), &["service 'jobs' has no API 'steal'"]);
-    jobs.publish_topic("done", ("job-1",)).unwrap();
-    log.wait_len("the publication", 1).await;
-    assert_eq!(log.get(), vec![published(json!("job-1"))]);
+    topic_attacks::server_service_still_serves(&caller, &jobs, &log).await;
 
     // A client already connected under a name the server then takes for a service is told why
     // and disconnected.
     let early = client(&relay, "reports").await;
-    let told = Log::new();
-    {
-        let told = told.clone();
-        early.on_server_error(move |t| told.push(t));
-    }
-    let reports = relay.server().as_service("reports");
-    within("the early client is disconnected", early.closed()).await;
-    assert!(
-        told.get().iter().any(|t| t.contains("service 'reports'")),
-        "{:?}",
-        told.get()
-    );
+    let reports = topic_attacks::early_client_is_told(&relay, &early).await;
     eventually("the early client is gone", || {
         !relay.server().is_connected("reports")
     })

@@ -176,6 +176,49 @@ pub async fn raw_client(url: &str) -> RawClient {
     }
 }
 
+/// Emits `event(...args, ack)` from the raw Socket.IO client `sio` and waits (bounded) for the
+/// acknowledgement's arguments.
+pub async fn sio_emit_with_ack(sio: &SioClient, event: &str, args: Vec<Value>) -> Vec<Value> {
+    let (tx, rx) = oneshot::channel::<Vec<Value>>();
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    sio.emit_with_ack(
+        event,
+        Payload::Text(args),
+        Duration::from_secs(5),
+        move |p: Payload, _| {
+            if let (Some(tx), Payload::Text(v)) = (tx.lock().unwrap().take(), p) {
+                // The acknowledgement's data arrives as one JSON array of its arguments.
+                let args = match v.as_slice() {
+                    [Value::Array(a)] => a.clone(),
+                    _ => v,
+                };
+                let _ = tx.send(args);
+            }
+            futures::future::ready(()).boxed()
+        },
+    )
+    .await
+    .expect("raw emit is sent");
+    within(&format!("ack of {event}"), rx)
+        .await
+        .expect("ack callback runs")
+}
+
+/// A seed client `id` whose handler of `big` never returns: it stops reading its connection at
+/// the first `big` event.
+pub async fn paused_client(relay: &Relay, id: &str) -> SioClient {
+    within(
+        "paused client connects",
+        ClientBuilder::new(format!("{}?clientId={id}", relay.url()))
+            .transport_type(TransportType::Websocket)
+            .reconnect(false)
+            .on("big", |_, _| futures::future::pending::<()>().boxed())
+            .connect(),
+    )
+    .await
+    .expect("paused client connects")
+}
+
 impl RawClient {
     /// Emits `event(...args)`.
     pub async fn emit(&self, event: &str, args: Vec<Value>) {
@@ -187,30 +230,7 @@ impl RawClient {
 
     /// Emits `event(...args, ack)` and waits (bounded) for the acknowledgement's arguments.
     pub async fn emit_with_ack(&self, event: &str, args: Vec<Value>) -> Vec<Value> {
-        let (tx, rx) = oneshot::channel::<Vec<Value>>();
-        let tx = Arc::new(Mutex::new(Some(tx)));
-        self.sio
-            .emit_with_ack(
-                event,
-                Payload::Text(args),
-                Duration::from_secs(5),
-                move |p: Payload, _| {
-                    if let (Some(tx), Payload::Text(v)) = (tx.lock().unwrap().take(), p) {
-                        // The acknowledgement's data arrives as one JSON array of its arguments.
-                        let args = match v.as_slice() {
-                            [Value::Array(a)] => a.clone(),
-                            _ => v,
-                        };
-                        let _ = tx.send(args);
-                    }
-                    futures::future::ready(()).boxed()
-                },
-            )
-            .await
-            .expect("raw emit is sent");
-        within(&format!("ack of {event}"), rx)
-            .await
-            .expect("ack callback runs")
+        sio_emit_with_ack(&self.sio, event, args).await
     }
 
     /// The next `SERVER_ERROR` text (bounded wait).

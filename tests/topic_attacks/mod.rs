@@ -281,3 +281,41 @@ pub async fn lobby_hears_only_carol(
     assert_eq!(event_names(member), vec!["news".to_string()]);
     assert!(member.errors.try_recv().is_err());
 }
+
+/// The server's service `jobs` (API `run` answering "done", topic `done` that `log` follows)
+/// after the attempts to claim its name: `caller` reaches it, an API it lacks is its error, and
+/// its publication arrives.
+pub async fn server_service_still_serves(
+    caller: &P2pClient,
+    jobs: &socketio_p2p::ServiceHandle,
+    log: &Log<TopicEvent>,
+) {
+    let done: String = caller.request_service("jobs", "run", ()).await.unwrap();
+    assert_eq!(done, "done");
+    let e = caller
+        .request_service::<Value>("jobs", "steal", ())
+        .await
+        .unwrap_err();
+    assert_says(&e.to_string(), &["service 'jobs' has no API 'steal'"]);
+    jobs.publish_topic("done", ("job-1",)).unwrap();
+    log.wait_len("the publication", 1).await;
+    assert_eq!(log.get(), vec![published(json!("job-1"))]);
+}
+
+/// `early`, connected as `reports`, is told why and disconnected when the server then takes
+/// that name for a service; returns the service.
+pub async fn early_client_is_told(relay: &Relay, early: &P2pClient) -> socketio_p2p::ServiceHandle {
+    let told = Log::new();
+    {
+        let told = told.clone();
+        early.on_server_error(move |t| told.push(t));
+    }
+    let reports = relay.server().as_service("reports");
+    within("the early client is disconnected", early.closed()).await;
+    assert!(
+        told.get().iter().any(|t| t.contains("service 'reports'")),
+        "{:?}",
+        told.get()
+    );
+    reports
+}
