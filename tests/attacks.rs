@@ -275,19 +275,6 @@ fn as_if_the_services() -> Option<Permissions> {
     })
 }
 
-/// Both kinds of service, each with the topics `t` and `sentinel`: `news-srv` provided by the
-/// server, `news-cli` by a client connected with its token.
-async fn two_services(relay: &Relay) -> [Svc; 2] {
-    let services = [
-        Svc::Server(relay.server().as_service("news-srv")),
-        Svc::Client(authed_service(relay, "news-cli").await),
-    ];
-    for s in &services {
-        s.create(&["t", "sentinel"]).await;
-    }
-    services
-}
-
 /// Attack: `JOIN_ROOM` a topic room (`service:<s>:topic:<t>`), or claim it with the service's
 /// own `SERVICE_CREATE_TOPIC` form, and read the publications without subscribing; for a topic
 /// of a server service and of a client service.
@@ -299,7 +286,7 @@ async fn two_services(relay: &Relay) -> [Svc; 2] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_rooms_are_joined_only_through_subscribe_topic() {
     let relay = jwt_relay().await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, authed_service(&relay, "news-cli")).await;
     let sub = authed(&relay, "sub").await;
     let mallory = authed_with(&relay, "mallory", as_if_the_services()).await;
     let mut seedy = raw_authed(&relay, "mallory-seed").await;
@@ -328,7 +315,7 @@ async fn topic_rooms_are_joined_only_through_subscribe_topic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_publications_and_destroy_notices_are_refused() {
     let relay = jwt_relay().await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, authed_service(&relay, "news-cli")).await;
     let sub = authed(&relay, "sub").await;
     sub.join_room("lobby").await.unwrap();
     let mut seed_sub = raw_authed(&relay, "seed-sub").await;
@@ -386,7 +373,7 @@ async fn forged_publications_and_destroy_notices_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_are_neither_kicked_nor_forced_into_rooms() {
     let relay = jwt_relay().await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, authed_service(&relay, "news-cli")).await;
     let sub = authed(&relay, "sub").await;
     let victim = authed(&relay, "victim").await;
     let mut seedy = raw_authed(&relay, "mallory-seed").await;
@@ -420,7 +407,7 @@ async fn service_destroy_topic_empties_no_room_of_others() {
     member
         .emit_with_ack("JOIN_ROOM", vec![json!("lobby")])
         .await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, authed_service(&relay, "news-cli")).await;
     let sub = authed(&relay, "sub").await;
     let mut logs = Vec::new();
     for svc in &services {

@@ -8,27 +8,15 @@ mod topic_attacks;
 use common::*;
 use serde_json::{json, Value};
 use socketio_p2p::service::{topic_destroyed_event, topic_event, topic_room};
-use socketio_p2p::{Error, P2pClient, Relay, ServiceClient, StreamOptions, TopicEvent};
+use socketio_p2p::{Error, P2pClient, ServiceClient, StreamOptions, TopicEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Both kinds of service, each with the topics `t` and `sentinel`.
-async fn two_services(relay: &Relay) -> [Svc; 2] {
-    let services = [
-        Svc::Server(relay.server().as_service("news-srv")),
-        Svc::Client(service_client(relay, "news-cli").await),
-    ];
-    for s in &services {
-        s.create(&["t", "sentinel"]).await;
-    }
-    services
-}
 
 // Attack: join a topic room with JOIN_ROOM (or the service's own SERVICE_CREATE_TOPIC form) and
 // read the publications without subscribing, for server and client services alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_rooms_are_joined_only_through_subscribe_topic() {
     let relay = relay().await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, service_client(&relay, "news-cli")).await;
     let sub = client(&relay, "sub").await;
     let eve = client(&relay, "eve").await;
     let mut mallory = raw_as(&relay, "mallory").await;
@@ -50,7 +38,7 @@ async fn topic_rooms_are_joined_only_through_subscribe_topic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_topic_service_publishes_into_its_topic_rooms() {
     let relay = relay().await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, service_client(&relay, "news-cli")).await;
     let sub = client(&relay, "sub").await;
     sub.join_room("lobby").await.unwrap();
     let mut seed_sub = raw_as(&relay, "seed-sub").await;
@@ -98,7 +86,7 @@ async fn only_the_topic_service_publishes_into_its_topic_rooms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_topic_service_adds_and_removes_other_clients() {
     let relay = relay().await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, service_client(&relay, "news-cli")).await;
     let sub = client(&relay, "sub").await;
     let victim = client(&relay, "victim").await;
     let mut mallory = raw_as(&relay, "mallory").await;

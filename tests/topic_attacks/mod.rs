@@ -319,3 +319,19 @@ pub async fn early_client_is_told(relay: &Relay, early: &P2pClient) -> socketio_
     );
     reports
 }
+
+/// Both kinds of service, each with the topics `t` and `sentinel`: `news-srv` provided by the
+/// server, `news-cli` by the client service that `news_cli` connects.
+pub async fn two_services(
+    relay: &Relay,
+    news_cli: impl std::future::Future<Output = socketio_p2p::ServiceClient>,
+) -> [Svc; 2] {
+    let services = [
+        Svc::Server(relay.server().as_service("news-srv")),
+        Svc::Client(news_cli.await),
+    ];
+    for s in &services {
+        s.create(&["t", "sentinel"]).await;
+    }
+    services
+}
