@@ -9,6 +9,26 @@
 
 const LIBRARIES = Object.freeze({ 2: 'socket.io-client', 4: 'socket.io-client-v4' });
 
+/** The event names of the relay's protocol, the seed's and its extensions' (PROTOCOL.md). */
+const PROTOCOL_EVENTS = Object.freeze([
+  'JOIN_ROOM',
+  'LEAVE_ROOM',
+  'EMIT_ROOM',
+  'LIST_CLIENTS',
+  'P2P_EMIT',
+  'P2P_EMIT_ACKNOWLEDGE',
+  'MULTI_API_ADD_TARGET',
+  'MULTI_API_TARGET_DISCONNECT',
+  'MULTI_API_CREATE_STREAM',
+  'SERVER_ERROR',
+  'P2P_REQ',
+  'P2P_RES',
+  'P2P_WELCOME',
+  'P2P_BATCH',
+  'P2P_FRAME',
+  'P2P_ROOM',
+]);
+
 /** The version argument of a script, checked; exits with a usage message otherwise. */
 function versionArg(value, usage) {
   if (value !== '2' && value !== '4') {
@@ -175,6 +195,7 @@ function serverErrors(socket) {
 
 module.exports = {
   LIBRARIES,
+  PROTOCOL_EVENTS,
   versionArg,
   ioOf,
   connect,

@@ -31,7 +31,7 @@
 // Prints `ok <check>` / `FAIL <check>: <why>`, then `all checks passed (<n>)` or
 // `<n> check(s) failed`; exits 0 only when every check passed; gives up after 60 s.
 
-const { versionArg, connect, connected, registered, onIncoming, emitWithAck, serverErrors } =
+const { PROTOCOL_EVENTS, versionArg, connect, connected, registered, onIncoming, emitWithAck, serverErrors } =
   require('./client-versions');
 const { show, assert, withTimeout, createReport } = require('./checks');
 
@@ -64,22 +64,7 @@ const RESERVED = [
   'open',
   'close',
   'message',
-  'JOIN_ROOM',
-  'LEAVE_ROOM',
-  'EMIT_ROOM',
-  'LIST_CLIENTS',
-  'P2P_EMIT',
-  'P2P_EMIT_ACKNOWLEDGE',
-  'MULTI_API_ADD_TARGET',
-  'MULTI_API_TARGET_DISCONNECT',
-  'MULTI_API_CREATE_STREAM',
-  'SERVER_ERROR',
-  'P2P_REQ',
-  'P2P_RES',
-  'P2P_WELCOME',
-  'P2P_BATCH',
-  'P2P_FRAME',
-  'P2P_ROOM',
+  ...PROTOCOL_EVENTS,
 ];
 
 const tag = `v${version}`;

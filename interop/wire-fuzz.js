@@ -31,7 +31,7 @@
 // Prints a summary line and `ok <check>` / `FAIL <check>: <why>`, then `all checks passed (<n>)` or
 // `<n> check(s) failed`; exits 0 only when every check passed; gives up after 150 s.
 
-const { versionArg, connect, connected, registered, onIncoming, sendPacket, emitWithAck } =
+const { PROTOCOL_EVENTS, versionArg, connect, connected, registered, onIncoming, sendPacket, emitWithAck } =
   require('./client-versions');
 const { show, assert, waitFor, delay, createReport } = require('./checks');
 
@@ -68,24 +68,6 @@ const tag = `v${version}`;
 const fuzzIds = [0, 1, 2].map((i) => `${tag}-fuzz-${i}`);
 const listenerId = `${tag}-listener`;
 
-const PROTOCOL = [
-  'JOIN_ROOM',
-  'LEAVE_ROOM',
-  'EMIT_ROOM',
-  'LIST_CLIENTS',
-  'P2P_EMIT',
-  'P2P_EMIT_ACKNOWLEDGE',
-  'MULTI_API_ADD_TARGET',
-  'MULTI_API_TARGET_DISCONNECT',
-  'MULTI_API_CREATE_STREAM',
-  'SERVER_ERROR',
-  'P2P_REQ',
-  'P2P_RES',
-  'P2P_WELCOME',
-  'P2P_BATCH',
-  'P2P_FRAME',
-  'P2P_ROOM',
-];
 const ACTIONS = [
   'SERVICE_CREATE_TOPIC',
   'SERVICE_DESTROY_TOPIC',
@@ -136,7 +118,7 @@ function randomName() {
   switch (below(8)) {
     case 0:
     case 1:
-      return pick(PROTOCOL);
+      return pick(PROTOCOL_EVENTS);
     case 2:
       return pick(SOCKET_IO);
     case 3:
@@ -144,7 +126,7 @@ function randomName() {
     case 4:
       return pick(OTHER);
     case 5:
-      return pick([...PROTOCOL, ...SOCKET_IO, ...ACTIONS]) + pick(['', '_', ' ', '-x', String(below(1000))]);
+      return pick([...PROTOCOL_EVENTS, ...SOCKET_IO, ...ACTIONS]) + pick(['', '_', ' ', '-x', String(below(1000))]);
     case 6:
       return chance(8) ? 'e'.repeat(250 + below(20)) : randomString(24);
     default:
@@ -247,7 +229,7 @@ function argsFor(name, self) {
         channel: randomValue(1),
       }];
     case 'P2P_REQ':
-      return [pick([0, 1, -1, 2 ** 53, 'x', null]), pick([...PROTOCOL, randomName()]), ...randomArgs()];
+      return [pick([0, 1, -1, 2 ** 53, 'x', null]), pick([...PROTOCOL_EVENTS, randomName()]), ...randomArgs()];
     case 'P2P_RES':
       return [below(5), pick([{ ok: randomArgs() }, { err: randomString(10), code: 'REMOTE' }, randomValue(2)])];
     case 'P2P_FRAME':

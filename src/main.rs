@@ -255,21 +255,17 @@ async fn main() -> std::process::ExitCode {
             stall_timeout,
             token,
         } => {
-            let token = match token.resolve() {
-                Ok(t) => t,
-                Err(e) => return exit_with(Err(e)),
-            };
-            exit_with(
-                interruptible(transfer::send(transfer::SendArgs {
+            with_token(token, |token| {
+                transfer::send(transfer::SendArgs {
                     server,
                     id,
                     to,
                     file,
                     stall_timeout: Duration::from_secs(stall_timeout.max(1)),
                     token,
-                }))
-                .await,
-            )
+                })
+            })
+            .await
         }
         Command::Recv {
             server,
@@ -278,20 +274,16 @@ async fn main() -> std::process::ExitCode {
             stall_timeout,
             token,
         } => {
-            let token = match token.resolve() {
-                Ok(t) => t,
-                Err(e) => return exit_with(Err(e)),
-            };
-            exit_with(
-                interruptible(transfer::recv(transfer::RecvArgs {
+            with_token(token, |token| {
+                transfer::recv(transfer::RecvArgs {
                     server,
                     id,
                     out,
                     stall_timeout: Duration::from_secs(stall_timeout.max(1)),
                     token,
-                }))
-                .await,
-            )
+                })
+            })
+            .await
         }
         Command::Token {
             secret_file,
@@ -319,6 +311,19 @@ async fn main() -> std::process::ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Runs a transfer (`send` or `recv`) with the token its flags name, until it ends or a signal
+/// stops it; the exit code says how it ended (a token flag that cannot be read ends it at once).
+async fn with_token<F, Fut>(flags: TokenFlags, transfer: F) -> std::process::ExitCode
+where
+    F: FnOnce(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), transfer::Error>>,
+{
+    match flags.resolve() {
+        Ok(token) => exit_with(interruptible(transfer(token)).await),
+        Err(e) => exit_with(Err(e)),
     }
 }
 

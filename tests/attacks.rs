@@ -6,34 +6,15 @@
 //! real clients. (`tests/rules.rs` makes the same attacks on a relay without authentication.)
 
 mod common;
+mod topic_attacks;
 use common::*;
 use serde_json::{json, Value};
 use socketio_p2p::auth::{mint_hs256, Claims, Permissions, RefusalReason, Rule};
 use socketio_p2p::service::{topic_destroyed_event, topic_event, topic_room};
 use socketio_p2p::{
     DuplicateIdPolicy, Error, P2pClient, Relay, ServerOptions, ServiceClient, StreamOptions,
-    TopicEvent,
 };
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A relay that requires tokens, with the default options otherwise.
-async fn jwt_relay() -> Relay {
-    jwt_relay_with(ServerOptions::default()).await
-}
-
-/// A Rust client of `relay` asking for `id`, with `token` in its auth payload.
-async fn connect(
-    relay: &Relay,
-    id: &str,
-    token: Option<String>,
-) -> socketio_p2p::Result<P2pClient> {
-    within(
-        "the connect resolves",
-        P2pClient::connect_with(&relay.url(), id, token_opts(token)),
-    )
-    .await
-}
 
 /// `id`, connected with a valid token of its own carrying `permissions` (`None`: no claim, the
 /// relay's defaults).
@@ -42,7 +23,7 @@ async fn authed_with(relay: &Relay, id: &str, permissions: Option<Permissions>) 
         Some(p) => jwt_token_with(id, p),
         None => jwt_token(id),
     };
-    connect(relay, id, Some(token))
+    connect_token(relay, id, Some(token))
         .await
         .unwrap_or_else(|e| panic!("'{id}' connects with its token: {e}"))
 }
@@ -77,15 +58,6 @@ async fn raw_authed(relay: &Relay, id: &str) -> RawClient {
     raw_with_token(relay, id, &jwt_token(id)).await
 }
 
-/// The reason and text of a connect refused at authentication.
-fn unauthorized(result: socketio_p2p::Result<P2pClient>) -> (RefusalReason, String) {
-    match result {
-        Err(Error::Unauthorized { reason, message }) => (reason, message),
-        Err(e) => panic!("expected an authentication refusal, got {e:?}"),
-        Ok(c) => panic!("expected a refusal, '{}' connected", c.id()),
-    }
-}
-
 /// The text of a connect the relay refused once authenticated ([`Error::Refused`]).
 fn refused_connect<T>(result: socketio_p2p::Result<T>) -> String {
     match result {
@@ -105,10 +77,6 @@ async fn sentinel(who: &P2pClient, raw: &RawClient, raw_id: &str) {
     .await;
 }
 
-fn hour() -> Duration {
-    Duration::from_secs(3600)
-}
-
 /// Attack: connect under the id of a client that is offline and receive its messages.
 ///
 /// Only bob's token proves `bob`. Without a token, with mallory's own token, or with a token for
@@ -125,10 +93,10 @@ async fn an_offline_clients_id_is_claimed_only_with_its_token() {
     eventually("bob is offline", || !relay.server().is_connected("bob")).await;
 
     let mallorys = jwt_token("mallory");
-    let (reason, text) = unauthorized(connect(&relay, "bob", None).await);
+    let (reason, text) = unauthorized(connect_token(&relay, "bob", None).await);
     assert_eq!(reason, RefusalReason::MissingToken);
     assert!(text.starts_with("missing token"), "{text}");
-    let (reason, text) = unauthorized(connect(&relay, "bob", Some(mallorys.clone())).await);
+    let (reason, text) = unauthorized(connect_token(&relay, "bob", Some(mallorys.clone())).await);
     assert_eq!(reason, RefusalReason::SubjectMismatch);
     assert_eq!(
         text,
@@ -136,7 +104,8 @@ async fn an_offline_clients_id_is_claimed_only_with_its_token() {
          clientId 'bob'"
     );
     let self_signed = mint_hs256(b"mallory's own secret", &Claims::new("bob", hour())).unwrap();
-    let (reason, text) = unauthorized(connect(&relay, "bob", Some(self_signed.clone())).await);
+    let (reason, text) =
+        unauthorized(connect_token(&relay, "bob", Some(self_signed.clone())).await);
     assert_eq!(reason, RefusalReason::BadSignature);
     assert!(text.starts_with("bad token signature"), "{text}");
 
@@ -242,9 +211,9 @@ async fn replace_duplicates_hands_an_online_id_only_to_its_own_token() {
     }
 
     let mallorys = jwt_token("mallory");
-    let (reason, _) = unauthorized(connect(&relay, "bob", None).await);
+    let (reason, _) = unauthorized(connect_token(&relay, "bob", None).await);
     assert_eq!(reason, RefusalReason::MissingToken);
-    let (reason, text) = unauthorized(connect(&relay, "bob", Some(mallorys.clone())).await);
+    let (reason, text) = unauthorized(connect_token(&relay, "bob", Some(mallorys.clone())).await);
     assert_eq!(reason, RefusalReason::SubjectMismatch);
     assert_says(&text, &["'mallory'", "'bob'"]);
     let url = relay.url();
@@ -306,19 +275,6 @@ fn as_if_the_services() -> Option<Permissions> {
     })
 }
 
-/// Both kinds of service, each with the topics `t` and `sentinel`: `news-srv` provided by the
-/// server, `news-cli` by a client connected with its token.
-async fn two_services(relay: &Relay) -> [Svc; 2] {
-    let services = [
-        Svc::Server(relay.server().as_service("news-srv")),
-        Svc::Client(authed_service(relay, "news-cli").await),
-    ];
-    for s in &services {
-        s.create(&["t", "sentinel"]).await;
-    }
-    services
-}
-
 /// Attack: `JOIN_ROOM` a topic room (`service:<s>:topic:<t>`), or claim it with the service's
 /// own `SERVICE_CREATE_TOPIC` form, and read the publications without subscribing; for a topic
 /// of a server service and of a client service.
@@ -330,65 +286,20 @@ async fn two_services(relay: &Relay) -> [Svc; 2] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_rooms_are_joined_only_through_subscribe_topic() {
     let relay = jwt_relay().await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, authed_service(&relay, "news-cli")).await;
     let sub = authed(&relay, "sub").await;
     let mallory = authed_with(&relay, "mallory", as_if_the_services()).await;
     let mut seedy = raw_authed(&relay, "mallory-seed").await;
 
     for svc in &services {
-        let name = svc.name();
-        let room = topic_room(&name, "t");
-        let (log, h) = topic_log();
-        sub.subscribe_topic(&name, "t", h).await.unwrap();
-
-        assert_refused(
-            mallory.join_room(&room).await,
-            &[&room, &name, "SUBSCRIBE_TOPIC"],
-        );
-        seed_refused(
-            &mut seedy,
-            "JOIN_ROOM",
-            vec![json!(room)],
-            &[&room, "SUBSCRIBE_TOPIC"],
+        topic_attacks::join_topic_room(
+            &relay,
+            svc,
+            &sub,
+            (&mallory, "mallory"),
+            (&mut seedy, "mallory-seed"),
         )
         .await;
-        seed_refused(
-            &mut seedy,
-            "JOIN_ROOM",
-            vec![json!("SERVICE_CREATE_TOPIC"), json!(room)],
-            &["SERVICE_CREATE_TOPIC", &room, "mallory-seed"],
-        )
-        .await;
-        assert!(!rooms_of(&relay, "mallory").contains(&room));
-        assert!(!rooms_of(&relay, "mallory-seed").contains(&room));
-
-        // Both subscribe to the sentinel the proper way; it is published after `t`, so once it
-        // arrives, a publication of `t` would have arrived before it.
-        let heard = Log::new();
-        {
-            let heard = heard.clone();
-            mallory.on_raw(&topic_event(&room), move |args| heard.push(args));
-        }
-        let (mallory_sentinel, h) = topic_log();
-        mallory.subscribe_topic(&name, "sentinel", h).await.unwrap();
-        seed_subscribe(&seedy, "mallory-seed", &name, "sentinel").await;
-
-        svc.publish("t", json!("p1")).await;
-        svc.publish("sentinel", json!("s1")).await;
-        log.wait_len("the subscriber's publication", 1).await;
-        assert_eq!(log.get(), vec![published(json!("p1"))]);
-        mallory_sentinel.wait_len("mallory's sentinel", 1).await;
-        let sentinel_event = topic_event(&topic_room(&name, "sentinel"));
-        eventually("the seed client's sentinel", || {
-            event_names(&seedy).contains(&sentinel_event)
-        })
-        .await;
-        assert!(heard.get().is_empty(), "mallory heard {:?}", heard.get());
-        assert!(
-            !event_names(&seedy).contains(&topic_event(&room)),
-            "the seed client heard {:?}",
-            seedy.events.get()
-        );
     }
     assert!(sub.is_connected());
 }
@@ -404,7 +315,7 @@ async fn topic_rooms_are_joined_only_through_subscribe_topic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_publications_and_destroy_notices_are_refused() {
     let relay = jwt_relay().await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, authed_service(&relay, "news-cli")).await;
     let sub = authed(&relay, "sub").await;
     sub.join_room("lobby").await.unwrap();
     let mut seed_sub = raw_authed(&relay, "seed-sub").await;
@@ -425,80 +336,19 @@ async fn forged_publications_and_destroy_notices_are_refused() {
         sub.subscribe_topic(&name, "t", h).await.unwrap();
         seed_subscribe(&seed_sub, "seed-sub", &name, "t").await;
 
-        for (event, args) in [
-            (published_event.as_str(), vec![json!("forged")]),
-            (destroyed_event.as_str(), vec![]),
-            ("chat", vec![json!("hi")]),
-        ] {
-            assert_refused(
-                mallory
-                    .emit_room(&room, event, socketio_p2p::Args(args.clone()))
-                    .await,
-                &["EMIT_ROOM", &room, &name],
-            );
-            let mut all = vec![json!(room), json!(event)];
-            all.extend(args);
-            seed_refused(&mut seedy, "EMIT_ROOM", all, &["EMIT_ROOM", &room, &name]).await;
-        }
+        topic_attacks::emit_into_topic_room(&mallory, &mut seedy, &name, &room).await;
         for event in [&published_event, &destroyed_event] {
-            assert_refused(
-                mallory.emit_room("lobby", event, ("forged",)).await,
-                &[event.as_str(), &room],
-            );
-            seed_refused(
-                &mut seedy,
-                "EMIT_ROOM",
-                vec![json!("lobby"), json!(event), json!("forged")],
-                &[event.as_str(), &room],
-            )
-            .await;
-            assert_refused(
-                mallory.request::<Value>("sub", event, ("forged",)).await,
-                &[event.as_str(), &room],
-            );
-            seed_refused(
-                &mut seedy,
-                "P2P_EMIT_ACKNOWLEDGE",
-                vec![json!({
-                    "targetClientId": "seed-sub",
-                    "event": event,
-                    "args": ["mallory-seed", "forged"],
-                })],
-                &[event.as_str(), &room],
+            topic_attacks::topic_event_into_lobby(&mallory, &mut seedy, event, &room).await;
+            topic_attacks::topic_event_as_message(
+                &mallory,
+                (&mut seedy, "mallory-seed"),
+                event,
+                &room,
             )
             .await;
         }
 
-        svc.publish("t", json!("real")).await;
-        log.wait_len("the real publication", 1).await;
-        assert_eq!(log.get(), vec![published(json!("real"))]);
-        eventually("the seed subscriber's publication", || {
-            event_names(&seed_sub).contains(&published_event)
-        })
-        .await;
-        let got: Vec<_> = seed_sub
-            .events
-            .get()
-            .into_iter()
-            .filter(|(n, _)| *n == published_event)
-            .collect();
-        assert_eq!(got, vec![(published_event.clone(), vec![json!("real")])]);
-        assert!(
-            !event_names(&seed_sub).contains(&destroyed_event),
-            "{:?}",
-            seed_sub.events.get()
-        );
-
-        svc.destroy("t").await;
-        log.wait_len("the destroy notice", 2).await;
-        assert_eq!(
-            log.get(),
-            vec![published(json!("real")), TopicEvent::Destroyed]
-        );
-        eventually("the seed subscriber's destroy notice", || {
-            event_names(&seed_sub).contains(&destroyed_event)
-        })
-        .await;
+        topic_attacks::subscribers_hear_only_the_service(svc, &log, &seed_sub).await;
         let notices = event_names(&seed_sub)
             .into_iter()
             .filter(|n| *n == destroyed_event)
@@ -523,7 +373,7 @@ async fn forged_publications_and_destroy_notices_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_are_neither_kicked_nor_forced_into_rooms() {
     let relay = jwt_relay().await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, authed_service(&relay, "news-cli")).await;
     let sub = authed(&relay, "sub").await;
     let victim = authed(&relay, "victim").await;
     let mut seedy = raw_authed(&relay, "mallory-seed").await;
@@ -534,52 +384,10 @@ async fn subscribers_are_neither_kicked_nor_forced_into_rooms() {
         logs.push(log);
     }
 
-    for svc in &services {
-        let room = topic_room(&svc.name(), "t");
-        seed_refused(
-            &mut seedy,
-            "LEAVE_ROOM",
-            vec![json!("CLIENT_UNSUBSCRIBE_TOPIC"), json!("sub"), json!(room)],
-            &["CLIENT_UNSUBSCRIBE_TOPIC", &room, "mallory-seed"],
-        )
-        .await;
-        for who in ["victim", "mallory-seed"] {
-            seed_refused(
-                &mut seedy,
-                "JOIN_ROOM",
-                vec![json!("CLIENT_SUBSCRIBE_TOPIC"), json!(who), json!(room)],
-                &["CLIENT_SUBSCRIBE_TOPIC", &room, "mallory-seed"],
-            )
-            .await;
-        }
-        assert!(rooms_of(&relay, "sub").contains(&room));
-    }
-    for room in ["lobby", "service:ghost:topic:t"] {
-        for (event, action) in [
-            ("JOIN_ROOM", "CLIENT_SUBSCRIBE_TOPIC"),
-            ("LEAVE_ROOM", "CLIENT_UNSUBSCRIBE_TOPIC"),
-        ] {
-            seed_refused(
-                &mut seedy,
-                event,
-                vec![json!(action), json!("victim"), json!(room)],
-                &[action, room],
-            )
-            .await;
-        }
-    }
-    let rooms = rooms_of(&relay, "victim");
-    assert!(
-        rooms.iter().all(|r| r.starts_with("__p2p_")),
-        "the victim was put in {rooms:?}"
-    );
+    topic_attacks::kick_and_force(&relay, &services, (&mut seedy, "mallory-seed")).await;
     assert!(victim.is_connected());
 
-    for (svc, log) in services.iter().zip(&logs) {
-        svc.publish("t", json!("still here")).await;
-        log.wait_len("the publication", 1).await;
-        assert_eq!(log.get(), vec![published(json!("still here"))]);
-    }
+    topic_attacks::subscriber_hears(&services, &logs, json!("still here")).await;
 }
 
 /// Attack: empty a plain room with `LEAVE_ROOM("SERVICE_DESTROY_TOPIC", room)` (every member
@@ -599,7 +407,7 @@ async fn service_destroy_topic_empties_no_room_of_others() {
     member
         .emit_with_ack("JOIN_ROOM", vec![json!("lobby")])
         .await;
-    let services = two_services(&relay).await;
+    let services = topic_attacks::two_services(&relay, authed_service(&relay, "news-cli")).await;
     let sub = authed(&relay, "sub").await;
     let mut logs = Vec::new();
     for svc in &services {
@@ -632,27 +440,10 @@ async fn service_destroy_topic_empties_no_room_of_others() {
     }
 
     // Everyone in the lobby hears carol's emit, and nothing before it.
-    let heard = Log::new();
-    for c in [&alice, &bob] {
-        let heard = heard.clone();
-        let me = c.id().to_string();
-        c.on_raw("news", move |args| heard.push((me.clone(), args)));
-    }
     let carol = authed(&relay, "carol").await;
-    carol.emit_room("lobby", "news", ("after",)).await.unwrap();
-    heard.wait_len("both lobby members hear carol", 2).await;
-    eventually("the seed member hears carol", || {
-        event_names(&member).contains(&"news".to_string())
-    })
-    .await;
-    assert_eq!(event_names(&member), ["news"]);
-    assert!(member.errors.try_recv().is_err());
+    topic_attacks::lobby_hears_only_carol(&alice, &bob, &mut member, &carol).await;
 
-    for (svc, log) in services.iter().zip(&logs) {
-        svc.publish("t", json!("real")).await;
-        log.wait_len("the publication", 1).await;
-        assert_eq!(log.get(), vec![published(json!("real"))]);
-    }
+    topic_attacks::subscriber_hears(&services, &logs, json!("real")).await;
 }
 
 /// Attack: join another client's plain room, or emit into it, to read or spoil its traffic;
@@ -799,7 +590,7 @@ async fn server_service_names_are_refused_at_connect_whatever_the_token() {
     sub.subscribe_topic("jobs", "done", h).await.unwrap();
 
     let jobs_token = jwt_token("jobs");
-    let text = refused_connect(connect(&relay, "jobs", Some(jobs_token.clone())).await);
+    let text = refused_connect(connect_token(&relay, "jobs", Some(jobs_token.clone())).await);
     assert_eq!(
         text,
         "client id 'jobs' is the name of a service the server provides"
@@ -827,31 +618,11 @@ async fn server_service_names_are_refused_at_connect_whatever_the_token() {
     assert!(!relay.server().is_connected("jobs"));
 
     let caller = authed(&relay, "caller").await;
-    let done: String = caller.request_service("jobs", "run", ()).await.unwrap();
-    assert_eq!(done, "done");
-    let e = caller
-        .request_service::<Value>("jobs", "steal", ())
-        .await
-        .unwrap_err();
-    assert_says(&e.to_string(), &["service 'jobs' has no API 'steal'"]);
-    jobs.publish_topic("done", ("job-1",)).unwrap();
-    log.wait_len("the publication", 1).await;
-    assert_eq!(log.get(), vec![published(json!("job-1"))]);
+    topic_attacks::server_service_still_serves(&caller, &jobs, &log).await;
 
     let early = authed(&relay, "reports").await;
-    let told = Log::new();
-    {
-        let told = told.clone();
-        early.on_server_error(move |t| told.push(t));
-    }
-    let _reports = relay.server().as_service("reports");
-    within("the early client is disconnected", early.closed()).await;
-    assert!(
-        told.get().iter().any(|t| t.contains("service 'reports'")),
-        "{:?}",
-        told.get()
-    );
-    let text = refused_connect(connect(&relay, "reports", Some(jwt_token("reports"))).await);
+    let _reports = topic_attacks::early_client_is_told(&relay, &early).await;
+    let text = refused_connect(connect_token(&relay, "reports", Some(jwt_token("reports"))).await);
     assert_says(&text, &["'reports'", "service the server provides"]);
 }
 
@@ -878,7 +649,7 @@ async fn server_side_ids_are_refused_at_connect_whatever_the_token() {
     let mut bob_incoming = bob.incoming_streams(None);
     for id in ["bob-server-side", "-server-side"] {
         let token = jwt_token(id);
-        let text = refused_connect(connect(&relay, id, Some(token.clone())).await);
+        let text = refused_connect(connect_token(&relay, id, Some(token.clone())).await);
         assert_eq!(
             text,
             format!(

@@ -4,109 +4,47 @@
 
 mod common;
 use common::*;
-use futures::FutureExt;
-use rust_socketio::asynchronous::ClientBuilder;
-use rust_socketio::{Payload, TransportType};
 use serde_json::{json, Value};
 use socketio_p2p::auth::{
     mint_hs256, Claims, Handshake, Identity, JwtAuthenticator, Permissions, Refusal, RefusalReason,
     Rule,
 };
-use socketio_p2p::{
-    ClientOptions, DuplicateIdPolicy, Error, P2pClient, Relay, RelayOptions, ServerOptions,
-};
+use socketio_p2p::{DuplicateIdPolicy, Error, P2pClient, Relay, RelayOptions, ServerOptions};
 use std::time::Duration;
-use tokio::sync::mpsc;
-
-const SECRET: &[u8] = b"a shared secret of the tests, long enough for HS256";
-
-fn hour() -> Duration {
-    Duration::from_secs(3600)
-}
-
-/// A relay that accepts HS256 tokens signed with [`SECRET`], with `server` for the rest.
-async fn jwt_relay_with(server: ServerOptions) -> Relay {
-    let server = server.authenticate_with(JwtAuthenticator::hs256(SECRET).unwrap());
-    relay_with(RelayOptions {
-        server,
-        ..RelayOptions::default()
-    })
-    .await
-}
-
-async fn jwt_relay() -> Relay {
-    jwt_relay_with(ServerOptions::default()).await
-}
-
-fn token(sub: &str) -> String {
-    mint_hs256(SECRET, &Claims::new(sub, hour())).unwrap()
-}
-
-fn token_with(sub: &str, permissions: Permissions) -> String {
-    mint_hs256(
-        SECRET,
-        &Claims::new(sub, hour()).with_permissions(permissions),
-    )
-    .unwrap()
-}
-
-fn opts(token: Option<String>) -> ClientOptions {
-    ClientOptions {
-        timeout: Duration::from_secs(3),
-        token,
-        ..ClientOptions::default()
-    }
-}
-
-/// A Rust client of `relay` proving `id` with `token`.
-async fn connect(
-    relay: &Relay,
-    id: &str,
-    token: Option<String>,
-) -> socketio_p2p::Result<P2pClient> {
-    within(
-        "the connect resolves",
-        P2pClient::connect_with(&relay.url(), id, opts(token)),
-    )
-    .await
-}
 
 async fn authed(relay: &Relay, id: &str, token: String) -> P2pClient {
-    connect(relay, id, Some(token))
+    connect_token(relay, id, Some(token))
         .await
         .unwrap_or_else(|e| panic!("'{id}' connects with its token: {e}"))
-}
-
-/// The reason a refused connect gives, and its text.
-fn refusal(result: socketio_p2p::Result<P2pClient>) -> (RefusalReason, String) {
-    match result {
-        Err(Error::Unauthorized { reason, message }) => (reason, message),
-        Err(e) => panic!("expected an authentication refusal, got {e:?}"),
-        Ok(c) => panic!("expected a refusal, '{}' connected", c.id()),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_expired_wrongly_signed_and_mismatched_tokens_are_refused_with_distinct_reasons() {
     let relay = jwt_relay().await;
 
-    let (reason, text) = refusal(connect(&relay, "alice", None).await);
+    let (reason, text) = unauthorized(connect_token(&relay, "alice", None).await);
     assert_eq!(reason, RefusalReason::MissingToken);
     assert!(text.starts_with("missing token"), "{text}");
 
     let mut expired = Claims::new("alice", hour());
     expired.exp -= 2 * 3600;
-    let (reason, text) =
-        refusal(connect(&relay, "alice", Some(mint_hs256(SECRET, &expired).unwrap())).await);
+    let (reason, text) = unauthorized(
+        connect_token(
+            &relay,
+            "alice",
+            Some(mint_hs256(JWT_SECRET, &expired).unwrap()),
+        )
+        .await,
+    );
     assert_eq!(reason, RefusalReason::Expired);
     assert!(text.starts_with("token expired"), "{text}");
 
     let forged = mint_hs256(b"some other secret", &Claims::new("alice", hour())).unwrap();
-    let (reason, text) = refusal(connect(&relay, "alice", Some(forged)).await);
+    let (reason, text) = unauthorized(connect_token(&relay, "alice", Some(forged)).await);
     assert_eq!(reason, RefusalReason::BadSignature);
     assert!(text.starts_with("bad token signature"), "{text}");
 
-    let (reason, text) = refusal(connect(&relay, "alice", Some(token("bob"))).await);
+    let (reason, text) = unauthorized(connect_token(&relay, "alice", Some(jwt_token("bob"))).await);
     assert_eq!(reason, RefusalReason::SubjectMismatch);
     assert_eq!(
         text,
@@ -114,7 +52,8 @@ async fn missing_expired_wrongly_signed_and_mismatched_tokens_are_refused_with_d
          clientId 'alice'"
     );
 
-    let (reason, text) = refusal(connect(&relay, "alice", Some("not.a.jwt".into())).await);
+    let (reason, text) =
+        unauthorized(connect_token(&relay, "alice", Some("not.a.jwt".into())).await);
     assert_eq!(reason, RefusalReason::InvalidToken);
     assert!(text.starts_with("invalid token"), "{text}");
 
@@ -126,24 +65,24 @@ async fn missing_expired_wrongly_signed_and_mismatched_tokens_are_refused_with_d
     let no_exp = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &NoExp { sub: "alice" },
-        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET),
     )
     .unwrap();
-    let (reason, text) = refusal(connect(&relay, "alice", Some(no_exp)).await);
+    let (reason, text) = unauthorized(connect_token(&relay, "alice", Some(no_exp)).await);
     assert_eq!(reason, RefusalReason::InvalidToken);
     assert_eq!(text, "invalid token: the token has no 'exp' claim");
 
     // None of them was registered; a valid token connects.
     assert!(relay.server().client_ids().is_empty());
-    let alice = authed(&relay, "alice", token("alice")).await;
+    let alice = authed(&relay, "alice", jwt_token("alice")).await;
     assert_eq!(alice.list_clients().await.unwrap(), ["alice"]);
     assert_relay_works_with_tokens(&relay).await;
 }
 
 /// Two fresh clients with tokens exchange a message and a reply.
 async fn assert_relay_works_with_tokens(relay: &Relay) {
-    let a = authed(relay, "check-a", token("check-a")).await;
-    let b = authed(relay, "check-b", token("check-b")).await;
+    let a = authed(relay, "check-a", jwt_token("check-a")).await;
+    let b = authed(relay, "check-b", jwt_token("check-b")).await;
     b.on("ask", |m| {
         let n: i64 = m.arg(0).unwrap();
         m.respond(n * 2);
@@ -156,55 +95,10 @@ async fn assert_relay_works_with_tokens(relay: &Relay) {
 
 /// What a raw Socket.IO 4 client (rust_socketio) sees: `Ok` once connected (it can list the
 /// clients), or the text of its connection error.
-async fn raw_connect(url: String, auth: Option<Value>) -> Result<Vec<Value>, String> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), String>>();
-    let err_tx = tx.clone();
-    let mut builder = ClientBuilder::new(url)
-        .transport_type(TransportType::Websocket)
-        .reconnect(false)
-        .on("open", move |_, _| {
-            let _ = tx.send(Ok(()));
-            futures::future::ready(()).boxed()
-        })
-        .on("error", move |p, _| {
-            let text = match p {
-                Payload::Text(v) => v.first().and_then(Value::as_str).unwrap_or("").to_string(),
-                _ => String::new(),
-            };
-            let _ = err_tx.send(Err(text));
-            futures::future::ready(()).boxed()
-        });
-    if let Some(auth) = auth {
-        builder = builder.auth(auth);
-    }
-    let sio = within("raw connect", builder.connect())
-        .await
-        .expect("the transport connects");
-    let outcome = within("connect or connect_error", rx.recv()).await.unwrap();
+async fn raw_connect_list(url: String, auth: Option<Value>) -> Result<Vec<Value>, String> {
+    let (sio, outcome) = raw_connect(&url, auth).await;
     let result = match outcome {
-        Ok(()) => {
-            let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-            let ack_tx = std::sync::Mutex::new(Some(ack_tx));
-            sio.emit_with_ack(
-                "LIST_CLIENTS",
-                Payload::Text(vec![]),
-                Duration::from_secs(3),
-                move |p: Payload, _| {
-                    if let (Some(tx), Payload::Text(v)) = (ack_tx.lock().unwrap().take(), p) {
-                        // The acknowledgement's data arrives as one JSON array of its arguments.
-                        let args = match v.as_slice() {
-                            [Value::Array(a)] => a.clone(),
-                            _ => v,
-                        };
-                        let _ = tx.send(args);
-                    }
-                    futures::future::ready(()).boxed()
-                },
-            )
-            .await
-            .unwrap();
-            Ok(within("LIST_CLIENTS answer", ack_rx).await.unwrap())
-        }
+        Ok(()) => Ok(sio_emit_with_ack(&sio, "LIST_CLIENTS", vec![]).await),
         Err(text) => Err(text),
     };
     let _ = sio.disconnect().await;
@@ -215,30 +109,33 @@ async fn raw_connect(url: String, auth: Option<Value>) -> Result<Vec<Value>, Str
 async fn a_socket_io_4_client_proves_its_id_with_the_auth_payload_or_the_query_token() {
     let relay = jwt_relay().await;
     let url = format!("{}?clientId=carol", relay.url());
-    let listed = raw_connect(url.clone(), Some(json!({ "token": token("carol") })))
+    let listed = raw_connect_list(url.clone(), Some(json!({ "token": jwt_token("carol") })))
         .await
         .expect("the auth payload's token is accepted");
     assert_eq!(listed, [json!(["carol"])]);
 
     // The query parameter works too (what socket.io-client 2 sends).
-    let with_query = format!("{url}&token={}", token("carol"));
-    let listed = raw_connect(with_query, None)
+    let with_query = format!("{url}&token={}", jwt_token("carol"));
+    let listed = raw_connect_list(with_query, None)
         .await
         .expect("the query token is accepted");
     assert_eq!(listed, [json!(["carol"])]);
 
     // Without clientId, the token's subject is the id.
-    let bare = format!("{}?token={}", relay.url(), token("dave"));
-    assert_eq!(raw_connect(bare, None).await.unwrap(), [json!(["dave"])]);
+    let bare = format!("{}?token={}", relay.url(), jwt_token("dave"));
+    assert_eq!(
+        raw_connect_list(bare, None).await.unwrap(),
+        [json!(["dave"])]
+    );
 
     // The refusals reach it as connection errors with the reason's words.
-    let err = raw_connect(url.clone(), None).await.unwrap_err();
+    let err = raw_connect_list(url.clone(), None).await.unwrap_err();
     assert!(err.contains(r#"{"message":"missing token: "#), "{err}");
-    let err = raw_connect(url.clone(), Some(json!({ "token": token("eve") })))
+    let err = raw_connect_list(url.clone(), Some(json!({ "token": jwt_token("eve") })))
         .await
         .unwrap_err();
     assert!(err.contains("token subject mismatch"), "{err}");
-    let err = raw_connect(url, Some(json!({ "token": 42 })))
+    let err = raw_connect_list(url, Some(json!({ "token": 42 })))
         .await
         .unwrap_err();
     assert!(
@@ -291,14 +188,14 @@ async fn rs256_es256_and_eddsa_tokens_verify_with_their_public_keys() {
         // not accepted, nor is one signed by another key of another kind.
         let confused =
             mint_hs256(&key(&format!("{name}.pub")), &Claims::new("bob", hour())).unwrap();
-        let (reason, _) = refusal(connect(&relay, "bob", Some(confused)).await);
+        let (reason, _) = unauthorized(connect_token(&relay, "bob", Some(confused)).await);
         assert_eq!(reason, RefusalReason::InvalidToken, "{name}");
-        let (reason, _) = refusal(connect(&relay, "bob", Some(token("bob"))).await);
+        let (reason, _) = unauthorized(connect_token(&relay, "bob", Some(jwt_token("bob"))).await);
         assert_eq!(reason, RefusalReason::InvalidToken, "{name}");
         let mut expired = Claims::new("bob", hour());
         expired.exp -= 2 * 3600;
         let old = jsonwebtoken::encode(&Header::new(alg), &expired, &signing).unwrap();
-        let (reason, _) = refusal(connect(&relay, "bob", Some(old)).await);
+        let (reason, _) = unauthorized(connect_token(&relay, "bob", Some(old)).await);
         assert_eq!(reason, RefusalReason::Expired, "{name}");
     }
     assert!(JwtAuthenticator::from_public_key_pem(b"not a key").is_err());
@@ -307,8 +204,8 @@ async fn rs256_es256_and_eddsa_tokens_verify_with_their_public_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_authenticator_the_relay_stays_open_and_ignores_tokens() {
     let relay = relay().await;
-    let alice = connect(&relay, "alice", None).await.unwrap();
-    let bob = connect(&relay, "bob", Some(token("someone-else")))
+    let alice = connect_token(&relay, "alice", None).await.unwrap();
+    let bob = connect_token(&relay, "bob", Some(jwt_token("someone-else")))
         .await
         .unwrap();
     assert_eq!(alice.list_clients().await.unwrap(), ["alice", "bob"]);
@@ -322,18 +219,18 @@ async fn replacing_a_duplicate_needs_a_valid_token_for_that_id() {
         ..ServerOptions::default()
     })
     .await;
-    let first = authed(&relay, "alice", token("alice")).await;
-    let watcher = authed(&relay, "watcher", token("watcher")).await;
+    let first = authed(&relay, "alice", jwt_token("alice")).await;
+    let watcher = authed(&relay, "watcher", jwt_token("watcher")).await;
     watcher.add_p2p_target("alice").await.unwrap();
 
     // Without a token, or with another client's, nobody takes the id over.
-    refusal(connect(&relay, "alice", None).await);
-    refusal(connect(&relay, "alice", Some(token("watcher"))).await);
+    unauthorized(connect_token(&relay, "alice", None).await);
+    unauthorized(connect_token(&relay, "alice", Some(jwt_token("watcher"))).await);
     assert!(first.is_connected());
     assert_eq!(first.list_clients().await.unwrap(), ["alice", "watcher"]);
 
     // With a valid token for it, the new connection replaces the old one.
-    let second = authed(&relay, "alice", token("alice")).await;
+    let second = authed(&relay, "alice", jwt_token("alice")).await;
     within("the first connection is closed", first.closed()).await;
     assert_eq!(second.list_clients().await.unwrap(), ["alice", "watcher"]);
 }
@@ -361,7 +258,7 @@ async fn a_custom_authenticator_sees_the_handshake_and_its_refusal_reaches_the_c
         ..RelayOptions::default()
     })
     .await;
-    let (reason, text) = refusal(connect(&relay, "ali", Some("please".into())).await);
+    let (reason, text) = unauthorized(connect_token(&relay, "ali", Some("please".into())).await);
     assert_eq!(
         (reason, text.as_str()),
         (RefusalReason::Denied, "say the word")
@@ -390,14 +287,6 @@ async fn run_js_checks(relay: &Relay, tokens: Value) -> Vec<String> {
 
 // ---- Permissions ----
 
-/// The error of a denied operation: [`Error::PermissionDenied`] with its text.
-fn denied<T: std::fmt::Debug>(result: socketio_p2p::Result<T>) -> String {
-    match result {
-        Err(Error::PermissionDenied(text)) => text,
-        other => panic!("expected a permission denial, got {other:?}"),
-    }
-}
-
 /// A client recording every message and request it gets (answering requests with "echo").
 fn recorder(client: &P2pClient) -> Log<String> {
     let log = Log::new();
@@ -419,7 +308,7 @@ async fn send_permissions_decide_which_clients_a_client_may_reach() {
     let alice = authed(
         &relay,
         "alice",
-        token_with(
+        jwt_token_with(
             "alice",
             Permissions {
                 send: Rule::allow(["bob", "car*"]).and_deny(["carol"]),
@@ -428,9 +317,9 @@ async fn send_permissions_decide_which_clients_a_client_may_reach() {
         ),
     )
     .await;
-    let bob = authed(&relay, "bob", token("bob")).await;
-    let carol = authed(&relay, "carol", token("carol")).await;
-    let dave = authed(&relay, "dave", token("dave")).await;
+    let bob = authed(&relay, "bob", jwt_token("bob")).await;
+    let carol = authed(&relay, "carol", jwt_token("carol")).await;
+    let dave = authed(&relay, "dave", jwt_token("dave")).await;
     let (at_bob, at_carol, at_dave) = (recorder(&bob), recorder(&carol), recorder(&dave));
     let _incoming = carol.incoming_streams(None);
     let errors = Log::new();
@@ -479,7 +368,7 @@ async fn send_permissions_decide_which_clients_a_client_may_reach() {
     let url = format!(
         "{}?clientId=alice2&p2pExt=1&token={}",
         relay.url(),
-        token_with(
+        jwt_token_with(
             "alice2",
             Permissions {
                 send: Rule::allow(["bob"]),
@@ -530,7 +419,7 @@ async fn room_permissions_decide_which_rooms_a_client_may_join_and_emit_to() {
     let alice = authed(
         &relay,
         "alice",
-        token_with(
+        jwt_token_with(
             "alice",
             Permissions {
                 rooms: Rule::allow(["lobby", "team-*"]).and_deny(["team-admin"]),
@@ -539,7 +428,7 @@ async fn room_permissions_decide_which_rooms_a_client_may_join_and_emit_to() {
         ),
     )
     .await;
-    let bob = authed(&relay, "bob", token("bob")).await;
+    let bob = authed(&relay, "bob", jwt_token("bob")).await;
     let heard = Log::new();
     for room in ["lobby", "team-admin", "other"] {
         bob.join_room(room).await.unwrap();
@@ -592,7 +481,7 @@ async fn call_permissions_decide_which_services_a_client_may_call() {
     let alice = authed(
         &relay,
         "alice",
-        token_with(
+        jwt_token_with(
             "alice",
             Permissions {
                 call: Rule::allow(["math", "weather"]),
@@ -605,7 +494,7 @@ async fn call_permissions_decide_which_services_a_client_may_call() {
     // Services provided by clients: `weather` is allowed by `call`, `forecast` by nothing.
     let mut calls = Vec::new();
     for name in ["weather", "forecast"] {
-        let opts = opts(Some(token(name)));
+        let opts = token_opts(Some(jwt_token(name)));
         let service = P2pClient::connect_service(&relay.url(), name, opts)
             .await
             .unwrap();
@@ -630,7 +519,7 @@ async fn call_permissions_decide_which_services_a_client_may_call() {
     assert_eq!(text, "client 'alice' may not send to client 'forecast'");
 
     // The forecast service was never called: another caller's call is its first.
-    let other = authed(&relay, "other", token("other")).await;
+    let other = authed(&relay, "other", jwt_token("other")).await;
     let _: String = other.request_service("forecast", "now", ()).await.unwrap();
     assert_eq!(calls[1].1.get(), ["other"]);
     assert_eq!(calls[0].1.get(), ["alice"]);
@@ -642,7 +531,7 @@ async fn subscribe_permissions_decide_whose_topics_a_client_may_follow() {
     let alice = authed(
         &relay,
         "alice",
-        token_with(
+        jwt_token_with(
             "alice",
             Permissions {
                 subscribe: Rule::allow(["math"]),
@@ -682,9 +571,13 @@ async fn subscribe_permissions_decide_whose_topics_a_client_may_follow() {
     );
 
     // A service a client provides: subscribing to it is also a message to that client.
-    let weather = P2pClient::connect_service(&relay.url(), "weather", opts(Some(token("weather"))))
-        .await
-        .unwrap();
+    let weather = P2pClient::connect_service(
+        &relay.url(),
+        "weather",
+        token_opts(Some(jwt_token("weather"))),
+    )
+    .await
+    .unwrap();
     weather.create_topic("today").await.unwrap();
     let text = denied(alice.subscribe_topic("weather", "today", |_| {}).await);
     assert_eq!(
@@ -692,7 +585,7 @@ async fn subscribe_permissions_decide_whose_topics_a_client_may_follow() {
         "client 'alice' may not subscribe to the topics of service 'weather'"
     );
     let quiet = |sub: &str, subscribe: Rule| {
-        token_with(
+        jwt_token_with(
             sub,
             Permissions {
                 send: Rule::nothing(),
@@ -729,7 +622,7 @@ async fn subscribe_permissions_decide_whose_topics_a_client_may_follow() {
 async fn serve_permissions_decide_which_services_a_client_may_be() {
     let relay = relay_with_services().await;
     let serving = |name: &str, serve: Rule| {
-        token_with(
+        jwt_token_with(
             name,
             Permissions {
                 serve,
@@ -740,18 +633,18 @@ async fn serve_permissions_decide_which_services_a_client_may_be() {
     let weather = P2pClient::connect_service(
         &relay.url(),
         "weather",
-        opts(Some(serving("weather", Rule::allow(["weather"])))),
+        token_opts(Some(serving("weather", Rule::allow(["weather"])))),
     )
     .await
     .unwrap();
     let rogue = P2pClient::connect_service(
         &relay.url(),
         "rogue",
-        opts(Some(serving("rogue", Rule::deny(["*"])))),
+        token_opts(Some(serving("rogue", Rule::deny(["*"])))),
     )
     .await
     .unwrap();
-    let fan = authed(&relay, "fan", token("fan")).await;
+    let fan = authed(&relay, "fan", jwt_token("fan")).await;
     let got = Log::new();
     let g = got.clone();
     fan.subscribe_topic("math", "news", move |e| {
@@ -824,14 +717,14 @@ async fn default_permissions_apply_without_authentication_and_to_tokens_without_
         ..ServerOptions::default()
     })
     .await;
-    let admin = authed(&relay, "admin", token("admin")).await;
+    let admin = authed(&relay, "admin", jwt_token("admin")).await;
     let _at_admin = recorder(&admin);
-    let plain = authed(&relay, "plain", token("plain")).await;
+    let plain = authed(&relay, "plain", jwt_token("plain")).await;
     denied(plain.request::<String>("admin", "echo", ()).await);
     let trusted = authed(
         &relay,
         "trusted",
-        token_with("trusted", Permissions::allow_all()),
+        jwt_token_with("trusted", Permissions::allow_all()),
     )
     .await;
     let answer: String = trusted.request("admin", "echo", ()).await.unwrap();
@@ -842,12 +735,12 @@ async fn default_permissions_apply_without_authentication_and_to_tokens_without_
 async fn socket_io_client_2_and_4_connect_with_tokens_see_each_refusal_and_are_allowed_and_denied_as_their_tokens_say(
 ) {
     let relay = relay_with_services().await;
-    let target = authed(&relay, "rust-target", token("rust-target")).await;
-    let secret = authed(&relay, "rust-secret", token("rust-secret")).await;
+    let target = authed(&relay, "rust-target", jwt_token("rust-target")).await;
+    let secret = authed(&relay, "rust-secret", jwt_token("rust-secret")).await;
     let (at_target, at_secret) = (recorder(&target), recorder(&secret));
     let _streams = secret.incoming_streams(None);
     let limited = |sub: &str| {
-        token_with(
+        jwt_token_with(
             sub,
             Permissions {
                 send: Rule::allow(["rust-target"]),
@@ -861,9 +754,9 @@ async fn socket_io_client_2_and_4_connect_with_tokens_see_each_refusal_and_are_a
     let mut expired = Claims::new("x", hour());
     expired.exp -= 2 * 3600;
     let tokens = json!({
-        "js2": token("js2"),
-        "js4": token("js4"),
-        "expired": mint_hs256(SECRET, &expired).unwrap(),
+        "js2": jwt_token("js2"),
+        "js4": jwt_token("js4"),
+        "expired": mint_hs256(JWT_SECRET, &expired).unwrap(),
         "forged": mint_hs256(b"not the relay's secret", &Claims::new("x", hour())).unwrap(),
         "limited": limited("js-limited"),
         "limited4": limited("js4-limited"),

@@ -10,24 +10,13 @@ use socketio_p2p::{Error, P2pClient, Relay};
 
 /// A raw seed client registered as `raw`.
 async fn raw(relay: &Relay) -> RawClient {
-    let c = raw_client(&format!("{}?clientId=raw", relay.url())).await;
-    eventually("raw registers", || relay.server().is_connected("raw")).await;
-    c
+    raw_as(relay, "raw").await
 }
 
 /// Sends `event(...args)` and returns the `SERVER_ERROR` it caused.
 async fn error_for(raw: &mut RawClient, event: &str, args: Vec<Value>) -> String {
     raw.emit(event, args.clone()).await;
     raw.next_error(&format!("{event}{args:?}")).await
-}
-
-fn assert_says(text: &str, needles: &[&str]) {
-    for n in needles {
-        assert!(
-            text.contains(n),
-            "SERVER_ERROR {text:?} should mention {n:?}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

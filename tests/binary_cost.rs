@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::within;
+use common::{spawn_serve, within};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -68,25 +68,12 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
-        let mut relay = Command::new(BIN)
+        let mut serve = Command::new(BIN);
+        serve
             .args(["serve", "--port", "0", "--max-event-bytes"])
             .arg((2 * SIZE).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("serve starts");
-        let mut lines = BufReader::new(relay.stdout.take().unwrap()).lines();
-        let line = within("serve announces its URL", lines.next_line())
-            .await
-            .unwrap()
-            .expect("a line from serve");
-        let url = line
-            .rsplit(' ')
-            .next()
-            .filter(|u| u.starts_with("http://"))
-            .unwrap_or_else(|| panic!("unexpected first line from serve: {line}"))
-            .to_string();
+            .stderr(Stdio::null());
+        let (relay, url, _) = spawn_serve(serve).await;
         let interop = concat!(env!("CARGO_MANIFEST_DIR"), "/interop");
         assert!(
             std::path::Path::new(interop)

@@ -34,21 +34,6 @@ async fn budget_relay(budget: usize) -> Relay {
     .await
 }
 
-/// A seed client `id` whose handler of `big` never returns: it stops reading its connection at
-/// the first `big` event.
-async fn paused_client(relay: &Relay, id: &str) -> SioClient {
-    within(
-        "paused client connects",
-        ClientBuilder::new(format!("{}?clientId={id}", relay.url()))
-            .transport_type(TransportType::Websocket)
-            .reconnect(false)
-            .on("big", |_, _| futures::future::pending::<()>().boxed())
-            .connect(),
-    )
-    .await
-    .expect("paused client connects")
-}
-
 /// Sends `COUNT` messages of `MESSAGE` bytes from `from` to `to` as `big` events.
 async fn flood(from: &RawClient, from_id: &str, to: &str) {
     let data = "x".repeat(MESSAGE);

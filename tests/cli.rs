@@ -1,35 +1,17 @@
 //! The command-line tools end to end: `serve`, `recv` and `send` as separate processes.
 
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod common;
+
+use common::{spawn_serve, TempDir};
+
 const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
-
-/// A directory of its own under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("socketio-p2p-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temporary directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Bytes that are not all alike, 0x1E included.
 fn sample(len: usize) -> Vec<u8> {
@@ -61,24 +43,9 @@ async fn serve() -> (Child, String) {
 
 /// `serve` with its stderr where the caller says.
 async fn serve_with(stderr: Stdio) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = bounded("serve announces its URL", lines.next_line())
-        .await
-        .unwrap()
-        .expect("a line from serve");
-    let url = line
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("unexpected first line from serve: {line}"))
-        .to_string();
+    let mut serve = Command::new(BIN);
+    serve.args(["serve", "--port", "0"]).stderr(stderr);
+    let (child, url, _) = spawn_serve(serve).await;
     (child, url)
 }
 

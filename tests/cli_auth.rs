@@ -3,37 +3,17 @@
 //! `--token-file` or `P2P_TOKEN`.
 
 use socketio_p2p::auth::JwtAuthenticator;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod common;
+
+use common::{spawn_serve, TempDir};
+
 const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
-
-/// A directory of its own under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "socketio-p2p-cli-auth-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("temporary directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
@@ -76,31 +56,18 @@ async fn mint(secret: &Path, sub: &str, extra: &[&str]) -> String {
 
 /// `serve` on a port the system picks with `args`; the process and its URL.
 async fn serve(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
+    let mut serve = Command::new(BIN);
+    serve
         .args(["serve", "--port", "0"])
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = bounded("serve announces its URL", lines.next_line())
-        .await
-        .unwrap()
-        .expect("a line from serve");
-    let url = line
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("unexpected first line from serve: {line}"))
-        .to_string();
+        .stderr(Stdio::null());
+    let (child, url, _) = spawn_serve(serve).await;
     (child, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minted_tokens_let_send_and_recv_through_a_relay_that_requires_them() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-auth");
     let secret = dir.0.join("relay.secret");
     // As `openssl rand -base64 32 > relay.secret` writes it: with a newline.
     std::fs::write(&secret, "c2VjcmV0IG9mIHRoZSBjbGkgdGVzdCwgMzIgYnl0ZXM=\n").unwrap();
@@ -197,7 +164,7 @@ async fn minted_tokens_let_send_and_recv_through_a_relay_that_requires_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_and_serve_refuse_bad_inputs_with_clear_errors() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli-auth");
     let empty = dir.0.join("empty.secret");
     std::fs::write(&empty, "\n").unwrap();
     let out = run(

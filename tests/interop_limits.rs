@@ -8,7 +8,7 @@ use common::*;
 use socketio_p2p::{Error, RelayOptions};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 /// The names the relay refuses to deliver (PROTOCOL.md, section 3), as `reserved-names.js` has
@@ -210,27 +210,13 @@ impl ServeProcess {
         let Some(bin) = option_env!("CARGO_BIN_EXE_socketio-p2p") else {
             panic!("the socketio-p2p command is not built: build with the default `cli` feature");
         };
-        let mut child = Command::new(bin)
+        let mut serve = Command::new(bin);
+        serve
             .args(["serve", "--port", "0"])
             .args(extra)
             .env("RUST_BACKTRACE", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("serve starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-            .await
-            .expect("serve announces its URL")
-            .expect("serve's stdout")
-            .expect("a line from serve");
-        let url = line
-            .rsplit(' ')
-            .next()
-            .filter(|u| u.starts_with("http://"))
-            .unwrap_or_else(|| panic!("unexpected first line from serve: {line}"))
-            .to_string();
+            .stderr(Stdio::piped());
+        let (mut child, url, mut stdout) = spawn_serve(serve).await;
         // Whatever else it prints is read, so that it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
         let mut err = child.stderr.take().expect("piped stderr");

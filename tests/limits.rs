@@ -8,26 +8,13 @@ use common::*;
 use futures::FutureExt;
 use rust_socketio::Payload;
 use serde_json::{json, Value};
-use socketio_p2p::{Error, P2pClient, Relay, RelayOptions, ServerOptions, StreamOptions};
+use socketio_p2p::{Error, P2pClient, RelayOptions, ServerOptions, StreamOptions};
 use std::time::Duration;
-
-/// A raw seed client registered as `id`.
-async fn raw_as(relay: &Relay, id: &str) -> RawClient {
-    let c = raw_client(&format!("{}?clientId={id}", relay.url())).await;
-    eventually("raw registers", || relay.server().is_connected(id)).await;
-    c
-}
 
 fn relay_opts(f: impl FnOnce(&mut ServerOptions)) -> RelayOptions {
     let mut opts = RelayOptions::default();
     f(&mut opts.server);
     opts
-}
-
-fn assert_says(text: &str, needles: &[&str]) {
-    for n in needles {
-        assert!(text.contains(n), "{text:?} should mention {n:?}");
-    }
 }
 
 /// The names Socket.IO 2/4, rust_socketio or this protocol treat specially.

@@ -4,9 +4,6 @@
 mod common;
 
 use common::*;
-use futures::FutureExt;
-use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder};
-use rust_socketio::TransportType;
 use serde_json::json;
 use socketio_p2p::{Relay, RelayOptions, Reply, ServerOptions, StreamOptions};
 use std::collections::HashMap;
@@ -274,20 +271,6 @@ async fn refusals_are_counted_by_reason() {
     }
     // Only the held request reached bob.
     assert_eq!(after.delta(&before, REQUESTS), 1.0);
-}
-
-/// A seed client whose handler of `big` never returns: it stops reading at the first one.
-async fn paused_client(relay: &Relay, id: &str) -> SioClient {
-    within(
-        "paused client connects",
-        ClientBuilder::new(format!("{}?clientId={id}", relay.url()))
-            .transport_type(TransportType::Websocket)
-            .reconnect(false)
-            .on("big", |_, _| futures::future::pending::<()>().boxed())
-            .connect(),
-    )
-    .await
-    .expect("paused client connects")
 }
 
 /// A flood towards a client that reads nothing: each message is either relayed or refused as busy

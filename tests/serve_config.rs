@@ -5,8 +5,12 @@ use socketio_p2p::P2pClient;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+
+mod common;
+
+use common::spawn_serve;
 
 const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
 
@@ -46,25 +50,9 @@ impl Drop for ConfigFile {
 
 /// `socketio-p2p serve <args>`, once it announced its URL.
 async fn serve(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = bounded("serve announces its URL", lines.next_line())
-        .await
-        .unwrap()
-        .expect("a line from serve");
-    let url = line
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("unexpected first line from serve: {line}"))
-        .to_string();
+    let mut serve = Command::new(BIN);
+    serve.arg("serve").args(args).stderr(Stdio::null());
+    let (child, url, _) = spawn_serve(serve).await;
     (child, url)
 }
 

@@ -11,17 +11,6 @@ use socketio_p2p::{
 };
 use std::time::Duration;
 
-/// A client that is a service, with the tests' short timeout.
-async fn service_client(relay: &Relay, name: &str) -> ServiceClient {
-    let opts = ClientOptions {
-        timeout: Duration::from_secs(3),
-        ..ClientOptions::default()
-    };
-    P2pClient::connect_service(&relay.url(), name, opts)
-        .await
-        .unwrap_or_else(|e| panic!("service client '{name}' connects: {e}"))
-}
-
 /// A service provided by the server or by a client: the provider's side of the tests, written
 /// once for both.
 #[derive(Clone)]
@@ -129,26 +118,6 @@ impl Provider {
 struct Job {
     id: u64,
     name: String,
-}
-
-/// A topic handler that records what it receives.
-fn topic_log() -> (Log<TopicEvent>, impl Fn(TopicEvent) + Send + Sync + 'static) {
-    let log = Log::new();
-    let l = log.clone();
-    (log, move |e| l.push(e))
-}
-
-fn published(v: Value) -> TopicEvent {
-    TopicEvent::Published(vec![v])
-}
-
-/// Rooms the server has `client` in.
-fn rooms_of(relay: &Relay, client: &str) -> Vec<String> {
-    relay
-        .server()
-        .socket_of(client)
-        .map(|s| s.rooms().into_iter().map(|r| r.to_string()).collect())
-        .unwrap_or_default()
 }
 
 fn add_handler(call: ServiceRequest) {

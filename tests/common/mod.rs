@@ -116,27 +116,7 @@ where
 pub async fn assert_relay_works(relay: &Relay, a_id: &str, b_id: &str) {
     let a = client(relay, a_id).await;
     let b = client(relay, b_id).await;
-    let got = Log::new();
-    let g = got.clone();
-    b.on("check-msg", move |m| g.push((m.from, m.args)));
-    b.on("check-ask", |m| {
-        let n: i64 = m.arg(0).unwrap();
-        m.reply.unwrap().send((n * 2,));
-    });
-    a.emit_to(b_id, "check-msg", ("still alive",))
-        .await
-        .unwrap();
-    let r: i64 = within("check reply", a.request(b_id, "check-ask", (21,)))
-        .await
-        .expect("the relay still relays replies");
-    assert_eq!(r, 42);
-    got.wait_len("check message arrives", 1).await;
-    assert_eq!(
-        got.get(),
-        vec![(a_id.to_string(), vec![json!("still alive")])]
-    );
-    a.disconnect().await.unwrap();
-    b.disconnect().await.unwrap();
+    assert_clients_exchange(a, b, a_id, b_id).await;
 }
 
 /// A raw Socket.IO client speaking only the seed protocol (no extensions), as the original
@@ -196,6 +176,49 @@ pub async fn raw_client(url: &str) -> RawClient {
     }
 }
 
+/// Emits `event(...args, ack)` from the raw Socket.IO client `sio` and waits (bounded) for the
+/// acknowledgement's arguments.
+pub async fn sio_emit_with_ack(sio: &SioClient, event: &str, args: Vec<Value>) -> Vec<Value> {
+    let (tx, rx) = oneshot::channel::<Vec<Value>>();
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    sio.emit_with_ack(
+        event,
+        Payload::Text(args),
+        Duration::from_secs(5),
+        move |p: Payload, _| {
+            if let (Some(tx), Payload::Text(v)) = (tx.lock().unwrap().take(), p) {
+                // The acknowledgement's data arrives as one JSON array of its arguments.
+                let args = match v.as_slice() {
+                    [Value::Array(a)] => a.clone(),
+                    _ => v,
+                };
+                let _ = tx.send(args);
+            }
+            futures::future::ready(()).boxed()
+        },
+    )
+    .await
+    .expect("raw emit is sent");
+    within(&format!("ack of {event}"), rx)
+        .await
+        .expect("ack callback runs")
+}
+
+/// A seed client `id` whose handler of `big` never returns: it stops reading its connection at
+/// the first `big` event.
+pub async fn paused_client(relay: &Relay, id: &str) -> SioClient {
+    within(
+        "paused client connects",
+        ClientBuilder::new(format!("{}?clientId={id}", relay.url()))
+            .transport_type(TransportType::Websocket)
+            .reconnect(false)
+            .on("big", |_, _| futures::future::pending::<()>().boxed())
+            .connect(),
+    )
+    .await
+    .expect("paused client connects")
+}
+
 impl RawClient {
     /// Emits `event(...args)`.
     pub async fn emit(&self, event: &str, args: Vec<Value>) {
@@ -207,30 +230,7 @@ impl RawClient {
 
     /// Emits `event(...args, ack)` and waits (bounded) for the acknowledgement's arguments.
     pub async fn emit_with_ack(&self, event: &str, args: Vec<Value>) -> Vec<Value> {
-        let (tx, rx) = oneshot::channel::<Vec<Value>>();
-        let tx = Arc::new(Mutex::new(Some(tx)));
-        self.sio
-            .emit_with_ack(
-                event,
-                Payload::Text(args),
-                Duration::from_secs(5),
-                move |p: Payload, _| {
-                    if let (Some(tx), Payload::Text(v)) = (tx.lock().unwrap().take(), p) {
-                        // The acknowledgement's data arrives as one JSON array of its arguments.
-                        let args = match v.as_slice() {
-                            [Value::Array(a)] => a.clone(),
-                            _ => v,
-                        };
-                        let _ = tx.send(args);
-                    }
-                    futures::future::ready(()).boxed()
-                },
-            )
-            .await
-            .expect("raw emit is sent");
-        within(&format!("ack of {event}"), rx)
-            .await
-            .expect("ack callback runs")
+        sio_emit_with_ack(&self.sio, event, args).await
     }
 
     /// The next `SERVER_ERROR` text (bounded wait).
@@ -345,6 +345,12 @@ pub async fn client_at(url: &str, id: &str) -> P2pClient {
 pub async fn assert_relay_works_at(url: &str, a_id: &str, b_id: &str) {
     let a = client_at(url, a_id).await;
     let b = client_at(url, b_id).await;
+    assert_clients_exchange(a, b, a_id, b_id).await;
+}
+
+/// `a` (id `a_id`) sends `b` (id `b_id`) a message and asks it a question; `b` hears the one
+/// and answers the other.
+async fn assert_clients_exchange(a: P2pClient, b: P2pClient, a_id: &str, b_id: &str) {
     let got = Log::new();
     let g = got.clone();
     b.on("check-msg", move |m| g.push((m.from, m.args)));
@@ -368,9 +374,86 @@ pub async fn assert_relay_works_at(url: &str, a_id: &str, b_id: &str) {
     b.disconnect().await.unwrap();
 }
 
+// ---- `socketio-p2p serve` as a process of its own (tests of the `cli` feature's command) ----
+
+/// Spawns `serve`, a `socketio-p2p serve ...` command line the caller built (the binary's path
+/// is known only to the tests that require the `cli` feature), with its stdout piped and killed
+/// when dropped, and waits (at most 60 s) for the URL it announces on its first line. Returns
+/// the process, that URL, and the rest of its stdout.
+pub async fn spawn_serve(
+    mut serve: tokio::process::Command,
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = serve
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("serve announces its URL")
+        .expect("serve's stdout")
+        .expect("a line from serve");
+    let url = line
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .unwrap_or_else(|| panic!("unexpected first line from serve: {line}"))
+        .to_string();
+    (child, url, lines)
+}
+
+/// A directory of its own under the system's temporary directory, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("socketio-p2p-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 // ---- The relay's rules, seen by the one who tries to break them (tests/rules.rs, tests/attacks.rs) ----
 
 use socketio_p2p::{Error, ServiceClient, TopicEvent};
+
+/// A raw seed-protocol client registered as `id`.
+pub async fn raw_as(relay: &Relay, id: &str) -> RawClient {
+    let c = raw_client(&format!("{}?clientId={id}", relay.url())).await;
+    eventually("the raw client registers", || {
+        relay.server().is_connected(id)
+    })
+    .await;
+    c
+}
+
+/// A client that is a service, with the tests' short timeout.
+pub async fn service_client(relay: &Relay, name: &str) -> ServiceClient {
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(3),
+        ..ClientOptions::default()
+    };
+    P2pClient::connect_service(&relay.url(), name, opts)
+        .await
+        .unwrap_or_else(|e| panic!("service client '{name}' connects: {e}"))
+}
 
 /// Panics unless `text` mentions every needle.
 pub fn assert_says(text: &str, needles: &[&str]) {
@@ -541,9 +624,43 @@ pub fn token_opts(token: Option<String>) -> ClientOptions {
     }
 }
 
-/// A raw Socket.IO client that the relay is expected to refuse at authentication: returns the
-/// text of its connection error (`connect_error`); panics if it connects.
-pub async fn raw_connect_error(url: &str, auth: Option<Value>) -> String {
+/// A relay that requires tokens, with the default options otherwise.
+pub async fn jwt_relay() -> Relay {
+    jwt_relay_with(socketio_p2p::ServerOptions::default()).await
+}
+
+/// An hour: the lifetime of the tests' tokens.
+pub fn hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// A Rust client of `relay` asking for `id`, with `token` in its auth payload.
+pub async fn connect_token(
+    relay: &Relay,
+    id: &str,
+    token: Option<String>,
+) -> socketio_p2p::Result<P2pClient> {
+    within(
+        "the connect resolves",
+        P2pClient::connect_with(&relay.url(), id, token_opts(token)),
+    )
+    .await
+}
+
+/// The reason and text of a connect refused at authentication.
+pub fn unauthorized(
+    result: socketio_p2p::Result<P2pClient>,
+) -> (socketio_p2p::auth::RefusalReason, String) {
+    match result {
+        Err(Error::Unauthorized { reason, message }) => (reason, message),
+        Err(e) => panic!("expected an authentication refusal, got {e:?}"),
+        Ok(c) => panic!("expected a refusal, '{}' connected", c.id()),
+    }
+}
+
+/// A raw Socket.IO client of `url` presenting `auth` (its Socket.IO auth payload): the client,
+/// and `Ok` once the relay accepted it or the text of its connection error (`connect_error`).
+pub async fn raw_connect(url: &str, auth: Option<Value>) -> (SioClient, Result<(), String>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let err_tx = tx.clone();
     let mut builder = ClientBuilder::new(url.to_string())
@@ -566,6 +683,13 @@ pub async fn raw_connect_error(url: &str, auth: Option<Value>) -> String {
     let outcome = within("connect or connect_error", rx.recv())
         .await
         .expect("an outcome");
+    (sio, outcome)
+}
+
+/// A raw Socket.IO client that the relay is expected to refuse at authentication: returns the
+/// text of its connection error (`connect_error`); panics if it connects.
+pub async fn raw_connect_error(url: &str, auth: Option<Value>) -> String {
+    let (sio, outcome) = raw_connect(url, auth).await;
     let _ = sio.disconnect().await;
     match outcome {
         Err(text) => text,
