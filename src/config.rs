@@ -473,6 +473,32 @@ mod tests {
         }
     }
 
+    /// `[tls]` needs both keys; the flags, given as a pair, win over the file; an unreadable
+    /// file is named.
+    #[test]
+    fn the_tls_table_and_flags() {
+        let e = resolve("[tls]\ncert = \"relay.crt\"\n", ServeArgs::default()).expect_err("no key");
+        assert!(e.contains("both"), "{e}");
+        let e = resolve("[tls]\ncertificate = \"relay.crt\"\n", ServeArgs::default())
+            .expect_err("a misspelt key");
+        assert!(e.contains("certificate"), "{e}");
+        let text = "[tls]\ncert = \"/nonexistent/file.crt\"\nkey = \"/nonexistent/file.key\"\n";
+        let e = resolve(text, ServeArgs::default()).expect_err("missing files");
+        assert!(e.contains("/nonexistent/file.crt"), "{e}");
+        let flags = ServeArgs {
+            tls_cert: Some("/nonexistent/flag.crt".into()),
+            tls_key: Some("/nonexistent/flag.key".into()),
+            ..ServeArgs::default()
+        };
+        let e = resolve(text, flags).expect_err("missing files");
+        assert!(e.contains("/nonexistent/flag.crt"), "the flags win: {e}");
+        assert!(resolve("", ServeArgs::default())
+            .unwrap()
+            .relay
+            .tls
+            .is_none());
+    }
+
     #[test]
     fn duration_flags_take_seconds_or_units() {
         assert_eq!(flag_duration("30"), Ok(Duration::from_secs(30)));
