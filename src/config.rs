@@ -4,7 +4,8 @@
 //! The file's keys are the fields of [`ServerOptions`](socketio_p2p::ServerOptions) and
 //! [`RelayOptions`] under the same names: where to listen and how clients are treated at the top,
 //! every bound in `[limits]`, how clients prove their ids in `[auth]`, and what they may do
-//! unless their tokens say otherwise in `[permissions]`. A key the relay does not know is an error naming it, so that a typo
+//! unless their tokens say otherwise in `[permissions]`, and the certificate and key to serve TLS
+//! with in `[tls]`. A key the relay does not know is an error naming it, so that a typo
 //! never leaves a limit at its default unnoticed. Durations are written as text, like `"10s"`,
 //! `"500ms"` or `"2m"`. `relay.example.toml` at the repository root shows every key with its
 //! default.
@@ -12,7 +13,7 @@
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Deserializer};
 use socketio_p2p::auth::{JwtAuthenticator, Permissions};
-use socketio_p2p::{DuplicateIdPolicy, RelayOptions};
+use socketio_p2p::{DuplicateIdPolicy, RelayOptions, TlsConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,12 @@ pub(crate) struct ServeArgs {
     /// of this public key (PEM; RSA: RS256, EC P-256: ES256, Ed25519: EdDSA).
     #[arg(long, value_name = "PATH")]
     jwt_public_key_file: Option<PathBuf>,
+    /// Serve over TLS with the certificate chain in this PEM file (with --tls-key).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert's certificate.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// What clients may do unless their token says otherwise: every client when no token is
     /// required, else those whose token carries no permissions. Any of these flags replaces the
     /// config file's `[permissions]` table.
@@ -120,6 +127,8 @@ pub(crate) struct File {
     limits: Limits,
     #[serde(default)]
     auth: Auth,
+    #[serde(default)]
+    tls: Tls,
     /// The default permissions (see `socketio_p2p::auth::Permissions`).
     permissions: Option<Permissions>,
 }
@@ -130,6 +139,14 @@ pub(crate) struct File {
 struct Auth {
     jwt_secret_file: Option<PathBuf>,
     jwt_public_key_file: Option<PathBuf>,
+}
+
+/// The file's `[tls]` table: the certificate chain and key to serve TLS with. Both or neither.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 /// The file's `[limits]` table: the relay's bounds, named as the fields of `ServerOptions` and
@@ -255,6 +272,22 @@ impl Settings {
         if let Some(a) = authenticator {
             relay.server.authenticator = Some(Arc::new(a));
         }
+        // The flags come as a pair (clap checks); the file's keys must too.
+        let (cert, key) = match (flags.tls_cert, flags.tls_key) {
+            (Some(c), Some(k)) => (Some(c), Some(k)),
+            _ => (file.tls.cert, file.tls.key),
+        };
+        relay.tls = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                Some(TlsConfig::from_pem_files(&cert, &key).map_err(|e| crate::with_causes(&e))?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "give both tls.cert (--tls-cert) and tls.key (--tls-key), or neither".into(),
+                )
+            }
+        };
         Settings::checked(
             file.host,
             file.port,
@@ -438,6 +471,32 @@ mod tests {
             let e = resolve(text, ServeArgs::default()).expect_err(text);
             assert!(e.contains(named), "{text:?}: {e}");
         }
+    }
+
+    /// `[tls]` needs both keys; the flags, given as a pair, win over the file; an unreadable
+    /// file is named.
+    #[test]
+    fn the_tls_table_and_flags() {
+        let e = resolve("[tls]\ncert = \"relay.crt\"\n", ServeArgs::default()).expect_err("no key");
+        assert!(e.contains("both"), "{e}");
+        let e = resolve("[tls]\ncertificate = \"relay.crt\"\n", ServeArgs::default())
+            .expect_err("a misspelt key");
+        assert!(e.contains("certificate"), "{e}");
+        let text = "[tls]\ncert = \"/nonexistent/file.crt\"\nkey = \"/nonexistent/file.key\"\n";
+        let e = resolve(text, ServeArgs::default()).expect_err("missing files");
+        assert!(e.contains("/nonexistent/file.crt"), "{e}");
+        let flags = ServeArgs {
+            tls_cert: Some("/nonexistent/flag.crt".into()),
+            tls_key: Some("/nonexistent/flag.key".into()),
+            ..ServeArgs::default()
+        };
+        let e = resolve(text, flags).expect_err("missing files");
+        assert!(e.contains("/nonexistent/flag.crt"), "the flags win: {e}");
+        assert!(resolve("", ServeArgs::default())
+            .unwrap()
+            .relay
+            .tls
+            .is_none());
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub mod stream;
 pub use client::{ClientOptions, P2pClient, WeakP2pClient};
 pub use error::{Error, ErrorCode, Result};
 pub use message::{parse_args, Args, IntoArgs, ListenerId, PeerListeners, PeerMessage, Request};
-pub use relay::{Relay, RelayOptions};
+pub use relay::{Relay, RelayOptions, TlsConfig};
 pub use request::Reply;
 pub use server::{DuplicateIdPolicy, P2pServer, ServerOptions};
 pub use service::{

@@ -27,7 +27,7 @@ enum Command {
     Serve(config::ServeArgs),
     /// Send a file to another client through the relay (checked with SHA-256 at both ends).
     Send {
-        /// Relay URL, e.g. http://127.0.0.1:9000.
+        /// Relay URL, e.g. http://127.0.0.1:9000 (https:// for a relay serving TLS).
         #[arg(long)]
         server: String,
         /// This client's id.
@@ -40,6 +40,9 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         token: TokenFlags,
+        /// A CA certificate (PEM) to trust for an https:// relay, besides the system's roots.
+        #[arg(long, value_name = "PATH")]
+        ca_cert: Option<PathBuf>,
         /// Seconds without progress (the receiver taking no data, or no digest from it) after
         /// which sending fails.
         #[arg(long, default_value_t = 30)]
@@ -49,7 +52,7 @@ enum Command {
     /// ends). Progress goes to stderr; the digest and verdict to stdout, or to stderr when the
     /// data goes to stdout.
     Recv {
-        /// Relay URL, e.g. http://127.0.0.1:9000.
+        /// Relay URL, e.g. http://127.0.0.1:9000 (https:// for a relay serving TLS).
         #[arg(long)]
         server: String,
         /// This client's id.
@@ -61,6 +64,9 @@ enum Command {
         out: Option<PathBuf>,
         #[command(flatten)]
         token: TokenFlags,
+        /// A CA certificate (PEM) to trust for an https:// relay, besides the system's roots.
+        #[arg(long, value_name = "PATH")]
+        ca_cert: Option<PathBuf>,
         /// Seconds without data from the sender after which receiving fails (waiting for the
         /// sender to start is not limited).
         #[arg(long, default_value_t = 30)]
@@ -254,6 +260,7 @@ async fn main() -> std::process::ExitCode {
             file,
             stall_timeout,
             token,
+            ca_cert,
         } => {
             with_token(token, |token| {
                 transfer::send(transfer::SendArgs {
@@ -263,6 +270,7 @@ async fn main() -> std::process::ExitCode {
                     file,
                     stall_timeout: Duration::from_secs(stall_timeout.max(1)),
                     token,
+                    ca_cert,
                 })
             })
             .await
@@ -273,6 +281,7 @@ async fn main() -> std::process::ExitCode {
             out,
             stall_timeout,
             token,
+            ca_cert,
         } => {
             with_token(token, |token| {
                 transfer::recv(transfer::RecvArgs {
@@ -281,6 +290,7 @@ async fn main() -> std::process::ExitCode {
                     out,
                     stall_timeout: Duration::from_secs(stall_timeout.max(1)),
                     token,
+                    ca_cert,
                 })
             })
             .await

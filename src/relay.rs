@@ -4,6 +4,11 @@
 //! Besides Socket.IO (under `/socket.io/`), the relay answers two plain HTTP requests on the same
 //! port, for an operator: `GET /healthz` (`200 ok` while it serves) and `GET /metrics` (its
 //! metrics in the Prometheus text format, see [`P2pServer::metrics_text`]).
+//!
+//! With [`RelayOptions::tls`] set the relay serves all of it over TLS (rustls) on the same port,
+//! and its [`url`](Relay::url) starts with `https://`. Handshakes run apart from the accept loop,
+//! at most [`MAX_TLS_HANDSHAKES`] at once, each given [`TLS_HANDSHAKE_TIMEOUT`]; a connection
+//! that fails its handshake is closed and logged at debug level.
 
 use crate::server::{P2pServer, ServerOptions, WriteCounter, WriteCounters, METRICS_CONTENT_TYPE};
 use axum::extract::connect_info::{ConnectInfo, Connected};
@@ -11,13 +16,107 @@ use axum::serve::IncomingStream;
 use socketioxide::{ParserConfig, SocketIo};
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
+
+/// TLS handshakes the relay runs at once; further connections wait, unaccepted, until one ends.
+pub const MAX_TLS_HANDSHAKES: usize = 256;
+
+/// How long a connection has to finish its TLS handshake before the relay closes it.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The relay's TLS certificate and private key, for [`RelayOptions::tls`].
+///
+/// Built from PEM: the certificate chain (the relay's certificate first, then any intermediate
+/// certificates) and its private key (PKCS#8, PKCS#1 or SEC1). TLS 1.2 and 1.3 are offered, with
+/// rustls' safe defaults; client certificates are not asked for.
+#[derive(Clone)]
+pub struct TlsConfig {
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: say only that there is one.
+        f.debug_struct("TlsConfig").finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// A configuration from a PEM certificate chain and a PEM private key.
+    ///
+    /// Fails with [`Error::Io`](crate::Error::Io) (kind `InvalidData`) when the chain holds no
+    /// certificate, the key is missing or unreadable, or the key does not match the certificate.
+    pub fn from_pem(cert_chain: &[u8], key: &[u8]) -> crate::Result<TlsConfig> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(cert_chain)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("cannot read the TLS certificate chain: {e}")))?;
+        if certs.is_empty() {
+            return Err(
+                invalid("the TLS certificate chain holds no PEM certificate".into()).into(),
+            );
+        }
+        let key = PrivateKeyDer::from_pem_slice(key)
+            .map_err(|e| invalid(format!("cannot read the TLS private key: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(format!("TLS setup: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| {
+                invalid(format!(
+                    "the TLS certificate and key do not go together: {e}"
+                ))
+            })?;
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsConfig {
+            server: Arc::new(server),
+        })
+    }
+
+    /// A configuration from a PEM certificate chain file and a PEM private key file. The error
+    /// names the file that could not be read or used.
+    pub fn from_pem_files(
+        cert_chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> crate::Result<TlsConfig> {
+        let (cert_path, key_path) = (cert_chain.as_ref(), key.as_ref());
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                crate::Error::from(io::Error::new(
+                    e.kind(),
+                    format!("cannot read {}: {e}", path.display()),
+                ))
+            })
+        };
+        let (cert, key) = (read(cert_path)?, read(key_path)?);
+        TlsConfig::from_pem(&cert, &key).map_err(|e| match e {
+            crate::Error::Io(io) => invalid(format!(
+                "{} and {}: {io}",
+                cert_path.display(),
+                key_path.display()
+            ))
+            .into(),
+            other => other,
+        })
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
 
 /// Settings of a [`Relay`].
 #[derive(Debug, Clone)]
@@ -39,6 +138,8 @@ pub struct RelayOptions {
     /// connection that sends more is closed (socketioxide's rule); the WebSocket transport checks
     /// a frame's length from its header, before reading it. Default 16 MiB.
     pub max_payload: u64,
+    /// Serve over TLS with this certificate and key; `None` (the default) serves plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for RelayOptions {
@@ -47,6 +148,7 @@ impl Default for RelayOptions {
             server: ServerOptions::default(),
             max_buffer_size: 65_536,
             max_payload: 16 << 20,
+            tls: None,
         }
     }
 }
@@ -54,6 +156,7 @@ impl Default for RelayOptions {
 /// A running relay server.
 pub struct Relay {
     addr: SocketAddr,
+    tls: bool,
     server: P2pServer,
     io: SocketIo,
     stop: Option<oneshot::Sender<()>>,
@@ -73,7 +176,7 @@ impl Relay {
         Ok(Relay::serve(listener, opts))
     }
 
-    /// Serves on an already bound listener.
+    /// Serves on an already bound listener. Must be called within a Tokio runtime.
     pub fn serve(listener: TcpListener, opts: RelayOptions) -> Relay {
         let addr = listener
             .local_addr()
@@ -120,17 +223,27 @@ impl Relay {
                 },
             ))
             .into_make_service_with_connect_info::<WriteCounter>();
+        let tls = opts.tls.is_some();
+        let listener = match opts.tls {
+            None => CountingListener::Plain(listener),
+            Some(config) => {
+                let (tx, rx) = mpsc::channel(16);
+                tokio::spawn(accept_tls(listener, TlsAcceptor::from(config.server), tx));
+                CountingListener::Tls { rx, local: addr }
+            }
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(CountingListener(listener), app)
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })
                 .await
         });
-        tracing::info!(%addr, "relay listening");
+        tracing::info!(%addr, tls, "relay listening");
         Relay {
             addr,
+            tls,
             server,
             io,
             stop: Some(stop),
@@ -143,9 +256,11 @@ impl Relay {
         self.addr
     }
 
-    /// The URL clients connect to, e.g. `http://127.0.0.1:9000`.
+    /// The URL clients connect to, e.g. `http://127.0.0.1:9000`, or `https://127.0.0.1:9000`
+    /// when the relay serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The P2P plugin of this relay.
@@ -194,22 +309,37 @@ impl Drop for Relay {
 
 /// The relay's listener: each accepted connection counts the bytes written to it (the byte
 /// budget's release, see [`ServerOptions::max_queued_bytes`]), and small frames (replies, credit
-/// grants) do not wait for Nagle's algorithm.
-struct CountingListener(TcpListener);
+/// grants) do not wait for Nagle's algorithm. Over TLS the bytes counted are the plaintext ones
+/// (what was queued), and connections come from [`accept_tls`] once their handshake is done.
+enum CountingListener {
+    Plain(TcpListener),
+    Tls {
+        rx: mpsc::Receiver<(Conn, SocketAddr)>,
+        local: SocketAddr,
+    },
+}
 
 impl axum::serve::Listener for CountingListener {
     type Io = Counted;
     type Addr = (SocketAddr, WriteCounter);
 
     async fn accept(&mut self) -> (Counted, Self::Addr) {
-        let (tcp, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("could not set TCP_NODELAY: {e}");
-        }
+        let (io, addr) = match self {
+            CountingListener::Plain(listener) => {
+                let (tcp, addr) = axum::serve::Listener::accept(listener).await;
+                set_nodelay(&tcp);
+                (Conn::Plain(tcp), addr)
+            }
+            CountingListener::Tls { rx, .. } => match rx.recv().await {
+                Some(conn) => conn,
+                // The accepting task is gone, which happens only as the relay stops.
+                None => std::future::pending().await,
+            },
+        };
         let counter = WriteCounter::for_peer(addr);
         (
             Counted {
-                tcp,
+                io,
                 written: counter.clone(),
             },
             (addr, counter),
@@ -217,7 +347,59 @@ impl axum::serve::Listener for CountingListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok((self.0.local_addr()?, WriteCounter::default()))
+        let addr = match self {
+            CountingListener::Plain(listener) => listener.local_addr()?,
+            CountingListener::Tls { local, .. } => *local,
+        };
+        Ok((addr, WriteCounter::default()))
+    }
+}
+
+fn set_nodelay(tcp: &TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("could not set TCP_NODELAY: {e}");
+    }
+}
+
+/// Accepts TCP connections on `listener` and hands each to `ready` once its TLS handshake is
+/// done, until `ready`'s receiver is dropped. At most [`MAX_TLS_HANDSHAKES`] run at once, each
+/// for at most [`TLS_HANDSHAKE_TIMEOUT`], so a client that connects and stays silent holds the
+/// relay for no longer than that, and never holds up the others.
+async fn accept_tls(
+    mut listener: TcpListener,
+    acceptor: TlsAcceptor,
+    ready: mpsc::Sender<(Conn, SocketAddr)>,
+) {
+    let handshakes = Arc::new(Semaphore::new(MAX_TLS_HANDSHAKES));
+    loop {
+        let permit = tokio::select! {
+            _ = ready.closed() => return,
+            p = handshakes.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (tcp, addr) = tokio::select! {
+            _ = ready.closed() => return,
+            a = axum::serve::Listener::accept(&mut listener) => a,
+        };
+        set_nodelay(&tcp);
+        let acceptor = acceptor.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    // Fails only when the relay is stopping; the connection is then dropped.
+                    let _ = ready.send((Conn::Tls(Box::new(tls)), addr)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(
+                    %addr,
+                    "TLS handshake not done within {TLS_HANDSHAKE_TIMEOUT:?}; closed"
+                ),
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -250,9 +432,65 @@ fn note_upgrade(conns: &WriteCounters, req: &axum::extract::Request) {
     }
 }
 
-/// A TCP stream that counts the bytes written to it.
+/// A connection as the relay accepted it: plain TCP, or TLS over TCP.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// Calls `$method` on the stream inside a [`Conn`].
+macro_rules! on_conn {
+    ($conn:expr, $s:ident => $e:expr) => {
+        match $conn {
+            Conn::Plain($s) => $e,
+            Conn::Tls($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        on_conn!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        on_conn!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        on_conn!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        on_conn!(self, s => s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_conn!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_conn!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// A connection that counts the bytes written to it (over TLS, the plaintext bytes).
 struct Counted {
-    tcp: TcpStream,
+    io: Conn,
     written: WriteCounter,
 }
 
@@ -262,7 +500,7 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
@@ -272,7 +510,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             self.written.add(n);
         }
@@ -284,7 +522,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = r {
             self.written.add(n);
         }
@@ -292,14 +530,14 @@ impl AsyncWrite for Counted {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -61,6 +61,8 @@ pub struct SendArgs {
     pub stall_timeout: Duration,
     /// The token proving `id` to a relay with authentication on.
     pub token: Option<String>,
+    /// A CA certificate (PEM file) to trust for an `https://` relay.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// What `recv` was asked to do.
@@ -76,6 +78,8 @@ pub struct RecvArgs {
     pub stall_timeout: Duration,
     /// The token proving `id` to a relay with authentication on.
     pub token: Option<String>,
+    /// A CA certificate (PEM file) to trust for an `https://` relay.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// `what` within the stall timeout, or an error saying what stalled.
@@ -259,11 +263,19 @@ impl Progress {
     }
 }
 
-async fn connect(server: &str, id: &str, token: Option<String>) -> Result<P2pClient> {
-    let opts = socketio_p2p::ClientOptions {
+async fn connect(
+    server: &str,
+    id: &str,
+    token: Option<String>,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<P2pClient> {
+    let mut opts = socketio_p2p::ClientOptions {
         token,
         ..Default::default()
     };
+    if let Some(path) = ca_cert {
+        opts = opts.with_ca_cert_file(path)?;
+    }
     // The error names the relay and keeps its cause, which the command prints.
     Ok(P2pClient::connect_with(server, id, opts).await?)
 }
@@ -289,7 +301,7 @@ pub async fn send(a: SendArgs) -> Result<()> {
         let size = meta.is_file().then_some(meta.len());
         (Box::new(f), name, size)
     };
-    let client = connect(&a.server, &a.id, a.token.clone()).await?;
+    let client = connect(&a.server, &a.id, a.token.clone(), a.ca_cert.as_deref()).await?;
     let header = FileHeader {
         name: name.clone(),
         size,
@@ -392,7 +404,7 @@ fn safe_name(announced: Option<&str>) -> PathBuf {
 
 /// Receives one file; returns once both ends verified the SHA-256.
 pub async fn recv(a: RecvArgs) -> Result<()> {
-    let client = connect(&a.server, &a.id, a.token.clone()).await?;
+    let client = connect(&a.server, &a.id, a.token.clone(), a.ca_cert.as_deref()).await?;
     let (digest_tx, mut digest_rx) = mpsc::unbounded_channel();
     client.on_any(DIGEST_EVENT, move |m| {
         let _ = digest_tx.send(m);

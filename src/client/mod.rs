@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 mod nodelay;
 mod sink;
+mod tls;
+
+use tls::tls_connector;
 
 pub(crate) use sink::{Apis, EventSink, Incoming, Origin};
 
@@ -46,6 +49,11 @@ pub struct ClientOptions {
     /// URL. `None` (the default) sends none. A relay that refuses the token fails
     /// [`P2pClient::connect_with`] with [`Error::Unauthorized`].
     pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an `https://` relay, besides the system's roots: for
+    /// a relay whose certificate a private CA signed, or a self-signed one. `None` (the default)
+    /// trusts the system's roots only. A relay whose certificate is not trusted fails
+    /// [`P2pClient::connect_with`] with [`Error::Connect`], whose cause says so.
+    pub ca_cert: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -57,6 +65,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("stream_window", &self.stream_window)
             // A secret: whether there is one, not what it is.
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_cert", &self.ca_cert.as_ref().map(|_| "<PEM>"))
             .finish()
     }
 }
@@ -66,6 +75,22 @@ impl ClientOptions {
     pub fn with_token(mut self, token: impl Into<String>) -> ClientOptions {
         self.token = Some(token.into());
         self
+    }
+
+    /// The same options trusting the CA certificate `pem` (see [`ClientOptions::ca_cert`]).
+    pub fn with_ca_cert(mut self, pem: impl Into<Vec<u8>>) -> ClientOptions {
+        self.ca_cert = Some(pem.into());
+        self
+    }
+
+    /// The same options trusting the CA certificate in the PEM file at `path` (see
+    /// [`ClientOptions::ca_cert`]). Fails with [`Error::Io`] when the file cannot be read.
+    pub fn with_ca_cert_file(self, path: impl AsRef<std::path::Path>) -> Result<ClientOptions> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+        })?;
+        Ok(self.with_ca_cert(pem))
     }
 }
 
@@ -78,6 +103,7 @@ impl Default for ClientOptions {
             // The Stream API's default window (512 KiB).
             stream_window: 512 * 1024,
             token: None,
+            ca_cert: None,
         }
     }
 }
@@ -206,6 +232,13 @@ impl P2pClient {
         if let Some(token) = &opts.token {
             builder = builder.auth(serde_json::json!({ crate::auth::AUTH_TOKEN: token }));
         }
+        if let Some(pem) = &opts.ca_cert {
+            let connector = tls_connector(pem).map_err(|e| Error::Connect {
+                url: url.to_string(),
+                source: Arc::new(e),
+            })?;
+            builder = builder.tls_config(connector);
+        }
         let connecting = builder
             .on_any(move |ev, payload, _| {
                 if let Some(inner) = weak.upgrade() {
@@ -235,7 +268,7 @@ impl P2pClient {
             Ok(Err(e)) => {
                 return Err(Error::Connect {
                     url: url.to_string(),
-                    source: Arc::new(e),
+                    source: tls::explain(e),
                 })
             }
             Err(_) => {
