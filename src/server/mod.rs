@@ -1370,6 +1370,8 @@ impl<A: Adapter> P2pServer<A> {
         if ext {
             let welcome = Welcome {
                 client_id: id.to_string(),
+                resume: None,
+                resumed: false,
             };
             peer.emit_control(event::P2P_WELCOME, &welcome.to_values(), "its welcome");
         }
