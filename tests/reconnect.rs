@@ -354,3 +354,163 @@ async fn relay_restart_new_session_restores_rooms_and_services() {
     assert_eq!(topic_log.get()[0], published(json!(5)));
     relay.shutdown().await;
 }
+
+// ---- Session resume: the relay keeps a dropped client's session for a grace period ----
+
+/// Records the disconnect notices `watcher` gets.
+fn record_gone(watcher: &P2pClient) -> Log<String> {
+    let gone = Log::new();
+    let g = gone.clone();
+    watcher.on_p2p_target_disconnect(move |id| g.push(id));
+    gone
+}
+
+// A client whose link is cut and that comes back within the grace period resumes its session:
+// the peer watching it is told nothing, keeps its listeners for it, and the client is still in
+// its rooms and gets messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_within_grace_tells_peers_nothing() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let gone = record_gone(&bob);
+    let from_alice = record_hello(&bob);
+    bob.from("alice").on("chat", |_| {});
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_hello(&alice);
+    alice.add_p2p_target("bob").await.unwrap();
+    alice.join_room("lobby").await.unwrap();
+
+    cut_and_see_reconnecting(&proxy, &alice, true).await;
+
+    message_arrives(&bob, &alice, &seen, 1).await;
+    message_arrives(&alice, &bob, &from_alice, 1).await;
+    // A notice sent before would have reached bob before the answer to this.
+    assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
+    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+    assert_eq!(bob.from("alice").listener_count(), 1);
+    assert!(rooms_of(&relay, "alice").contains(&"lobby".to_string()));
+    // Its watchers are the new connection's: when it leaves for good, bob is told.
+    alice.disconnect().await.unwrap();
+    gone.wait_len("bob is told alice left", 1).await;
+    assert_eq!(gone.get(), vec!["alice".to_string()]);
+}
+
+// Past the grace period the session ends as a disconnect does: the peer is told, and the client
+// comes back as a new session that joins its rooms again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_grace_peers_are_told_and_a_new_session_begins() {
+    let relay = relay_with(RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            resume_grace: Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let gone = record_gone(&bob);
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_hello(&alice);
+    alice.add_p2p_target("bob").await.unwrap();
+    alice.join_room("lobby").await.unwrap();
+
+    cut_and_see_reconnecting(&proxy, &alice, false).await;
+    gone.wait_len("bob is told alice left", 1).await;
+    assert_eq!(gone.get(), vec!["alice".to_string()]);
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    assert!(rooms_of(&relay, "alice").contains(&"lobby".to_string()));
+    message_arrives(&bob, &alice, &seen, 1).await;
+}
+
+/// The resume secret in the `P2P_WELCOME` a raw extension client got, and whether it resumed.
+async fn welcome_of(raw: &RawClient) -> (String, bool) {
+    eventually("a P2P_WELCOME arrives", || {
+        raw.events.get().iter().any(|(ev, _)| ev == "P2P_WELCOME")
+    })
+    .await;
+    let events = raw.events.get();
+    let (_, args) = events.iter().find(|(ev, _)| ev == "P2P_WELCOME").unwrap();
+    let secret = args[0]["resume"]
+        .as_str()
+        .expect("a resume secret")
+        .to_string();
+    assert_eq!(secret.len(), 64);
+    (secret, args[0]["resumed"].as_bool().unwrap_or(false))
+}
+
+// A connection that presents the session's resume secret takes over a connection the relay
+// still holds, at once, even though the relay rejects duplicate ids; its peers are told nothing.
+// A wrong secret is refused as a duplicate id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_takes_over_a_stale_connection() {
+    let relay = relay().await;
+    let bob = client(&relay, "bob").await;
+    let gone = record_gone(&bob);
+    let url = format!("{}?clientId=alice&p2pExt=1", relay.url());
+    let mut first = raw_client(&url).await;
+    let (secret, resumed) = welcome_of(&first).await;
+    assert!(!resumed);
+    // Bob and alice become peers: a plain disconnect of alice would be told to bob.
+    bob.emit_to("alice", "hi", ()).await.unwrap();
+    eventually("alice gets bob's message", || {
+        first.events.get().iter().any(|(ev, _)| ev == "hi")
+    })
+    .await;
+
+    let mut wrong = raw_client(&format!("{url}&resume={}", "0".repeat(64))).await;
+    assert_says(
+        &wrong.next_error("a wrong secret").await,
+        &["already connected"],
+    );
+
+    let second = raw_client(&format!("{url}&resume={secret}")).await;
+    let (next_secret, resumed) = welcome_of(&second).await;
+    assert!(resumed, "the new connection resumed the session");
+    assert_ne!(next_secret, secret, "each connection gets its own secret");
+    first.wait_closed("the stale connection is closed").await;
+    bob.emit_to("alice", "again", ()).await.unwrap();
+    eventually("the new connection gets bob's message", || {
+        second.events.get().iter().any(|(ev, _)| ev == "again")
+    })
+    .await;
+    assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
+    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+    wrong.wait_closed("the refused connection is closed").await;
+}
+
+// With authentication on, a reconnecting client proves its identity again, with the token its
+// `token_refresh` callback gives, and resumes its session: its peer is told nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_with_authentication_sends_a_fresh_token() {
+    let relay = jwt_relay_with(socketio_p2p::ServerOptions::default()).await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = P2pClient::connect_with(&relay.url(), "bob", token_opts(Some(jwt_token("bob"))))
+        .await
+        .unwrap();
+    let gone = record_gone(&bob);
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = asked.clone();
+    let opts = ClientOptions {
+        token: Some(jwt_token("alice")),
+        token_refresh: Some(Arc::new(move || {
+            a.fetch_add(1, Ordering::AcqRel);
+            Some(jwt_token("alice"))
+        })),
+        ..quick()
+    };
+    let alice = connect(&proxy.url(), "alice", opts).await;
+    let seen = record_hello(&alice);
+    alice.add_p2p_target("bob").await.unwrap();
+
+    cut_and_see_reconnecting(&proxy, &alice, true).await;
+    assert!(
+        asked.load(Ordering::Acquire) >= 1,
+        "the callback gave the token"
+    );
+    message_arrives(&bob, &alice, &seen, 1).await;
+    assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
+    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+}
