@@ -514,3 +514,22 @@ async fn resume_with_authentication_sends_a_fresh_token() {
     assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
     assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
 }
+
+// A client whose reconnection attempts all fail gives up after max_reconnect_attempts and ends
+// closed, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnection_gives_up_after_its_attempts() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let opts = ClientOptions {
+        max_reconnect_attempts: Some(2),
+        ..quick()
+    };
+    let alice = connect(&proxy.url(), "alice", opts).await;
+    cut_and_see_reconnecting(&proxy, &alice, false).await;
+    wait_state(&alice, ConnectionState::Closed).await;
+    match alice.list_clients().await {
+        Err(Error::Disconnected(text)) => assert_says(&text, &["alice", "after 2 attempt"]),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+}

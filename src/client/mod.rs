@@ -6,6 +6,12 @@
 //! to the APIs' `EventSink`s, which the client is built with (`Apis`). Outgoing events go
 //! through one writer task that keeps them in order and packs runs of fire-and-forget messages
 //! into `P2P_BATCH` events.
+//!
+//! The client owns its link: each link is one rust_socketio client (with rust_socketio's own
+//! reconnection off) and one writer, numbered by a generation so that what an older link reports
+//! is told apart. When a link fails, the client builds a new one with growing waits
+//! ([`ClientOptions::reconnect`]), presenting the relay's resume secret; the listeners, the
+//! outgoing queue and the state ([`ConnectionState`]) stay with the client across links.
 
 use crate::error::{Error, Result};
 use crate::protocol::{
@@ -314,7 +320,11 @@ impl P2pClient {
             dismissed: Mutex::new(None),
         });
         inner.establish(opts.token.clone()).await?;
-        inner.state.send_replace(ConnectionState::Connected);
+        if !inner.go_connected(inner.generation.load(Ordering::Acquire)) {
+            return Err(Error::Disconnected(format!(
+                "client '{client_id}': the connection closed right after the handshake"
+            )));
+        }
         Ok(P2pClient { inner })
     }
 
@@ -420,23 +430,23 @@ impl ClientInner {
         ))
     }
 
-    /// Waits until a link is up, at most the client's timeout: at once when it is, and fails at
-    /// once when the client is closed.
-    async fn ready(&self) -> Result<()> {
+    /// Waits until a link is up, at most `limit`: at once when it is, and fails at once when the
+    /// client is closed.
+    async fn ready(&self, limit: Duration) -> Result<()> {
         let mut rx = self.state.subscribe();
         let up = |s: &ConnectionState| {
             *s == ConnectionState::Closed || self.link_up.load(Ordering::Acquire)
         };
-        let waited = tokio::time::timeout(self.opts.timeout, rx.wait_for(up))
+        let waited = tokio::time::timeout(limit, rx.wait_for(up))
             .await
             .map(|r| r.map(|s| *s));
         match waited {
             Ok(Ok(s)) if s != ConnectionState::Closed => Ok(()),
             Ok(_) => Err(self.closed_error()),
             Err(_) => Err(Error::Disconnected(format!(
-                "client '{}' lost its link to the relay and was not back within {:?} \
+                "client '{}' lost its link to the relay and was not back within {limit:?} \
                  (it is still reconnecting)",
-                self.id, self.opts.timeout
+                self.id
             ))),
         }
     }
@@ -444,18 +454,22 @@ impl ClientInner {
     /// Queues an event for the writer, waiting while the client reconnects (at most its
     /// timeout) and when the queue is full.
     pub(crate) async fn send(&self, item: Outgoing) -> Result<()> {
-        self.ready().await?;
+        self.ready(self.opts.timeout).await?;
         self.out.send(item).await.map_err(|_| self.closed_error())
     }
 
     /// Queues an event without waiting; used from synchronous handlers.
     pub(crate) fn send_now(&self, item: Outgoing) {
+        if *self.state.borrow() == ConnectionState::Closed {
+            return;
+        }
         match self.out.try_send(item) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(item)) => {
-                let out = self.out.clone();
+                // Bounded: the queue may not drain while the client reconnects.
+                let (out, limit) = (self.out.clone(), self.opts.timeout);
                 tokio::spawn(async move {
-                    let _ = out.send(item).await;
+                    let _ = tokio::time::timeout(limit, out.send(item)).await;
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -501,7 +515,7 @@ impl ClientInner {
         about: Subject,
         hook: Option<AnswerHook>,
     ) -> Result<Vec<Value>> {
-        self.ready().await?;
+        self.ready(timeout).await?;
         let from = about
             .peer
             .clone()
@@ -577,6 +591,28 @@ impl ClientInner {
         if let Some(w) = self.welcome.lock().unwrap().take() {
             let _ = w.send(Err(Error::Disconnected(why.to_string())));
         }
+        // Senders waiting on a full queue fail, once the last writer has let the queue go.
+        let out_rx = self.out_rx.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { out_rx.lock().await.close() });
+        }
+    }
+
+    /// Makes the client [`ConnectionState::Connected`] on link `generation`, if that link is still
+    /// the client's (it may have failed while it was being set up). Returns whether it did.
+    fn go_connected(&self, generation: u64) -> bool {
+        let link = self.link.lock().unwrap();
+        if link.as_ref().map(|l| l.generation) != Some(generation) {
+            return false;
+        }
+        self.state.send_if_modified(|s| {
+            if *s == ConnectionState::Reconnecting {
+                *s = ConnectionState::Connected;
+                true
+            } else {
+                false
+            }
+        })
     }
 
     /// Link `generation` failed: the client reconnects, or closes when it may not.
@@ -599,13 +635,17 @@ impl ClientInner {
                 return;
             }
             if *self.state.borrow() != ConnectionState::Connected {
-                // Lost while being set up: the attempt that set it up fails at once.
+                // Lost while being set up: the attempt that set it up fails at once, or sees
+                // the link gone when it would turn Connected.
+                self.link_up.store(false, Ordering::Release);
                 if let Some(l) = link.take() {
                     drop_link(l);
                 }
                 if let Some(w) = self.welcome.lock().unwrap().take() {
                     let _ = w.send(Err(Error::Disconnected(why.to_string())));
                 }
+                drop(link);
+                self.pending.abandon_all();
                 return;
             }
             if let Some(l) = link.take() {
@@ -1064,22 +1104,19 @@ async fn reconnect(me: Weak<ClientInner>) {
             .or_else(|| inner.opts.token.clone());
         match inner.establish(token).await {
             Ok(welcome) => {
+                let generation = inner.generation.load(Ordering::Acquire);
                 if welcome.resumed {
                     tracing::info!(client = %inner.id, "reconnected: session resumed");
                 } else {
                     tracing::info!(client = %inner.id, "reconnected: new session");
                     inner.restore().await;
                 }
-                // Closed meanwhile (disconnect): stays closed.
-                inner.state.send_if_modified(|s| {
-                    if *s == ConnectionState::Reconnecting {
-                        *s = ConnectionState::Connected;
-                        true
-                    } else {
-                        false
-                    }
-                });
-                return;
+                // Closed meanwhile (disconnect): stays closed. Lost again meanwhile: go on.
+                if inner.go_connected(generation)
+                    || *inner.state.borrow() == ConnectionState::Closed
+                {
+                    return;
+                }
             }
             Err(e) => {
                 if *inner.state.borrow() == ConnectionState::Closed {
