@@ -201,7 +201,7 @@ pub mod server;
 pub mod service;
 pub mod stream;
 
-pub use client::{ClientOptions, P2pClient, WeakP2pClient};
+pub use client::{ClientOptions, ConnectionState, P2pClient, TokenRefresh, WeakP2pClient};
 pub use error::{Error, ErrorCode, Result};
 pub use message::{parse_args, Args, IntoArgs, ListenerId, PeerListeners, PeerMessage, Request};
 pub use relay::{Relay, RelayOptions, TlsConfig};

@@ -634,9 +634,30 @@ async fn disconnect_notifies_every_peer_once() {
 async fn client_sees_the_server_go_away() {
     let relay = relay().await;
     let alice = client(&relay, "alice").await;
+    let opts = socketio_p2p::ClientOptions {
+        timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let once = P2pClient::connect_with(&relay.url(), "once", opts.with_reconnect(false))
+        .await
+        .unwrap();
+    let mut state = alice.state();
     within("relay shuts down", relay.shutdown()).await;
-    within("alice sees the connection close", alice.closed()).await;
+    // A client that reconnects tries again; one that does not is closed for good.
+    within(
+        "alice sees the link go",
+        state.wait_for(|s| *s == socketio_p2p::ConnectionState::Reconnecting),
+    )
+    .await
+    .unwrap();
     assert!(!alice.is_connected());
+    alice.disconnect().await.unwrap();
+    within("once sees the connection close", once.closed()).await;
+    assert!(!once.is_connected());
+    assert!(matches!(
+        once.emit_to("bob", "x", ()).await,
+        Err(Error::Disconnected(_))
+    ));
     assert!(matches!(
         alice.emit_to("bob", "x", ()).await,
         Err(Error::Disconnected(_))

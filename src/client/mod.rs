@@ -6,6 +6,12 @@
 //! to the APIs' `EventSink`s, which the client is built with (`Apis`). Outgoing events go
 //! through one writer task that keeps them in order and packs runs of fire-and-forget messages
 //! into `P2P_BATCH` events.
+//!
+//! The client owns its link: each link is one rust_socketio client (with rust_socketio's own
+//! reconnection off) and one writer, numbered by a generation so that what an older link reports
+//! is told apart. When a link fails, the client builds a new one with growing waits
+//! ([`ClientOptions::reconnect`]), presenting the relay's resume secret; the listeners, the
+//! outgoing queue and the state ([`ConnectionState`]) stay with the client across links.
 
 use crate::error::{Error, Result};
 use crate::protocol::{
@@ -17,8 +23,8 @@ use futures::FutureExt;
 use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder};
 use rust_socketio::{Payload, TransportType};
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -54,7 +60,29 @@ pub struct ClientOptions {
     /// trusts the system's roots only. A relay whose certificate is not trusted fails
     /// [`P2pClient::connect_with`] with [`Error::Connect`], whose cause says so.
     pub ca_cert: Option<Vec<u8>>,
+
+    // Reconnection (see [`ConnectionState`]).
+    /// Whether the client connects again by itself after it lost its link to the relay (`true` by
+    /// default). Off, a lost link closes the client for good.
+    pub reconnect: bool,
+    /// The wait before the first reconnection attempt; each failed attempt doubles it, up to
+    /// [`reconnect_delay_max`](Self::reconnect_delay_max). Every wait is shortened by a random
+    /// part of up to a half (jitter), so that clients cut off together do not come back together.
+    pub reconnect_delay: Duration,
+    /// The longest wait between two reconnection attempts.
+    pub reconnect_delay_max: Duration,
+    /// How many reconnection attempts in a row may fail before the client gives up and closes;
+    /// `None` (the default) tries until [`P2pClient::disconnect`] or the last clone is dropped.
+    pub max_reconnect_attempts: Option<u32>,
+    /// Called before every reconnection attempt for the token to send then; `None` from it (or no
+    /// callback, the default) sends [`token`](Self::token) again. With a callback, a relay that
+    /// refuses the token does not end the reconnection: the next attempt asks again.
+    pub token_refresh: Option<TokenRefresh>,
 }
+
+/// A callback that gives the token to send at a reconnection: see
+/// [`ClientOptions::token_refresh`].
+pub type TokenRefresh = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl std::fmt::Debug for ClientOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,6 +94,14 @@ impl std::fmt::Debug for ClientOptions {
             // A secret: whether there is one, not what it is.
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_cert", &self.ca_cert.as_ref().map(|_| "<PEM>"))
+            .field("reconnect", &self.reconnect)
+            .field("reconnect_delay", &self.reconnect_delay)
+            .field("reconnect_delay_max", &self.reconnect_delay_max)
+            .field("max_reconnect_attempts", &self.max_reconnect_attempts)
+            .field(
+                "token_refresh",
+                &self.token_refresh.as_ref().map(|_| "<callback>"),
+            )
             .finish()
     }
 }
@@ -92,6 +128,32 @@ impl ClientOptions {
         })?;
         Ok(self.with_ca_cert(pem))
     }
+
+    /// The same options with automatic reconnection on or off (see
+    /// [`reconnect`](Self::reconnect)).
+    pub fn with_reconnect(mut self, on: bool) -> ClientOptions {
+        self.reconnect = on;
+        self
+    }
+
+    /// How long the client waits before reconnecting: `first` before the first attempt, doubling
+    /// up to `max` (see [`reconnect_delay`](Self::reconnect_delay)).
+    pub fn with_reconnect_delay(mut self, first: Duration, max: Duration) -> ClientOptions {
+        self.reconnect_delay = first;
+        self.reconnect_delay_max = max;
+        self
+    }
+
+    /// The wait before reconnection attempt `attempt` (0 for the first), jitter included.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let full = self
+            .reconnect_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.reconnect_delay_max.max(self.reconnect_delay));
+        // Up to a half off, at random.
+        let cut = full.mul_f64(rand::random::<f64>() * 0.5);
+        full - cut
+    }
 }
 
 impl Default for ClientOptions {
@@ -104,8 +166,28 @@ impl Default for ClientOptions {
             stream_window: 512 * 1024,
             token: None,
             ca_cert: None,
+            reconnect: true,
+            reconnect_delay: Duration::from_millis(500),
+            reconnect_delay_max: Duration::from_secs(5),
+            max_reconnect_attempts: None,
+            token_refresh: None,
         }
     }
+}
+
+/// Where a [`P2pClient`]'s link to the relay stands; watch it with [`P2pClient::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// The link is up: calls go out at once.
+    Connected,
+    /// The link was lost and the client is connecting again (see
+    /// [`ClientOptions::reconnect`]). Calls made now wait for the link, at most their timeout,
+    /// then fail with [`Error::Disconnected`]; requests that were in flight when the link dropped
+    /// have failed with [`Error::Disconnected`].
+    Reconnecting,
+    /// The client is closed for good: by [`P2pClient::disconnect`], by the relay, or because
+    /// reconnection is off or gave up. Every call fails with [`Error::Disconnected`].
+    Closed,
 }
 
 /// An event on its way to the server.
@@ -132,14 +214,27 @@ pub(crate) struct Subject {
 /// Requests in flight are at most this many; past that a request fails as busy.
 const MAX_PENDING: usize = 1 << 20;
 
+/// How many times a new session asks a service again for a topic subscription.
+const SUBSCRIBE_AGAIN_ATTEMPTS: u32 = 20;
+
 /// Most `P2P_EMIT`s packed into one `P2P_BATCH`.
 const MAX_BATCH: usize = 512;
 
 pub(crate) struct ClientInner {
     pub(crate) id: String,
     pub(crate) opts: ClientOptions,
-    sio: OnceLock<SioClient>,
+    /// The relay's URL as the application gave it.
+    url: String,
+    /// The current link, while there is one.
+    link: Mutex<Option<Link>>,
+    /// Numbers the links: events and failures of an older link are told apart by it.
+    generation: AtomicU64,
+    /// Whether the current link is up (welcomed): calls go out. Set before the state turns
+    /// [`ConnectionState::Connected`], while a new session's rooms are joined again.
+    link_up: AtomicBool,
     pub(crate) out: mpsc::Sender<Outgoing>,
+    /// The receiving end of `out`, taken by the writer of each link in turn.
+    out_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>,
     /// This client's requests waiting for their `P2P_RES`.
     pending: PendingRequests<ResAnswer>,
     /// Hooks of requests, by request id (see [`AnswerHook`]).
@@ -147,11 +242,41 @@ pub(crate) struct ClientInner {
     /// The APIs this client was built with.
     apis: Apis,
     pub(crate) me: Weak<ClientInner>,
-    welcome: Mutex<Option<oneshot::Sender<Result<()>>>>,
-    closed: watch::Sender<bool>,
-    closed_flag: AtomicBool,
+    welcome: Mutex<Option<oneshot::Sender<Result<Welcome>>>>,
+    state: watch::Sender<ConnectionState>,
     /// Why the connection closed, once it has.
     closed_why: OnceLock<String>,
+    /// The secret the relay gave to take this session over a new connection.
+    resume: Mutex<Option<String>>,
+    /// What a new session has to set up again on the relay.
+    pub(crate) session: Mutex<Session>,
+    /// The relay's reason, when it said it is disconnecting this client (`SERVER_ERROR`
+    /// `Error: disconnected: ...`): the link's end is then final, not a reason to reconnect.
+    dismissed: Mutex<Option<String>>,
+}
+
+/// How the relay's `SERVER_ERROR` begins when it disconnects a client on purpose (replaced by a
+/// newer connection of its id, flooding, a slow consumer).
+const DISMISSAL: &str = "Error: disconnected:";
+
+/// What this client set up on the relay that a new session (after the relay lost the old one)
+/// sets up again.
+#[derive(Default)]
+pub(crate) struct Session {
+    /// Rooms joined with [`P2pClient::join_room`].
+    pub(crate) rooms: BTreeSet<String>,
+    /// Topic subscriptions: (service, topic).
+    pub(crate) subscriptions: BTreeSet<(String, String)>,
+    /// Topics this client created as a service.
+    pub(crate) topics: BTreeSet<String>,
+}
+
+/// One Socket.IO connection to the relay.
+struct Link {
+    sio: SioClient,
+    generation: u64,
+    /// Dropped when the link is, which stops its writer.
+    _stop: oneshot::Sender<()>,
 }
 
 /// A client of the relay, known to the other clients by its client id.
@@ -199,119 +324,35 @@ impl P2pClient {
         // What the relay would refuse, refused here with the relay's words.
         protocol::check_client_id(client_id).map_err(Error::BadRequest)?;
         let (out_tx, out_rx) = mpsc::channel(opts.send_queue.max(1));
-        let (welcome_tx, welcome_rx) = oneshot::channel();
-        let (closed, _) = watch::channel(false);
+        let (state, _) = watch::channel(ConnectionState::Reconnecting);
         let inner = Arc::new_cyclic(|me| ClientInner {
             me: me.clone(),
             apis,
             id: client_id.to_string(),
             opts: opts.clone(),
-            sio: OnceLock::new(),
+            url: url.to_string(),
+            link: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            link_up: AtomicBool::new(false),
             out: out_tx,
+            out_rx: Arc::new(tokio::sync::Mutex::new(out_rx)),
             pending: PendingRequests::new(MAX_PENDING),
             hooks: Mutex::new(HashMap::new()),
-            welcome: Mutex::new(Some(welcome_tx)),
-            closed,
-            closed_flag: AtomicBool::new(false),
+            welcome: Mutex::new(None),
+            state,
             closed_why: OnceLock::new(),
+            resume: Mutex::new(None),
+            session: Mutex::new(Session::default()),
+            dismissed: Mutex::new(None),
         });
 
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let full_url = format!(
-            "{url}{sep}{}={}&{}=1",
-            protocol::QUERY_CLIENT_ID,
-            protocol::percent_encode(client_id),
-            protocol::QUERY_EXTENSIONS
-        );
-        let weak = Arc::downgrade(&inner);
-        let weak_close = weak.clone();
-        let weak_err = weak.clone();
-        let mut builder = ClientBuilder::new(full_url)
-            .transport_type(TransportType::Websocket)
-            .reconnect(false);
-        if let Some(token) = &opts.token {
-            builder = builder.auth(serde_json::json!({ crate::auth::AUTH_TOKEN: token }));
+        inner.establish(opts.token.clone()).await?;
+        if !inner.go_connected(inner.generation.load(Ordering::Acquire)) {
+            return Err(Error::Disconnected(format!(
+                "client '{client_id}': the connection closed right after the handshake"
+            )));
         }
-        if let Some(pem) = &opts.ca_cert {
-            let connector = tls_connector(pem).map_err(|e| Error::Connect {
-                url: url.to_string(),
-                source: Arc::new(e),
-            })?;
-            builder = builder.tls_config(connector);
-        }
-        let connecting = builder
-            .on_any(move |ev, payload, _| {
-                if let Some(inner) = weak.upgrade() {
-                    inner.demux(&String::from(ev), payload);
-                }
-                futures::future::ready(()).boxed()
-            })
-            .on("close", move |_, _| {
-                if let Some(inner) = weak_close.upgrade() {
-                    inner.mark_closed("the server closed the connection");
-                }
-                futures::future::ready(()).boxed()
-            })
-            .on("error", move |payload, _| {
-                if let Some(inner) = weak_err.upgrade() {
-                    tracing::debug!(client = %inner.id, "socket.io client error: {payload:?}");
-                    match connect_error(&payload) {
-                        Some(message) => inner.refused(message),
-                        None => inner.on_transport_error(),
-                    }
-                }
-                futures::future::ready(()).boxed()
-            })
-            .connect();
-        let sio = match tokio::time::timeout(opts.connect_timeout, connecting).await {
-            Ok(Ok(sio)) => sio,
-            Ok(Err(e)) => {
-                return Err(Error::Connect {
-                    url: url.to_string(),
-                    source: tls::explain(e),
-                })
-            }
-            Err(_) => {
-                return Err(Error::Connect {
-                    url: url.to_string(),
-                    source: Arc::new(Error::Timeout {
-                        peer: None,
-                        event: "connect".into(),
-                        after: opts.connect_timeout,
-                    }),
-                })
-            }
-        };
-        let _ = inner.sio.set(sio.clone());
-        let relay_addrs = nodelay::resolve(url).await;
-        let tuned = nodelay::set_on_sockets_to(&relay_addrs);
-        tracing::trace!(client = %client_id, tuned, "TCP_NODELAY set on sockets to the relay");
-        tokio::spawn(writer(sio.clone(), out_rx, Arc::downgrade(&inner)));
-
-        match tokio::time::timeout(opts.connect_timeout, welcome_rx).await {
-            Ok(Ok(Ok(()))) => Ok(P2pClient { inner }),
-            Ok(Ok(Err(e))) => {
-                let _ = sio.disconnect().await;
-                Err(e)
-            }
-            Ok(Err(_)) => Err(Error::Disconnected(
-                "the connection closed during the handshake".into(),
-            )),
-            Err(_) => {
-                let _ = sio.disconnect().await;
-                Err(Error::Connect {
-                    url: url.to_string(),
-                    source: Arc::new(Error::Timeout {
-                        peer: None,
-                        event: format!(
-                            "{} for '{client_id}' (is it a socketio-p2p relay?)",
-                            event::P2P_WELCOME
-                        ),
-                        after: opts.connect_timeout,
-                    }),
-                })
-            }
-        }
+        Ok(P2pClient { inner })
     }
 
     /// A handle that does not keep the connection open.
@@ -324,24 +365,49 @@ impl P2pClient {
         &self.inner.id
     }
 
-    /// Whether the connection is still open.
+    /// Whether the link to the relay is up ([`ConnectionState::Connected`]).
     pub fn is_connected(&self) -> bool {
-        !self.inner.closed_flag.load(Ordering::Acquire)
+        *self.inner.state.borrow() == ConnectionState::Connected
     }
 
-    /// Resolves when the connection is closed (by either side).
+    /// The state of the link to the relay, to read or to wait on: it goes
+    /// [`Reconnecting`](ConnectionState::Reconnecting) when the link is lost,
+    /// [`Connected`](ConnectionState::Connected) again once the client is back (a new session has
+    /// joined its rooms again by then), and [`Closed`](ConnectionState::Closed) at the end.
+    ///
+    /// ```no_run
+    /// # async fn f(client: socketio_p2p::P2pClient) {
+    /// use socketio_p2p::ConnectionState;
+    /// let mut state = client.state();
+    /// while state.changed().await.is_ok() {
+    ///     match *state.borrow() {
+    ///         ConnectionState::Reconnecting => println!("link lost, reconnecting"),
+    ///         ConnectionState::Connected => println!("back"),
+    ///         ConnectionState::Closed => break,
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Resolves when the client is closed for good ([`ConnectionState::Closed`]); a lost link
+    /// that the client reconnects does not count.
     pub async fn closed(&self) {
-        let mut rx = self.inner.closed.subscribe();
-        let _ = rx.wait_for(|c| *c).await;
+        let mut rx = self.inner.state.subscribe();
+        let _ = rx.wait_for(|s| *s == ConnectionState::Closed).await;
     }
 
-    /// Closes the connection. Pending calls fail with [`Error::Disconnected`]; peers that talked
-    /// to this client are told it left. Closing a connection that already failed is not an
-    /// error: either way the client is closed afterwards.
+    /// Closes the connection and stops reconnecting. Pending calls fail with
+    /// [`Error::Disconnected`]; peers that talked to this client are told it left. Closing a
+    /// connection that already failed is not an error: either way the client is closed
+    /// afterwards.
     pub async fn disconnect(&self) -> Result<()> {
+        let link = self.inner.link.lock().unwrap().take();
         self.inner.mark_closed("disconnected by this client");
-        if let Some(sio) = self.inner.sio.get() {
-            if let Err(e) = sio.disconnect().await {
+        if let Some(link) = link {
+            if let Err(e) = link.sio.disconnect().await {
                 tracing::debug!(client = %self.inner.id, "closing an already failing link: {e}");
             }
         }
@@ -370,8 +436,9 @@ impl ClientInner {
         }
     }
 
+    /// Fails once the client is closed for good; a client that is reconnecting is not closed.
     pub(crate) fn check_open(&self) -> Result<()> {
-        if self.closed_flag.load(Ordering::Acquire) {
+        if *self.state.borrow() == ConnectionState::Closed {
             Err(self.closed_error())
         } else {
             Ok(())
@@ -390,20 +457,46 @@ impl ClientInner {
         ))
     }
 
-    /// Queues an event for the writer, waiting when the queue is full.
+    /// Waits until a link is up, at most `limit`: at once when it is, and fails at once when the
+    /// client is closed.
+    async fn ready(&self, limit: Duration) -> Result<()> {
+        let mut rx = self.state.subscribe();
+        let up = |s: &ConnectionState| {
+            *s == ConnectionState::Closed || self.link_up.load(Ordering::Acquire)
+        };
+        let waited = tokio::time::timeout(limit, rx.wait_for(up))
+            .await
+            .map(|r| r.map(|s| *s));
+        match waited {
+            Ok(Ok(s)) if s != ConnectionState::Closed => Ok(()),
+            Ok(_) => Err(self.closed_error()),
+            Err(_) => Err(Error::Disconnected(format!(
+                "client '{}' lost its link to the relay and was not back within {limit:?} \
+                 (it is still reconnecting)",
+                self.id
+            ))),
+        }
+    }
+
+    /// Queues an event for the writer, waiting while the client reconnects (at most its
+    /// timeout) and when the queue is full.
     pub(crate) async fn send(&self, item: Outgoing) -> Result<()> {
-        self.check_open()?;
+        self.ready(self.opts.timeout).await?;
         self.out.send(item).await.map_err(|_| self.closed_error())
     }
 
     /// Queues an event without waiting; used from synchronous handlers.
     pub(crate) fn send_now(&self, item: Outgoing) {
+        if *self.state.borrow() == ConnectionState::Closed {
+            return;
+        }
         match self.out.try_send(item) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(item)) => {
-                let out = self.out.clone();
+                // Bounded: the queue may not drain while the client reconnects.
+                let (out, limit) = (self.out.clone(), self.opts.timeout);
                 tokio::spawn(async move {
-                    let _ = out.send(item).await;
+                    let _ = tokio::time::timeout(limit, out.send(item)).await;
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -449,7 +542,7 @@ impl ClientInner {
         about: Subject,
         hook: Option<AnswerHook>,
     ) -> Result<Vec<Value>> {
-        self.check_open()?;
+        self.ready(timeout).await?;
         let from = about
             .peer
             .clone()
@@ -477,7 +570,8 @@ impl ClientInner {
         match self.pending.wait(waiting, timeout).await {
             Ok(answer) => answer.into_result(&from),
             Err(NoAnswer::Abandoned) => Err(Error::Disconnected(format!(
-                "client '{}' lost its connection while waiting for '{}'",
+                "client '{}' lost its link to the relay while waiting for '{}' \
+                 (the answer, if any, is lost)",
                 self.id, about.event
             ))),
             // A request with a hook keeps it for a late answer (the relay always answers, at
@@ -504,12 +598,18 @@ impl ClientInner {
         self.send_now(Outgoing::Event(event::P2P_RES, res.to_values()));
     }
 
+    /// Closes the client for good.
     fn mark_closed(&self, why: &str) {
         let _ = self.closed_why.set(why.to_string());
-        if self.closed_flag.swap(true, Ordering::AcqRel) {
+        let was = self.state.send_replace(ConnectionState::Closed);
+        if was == ConnectionState::Closed {
             return;
         }
+        self.link_up.store(false, Ordering::Release);
         tracing::debug!(client = %self.id, "connection closed: {why}");
+        if let Some(link) = self.link.lock().unwrap().take() {
+            drop_link(link);
+        }
         self.pending.abandon_all();
         self.hooks.lock().unwrap().clear();
         for sink in self.apis.sinks() {
@@ -518,7 +618,280 @@ impl ClientInner {
         if let Some(w) = self.welcome.lock().unwrap().take() {
             let _ = w.send(Err(Error::Disconnected(why.to_string())));
         }
-        self.closed.send_replace(true);
+        // Senders waiting on a full queue fail, once the last writer has let the queue go.
+        let out_rx = self.out_rx.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { out_rx.lock().await.close() });
+        }
+    }
+
+    /// Makes the client [`ConnectionState::Connected`] on link `generation`, if that link is still
+    /// the client's (it may have failed while it was being set up). Returns whether it did.
+    fn go_connected(&self, generation: u64) -> bool {
+        let link = self.link.lock().unwrap();
+        if link.as_ref().map(|l| l.generation) != Some(generation) {
+            return false;
+        }
+        self.state.send_if_modified(|s| {
+            if *s == ConnectionState::Reconnecting {
+                *s = ConnectionState::Connected;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Link `generation` failed: the client reconnects, or closes when it may not.
+    fn link_lost(&self, generation: u64, why: &str) {
+        {
+            let mut link = self.link.lock().unwrap();
+            if link.as_ref().map(|l| l.generation) != Some(generation) {
+                // An older link, or one the client is closing or replacing itself.
+                return;
+            }
+            let dismissed = self.dismissed.lock().unwrap().clone();
+            if let Some(reason) = dismissed {
+                drop(link);
+                self.mark_closed(&reason);
+                return;
+            }
+            if !self.opts.reconnect {
+                drop(link);
+                self.mark_closed(why);
+                return;
+            }
+            if *self.state.borrow() != ConnectionState::Connected {
+                // Lost while being set up: the attempt that set it up fails at once, or sees
+                // the link gone when it would turn Connected.
+                self.link_up.store(false, Ordering::Release);
+                if let Some(l) = link.take() {
+                    drop_link(l);
+                }
+                if let Some(w) = self.welcome.lock().unwrap().take() {
+                    let _ = w.send(Err(Error::Disconnected(why.to_string())));
+                }
+                drop(link);
+                self.pending.abandon_all();
+                return;
+            }
+            if let Some(l) = link.take() {
+                drop_link(l);
+            }
+        }
+        self.link_up.store(false, Ordering::Release);
+        if self.state.send_replace(ConnectionState::Reconnecting) != ConnectionState::Connected {
+            return;
+        }
+        tracing::info!(client = %self.id, "link to the relay lost ({why}); reconnecting");
+        self.pending.abandon_all();
+        self.hooks.lock().unwrap().clear();
+        for sink in self.apis.sinks() {
+            sink.connection_lost(self, why);
+        }
+        tokio::spawn(reconnect(self.me.clone()));
+    }
+
+    /// Opens a link to the relay and waits for its welcome: the link is then the client's.
+    async fn establish(self: &Arc<Self>, token: Option<String>) -> Result<Welcome> {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        *self.dismissed.lock().unwrap() = None;
+        let (welcome_tx, welcome_rx) = oneshot::channel();
+        *self.welcome.lock().unwrap() = Some(welcome_tx);
+        let url = &self.url;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let mut full_url = format!(
+            "{url}{sep}{}={}&{}=1",
+            protocol::QUERY_CLIENT_ID,
+            protocol::percent_encode(&self.id),
+            protocol::QUERY_EXTENSIONS
+        );
+        if let Some(secret) = self.resume.lock().unwrap().as_deref() {
+            full_url.push_str(&format!(
+                "&{}={}",
+                protocol::QUERY_RESUME,
+                protocol::percent_encode(secret)
+            ));
+        }
+        let weak = self.me.clone();
+        let weak_close = weak.clone();
+        let weak_err = weak.clone();
+        let mut builder = ClientBuilder::new(full_url)
+            .transport_type(TransportType::Websocket)
+            .reconnect(false);
+        if let Some(token) = &token {
+            builder = builder.auth(serde_json::json!({ crate::auth::AUTH_TOKEN: token }));
+        }
+        if let Some(pem) = &self.opts.ca_cert {
+            let connector = tls_connector(pem).map_err(|e| Error::Connect {
+                url: url.to_string(),
+                source: Arc::new(e),
+            })?;
+            builder = builder.tls_config(connector);
+        }
+        let connecting = builder
+            .on_any(move |ev, payload, _| {
+                if let Some(inner) = weak.upgrade() {
+                    if inner.generation.load(Ordering::Acquire) == generation {
+                        inner.demux(&String::from(ev), payload);
+                    }
+                }
+                futures::future::ready(()).boxed()
+            })
+            .on("close", move |_, _| {
+                if let Some(inner) = weak_close.upgrade() {
+                    inner.link_lost(generation, "the server closed the connection");
+                }
+                futures::future::ready(()).boxed()
+            })
+            .on("error", move |payload, _| {
+                if let Some(inner) = weak_err.upgrade() {
+                    if inner.generation.load(Ordering::Acquire) != generation {
+                        return futures::future::ready(()).boxed();
+                    }
+                    tracing::debug!(client = %inner.id, "socket.io client error: {payload:?}");
+                    match connect_error(&payload) {
+                        Some(message) => inner.refused(message),
+                        None => inner.on_transport_error(generation),
+                    }
+                }
+                futures::future::ready(()).boxed()
+            })
+            .connect();
+        let connect_failed = |source: Arc<dyn std::error::Error + Send + Sync>| Error::Connect {
+            url: url.to_string(),
+            source,
+        };
+        let timeout = self.opts.connect_timeout;
+        let sio = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(sio)) => sio,
+            Ok(Err(e)) => return Err(connect_failed(tls::explain(e))),
+            Err(_) => {
+                return Err(connect_failed(Arc::new(Error::Timeout {
+                    peer: None,
+                    event: "connect".into(),
+                    after: timeout,
+                })))
+            }
+        };
+        let relay_addrs = nodelay::resolve(url).await;
+        let tuned = nodelay::set_on_sockets_to(&relay_addrs);
+        tracing::trace!(client = %self.id, tuned, "TCP_NODELAY set on sockets to the relay");
+        let (stop_tx, stop_rx) = oneshot::channel();
+        {
+            let mut link = self.link.lock().unwrap();
+            if *self.state.borrow() == ConnectionState::Closed {
+                drop(link);
+                let _ = sio.disconnect().await;
+                return Err(self.closed_error());
+            }
+            if let Some(old) = link.replace(Link {
+                sio: sio.clone(),
+                generation,
+                _stop: stop_tx,
+            }) {
+                drop_link(old);
+            }
+        }
+        tokio::spawn(writer(
+            sio.clone(),
+            self.out_rx.clone(),
+            stop_rx,
+            generation,
+            self.me.clone(),
+        ));
+
+        let outcome = match tokio::time::timeout(timeout, welcome_rx).await {
+            Ok(Ok(Ok(welcome))) => Ok(welcome),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(Error::Disconnected(
+                "the connection closed during the handshake".into(),
+            )),
+            Err(_) => Err(connect_failed(Arc::new(Error::Timeout {
+                peer: None,
+                event: format!(
+                    "{} for '{}' (is it a socketio-p2p relay?)",
+                    event::P2P_WELCOME,
+                    self.id
+                ),
+                after: timeout,
+            }))),
+        };
+        match outcome {
+            Ok(welcome) => {
+                *self.resume.lock().unwrap() = welcome.resume.clone();
+                self.link_up.store(true, Ordering::Release);
+                Ok(welcome)
+            }
+            Err(e) => {
+                let mut link = self.link.lock().unwrap();
+                if link.as_ref().map(|l| l.generation) == Some(generation) {
+                    if let Some(l) = link.take() {
+                        drop_link(l);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// After a new session began (the relay did not know the old one): joins the rooms again,
+    /// creates this service's topics again and subscribes to the topics again. What fails is
+    /// logged; the client goes on.
+    async fn restore(self: &Arc<Self>) {
+        let (rooms, topics, subscriptions) = {
+            let s = self.session.lock().unwrap();
+            (s.rooms.clone(), s.topics.clone(), s.subscriptions.clone())
+        };
+        let timeout = self.opts.timeout;
+        for room in rooms {
+            if let Err(e) = self
+                .request(event::JOIN_ROOM, vec![Value::from(room.as_str())], timeout)
+                .await
+            {
+                tracing::warn!(client = %self.id, "joining room '{room}' again failed: {e}");
+            }
+        }
+        for topic in topics {
+            if let Err(e) = crate::service::client::create_topic_again(self, &topic).await {
+                tracing::warn!(client = %self.id, "creating topic '{topic}' again failed: {e}");
+            }
+        }
+        // A service may come back after this client: each subscription is asked for again until
+        // the service accepts it, a bounded number of times, while this session lasts.
+        let generation = self.generation.load(Ordering::Acquire);
+        for (service, topic) in subscriptions {
+            let me = self.me.clone();
+            tokio::spawn(async move {
+                for attempt in 0..SUBSCRIBE_AGAIN_ATTEMPTS {
+                    let Some(inner) = me.upgrade() else { return };
+                    let key = (service.clone(), topic.clone());
+                    if inner.generation.load(Ordering::Acquire) != generation
+                        || !inner.session.lock().unwrap().subscriptions.contains(&key)
+                    {
+                        return;
+                    }
+                    let result =
+                        crate::service::client::subscribe_again(&inner, &service, &topic).await;
+                    let Err(e) = result else { return };
+                    tracing::debug!(
+                        client = %inner.id,
+                        attempt,
+                        "subscribing to topic '{topic}' of '{service}' again failed: {e}"
+                    );
+                    if attempt + 1 == SUBSCRIBE_AGAIN_ATTEMPTS {
+                        tracing::warn!(
+                            client = %inner.id,
+                            "gave up subscribing to topic '{topic}' of '{service}' again: {e}"
+                        );
+                        return;
+                    }
+                    let delay = inner.opts.backoff(attempt);
+                    drop(inner);
+                    tokio::time::sleep(delay).await;
+                }
+            });
+        }
     }
 
     /// The relay refused the connection with a Socket.IO connection error (its authenticator
@@ -528,7 +901,6 @@ impl ClientInner {
         if let Some(w) = self.welcome.lock().unwrap().take() {
             let _ = w.send(Err(Error::Unauthorized { reason, message }));
         }
-        self.mark_closed("the relay refused the connection");
     }
 
     /// rust_socketio reports every failure (a dropped transport, a ping timeout, a packet it
@@ -536,8 +908,14 @@ impl ClientInner {
     /// tell when its packet stream ends. So the client does not read the text: it asks the relay
     /// something cheap, and if no answer comes (or the request cannot even be sent), the link is
     /// gone. A lost link fails the probe at once, as the writer's send fails.
-    fn on_transport_error(&self) {
-        if self.closed_flag.load(Ordering::Acquire) {
+    fn on_transport_error(&self, generation: u64) {
+        if !self.link_up.load(Ordering::Acquire) {
+            // Not welcomed yet: the attempt setting the link up fails by its own timeout.
+            if let Some(w) = self.welcome.lock().unwrap().take() {
+                let _ = w.send(Err(Error::Disconnected(
+                    "the connection failed during the handshake".into(),
+                )));
+            }
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
@@ -546,9 +924,10 @@ impl ClientInner {
             if let Err(e @ (Error::Timeout { .. } | Error::Disconnected(_))) =
                 me.request(event::LIST_CLIENTS, vec![], limit).await
             {
-                me.mark_closed(&format!(
-                    "the relay stopped answering after a transport error: {e}"
-                ));
+                me.link_lost(
+                    generation,
+                    &format!("the relay stopped answering after a transport error: {e}"),
+                );
             }
         });
     }
@@ -601,11 +980,16 @@ impl ClientInner {
                 }
             },
             event::P2P_WELCOME => {
-                if let Err(e) = Welcome::from_values(args) {
+                let welcome = Welcome::from_values(args).unwrap_or_else(|e| {
                     tracing::debug!(client = %self.id, "P2P_WELCOME without its id: {e}");
-                }
+                    Welcome {
+                        client_id: self.id.clone(),
+                        resume: None,
+                        resumed: false,
+                    }
+                });
                 if let Some(w) = self.welcome.lock().unwrap().take() {
-                    let _ = w.send(Ok(()));
+                    let _ = w.send(Ok(welcome));
                 }
             }
             event::SERVER_ERROR => {
@@ -621,6 +1005,9 @@ impl ClientInner {
                     return;
                 }
                 tracing::warn!(client = %self.id, "SERVER_ERROR: {}", notice.message);
+                if notice.message.starts_with(DISMISSAL) {
+                    *self.dismissed.lock().unwrap() = Some(notice.message.clone());
+                }
                 for sink in self.apis.sinks() {
                     sink.server_error(self, &notice.message);
                 }
@@ -715,15 +1102,101 @@ fn connect_error(payload: &Payload) -> Option<String> {
     }
 }
 
-/// Takes queued events and emits them in order, packing runs of `P2P_EMIT`s into batches.
-async fn writer(sio: SioClient, mut rx: mpsc::Receiver<Outgoing>, inner: Weak<ClientInner>) {
+/// Lets a link go: its writer stops, and its connection is closed in the background.
+fn drop_link(link: Link) {
+    let sio = link.sio.clone();
+    drop(link);
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            let _ = sio.disconnect().await;
+        });
+    }
+}
+
+/// Connects again after a lost link, with growing waits, until a link is up, the client is
+/// closed or dropped, or the attempts run out.
+async fn reconnect(me: Weak<ClientInner>) {
+    let mut attempt: u32 = 0;
+    loop {
+        let Some(inner) = me.upgrade() else { return };
+        let delay = inner.opts.backoff(attempt);
+        let mut state = inner.state.subscribe();
+        drop(inner);
+        let closed = tokio::time::timeout(delay, state.wait_for(|s| *s == ConnectionState::Closed))
+            .await
+            .is_ok();
+        if closed {
+            return;
+        }
+        let Some(inner) = me.upgrade() else { return };
+        attempt = attempt.saturating_add(1);
+        let token = inner
+            .opts
+            .token_refresh
+            .as_ref()
+            .and_then(|refresh| refresh())
+            .or_else(|| inner.opts.token.clone());
+        match inner.establish(token).await {
+            Ok(welcome) => {
+                let generation = inner.generation.load(Ordering::Acquire);
+                if welcome.resumed {
+                    tracing::info!(client = %inner.id, "reconnected: session resumed");
+                } else {
+                    tracing::info!(client = %inner.id, "reconnected: new session");
+                    inner.restore().await;
+                }
+                // Closed meanwhile (disconnect): stays closed. Lost again meanwhile: go on.
+                if inner.go_connected(generation)
+                    || *inner.state.borrow() == ConnectionState::Closed
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                if *inner.state.borrow() == ConnectionState::Closed {
+                    return;
+                }
+                let fatal =
+                    matches!(e, Error::Unauthorized { .. }) && inner.opts.token_refresh.is_none();
+                let spent = inner
+                    .opts
+                    .max_reconnect_attempts
+                    .is_some_and(|max| attempt >= max);
+                if fatal || spent {
+                    inner.mark_closed(&format!(
+                        "reconnecting to the relay failed after {attempt} attempt(s): {e}"
+                    ));
+                    return;
+                }
+                tracing::debug!(client = %inner.id, attempt, "reconnection attempt failed: {e}");
+            }
+        }
+    }
+}
+
+/// Takes queued events and emits them in order, packing runs of `P2P_EMIT`s into batches, until
+/// its link stops or fails.
+async fn writer(
+    sio: SioClient,
+    out: Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>,
+    mut stop: oneshot::Receiver<()>,
+    generation: u64,
+    inner: Weak<ClientInner>,
+) {
+    let mut rx = tokio::select! {
+        rx = out.lock() => rx,
+        _ = &mut stop => return,
+    };
     let mut held: Option<Outgoing> = None;
     loop {
         let first = match held.take() {
             Some(item) => item,
-            None => match rx.recv().await {
-                Some(item) => item,
-                None => break,
+            None => tokio::select! {
+                item = rx.recv() => match item {
+                    Some(item) => item,
+                    None => break,
+                },
+                _ = &mut stop => break,
             },
         };
         let (name, payload) = match first {
@@ -748,9 +1221,13 @@ async fn writer(sio: SioClient, mut rx: mpsc::Receiver<Outgoing>, inner: Weak<Cl
                 }
             }
         };
-        if let Err(e) = sio.emit(name, payload).await {
+        let sent = tokio::select! {
+            sent = sio.emit(name, payload) => sent,
+            _ = &mut stop => break,
+        };
+        if let Err(e) = sent {
             if let Some(inner) = inner.upgrade() {
-                inner.mark_closed(&format!("sending failed: {e}"));
+                inner.link_lost(generation, &format!("sending failed: {e}"));
             }
             break;
         }
@@ -759,12 +1236,8 @@ async fn writer(sio: SioClient, mut rx: mpsc::Receiver<Outgoing>, inner: Weak<Cl
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
-        if let Some(sio) = self.sio.get().cloned() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = sio.disconnect().await;
-                });
-            }
+        if let Some(link) = self.link.get_mut().unwrap().take() {
+            drop_link(link);
         }
     }
 }

@@ -35,6 +35,10 @@ pub const QUERY_CLIENT_ID: &str = "clientId";
 /// (acknowledgements carried as `P2P_REQ`/`P2P_RES` events, `P2P_WELCOME`, batches).
 pub const QUERY_EXTENSIONS: &str = "p2pExt";
 
+/// Query parameter with which a returning extension client presents the resume secret of its
+/// session (from `P2P_WELCOME`), to take that session over.
+pub const QUERY_RESUME: &str = "resume";
+
 /// Seed event names.
 pub mod event {
     /// Join a room, or one of the action forms (see `PROTOCOL.md`).

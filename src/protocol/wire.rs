@@ -544,12 +544,20 @@ pub fn response_id(packet: &str) -> Option<u64> {
     serde_json::from_str::<Id>(packet).ok().and_then(|id| id.0)
 }
 
-/// `P2P_WELCOME({clientId})`: the relay registered this client.
+/// `P2P_WELCOME({clientId, resume?, resumed?})`: the relay registered this client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Welcome {
     /// The id the relay registered.
     pub client_id: String,
+    /// The secret that lets this client take its session back over a new connection (sent to
+    /// extension clients by a relay that resumes sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+    /// Whether this connection took over an earlier one of the same session (its rooms and
+    /// watchers were kept) rather than starting a new session.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
 }
 
 impl Welcome {

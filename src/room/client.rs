@@ -16,6 +16,10 @@ fn check_room(room: &str) -> Result<()> {
 
 impl P2pClient {
     /// Joins a room; resolves once the server has added this client to it.
+    ///
+    /// The client remembers its rooms: after it reconnects as a new session (the relay lost the
+    /// old one), it joins them again before its state turns
+    /// [`Connected`](crate::ConnectionState::Connected).
     pub async fn join_room(&self, room: &str) -> Result<()> {
         check_room(room)?;
         self.inner
@@ -24,13 +28,20 @@ impl P2pClient {
                 vec![Value::from(room)],
                 self.inner.opts.timeout,
             )
-            .await
-            .map(|_| ())
+            .await?;
+        self.inner
+            .session
+            .lock()
+            .unwrap()
+            .rooms
+            .insert(room.to_string());
+        Ok(())
     }
 
     /// Leaves a room; resolves once the server has removed this client from it.
     pub async fn leave_room(&self, room: &str) -> Result<()> {
         check_room(room)?;
+        self.inner.session.lock().unwrap().rooms.remove(room);
         self.inner
             .request(
                 event::LEAVE_ROOM,

@@ -119,6 +119,13 @@ pub struct ServerOptions {
     /// of a relay without an authenticator, and those whose token has no `permissions` claim.
     /// The default allows everything.
     pub default_permissions: Permissions,
+    /// How long the relay keeps the session of an extension client whose connection dropped
+    /// (not one that disconnected itself or that the relay disconnected): a client that comes back
+    /// within it with the session's resume secret takes its rooms and watchers over, and its
+    /// peers are not told it left. Past it the session ends as a disconnect does, and its peers
+    /// are told. Default 10 s; zero turns resuming off. Nothing addressed to the client while it
+    /// is away is held for it (see `PROTOCOL.md`, "Session resume").
+    pub resume_grace: Duration,
 }
 
 impl Default for ServerOptions {
@@ -142,6 +149,7 @@ impl Default for ServerOptions {
             slow_consumer_deadline: Duration::from_secs(10),
             authenticator: None,
             default_permissions: Permissions::default(),
+            resume_grace: Duration::from_secs(10),
         }
     }
 }
@@ -194,6 +202,46 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     closing: AtomicBool,
     /// Events this client sent after the notice of its disconnect.
     sent_after_notice: Arc<AtomicUsize>,
+    /// The secret with which a new connection may take this client's session over (extension
+    /// clients of a relay that resumes sessions).
+    resume: Option<String>,
+    /// Set once a new connection took this session over: this one's end tells nobody.
+    taken_over: AtomicBool,
+}
+
+/// The session of an extension client whose connection dropped, kept for
+/// [`ServerOptions::resume_grace`].
+struct Parked<A: Adapter> {
+    peer: Arc<Peer<A>>,
+    /// The rooms its socket was in.
+    rooms: Vec<String>,
+    /// Peers it watched that left while it was away: it is told on its return.
+    missed: Vec<Arc<str>>,
+}
+
+/// What a connection that presented a session's resume secret takes over.
+struct Resumed<A: Adapter> {
+    old: Arc<Peer<A>>,
+    rooms: Vec<String>,
+    missed: Vec<Arc<str>>,
+}
+
+/// A new resume secret: 32 random bytes, in hex.
+fn resume_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `presented` is `secret`, in a time that does not depend on where they differ.
+fn secret_matches(secret: &str, presented: &str) -> bool {
+    secret.len() == presented.len()
+        && secret
+            .bytes()
+            .zip(presented.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// The longest a client told it is disconnected is kept, so that the notice reaches it.
@@ -788,6 +836,9 @@ pub(crate) struct Inner<A: Adapter> {
     pub(crate) opts: ServerOptions,
     pub(crate) streams: Arc<crate::stream::server::Routes<A>>,
     clients: RwLock<HashMap<Arc<str>, Arc<Peer<A>>>>,
+    /// Sessions whose connection dropped, kept for a while by client id (see
+    /// [`ServerOptions::resume_grace`]).
+    parked: Mutex<HashMap<Arc<str>, Parked<A>>>,
     pub(crate) services: crate::service::server::Services,
     /// What each event does: filled by the APIs when the server is built.
     ops: Operations<A>,
@@ -872,6 +923,7 @@ impl<A: Adapter> P2pServer<A> {
             inner: Arc::new(Inner {
                 streams: crate::stream::server::Routes::new(metrics.clone()),
                 clients: RwLock::new(HashMap::new()),
+                parked: Mutex::new(HashMap::new()),
                 services: Default::default(),
                 ops: operations(),
                 io: io.clone(),
@@ -1211,11 +1263,13 @@ impl<A: Adapter> P2pServer<A> {
     fn on_connect(&self, socket: SocketRef<A>) {
         let mut client_id = None;
         let mut ext = false;
+        let mut resume = None;
         if let Some(q) = socket.req_parts().uri.query() {
             for (k, v) in protocol::query_pairs(q) {
                 match k.as_str() {
                     protocol::QUERY_CLIENT_ID => client_id = Some(v),
                     protocol::QUERY_EXTENSIONS => ext = v == "1",
+                    protocol::QUERY_RESUME => resume = Some(v),
                     _ => {}
                 }
             }
@@ -1276,10 +1330,33 @@ impl<A: Adapter> P2pServer<A> {
             slow: SlowConsumer::new(&self.inner.metrics),
             closing: AtomicBool::new(false),
             sent_after_notice: Arc::default(),
+            resume: (ext && !self.inner.opts.resume_grace.is_zero()).then(resume_secret),
+            taken_over: AtomicBool::new(false),
         });
+        // Only an extension client has a session to resume, and it must prove the same identity
+        // as the session's (with authentication on, the id comes from its token).
+        let resume = resume.filter(|_| ext && !self.inner.opts.resume_grace.is_zero());
+        let may_resume = |old: &Peer<A>| {
+            resume.is_some_and(|presented| {
+                old.resume
+                    .as_deref()
+                    .is_some_and(|secret| secret_matches(secret, presented))
+                    && (peer.authenticated || !old.authenticated)
+            })
+        };
+        // A session whose connection dropped a moment ago.
+        let parked = {
+            let mut parked = self.inner.parked.lock().unwrap();
+            match parked.get(&id) {
+                Some(p) if may_resume(&p.peer) => parked.remove(&id),
+                _ => None,
+            }
+        };
         enum Registration<P> {
             Fresh,
             Replaced(P),
+            /// Takes over a connection the relay still holds, as the session's owner.
+            Resumed(P),
             Refused,
         }
         let unclaimable;
@@ -1290,6 +1367,12 @@ impl<A: Adapter> P2pServer<A> {
             unclaimable = limits::check_claimable_id(&id, self.inner.services.contains(&id)).err();
             match clients.get(&id) {
                 _ if unclaimable.is_some() => Registration::Refused,
+                // Connected still, or closing and not yet forgotten.
+                Some(old) if may_resume(old) => {
+                    let old = old.clone();
+                    clients.insert(id.clone(), peer.clone());
+                    Registration::Resumed(old)
+                }
                 Some(old) if old.socket.connected() => match self.inner.opts.duplicate_ids {
                     DuplicateIdPolicy::Reject => Registration::Refused,
                     // With authentication on, only a connection that proved the same identity
@@ -1309,15 +1392,67 @@ impl<A: Adapter> P2pServer<A> {
                 }
             }
         };
-        let replaced = match registration {
+        let (replaced, resumed) = match registration {
             Registration::Refused => {
+                if let Some(p) = parked {
+                    self.end_parked(p.peer);
+                }
                 return refuse(
                     unclaimable.unwrap_or_else(|| format!("client id '{id}' is already connected")),
-                )
+                );
             }
-            Registration::Replaced(old) => Some(old),
-            Registration::Fresh => None,
+            Registration::Replaced(old) => (Some(old), None),
+            Registration::Resumed(old) => {
+                if let Some(p) = parked {
+                    self.end_parked(p.peer);
+                }
+                let rooms = old
+                    .socket
+                    .rooms()
+                    .into_iter()
+                    .map(|r| r.to_string())
+                    .collect();
+                let missed = Vec::new();
+                (None, Some(Resumed { old, rooms, missed }))
+            }
+            Registration::Fresh => (
+                None,
+                parked.map(|p| Resumed {
+                    old: p.peer,
+                    rooms: p.rooms,
+                    missed: p.missed,
+                }),
+            ),
         };
+        if resumed.is_none() {
+            // A new session under this id: an older one kept for resuming is over.
+            let stale = self.inner.parked.lock().unwrap().remove(&id);
+            if let Some(p) = stale {
+                self.end_parked(p.peer);
+            }
+        }
+        let was_resumed = resumed.is_some();
+        let mut missed = Vec::new();
+        if let Some(Resumed {
+            old,
+            rooms,
+            missed: gone,
+        }) = resumed
+        {
+            missed = gone;
+            tracing::info!(client = %id, "the client resumed its session");
+            old.taken_over.store(true, Ordering::Release);
+            // Its watchers are the new connection's, and it is in the same rooms.
+            let watchers: Vec<_> = old.watchers.lock().unwrap().drain().collect();
+            peer.watchers.lock().unwrap().extend(watchers);
+            for room in rooms {
+                socket.join(room);
+            }
+            self.unregister(&old);
+            if old.socket.connected() {
+                let _ = old.socket.clone().disconnect();
+            }
+        }
         if let Some(old) = replaced {
             tracing::info!(client = %id, "replacing the older connection of this client id");
             old.server_error(&format!(
@@ -1348,13 +1483,30 @@ impl<A: Adapter> P2pServer<A> {
 
         let this = self.clone();
         let weak = Arc::downgrade(&peer);
-        socket.on_disconnect(move |_s: SocketRef<A>, reason: DisconnectReason| {
+        socket.on_disconnect(move |s: SocketRef<A>, reason: DisconnectReason| {
             let this = this.clone();
             let weak = weak.clone();
+            // Taken now: the socket leaves its rooms once this handler is done.
+            let rooms: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
             async move {
                 if let Some(peer) = weak.upgrade() {
                     tracing::debug!(client = %peer.id, ?reason, "client disconnected");
-                    this.forget(&peer);
+                    if peer.taken_over.load(Ordering::Acquire) {
+                        return;
+                    }
+                    // A connection that dropped (rather than one that either side closed on
+                    // purpose) may come back.
+                    let dropped = matches!(
+                        reason,
+                        DisconnectReason::TransportClose
+                            | DisconnectReason::TransportError
+                            | DisconnectReason::HeartbeatTimeout
+                    );
+                    if dropped && peer.resume.is_some() && !peer.closing.load(Ordering::Acquire) {
+                        this.park(&peer, rooms);
+                    } else {
+                        this.forget(&peer);
+                    }
                 }
             }
         });
@@ -1370,14 +1522,80 @@ impl<A: Adapter> P2pServer<A> {
         if ext {
             let welcome = Welcome {
                 client_id: id.to_string(),
+                resume: peer.resume.clone(),
+                resumed: was_resumed,
             };
             peer.emit_control(event::P2P_WELCOME, &welcome.to_values(), "its welcome");
+            for gone in missed {
+                let notice = TargetDisconnect(gone.to_string());
+                peer.emit_control(
+                    event::MULTI_API_TARGET_DISCONNECT,
+                    &notice.to_values(),
+                    "a disconnect notice",
+                );
+            }
         }
     }
 
     /// Removes a peer (if it is still the registered one for its id), fails what waits on it and
     /// tells its watchers it left.
     fn forget(&self, peer: &Arc<Peer<A>>) {
+        self.unregister(peer);
+        self.tell_watchers(peer);
+    }
+
+    /// Keeps the session of `peer`, whose connection dropped, for
+    /// [`ServerOptions::resume_grace`]: it is unregistered at once (what is sent to it fails as
+    /// today), but its watchers are told only when the grace period ends without its return.
+    fn park(&self, peer: &Arc<Peer<A>>, rooms: Vec<String>) {
+        let registered = {
+            let clients = self.inner.clients.read().unwrap();
+            clients.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, peer))
+        };
+        if !registered {
+            // Already replaced or forgotten.
+            return self.forget(peer);
+        }
+        self.unregister(peer);
+        tracing::debug!(client = %peer.id, "keeping the session for its return");
+        let earlier = self.inner.parked.lock().unwrap().insert(
+            peer.id.clone(),
+            Parked {
+                peer: peer.clone(),
+                rooms,
+                missed: Vec::new(),
+            },
+        );
+        if let Some(p) = earlier {
+            self.end_parked(p.peer);
+        }
+        let this = Arc::downgrade(&self.inner);
+        let peer = peer.clone();
+        let grace = self.inner.opts.resume_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let Some(inner) = this.upgrade() else { return };
+            let expired = {
+                let mut parked = inner.parked.lock().unwrap();
+                match parked.get(&peer.id) {
+                    Some(p) if Arc::ptr_eq(&p.peer, &peer) => parked.remove(&peer.id),
+                    _ => None,
+                }
+            };
+            if let Some(p) = expired {
+                tracing::debug!(client = %peer.id, "the session was not resumed in time");
+                P2pServer { inner }.end_parked(p.peer);
+            }
+        });
+    }
+
+    /// Ends a kept session: its watchers are told it left.
+    fn end_parked(&self, peer: Arc<Peer<A>>) {
+        self.tell_watchers(&peer);
+    }
+
+    /// Removes a peer (if it is still the registered one for its id) and fails what waits on it.
+    fn unregister(&self, peer: &Arc<Peer<A>>) {
         {
             let mut clients = self.inner.clients.write().unwrap();
             if clients.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, peer)) {
@@ -1390,6 +1608,10 @@ impl<A: Adapter> P2pServer<A> {
         for gone in &self.inner.ops.peer_gone {
             gone(self, peer);
         }
+    }
+
+    /// Tells the watchers of `peer` it left.
+    fn tell_watchers(&self, peer: &Arc<Peer<A>>) {
         let watchers: Vec<_> = peer.watchers.lock().unwrap().drain().collect();
         for w in watchers {
             if let Some(other) = self.peer(&w) {
@@ -1400,6 +1622,10 @@ impl<A: Adapter> P2pServer<A> {
                     &notice.to_values(),
                     "a disconnect notice",
                 );
+            } else if let Some(away) = self.inner.parked.lock().unwrap().get_mut(&w) {
+                // Away for a moment: told if it comes back.
+                away.peer.watchers.lock().unwrap().remove(&peer.id);
+                away.missed.push(peer.id.clone());
             }
         }
     }

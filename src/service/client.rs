@@ -117,11 +117,13 @@ impl P2pClient {
         let destroyed = {
             let weak = Arc::downgrade(&self.inner);
             let (own, done) = (own.clone(), done.clone());
+            let key = (service.to_string(), topic.to_string());
             self.on_raw(&topic_destroyed_event(&room), move |_| {
                 if done.swap(true, Ordering::AcqRel) {
                     return;
                 }
                 if let Some(inner) = weak.upgrade() {
+                    inner.session.lock().unwrap().subscriptions.remove(&key);
                     let client = P2pClient { inner };
                     client.remove_listener(published);
                     if let Some(id) = own.get() {
@@ -144,9 +146,20 @@ impl P2pClient {
             Ok(SubscribeAnswer::Refused(text)) => Err(Error::remote(service, text)),
             Err(e) => Err(e),
         };
-        if result.is_err() {
-            self.remove_listener(published);
-            self.remove_listener(destroyed);
+        match &result {
+            Ok(()) if !done.load(Ordering::Acquire) => {
+                self.inner
+                    .session
+                    .lock()
+                    .unwrap()
+                    .subscriptions
+                    .insert((service.to_string(), topic.to_string()));
+            }
+            Ok(()) => {}
+            Err(_) => {
+                self.remove_listener(published);
+                self.remove_listener(destroyed);
+            }
         }
         result
     }
@@ -159,6 +172,12 @@ impl P2pClient {
         check_name(service, "service")?;
         check_topic(topic)?;
         let room = topic_room(service, topic);
+        self.inner
+            .session
+            .lock()
+            .unwrap()
+            .subscriptions
+            .remove(&(service.to_string(), topic.to_string()));
         self.remove_event_listeners(&topic_event(&room));
         self.remove_event_listeners(&topic_destroyed_event(&room));
         self.emit_service(service, UNSUBSCRIBE_TOPIC, (self.id(), topic))
@@ -336,6 +355,13 @@ impl ServiceClient {
                 .inner
                 .request(event::JOIN_ROOM, args, self.client.inner.opts.timeout)
                 .await?;
+            self.client
+                .inner
+                .session
+                .lock()
+                .unwrap()
+                .topics
+                .insert(name.clone());
             self.provider.add_topics(vec![name]);
         }
         Ok(())
@@ -346,6 +372,13 @@ impl ServiceClient {
     pub async fn destroy_topic(&self, names: impl TopicNames) -> Result<()> {
         for name in check_topics(names)? {
             self.provider.remove_topics(std::slice::from_ref(&name));
+            self.client
+                .inner
+                .session
+                .lock()
+                .unwrap()
+                .topics
+                .remove(&name);
             let room = topic_room(self.name(), &name);
             let args = vec![
                 Value::from(action::SERVICE_DESTROY_TOPIC),
@@ -385,6 +418,35 @@ impl ServiceClient {
     /// as `R`; at most the client's timeout, or what [`Request::timeout`] sets.
     pub fn request_client<R>(&self, client: &str, event: &str, args: impl IntoArgs) -> Request<R> {
         self.client.request(client, event, args)
+    }
+}
+
+/// Creates `topic` of the service `inner` again on the relay (a new session after a reconnect).
+pub(crate) async fn create_topic_again(inner: &Arc<ClientInner>, topic: &str) -> Result<()> {
+    let room = topic_room(&inner.id, topic);
+    let args = vec![Value::from(action::SERVICE_CREATE_TOPIC), Value::from(room)];
+    inner
+        .request(event::JOIN_ROOM, args, inner.opts.timeout)
+        .await
+        .map(|_| ())
+}
+
+/// Asks `service` again to add the client `inner` to `topic` (a new session after a reconnect);
+/// the topic's listeners are still there.
+pub(crate) async fn subscribe_again(
+    inner: &Arc<ClientInner>,
+    service: &str,
+    topic: &str,
+) -> Result<()> {
+    let client = P2pClient {
+        inner: inner.clone(),
+    };
+    let answer: Result<Vec<Value>> = client
+        .request_service(service, SUBSCRIBE_TOPIC, (client.id(), topic))
+        .await;
+    match SubscribeAnswer::from_args(&answer?) {
+        SubscribeAnswer::Accepted => Ok(()),
+        SubscribeAnswer::Refused(text) => Err(Error::remote(service, text)),
     }
 }
 

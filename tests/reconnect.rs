@@ -1,0 +1,535 @@
+//! A client that loses its link to the relay: it reconnects by itself and goes on under the same
+//! `P2pClient`, or, with reconnection off, ends closed. The link is cut by a TCP proxy between the
+//! client and the relay.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use socketio_p2p::{
+    ClientOptions, ConnectionState, Error, P2pClient, Relay, RelayOptions, ServiceClient,
+};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+/// A TCP proxy on a loopback port in front of the relay: copies both ways, and can cut every
+/// connection it carries and refuse new ones for a while.
+struct Proxy {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<AbortHandle>>>,
+    refusing: Arc<AtomicBool>,
+    accept: AbortHandle,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (c, r) = (conns.clone(), refusing.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if r.load(Ordering::Acquire) {
+                    // Closed at once: the client's connection attempt fails.
+                    drop(inbound);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        })
+        .abort_handle();
+        Proxy {
+            addr,
+            conns,
+            refusing,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Closes every connection the proxy carries, on both sides.
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Whether new connections are closed as soon as they come.
+    fn refuse(&self, on: bool) {
+        self.refusing.store(on, Ordering::Release);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// Options with quick reconnection attempts and a short call timeout.
+fn quick() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(3),
+        ..ClientOptions::default()
+    }
+    .with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200))
+}
+
+async fn connect(url: &str, id: &str, opts: ClientOptions) -> P2pClient {
+    P2pClient::connect_with(url, id, opts)
+        .await
+        .unwrap_or_else(|e| panic!("client '{id}' connects: {e}"))
+}
+
+/// Waits (bounded) until `client` is in `state`.
+async fn wait_state(client: &P2pClient, state: ConnectionState) {
+    let mut rx = client.state();
+    within(
+        &format!("client '{}' becomes {state:?}", client.id()),
+        rx.wait_for(|s| *s == state),
+    )
+    .await
+    .expect("the client's state can be watched");
+}
+
+/// Cuts the link of a client behind `proxy` while the proxy refuses new connections: the client
+/// is seen reconnecting. The proxy lets connections through again when `resume` is set.
+async fn cut_and_see_reconnecting(proxy: &Proxy, client: &P2pClient, resume: bool) {
+    proxy.refuse(true);
+    proxy.cut();
+    wait_state(client, ConnectionState::Reconnecting).await;
+    assert!(!client.is_connected());
+    if resume {
+        proxy.refuse(false);
+        wait_state(client, ConnectionState::Connected).await;
+        assert!(client.is_connected());
+    }
+}
+
+/// `from` sends `hello` to `to`, which records it: whether it arrived.
+async fn message_arrives(from: &P2pClient, to: &P2pClient, seen: &Log<Value>, n: usize) {
+    from.emit_to(to.id(), "hello", (n,)).await.unwrap();
+    seen.wait_len(&format!("message {n} reaches '{}'", to.id()), n)
+        .await;
+    assert_eq!(seen.get()[n - 1], json!(n));
+}
+
+fn record_hello(client: &P2pClient) -> Log<Value> {
+    let seen = Log::new();
+    let s = seen.clone();
+    client.on("hello", move |m| s.push(m.args[0].clone()));
+    seen
+}
+
+// After its link is cut, a client goes Reconnecting, then Connected under the same P2pClient:
+// its listeners still get messages and requests, it sends again, its rooms and its topic
+// subscription work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_link_reconnects_and_everything_works_again() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let news = ServiceClient::connect(&relay.url(), "news").await.unwrap();
+    news.create_topic("sport").await.unwrap();
+
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_hello(&alice);
+    alice.on_request("double", |args, reply| {
+        let n = args.last().and_then(Value::as_i64).unwrap_or(0);
+        reply.send((n * 2,));
+    });
+    let in_room = Log::new();
+    let r = in_room.clone();
+    alice.on_raw("room-news", move |args| r.push(args));
+    alice.join_room("lobby").await.unwrap();
+    bob.join_room("lobby").await.unwrap();
+    let (topic_log, handler) = topic_log();
+    alice
+        .subscribe_topic("news", "sport", handler)
+        .await
+        .unwrap();
+
+    message_arrives(&bob, &alice, &seen, 1).await;
+
+    cut_and_see_reconnecting(&proxy, &alice, true).await;
+
+    // Messages and requests reach the same listeners.
+    message_arrives(&bob, &alice, &seen, 2).await;
+    let doubled: i64 = bob.request("alice", "double", (21,)).await.unwrap();
+    assert_eq!(doubled, 42);
+    // It sends again.
+    let back = record_hello(&bob);
+    message_arrives(&alice, &bob, &back, 1).await;
+    // Its room is joined again.
+    assert!(rooms_of(&relay, "alice").contains(&"lobby".to_string()));
+    bob.emit_room("lobby", "room-news", ("after the cut",))
+        .await
+        .unwrap();
+    in_room.wait_len("a room emit reaches alice", 1).await;
+    assert_eq!(in_room.get()[0], vec![json!("after the cut")]);
+    // Its topic subscription works again.
+    eventually_async("a publication reaches alice after the cut", || {
+        let (news, topic_log) = (news.clone(), topic_log.clone());
+        async move {
+            news.publish_topic("sport", ("goal",)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            !topic_log.get().is_empty()
+        }
+    })
+    .await;
+    assert_eq!(topic_log.get()[0], published(json!("goal")));
+    alice.disconnect().await.unwrap();
+    assert_eq!(*alice.state().borrow(), ConnectionState::Closed);
+}
+
+// A call made while the client reconnects waits for the link, at most its timeout, then fails
+// with a clear error; a request in flight when the link dropped fails at once, clearly. Once
+// back, calls work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_while_reconnecting_fail_clearly() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    // Bob keeps the replies of "slow" and never answers.
+    let kept = Log::new();
+    let k = kept.clone();
+    bob.on_request("slow", move |_, reply| k.push(reply));
+    let opts = ClientOptions {
+        timeout: Duration::from_millis(800),
+        ..quick()
+    };
+    let alice = connect(&proxy.url(), "alice", opts).await;
+
+    let asking = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice
+                .request::<Value>("bob", "slow", ())
+                .timeout(Duration::from_secs(30))
+                .await
+        })
+    };
+    kept.wait_len("bob holds the request", 1).await;
+    cut_and_see_reconnecting(&proxy, &alice, false).await;
+
+    let in_flight = within("the request in flight ends", asking).await.unwrap();
+    match in_flight {
+        Err(Error::Disconnected(text)) => assert_says(&text, &["alice", "lost its link", "slow"]),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    let during = within(
+        "a call while reconnecting ends",
+        alice.emit_to("bob", "hi", ()),
+    )
+    .await;
+    match during {
+        Err(Error::Disconnected(text)) => assert_says(&text, &["alice", "reconnecting"]),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    let request_during = within(
+        "a request while reconnecting ends",
+        alice.request::<Value>("bob", "slow", ()),
+    )
+    .await;
+    assert!(
+        matches!(request_during, Err(Error::Disconnected(_))),
+        "{request_during:?}"
+    );
+
+    // A call made while reconnecting that the link comes back for goes out.
+    let seen = record_hello(&bob);
+    let sending = {
+        let alice = alice.clone();
+        tokio::spawn(async move { alice.emit_to("bob", "hello", (1,)).await })
+    };
+    proxy.refuse(false);
+    within("the call waiting for the link", sending)
+        .await
+        .unwrap()
+        .unwrap();
+    wait_state(&alice, ConnectionState::Connected).await;
+    seen.wait_len("the message sent while reconnecting arrives", 1)
+        .await;
+}
+
+// With reconnection off, a lost link closes the client for good, and calls fail clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnection_off_ends_closed() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let alice = connect(&proxy.url(), "alice", quick().with_reconnect(false)).await;
+    proxy.cut();
+    wait_state(&alice, ConnectionState::Closed).await;
+    within("closed() resolves", alice.closed()).await;
+    assert!(!alice.is_connected());
+    for result in [
+        alice.emit_to("bob", "hi", ()).await,
+        alice.join_room("lobby").await,
+    ] {
+        match result {
+            Err(Error::Disconnected(text)) => assert_says(&text, &["alice", "connect again"]),
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+    }
+    // The relay let it go: the id is free for a new connection.
+    eventually("the relay forgot alice", || {
+        relay.server().socket_of("alice").is_none()
+    })
+    .await;
+    drop(bob);
+}
+
+// A relay that restarts on the same port knows nothing of its clients: they reconnect as new
+// sessions, join their rooms again, a client service creates its topics again and answers
+// calls, and a subscriber's subscription is asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_restart_new_session_restores_rooms_and_services() {
+    let relay = relay().await;
+    let addr = relay.local_addr();
+    let url = relay.url();
+    let svc = P2pClient::connect_service(&url, "math", quick())
+        .await
+        .unwrap();
+    svc.provide_service("add", |call| {
+        let (a, b): (i64, i64) = call.parse().unwrap_or_default();
+        call.respond(a + b);
+    })
+    .unwrap();
+    svc.create_topic("results").await.unwrap();
+    let alice = connect(&url, "alice", quick()).await;
+    alice.join_room("lobby").await.unwrap();
+    let (topic_log, handler) = topic_log();
+    alice
+        .subscribe_topic("math", "results", handler)
+        .await
+        .unwrap();
+    let in_room = Log::new();
+    let r = in_room.clone();
+    alice.on_raw("room-news", move |args| r.push(args));
+
+    relay.shutdown().await;
+    wait_state(&alice, ConnectionState::Reconnecting).await;
+    let relay = Relay::bind_with(addr, RelayOptions::default())
+        .await
+        .expect("a new relay binds the same port");
+    wait_state(&alice, ConnectionState::Connected).await;
+    wait_state(&svc, ConnectionState::Connected).await;
+
+    // The rooms are joined again before the state turns Connected.
+    assert!(rooms_of(&relay, "alice").contains(&"lobby".to_string()));
+    let carol = client(&relay, "carol").await;
+    carol.join_room("lobby").await.unwrap();
+    carol
+        .emit_room("lobby", "room-news", ("after the restart",))
+        .await
+        .unwrap();
+    in_room.wait_len("a room emit reaches alice", 1).await;
+    // The client service answers.
+    let sum: i64 = carol.request_service("math", "add", (2, 3)).await.unwrap();
+    assert_eq!(sum, 5);
+    // The subscription works again.
+    eventually_async("a publication reaches alice after the restart", || {
+        let (svc, topic_log) = (svc.clone(), topic_log.clone());
+        async move {
+            svc.publish_topic("results", (5,)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            !topic_log.get().is_empty()
+        }
+    })
+    .await;
+    assert_eq!(topic_log.get()[0], published(json!(5)));
+    relay.shutdown().await;
+}
+
+// ---- Session resume: the relay keeps a dropped client's session for a grace period ----
+
+/// Records the disconnect notices `watcher` gets.
+fn record_gone(watcher: &P2pClient) -> Log<String> {
+    let gone = Log::new();
+    let g = gone.clone();
+    watcher.on_p2p_target_disconnect(move |id| g.push(id));
+    gone
+}
+
+// A client whose link is cut and that comes back within the grace period resumes its session:
+// the peer watching it is told nothing, keeps its listeners for it, and the client is still in
+// its rooms and gets messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_within_grace_tells_peers_nothing() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let gone = record_gone(&bob);
+    let from_alice = record_hello(&bob);
+    bob.from("alice").on("chat", |_| {});
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_hello(&alice);
+    alice.add_p2p_target("bob").await.unwrap();
+    alice.join_room("lobby").await.unwrap();
+
+    cut_and_see_reconnecting(&proxy, &alice, true).await;
+
+    message_arrives(&bob, &alice, &seen, 1).await;
+    message_arrives(&alice, &bob, &from_alice, 1).await;
+    // A notice sent before would have reached bob before the answer to this.
+    assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
+    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+    assert_eq!(bob.from("alice").listener_count(), 1);
+    assert!(rooms_of(&relay, "alice").contains(&"lobby".to_string()));
+    // Its watchers are the new connection's: when it leaves for good, bob is told.
+    alice.disconnect().await.unwrap();
+    gone.wait_len("bob is told alice left", 1).await;
+    assert_eq!(gone.get(), vec!["alice".to_string()]);
+}
+
+// Past the grace period the session ends as a disconnect does: the peer is told, and the client
+// comes back as a new session that joins its rooms again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_grace_peers_are_told_and_a_new_session_begins() {
+    let relay = relay_with(RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            resume_grace: Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let gone = record_gone(&bob);
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_hello(&alice);
+    alice.add_p2p_target("bob").await.unwrap();
+    alice.join_room("lobby").await.unwrap();
+
+    cut_and_see_reconnecting(&proxy, &alice, false).await;
+    gone.wait_len("bob is told alice left", 1).await;
+    assert_eq!(gone.get(), vec!["alice".to_string()]);
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    assert!(rooms_of(&relay, "alice").contains(&"lobby".to_string()));
+    message_arrives(&bob, &alice, &seen, 1).await;
+}
+
+/// The resume secret in the `P2P_WELCOME` a raw extension client got, and whether it resumed.
+async fn welcome_of(raw: &RawClient) -> (String, bool) {
+    eventually("a P2P_WELCOME arrives", || {
+        raw.events.get().iter().any(|(ev, _)| ev == "P2P_WELCOME")
+    })
+    .await;
+    let events = raw.events.get();
+    let (_, args) = events.iter().find(|(ev, _)| ev == "P2P_WELCOME").unwrap();
+    let secret = args[0]["resume"]
+        .as_str()
+        .expect("a resume secret")
+        .to_string();
+    assert_eq!(secret.len(), 64);
+    (secret, args[0]["resumed"].as_bool().unwrap_or(false))
+}
+
+// A connection that presents the session's resume secret takes over a connection the relay
+// still holds, at once, even though the relay rejects duplicate ids; its peers are told nothing.
+// A wrong secret is refused as a duplicate id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_takes_over_a_stale_connection() {
+    let relay = relay().await;
+    let bob = client(&relay, "bob").await;
+    let gone = record_gone(&bob);
+    let url = format!("{}?clientId=alice&p2pExt=1", relay.url());
+    let mut first = raw_client(&url).await;
+    let (secret, resumed) = welcome_of(&first).await;
+    assert!(!resumed);
+    // Bob and alice become peers: a plain disconnect of alice would be told to bob.
+    bob.emit_to("alice", "hi", ()).await.unwrap();
+    eventually("alice gets bob's message", || {
+        first.events.get().iter().any(|(ev, _)| ev == "hi")
+    })
+    .await;
+
+    let mut wrong = raw_client(&format!("{url}&resume={}", "0".repeat(64))).await;
+    assert_says(
+        &wrong.next_error("a wrong secret").await,
+        &["already connected"],
+    );
+
+    let second = raw_client(&format!("{url}&resume={secret}")).await;
+    let (next_secret, resumed) = welcome_of(&second).await;
+    assert!(resumed, "the new connection resumed the session");
+    assert_ne!(next_secret, secret, "each connection gets its own secret");
+    first.wait_closed("the stale connection is closed").await;
+    bob.emit_to("alice", "again", ()).await.unwrap();
+    eventually("the new connection gets bob's message", || {
+        second.events.get().iter().any(|(ev, _)| ev == "again")
+    })
+    .await;
+    assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
+    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+    wrong.wait_closed("the refused connection is closed").await;
+}
+
+// With authentication on, a reconnecting client proves its identity again, with the token its
+// `token_refresh` callback gives, and resumes its session: its peer is told nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_with_authentication_sends_a_fresh_token() {
+    let relay = jwt_relay_with(socketio_p2p::ServerOptions::default()).await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = P2pClient::connect_with(&relay.url(), "bob", token_opts(Some(jwt_token("bob"))))
+        .await
+        .unwrap();
+    let gone = record_gone(&bob);
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = asked.clone();
+    let opts = ClientOptions {
+        token: Some(jwt_token("alice")),
+        token_refresh: Some(Arc::new(move || {
+            a.fetch_add(1, Ordering::AcqRel);
+            Some(jwt_token("alice"))
+        })),
+        ..quick()
+    };
+    let alice = connect(&proxy.url(), "alice", opts).await;
+    let seen = record_hello(&alice);
+    alice.add_p2p_target("bob").await.unwrap();
+
+    cut_and_see_reconnecting(&proxy, &alice, true).await;
+    assert!(
+        asked.load(Ordering::Acquire) >= 1,
+        "the callback gave the token"
+    );
+    message_arrives(&bob, &alice, &seen, 1).await;
+    assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
+    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+}
+
+// A client whose reconnection attempts all fail gives up after max_reconnect_attempts and ends
+// closed, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnection_gives_up_after_its_attempts() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let opts = ClientOptions {
+        max_reconnect_attempts: Some(2),
+        ..quick()
+    };
+    let alice = connect(&proxy.url(), "alice", opts).await;
+    cut_and_see_reconnecting(&proxy, &alice, false).await;
+    wait_state(&alice, ConnectionState::Closed).await;
+    match alice.list_clients().await {
+        Err(Error::Disconnected(text)) => assert_says(&text, &["alice", "after 2 attempt"]),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+}
