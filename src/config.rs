@@ -48,6 +48,11 @@ pub(crate) struct ServeArgs {
     /// like 500ms [default: 30s].
     #[arg(long, value_parser = flag_duration, value_name = "DURATION")]
     reply_timeout: Option<Duration>,
+    /// How long a client whose link dropped may come back and resume its session (its peers are
+    /// told it left only after that); 0 turns resuming off: seconds, or a duration like 500ms
+    /// [default: 10s].
+    #[arg(long, value_parser = flag_duration, value_name = "DURATION")]
+    resume_grace: Option<Duration>,
     /// Packets queued per client before sends to it fail as busy [default: 65536].
     #[arg(long, value_name = "PACKETS")]
     buffer: Option<usize>,
@@ -123,6 +128,8 @@ pub(crate) struct File {
     duplicate_ids: Option<Duplicates>,
     #[serde(default, deserialize_with = "file_duration")]
     reply_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "file_duration")]
+    resume_grace: Option<Duration>,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -213,6 +220,10 @@ impl Settings {
         set(
             &mut s.reply_timeout,
             flags.reply_timeout.or(file.reply_timeout),
+        );
+        set(
+            &mut s.resume_grace,
+            flags.resume_grace.or(file.resume_grace),
         );
         set(&mut s.max_event_name_len, l.max_event_name_len);
         set(&mut s.max_room_name_len, l.max_room_name_len);
@@ -378,6 +389,7 @@ mod tests {
             ("port", file.port.is_some()),
             ("duplicate_ids", file.duplicate_ids.is_some()),
             ("reply_timeout", file.reply_timeout.is_some()),
+            ("resume_grace", file.resume_grace.is_some()),
             ("max_event_name_len", l.max_event_name_len.is_some()),
             ("max_room_name_len", l.max_room_name_len.is_some()),
             ("max_rooms_per_client", l.max_rooms_per_client.is_some()),

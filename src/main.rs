@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Run the relay server (state in memory; logs through RUST_LOG). Its settings come from
     /// the flags, then the --config file, then the defaults.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Send a file to another client through the relay (checked with SHA-256 at both ends).
     Send {
         /// Relay URL, e.g. http://127.0.0.1:9000 (https:// for a relay serving TLS).
@@ -223,7 +223,7 @@ async fn main() -> std::process::ExitCode {
                 Some(path) => config::File::read(path),
                 None => Ok(config::File::default()),
             };
-            let settings = match file.and_then(|f| config::Settings::resolve(f, args)) {
+            let settings = match file.and_then(|f| config::Settings::resolve(f, *args)) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("socketio-p2p: {e}");
