@@ -533,3 +533,289 @@ async fn reconnection_gives_up_after_its_attempts() {
         other => panic!("expected Disconnected, got {other:?}"),
     }
 }
+
+// ---- What is addressed to a client while it is away is held for its return ----
+
+/// Records the `(sender, n)` of every `m(n)` message `client` gets, in arrival order.
+fn record_numbered(client: &P2pClient) -> Log<(String, i64)> {
+    let seen = Log::new();
+    let s = seen.clone();
+    client.on("m", move |m| {
+        s.push((m.from.clone(), m.args[0].as_i64().unwrap_or(-1)));
+    });
+    seen
+}
+
+/// Records the `SERVER_ERROR` texts `client` gets.
+fn record_errors(client: &P2pClient) -> Log<String> {
+    let errors = Log::new();
+    let e = errors.clone();
+    client.on_server_error(move |text| e.push(text));
+    errors
+}
+
+/// Cuts `client`'s link behind `proxy` (refusing its return) and waits until the relay has seen
+/// it drop and keeps its session.
+async fn cut_and_see_parked(relay: &Relay, proxy: &Proxy, client: &P2pClient) {
+    cut_and_see_reconnecting(proxy, client, false).await;
+    eventually("the relay sees the link drop", || {
+        !relay.server().is_connected(client.id())
+    })
+    .await;
+}
+
+/// Sends `m(from..=to)` from `sender` to `target`.
+async fn send_numbered(sender: &P2pClient, target: &str, range: std::ops::RangeInclusive<i64>) {
+    for n in range {
+        sender.emit_to(target, "m", (n,)).await.unwrap();
+    }
+}
+
+// Messages and requests sent to a client while its link is down, within the grace period, all
+// reach it once it is back: none lost, none twice, each sender's in the order sent, and its
+// peers are never told it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_sent_during_the_gap_arrives_in_order_after_resume() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let carol = client(&relay, "carol").await;
+    let (bob_gone, carol_gone) = (record_gone(&bob), record_gone(&carol));
+    let (bob_errors, carol_errors) = (record_errors(&bob), record_errors(&carol));
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_numbered(&alice);
+    alice.on_request("double", |args, reply| {
+        let n = args.last().and_then(Value::as_i64).unwrap_or(0);
+        reply.send((n * 2,));
+    });
+    // Both become alice's peers: a disconnect of hers would be told to them.
+    send_numbered(&bob, "alice", 0..=0).await;
+    send_numbered(&carol, "alice", 0..=0).await;
+    seen.wait_len("alice gets the first messages", 2).await;
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    let asking = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            bob.request::<i64>("alice", "double", (21,))
+                .timeout(Duration::from_secs(20))
+                .await
+        })
+    };
+    eventually("the request is held for alice", || {
+        relay.server().held_bytes("alice").unwrap_or(0) > 0
+    })
+    .await;
+    let (b, c) = (bob.clone(), carol.clone());
+    let batch = tokio::spawn(async move { send_numbered(&b, "alice", 1..=30).await });
+    send_numbered(&c, "alice", 1..=30).await;
+    batch.await.unwrap();
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    let doubled = within("the held request is answered", asking)
+        .await
+        .unwrap();
+    assert_eq!(doubled.unwrap(), 42);
+    seen.wait_len("every held message arrives", 62).await;
+    // One more from each: anything delivered twice would have come before these.
+    send_numbered(&bob, "alice", 31..=31).await;
+    send_numbered(&carol, "alice", 31..=31).await;
+    seen.wait_len("the messages after the resume arrive", 64)
+        .await;
+    let got = seen.get();
+    assert_eq!(got.len(), 64, "nothing arrived twice: {got:?}");
+    for sender in ["bob", "carol"] {
+        let from: Vec<i64> = got
+            .iter()
+            .filter(|(s, _)| s == sender)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(from, (0..=31).collect::<Vec<_>>(), "from {sender}");
+    }
+    // A notice sent before would have reached them before the answers to these.
+    assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
+    assert!(carol
+        .list_clients()
+        .await
+        .unwrap()
+        .contains(&"alice".into()));
+    assert!(
+        bob_gone.get().is_empty(),
+        "bob was told: {:?}",
+        bob_gone.get()
+    );
+    assert!(
+        carol_gone.get().is_empty(),
+        "carol was told: {:?}",
+        carol_gone.get()
+    );
+    assert!(bob_errors.get().is_empty(), "{:?}", bob_errors.get());
+    assert!(carol_errors.get().is_empty(), "{:?}", carol_errors.get());
+}
+
+// What is held for an absent client is bounded by resume_hold_bytes: the message that does not
+// fit ends the session at once. Its sender hears the client is gone, the senders of the held
+// messages how many were not delivered, a held request fails as the target gone, and the peers
+// are told it left; back, the client starts a new session without any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_past_the_hold_budget_ends_the_session() {
+    let relay = relay_with(RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            resume_grace: Duration::from_secs(60),
+            resume_hold_bytes: 4_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let carol = client(&relay, "carol").await;
+    let (bob_gone, carol_gone) = (record_gone(&bob), record_gone(&carol));
+    let (bob_errors, carol_errors) = (record_errors(&bob), record_errors(&carol));
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_numbered(&alice);
+    alice.on_request("double", |args, reply| {
+        let n = args.last().and_then(Value::as_i64).unwrap_or(0);
+        reply.send((n * 2,));
+    });
+    send_numbered(&bob, "alice", 0..=0).await;
+    send_numbered(&carol, "alice", 0..=0).await;
+    seen.wait_len("alice gets the first messages", 2).await;
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    let asking = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            bob.request::<i64>("alice", "double", (21,))
+                .timeout(Duration::from_secs(20))
+                .await
+        })
+    };
+    eventually("the request is held for alice", || {
+        relay.server().held_bytes("alice").unwrap_or(0) > 0
+    })
+    .await;
+    // Three messages from carol are held (each over 100 bytes: all three are in when the relay
+    // holds 300 bytes more), then bob's big ones fill the rest.
+    let before = relay.server().held_bytes("alice").unwrap();
+    let pad = "c".repeat(100);
+    for n in 1..=3 {
+        carol
+            .emit_to("alice", "m", (n, pad.as_str()))
+            .await
+            .unwrap();
+    }
+    eventually("carol's messages are held", || {
+        relay.server().held_bytes("alice").unwrap_or(0) >= before + 300
+    })
+    .await;
+    let big = "x".repeat(1_000);
+    for _ in 0..6 {
+        bob.emit_to("alice", "big", (big.as_str(),)).await.unwrap();
+    }
+    bob_gone.wait_len("bob is told alice left", 1).await;
+    carol_gone.wait_len("carol is told alice left", 1).await;
+    assert_eq!(bob_gone.get(), vec!["alice".to_string()]);
+    let answer = within("the held request ends", asking).await.unwrap();
+    assert!(
+        matches!(answer, Err(Error::PeerGone(ref id)) if id == "alice"),
+        "{answer:?}"
+    );
+    // Carol's three held messages were dropped: she is told how many.
+    carol_errors
+        .wait_len("carol hears her messages were dropped", 1)
+        .await;
+    assert_says(
+        &carol_errors.get()[0],
+        &["alice", "disconnected", "3 message"],
+    );
+    // Bob hears that his messages were not delivered: those that did not fit (the client may
+    // send them in one batch) and any held before them.
+    bob_errors
+        .wait_len("bob hears his messages were not delivered", 1)
+        .await;
+    let bob_said = bob_errors.get().join("\n");
+    assert_says(&bob_said, &["alice", "disconnected", "not delivered"]);
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    send_numbered(&bob, "alice", 100..=100).await;
+    seen.wait_len("a message after the new session arrives", 3)
+        .await;
+    assert_eq!(
+        seen.get()[2],
+        ("bob".to_string(), 100),
+        "nothing held was delivered to the new session"
+    );
+}
+
+// Past the grace period a session with messages and a request held for it ends as a disconnect
+// does: the peers are told, the request fails as the target gone, the senders of the held
+// messages are told they were not delivered, and the client's new session gets none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_past_the_grace_period_ends_the_session() {
+    let relay = relay_with(RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            resume_grace: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let gone = record_gone(&bob);
+    let errors = record_errors(&bob);
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_numbered(&alice);
+    alice.on_request("double", |_, reply| {
+        reply.send((0,));
+    });
+    send_numbered(&bob, "alice", 0..=0).await;
+    seen.wait_len("alice gets the first message", 1).await;
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    let asking = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            bob.request::<i64>("alice", "double", (21,))
+                .timeout(Duration::from_secs(20))
+                .await
+        })
+    };
+    eventually("the request is held for alice", || {
+        relay.server().held_bytes("alice").unwrap_or(0) > 0
+    })
+    .await;
+    // Both held before the grace period ends (each over 100 bytes).
+    let before = relay.server().held_bytes("alice").unwrap();
+    let pad = "b".repeat(100);
+    for n in 1..=2 {
+        bob.emit_to("alice", "m", (n, pad.as_str())).await.unwrap();
+    }
+    eventually("bob's messages are held", || {
+        relay.server().held_bytes("alice").unwrap_or(0) >= before + 200
+    })
+    .await;
+
+    gone.wait_len("bob is told alice left", 1).await;
+    assert_eq!(gone.get(), vec!["alice".to_string()]);
+    let answer = within("the held request ends", asking).await.unwrap();
+    assert!(
+        matches!(answer, Err(Error::PeerGone(ref id)) if id == "alice"),
+        "{answer:?}"
+    );
+    errors
+        .wait_len("bob hears his messages were not delivered", 1)
+        .await;
+    assert_says(&errors.get()[0], &["alice", "disconnected", "2 message"]);
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    send_numbered(&bob, "alice", 100..=100).await;
+    seen.wait_len("a message after the new session arrives", 2)
+        .await;
+    assert_eq!(seen.get()[1], ("bob".to_string(), 100));
+}

@@ -99,13 +99,15 @@ fn caller_slot<A: Adapter>(server: &P2pServer<A>, caller: &Peer<A>) -> Result<Ca
     })
 }
 
+/// The target client `id`: connected, or away for a moment, when what is sent to it is held for
+/// its return.
 fn target_of<A: Adapter>(
     server: &P2pServer<A>,
     caller: &Peer<A>,
     id: &str,
 ) -> Result<Arc<Peer<A>>, Error> {
     let target = server
-        .peer(id)
+        .peer_or_away(id)
         .ok_or_else(|| Error::UnknownTarget(id.to_string()))?;
     // Either end learns when the other goes away.
     caller.watch(&target.id);
@@ -125,7 +127,7 @@ fn p2p_emit<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, p: Emit, r: 
         return r.respond(Err(e.into()));
     }
     let result = target_of(server, peer, &p.target)
-        .and_then(|target| target.emit_args(&p.event, &p.args))
+        .and_then(|target| target.emit_args_from(&peer.id, 1, &p.event, &p.args))
         .inspect(|()| server.metrics().messages_relayed(1))
         .map(|()| vec![])
         .map_err(OpError::from);
@@ -264,7 +266,7 @@ fn p2p_batch<A: Adapter>(
                         .push(batch_item(&p.event, p.args));
                     Ok(())
                 } else {
-                    let sent = target.emit_args(&p.event, &p.args);
+                    let sent = target.emit_args_from(&peer.id, 1, &p.event, &p.args);
                     sent.inspect(|()| server.metrics().messages_relayed(1))
                 }
             });
@@ -275,7 +277,7 @@ fn p2p_batch<A: Adapter>(
         }
     }
     for (_, (target, frames)) in batches {
-        let sent = target.emit_args(event::P2P_BATCH, &frames);
+        let sent = target.emit_args_from(&peer.id, frames.len(), event::P2P_BATCH, &frames);
         let sent = sent.inspect(|()| server.metrics().messages_relayed(frames.len()));
         if let Err(e) = sent {
             let n = frames.len();

@@ -20,7 +20,7 @@ use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Va
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -123,9 +123,18 @@ pub struct ServerOptions {
     /// (not one that disconnected itself or that the relay disconnected): a client that comes back
     /// within it with the session's resume secret takes its rooms and watchers over, and its
     /// peers are not told it left. Past it the session ends as a disconnect does, and its peers
-    /// are told. Default 10 s; zero turns resuming off. Nothing addressed to the client while it
-    /// is away is held for it (see `PROTOCOL.md`, "Session resume").
+    /// are told. Default 10 s; zero turns resuming off. Messages, requests and answers addressed to
+    /// the client while it is away are held for it, up to
+    /// [`resume_hold_bytes`](Self::resume_hold_bytes), and delivered in order on its return;
+    /// its streams are reset as at a disconnect (see `PROTOCOL.md`, "Session resume").
     pub resume_grace: Duration,
+    /// Bytes the relay may hold for one client whose session waits for its return (see
+    /// [`resume_grace`](Self::resume_grace)), counted as for
+    /// [`max_queued_bytes`](Self::max_queued_bytes). Something addressed to the client that does
+    /// not fit ends the session at once: its peers are told it left, requests held for it fail
+    /// with `PEER_GONE`, and the senders of messages held for it get a `SERVER_ERROR` saying how
+    /// many were not delivered. Default 4 MiB.
+    pub resume_hold_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -150,6 +159,7 @@ impl Default for ServerOptions {
             authenticator: None,
             default_permissions: Permissions::default(),
             resume_grace: Duration::from_secs(10),
+            resume_hold_bytes: 4 << 20,
         }
     }
 }
@@ -174,8 +184,10 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     authenticated: bool,
     /// Ids of clients to tell when this one disconnects.
     watchers: Mutex<HashSet<Arc<str>>>,
-    /// Requests this server relayed to this client, waiting for its `P2P_RES`.
-    pending: PendingRequests<ResAnswer>,
+    /// Requests this server relayed to this client, waiting for its `P2P_RES`; a connection that
+    /// resumes the session shares its table, so that requests held for it are answered through
+    /// the new connection.
+    pending: Arc<PendingRequests<ResAnswer>>,
     /// Acknowledgements this server waits for from this client (seed-era clients answer with
     /// Socket.IO acknowledgements, not `P2P_RES`), bounded like `pending`. Nothing is ever
     /// resolved here: the table ends every wait at once when the client disconnects
@@ -207,6 +219,45 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     resume: Option<String>,
     /// Set once a new connection took this session over: this one's end tells nobody.
     taken_over: AtomicBool,
+    /// Where what is addressed to this client goes (see [`Hold`]).
+    hold: Mutex<Hold<A>>,
+    /// [`ServerOptions::resume_hold_bytes`].
+    hold_limit: usize,
+}
+
+/// Where what is addressed to a client goes.
+enum Hold<A: Adapter> {
+    /// To its connection.
+    Open,
+    /// Into a buffer, in order: its session is parked, or what was held for it is about to be
+    /// delivered to the connection that resumed it.
+    Holding(Held),
+    /// To the connection that took the session over, behind what was held.
+    Forward(std::sync::Weak<Peer<A>>),
+    /// Nowhere: the session ended; the sender hears the client is gone.
+    Ended,
+}
+
+/// What is held for a client while its session is parked.
+#[derive(Default)]
+struct Held {
+    items: VecDeque<HeldItem>,
+    bytes: usize,
+    /// Set once something did not fit: the session is ending, nothing more is taken.
+    full: bool,
+    /// Ends the session when something does not fit; taken when called.
+    on_full: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// One event held for a client.
+struct HeldItem {
+    event: String,
+    args: Vec<Arg>,
+    /// Its size as the byte budget counts it.
+    bytes: usize,
+    /// The client that sent it and how many messages it carries, for a fire-and-forget message
+    /// whose sender is told if it is never delivered.
+    from: Option<(Arc<str>, usize)>,
 }
 
 /// The session of an extension client whose connection dropped, kept for
@@ -368,19 +419,147 @@ impl<A: Adapter> Peer<A> {
     pub(crate) fn emit(&self, event: &str, args: &[Value]) -> Result<(), Error> {
         protocol::check_no_placeholder(args)?;
         let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
-        self.queue(size, 1, || {
-            self.socket.emit(event, &protocol::ArgsRef(args))
-        })
+        let now = || {
+            self.queue(size, 1, || {
+                self.socket.emit(event, &protocol::ArgsRef(args))
+            })
+        };
+        self.send_or_hold(event, size, 1, None, || json_args(args), now)
     }
 
     /// Emits an answer or a notice: within twice the budget, and a client that cannot take it is
-    /// disconnected as a slow consumer. Returns whether it was queued.
+    /// disconnected as a slow consumer. Returns whether it was queued (or held for the client's
+    /// return).
     fn emit_control(&self, event: &str, args: &[Value], what: &str) -> bool {
+        let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
+        let now = || {
+            self.queue(size, 2, || {
+                self.socket.emit(event, &protocol::ArgsRef(args))
+            })
+        };
+        let sent = self.send_or_hold(event, size, 2, None, || json_args(args), now);
+        self.control_sent(sent, what)
+    }
+
+    /// [`emit_control`](Self::emit_control) straight to the connection, ahead of anything held
+    /// (the welcome of a resumed session, and what comes with it).
+    fn emit_control_now(&self, event: &str, args: &[Value], what: &str) -> bool {
         let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
         let sent = self.queue(size, 2, || {
             self.socket.emit(event, &protocol::ArgsRef(args))
         });
         self.control_sent(sent, what)
+    }
+
+    /// Queues an event for this client with `now`; while its session waits for its return,
+    /// holds it instead (`args` makes its arguments), or forwards it to the connection that took
+    /// the session over. Something that does not fit in
+    /// [`ServerOptions::resume_hold_bytes`] ends the parked session and is refused as gone.
+    fn send_or_hold(
+        &self,
+        event: &str,
+        size: usize,
+        slack: u64,
+        from: Option<(&Arc<str>, usize)>,
+        args: impl FnOnce() -> Vec<Arg>,
+        now: impl FnOnce() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let gone = || Error::PeerGone(self.id.to_string());
+        let mut hold = self.hold.lock().unwrap();
+        let held = match &mut *hold {
+            Hold::Open => {
+                drop(hold);
+                return now();
+            }
+            Hold::Ended => return Err(gone()),
+            Hold::Forward(next) => {
+                let next = next.upgrade();
+                drop(hold);
+                let next = next.ok_or_else(gone)?;
+                let args = args();
+                return next.send_args(event, &args, slack, from);
+            }
+            Hold::Holding(held) => held,
+        };
+        // Only a parked session has a budget: a resumed one holds for the moment its connection
+        // is being set up.
+        let over = held.bytes.saturating_add(size) > self.hold_limit && held.on_full.is_some();
+        if held.full || over {
+            held.full = true;
+            let end = held.on_full.take();
+            drop(hold);
+            if let Some(end) = end {
+                end();
+            }
+            return Err(gone());
+        }
+        held.bytes += size;
+        held.items.push_back(HeldItem {
+            event: event.to_string(),
+            args: args(),
+            bytes: size,
+            from: from.map(|(sender, n)| (sender.clone(), n)),
+        });
+        Ok(())
+    }
+
+    /// Takes over what was held for the session of `old`, which this connection resumes: it is
+    /// delivered, in order, ahead of anything sent to this connection since, by
+    /// [`release_held`](Self::release_held); what is still sent to `old` comes here.
+    fn take_over_held(self: &Arc<Self>, old: &Peer<A>) {
+        let mut old_hold = old.hold.lock().unwrap();
+        let taken = std::mem::replace(&mut *old_hold, Hold::Forward(Arc::downgrade(self)));
+        let Hold::Holding(taken) = taken else { return };
+        let mut hold = self.hold.lock().unwrap();
+        match &mut *hold {
+            Hold::Holding(held) => {
+                held.bytes += taken.bytes;
+                for item in taken.items.into_iter().rev() {
+                    held.items.push_front(item);
+                }
+            }
+            other => {
+                *other = Hold::Holding(Held {
+                    items: taken.items,
+                    bytes: taken.bytes,
+                    ..Held::default()
+                })
+            }
+        }
+    }
+
+    /// Delivers, in order, what is held for this client, once its connection is set up; then
+    /// what is sent to it goes straight to the connection. What cannot be queued stays held and
+    /// the client is disconnected as a slow consumer (the end of its connection ends what is
+    /// held, as [`P2pServer::end_held`] says).
+    fn release_held(&self) {
+        let mut hold = self.hold.lock().unwrap();
+        let Hold::Holding(held) = &mut *hold else {
+            return;
+        };
+        while let Some(item) = held.items.pop_front() {
+            // Counted within the hold's budget already: not refused for the queue's.
+            let sent = self.queue_args(&item.event, &item.args, item.bytes, u64::MAX);
+            if let Err(e) = sent {
+                held.items.push_front(item);
+                drop(hold);
+                self.control_sent(Err(e), "what was held for it while it was away");
+                return;
+            }
+            held.bytes = held.bytes.saturating_sub(item.bytes);
+        }
+        *hold = Hold::Open;
+    }
+
+    /// Queues `event(...args)` of `size` bytes within `slack` times the budget.
+    fn queue_args(&self, event: &str, args: &[Arg], size: usize, slack: u64) -> Result<(), Error> {
+        self.queue(size, slack, || {
+            if self.ext {
+                self.socket.emit(event, &ExtArgs(args))
+            } else {
+                self.socket.emit(event, &SeedArgs(args))
+            }
+        })
     }
 
     /// The outcome of queueing something this client must see (`what`): a client that could not
@@ -402,21 +581,38 @@ impl<A: Adapter> Peer<A> {
         self.emit_args_within(event, args, 1)
     }
 
+    /// [`emit_args`](Self::emit_args) for `n` fire-and-forget messages from client `from`, who
+    /// is told if they are held for this client and its session ends before they are delivered.
+    pub(crate) fn emit_args_from(
+        &self,
+        from: &Arc<str>,
+        n: usize,
+        event: &str,
+        args: &[Arg],
+    ) -> Result<(), Error> {
+        self.send_args(event, args, 1, Some((from, n)))
+    }
+
     /// [`emit_args`](Self::emit_args) within `slack` times the budget.
     fn emit_args_within(&self, event: &str, args: &[Arg], slack: u64) -> Result<(), Error> {
+        self.send_args(event, args, slack, None)
+    }
+
+    fn send_args(
+        &self,
+        event: &str,
+        args: &[Arg],
+        slack: u64,
+        from: Option<(&Arc<str>, usize)>,
+    ) -> Result<(), Error> {
         let size = event.len()
             + 4
             + args
                 .iter()
                 .map(|a| arg_size(a, self.ext) + 1)
                 .sum::<usize>();
-        self.queue(size, slack, || {
-            if self.ext {
-                self.socket.emit(event, &ExtArgs(args))
-            } else {
-                self.socket.emit(event, &SeedArgs(args))
-            }
-        })
+        let now = || self.queue_args(event, args, size, slack);
+        self.send_or_hold(event, size, slack, from, || args.to_vec(), now)
     }
 
     /// Sends one binary stream frame (`P2P_FRAME` with one attachment) to this client.
@@ -631,6 +827,11 @@ impl<A: Adapter> Peer<A> {
         let sent = self.emit_args_within(event::P2P_RES, &res, 2);
         self.control_sent(sent, "an answer")
     }
+}
+
+/// JSON arguments as [`Arg`]s, to hold.
+fn json_args(args: &[Value]) -> Vec<Arg> {
+    args.iter().cloned().map(Arg::Json).collect()
 }
 
 /// Checks an event name the server's own API is asked to send to a client: not reserved (see
@@ -1002,7 +1203,7 @@ impl<A: Adapter> P2pServer<A> {
         check_server_event(event)?;
         let args = args.into_args()?;
         let peer = self
-            .peer(client_id)
+            .peer_or_away(client_id)
             .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
         peer.emit(event, &args)
     }
@@ -1035,7 +1236,7 @@ impl<A: Adapter> P2pServer<A> {
         timeout: Duration,
     ) -> Result<Vec<Value>, Error> {
         let peer = self
-            .peer(client_id)
+            .peer_or_away(client_id)
             .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
         peer.request(
             event,
@@ -1052,6 +1253,25 @@ impl<A: Adapter> P2pServer<A> {
     /// [`Relay`](crate::Relay)) always shows 0.
     pub fn queued_bytes(&self, client_id: &str) -> Option<u64> {
         self.peer(client_id).map(|p| p.queued_bytes())
+    }
+
+    /// The bytes the relay holds for a client whose link dropped and whose session waits for
+    /// its return (see [`ServerOptions::resume_hold_bytes`]); `None` when no session of
+    /// `client_id` waits.
+    pub fn held_bytes(&self, client_id: &str) -> Option<usize> {
+        let peer = self
+            .inner
+            .parked
+            .lock()
+            .unwrap()
+            .get(client_id)?
+            .peer
+            .clone();
+        let hold = peer.hold.lock().unwrap();
+        match &*hold {
+            Hold::Holding(held) => Some(held.bytes),
+            _ => None,
+        }
     }
 
     /// How many credit-mode streams the relay is routing between clients.
@@ -1194,6 +1414,15 @@ impl<A: Adapter> P2pServer<A> {
         self.inner.clients.read().unwrap().get(id).cloned()
     }
 
+    /// The connected client `id`, or the one whose session waits for its return: what is sent
+    /// to the latter is held for it (see [`ServerOptions::resume_hold_bytes`]).
+    pub(crate) fn peer_or_away(&self, id: &str) -> Option<Arc<Peer<A>>> {
+        self.peer(id).or_else(|| {
+            let parked = self.inner.parked.lock().unwrap();
+            parked.get(id).map(|p| p.peer.clone())
+        })
+    }
+
     /// The connect middleware: runs before the connection is accepted at the Socket.IO level.
     /// A connection over the per-address rate is let through without authentication, to be
     /// refused by [`on_connect`](Self::on_connect) with a `SERVER_ERROR` as before; with an
@@ -1310,6 +1539,25 @@ impl<A: Adapter> P2pServer<A> {
             Some(own) => (!own.allows_all()).then(|| Arc::new(own.clone())),
             None => self.inner.default_permissions.clone(),
         };
+        // Only an extension client has a session to resume, and it must prove the same identity
+        // as the session's (with authentication on, the id comes from its token).
+        let resume = resume.filter(|_| ext && !self.inner.opts.resume_grace.is_zero());
+        let may_resume = |old: &Peer<A>| {
+            resume.is_some_and(|presented| {
+                old.resume
+                    .as_deref()
+                    .is_some_and(|secret| secret_matches(secret, presented))
+                    && (identity.is_some() || !old.authenticated)
+            })
+        };
+        // A session whose connection dropped a moment ago.
+        let parked = {
+            let mut parked = self.inner.parked.lock().unwrap();
+            match parked.get(&id) {
+                Some(p) if may_resume(&p.peer) => parked.remove(&id),
+                _ => None,
+            }
+        };
         let peer = Arc::new(Peer {
             id: id.clone(),
             socket: socket.clone(),
@@ -1317,7 +1565,12 @@ impl<A: Adapter> P2pServer<A> {
             permissions,
             authenticated: identity.is_some(),
             watchers: Mutex::new(HashSet::new()),
-            pending: PendingRequests::new(self.inner.opts.max_pending_per_client.max(1)),
+            pending: match &parked {
+                Some(p) => p.peer.pending.clone(),
+                None => Arc::new(PendingRequests::new(
+                    self.inner.opts.max_pending_per_client.max(1),
+                )),
+            },
             seed_waiting: PendingRequests::new(self.inner.opts.max_pending_per_client.max(1)),
             routes: Mutex::new(HashSet::new()),
             lane: Lane::new(self.inner.opts.reply_timeout),
@@ -1332,26 +1585,13 @@ impl<A: Adapter> P2pServer<A> {
             sent_after_notice: Arc::default(),
             resume: (ext && !self.inner.opts.resume_grace.is_zero()).then(resume_secret),
             taken_over: AtomicBool::new(false),
+            // Resuming: what comes for it waits behind what was held, until its welcome is out.
+            hold: Mutex::new(match &parked {
+                Some(_) => Hold::Holding(Held::default()),
+                None => Hold::Open,
+            }),
+            hold_limit: self.inner.opts.resume_hold_bytes,
         });
-        // Only an extension client has a session to resume, and it must prove the same identity
-        // as the session's (with authentication on, the id comes from its token).
-        let resume = resume.filter(|_| ext && !self.inner.opts.resume_grace.is_zero());
-        let may_resume = |old: &Peer<A>| {
-            resume.is_some_and(|presented| {
-                old.resume
-                    .as_deref()
-                    .is_some_and(|secret| secret_matches(secret, presented))
-                    && (peer.authenticated || !old.authenticated)
-            })
-        };
-        // A session whose connection dropped a moment ago.
-        let parked = {
-            let mut parked = self.inner.parked.lock().unwrap();
-            match parked.get(&id) {
-                Some(p) if may_resume(&p.peer) => parked.remove(&id),
-                _ => None,
-            }
-        };
         enum Registration<P> {
             Fresh,
             Replaced(P),
@@ -1402,19 +1642,31 @@ impl<A: Adapter> P2pServer<A> {
                 );
             }
             Registration::Replaced(old) => (Some(old), None),
-            Registration::Resumed(old) => {
-                if let Some(p) = parked {
-                    self.end_parked(p.peer);
+            Registration::Resumed(old) => match parked {
+                // The same session, parked a moment before it was unregistered: its rooms are
+                // those it was in when its link dropped.
+                Some(p) if Arc::ptr_eq(&p.peer, &old) => (
+                    None,
+                    Some(Resumed {
+                        old,
+                        rooms: p.rooms,
+                        missed: p.missed,
+                    }),
+                ),
+                other => {
+                    if let Some(p) = other {
+                        self.end_parked(p.peer);
+                    }
+                    let rooms = old
+                        .socket
+                        .rooms()
+                        .into_iter()
+                        .map(|r| r.to_string())
+                        .collect();
+                    let missed = Vec::new();
+                    (None, Some(Resumed { old, rooms, missed }))
                 }
-                let rooms = old
-                    .socket
-                    .rooms()
-                    .into_iter()
-                    .map(|r| r.to_string())
-                    .collect();
-                let missed = Vec::new();
-                (None, Some(Resumed { old, rooms, missed }))
-            }
+            },
             Registration::Fresh => (
                 None,
                 parked.map(|p| Resumed {
@@ -1442,13 +1694,19 @@ impl<A: Adapter> P2pServer<A> {
             missed = gone;
             tracing::info!(client = %id, "the client resumed its session");
             old.taken_over.store(true, Ordering::Release);
+            peer.take_over_held(&old);
             // Its watchers are the new connection's, and it is in the same rooms.
             let watchers: Vec<_> = old.watchers.lock().unwrap().drain().collect();
             peer.watchers.lock().unwrap().extend(watchers);
             for room in rooms {
                 socket.join(room);
             }
-            self.unregister(&old);
+            if Arc::ptr_eq(&old.pending, &peer.pending) {
+                // What was held for it waits for its answers through this connection.
+                self.unregister_keeping_requests(&old);
+            } else {
+                self.unregister(&old);
+            }
             if old.socket.connected() {
                 let _ = old.socket.clone().disconnect();
             }
@@ -1525,28 +1783,31 @@ impl<A: Adapter> P2pServer<A> {
                 resume: peer.resume.clone(),
                 resumed: was_resumed,
             };
-            peer.emit_control(event::P2P_WELCOME, &welcome.to_values(), "its welcome");
+            peer.emit_control_now(event::P2P_WELCOME, &welcome.to_values(), "its welcome");
             for gone in missed {
                 let notice = TargetDisconnect(gone.to_string());
-                peer.emit_control(
+                peer.emit_control_now(
                     event::MULTI_API_TARGET_DISCONNECT,
                     &notice.to_values(),
                     "a disconnect notice",
                 );
             }
         }
+        peer.release_held();
     }
 
     /// Removes a peer (if it is still the registered one for its id), fails what waits on it and
     /// tells its watchers it left.
     fn forget(&self, peer: &Arc<Peer<A>>) {
         self.unregister(peer);
+        self.end_held(peer);
         self.tell_watchers(peer);
     }
 
     /// Keeps the session of `peer`, whose connection dropped, for
-    /// [`ServerOptions::resume_grace`]: it is unregistered at once (what is sent to it fails as
-    /// today), but its watchers are told only when the grace period ends without its return.
+    /// [`ServerOptions::resume_grace`]: it is unregistered at once, what is addressed to it is
+    /// held (within [`ServerOptions::resume_hold_bytes`]) for its return, and its watchers are
+    /// told only when the grace period ends without it.
     fn park(&self, peer: &Arc<Peer<A>>, rooms: Vec<String>) {
         let registered = {
             let clients = self.inner.clients.read().unwrap();
@@ -1556,8 +1817,23 @@ impl<A: Adapter> P2pServer<A> {
             // Already replaced or forgotten.
             return self.forget(peer);
         }
-        self.unregister(peer);
         tracing::debug!(client = %peer.id, "keeping the session for its return");
+        // Requests sent over the dropped link fail; those sent from now on are held.
+        peer.pending.abandon_all();
+        {
+            let end = self.end_when_full(peer);
+            let mut hold = peer.hold.lock().unwrap();
+            match &mut *hold {
+                // What its connection had not been given yet stays first.
+                Hold::Holding(held) => held.on_full = Some(end),
+                other => {
+                    *other = Hold::Holding(Held {
+                        on_full: Some(end),
+                        ..Held::default()
+                    })
+                }
+            }
+        }
         let earlier = self.inner.parked.lock().unwrap().insert(
             peer.id.clone(),
             Parked {
@@ -1569,6 +1845,8 @@ impl<A: Adapter> P2pServer<A> {
         if let Some(p) = earlier {
             self.end_parked(p.peer);
         }
+        // Kept before it is unregistered, so that it is never unknown meanwhile.
+        self.unregister_keeping_requests(peer);
         let this = Arc::downgrade(&self.inner);
         let peer = peer.clone();
         let grace = self.inner.opts.resume_grace;
@@ -1589,20 +1867,91 @@ impl<A: Adapter> P2pServer<A> {
         });
     }
 
-    /// Ends a kept session: its watchers are told it left.
+    /// What ends the parked session of `peer` when what is held for it passes
+    /// [`ServerOptions::resume_hold_bytes`]: it can no longer be resumed from then on.
+    fn end_when_full(&self, peer: &Arc<Peer<A>>) -> Box<dyn FnOnce() + Send> {
+        let inner = Arc::downgrade(&self.inner);
+        let peer = Arc::downgrade(peer);
+        Box::new(move || {
+            let (Some(inner), Some(peer)) = (inner.upgrade(), peer.upgrade()) else {
+                return;
+            };
+            let ended = {
+                let mut parked = inner.parked.lock().unwrap();
+                match parked.get(&peer.id) {
+                    Some(p) if Arc::ptr_eq(&p.peer, &peer) => parked.remove(&peer.id),
+                    _ => None,
+                }
+            };
+            if let Some(p) = ended {
+                tracing::info!(
+                    client = %peer.id,
+                    "what is held for the client passed resume_hold_bytes; its session ends"
+                );
+                // Not inline: the sender that filled it may hold locks the end takes.
+                tokio::spawn(async move { P2pServer { inner }.end_parked(p.peer) });
+            }
+        })
+    }
+
+    /// Ends a kept session: what was held for it is dropped (see [`end_held`](Self::end_held)),
+    /// requests waiting for it fail, and its watchers are told it left.
     fn end_parked(&self, peer: Arc<Peer<A>>) {
+        self.end_held(&peer);
+        peer.pending.abandon_all();
         self.tell_watchers(&peer);
+    }
+
+    /// Drops what is held for `peer`, whose session ended: the requests among it fail with
+    /// their waits (the caller's `PEER_GONE`), and each client whose messages are among it gets
+    /// a `SERVER_ERROR` saying how many were not delivered. What is sent to it later is refused
+    /// as gone.
+    fn end_held(&self, peer: &Peer<A>) {
+        let held = {
+            let mut hold = peer.hold.lock().unwrap();
+            if !matches!(*hold, Hold::Holding(_)) {
+                return;
+            }
+            match std::mem::replace(&mut *hold, Hold::Ended) {
+                Hold::Holding(held) => held,
+                _ => return,
+            }
+        };
+        let mut dropped: HashMap<Arc<str>, usize> = HashMap::new();
+        for (sender, n) in held.items.into_iter().filter_map(|item| item.from) {
+            *dropped.entry(sender).or_default() += n;
+        }
+        for (sender, n) in dropped {
+            let Some(to) = self.peer_or_away(&sender) else {
+                continue;
+            };
+            let gone = Error::PeerGone(peer.id.to_string());
+            to.send_server_error(ServerError {
+                message: format!(
+                    "Error: client '{}' disconnected: {n} message(s) sent to it while its link \
+                     was down were not delivered",
+                    peer.id
+                ),
+                error: to.ext.then(|| gone.to_wire()),
+            });
+        }
     }
 
     /// Removes a peer (if it is still the registered one for its id) and fails what waits on it.
     fn unregister(&self, peer: &Arc<Peer<A>>) {
+        peer.pending.abandon_all();
+        self.unregister_keeping_requests(peer);
+    }
+
+    /// [`unregister`](Self::unregister), leaving the requests relayed to it waiting (they are
+    /// held for its return).
+    fn unregister_keeping_requests(&self, peer: &Arc<Peer<A>>) {
         {
             let mut clients = self.inner.clients.write().unwrap();
             if clients.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, peer)) {
                 clients.remove(&peer.id);
             }
         }
-        peer.pending.abandon_all();
         peer.seed_waiting.abandon_all();
         self.inner.conns.forget(&peer.socket.id.to_string());
         for gone in &self.inner.ops.peer_gone {
