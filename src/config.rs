@@ -175,6 +175,7 @@ struct Limits {
     max_connects_per_sec: Option<u32>,
     connect_burst: Option<u32>,
     max_queued_bytes: Option<usize>,
+    resume_hold_bytes: Option<usize>,
     #[serde(default, deserialize_with = "file_duration")]
     slow_consumer_deadline: Option<Duration>,
     max_buffer_size: Option<usize>,
@@ -253,6 +254,7 @@ impl Settings {
             &mut s.max_queued_bytes,
             flags.max_queued_bytes.or(l.max_queued_bytes),
         );
+        set(&mut s.resume_hold_bytes, l.resume_hold_bytes);
         set(
             &mut s.slow_consumer_deadline,
             flags.slow_consumer_deadline.or(l.slow_consumer_deadline),
@@ -404,6 +406,7 @@ mod tests {
             ("max_connects_per_sec", l.max_connects_per_sec.is_some()),
             ("connect_burst", l.connect_burst.is_some()),
             ("max_queued_bytes", l.max_queued_bytes.is_some()),
+            ("resume_hold_bytes", l.resume_hold_bytes.is_some()),
             ("slow_consumer_deadline", l.slow_consumer_deadline.is_some()),
             ("max_buffer_size", l.max_buffer_size.is_some()),
         ] {
