@@ -1,6 +1,5 @@
 //! The command-line tools end to end: `serve`, `recv` and `send` as separate processes.
 
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -9,32 +8,9 @@ use tokio::process::{Child, Command};
 
 mod common;
 
-use common::{spawn_serve, TempDir};
+use common::{bounded, path_str, sample, sha256_hex, spawn_serve, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
-
-/// Bytes that are not all alike, 0x1E included.
-fn sample(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x1234_5678;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 8) as u8
-        })
-        .collect()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// `socketio-p2p serve` on a port the system picks; returns the process and its URL.
 async fn serve() -> (Child, String) {
@@ -144,10 +120,6 @@ impl Running {
             stderr,
         }
     }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 temporary path")
 }
 
 /// A file across two clients: both ends print the digest and `verified`; the copy is exact.

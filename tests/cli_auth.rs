@@ -5,21 +5,14 @@
 use socketio_p2p::auth::JwtAuthenticator;
 use std::path::Path;
 use std::process::{Output, Stdio};
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 mod common;
 
-use common::{spawn_serve, TempDir};
+use common::{bounded, spawn_serve, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
-
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// Runs `socketio-p2p <args>` to its end, without `P2P_TOKEN` unless `env_token` sets it.
 async fn run(args: &[&str], env_token: Option<&str>) -> Output {

@@ -571,15 +571,22 @@ async fn send_numbered(sender: &P2pClient, target: &str, range: std::ops::RangeI
     }
 }
 
-// Messages and requests sent to a client while its link is down, within the grace period, all
-// reach it once it is back: none lost, none twice, each sender's in the order sent, and its
-// peers are never told it left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_is_sent_during_the_gap_arrives_in_order_after_resume() {
-    let relay = relay().await;
-    let proxy = Proxy::start(relay.local_addr()).await;
-    let bob = client(&relay, "bob").await;
-    let carol = client(&relay, "carol").await;
+/// Alice behind a proxy, answering `double(n)` with `2n`, and her two peers bob and carol (each
+/// has sent her one message), whose disconnect notices and errors are recorded.
+struct Scene {
+    bob: P2pClient,
+    carol: P2pClient,
+    bob_gone: Log<String>,
+    carol_gone: Log<String>,
+    bob_errors: Log<String>,
+    carol_errors: Log<String>,
+    alice: P2pClient,
+    seen: Log<(String, i64)>,
+}
+
+async fn scene(relay: &Relay, proxy: &Proxy) -> Scene {
+    let bob = client(relay, "bob").await;
+    let carol = client(relay, "carol").await;
     let (bob_gone, carol_gone) = (record_gone(&bob), record_gone(&carol));
     let (bob_errors, carol_errors) = (record_errors(&bob), record_errors(&carol));
     let alice = connect(&proxy.url(), "alice", quick()).await;
@@ -592,8 +599,23 @@ async fn what_is_sent_during_the_gap_arrives_in_order_after_resume() {
     send_numbered(&bob, "alice", 0..=0).await;
     send_numbered(&carol, "alice", 0..=0).await;
     seen.wait_len("alice gets the first messages", 2).await;
+    Scene {
+        bob,
+        carol,
+        bob_gone,
+        carol_gone,
+        bob_errors,
+        carol_errors,
+        alice,
+        seen,
+    }
+}
 
-    cut_and_see_parked(&relay, &proxy, &alice).await;
+/// `bob` asks the absent `alice` for `double(21)`; the request, once the relay holds it.
+async fn ask_while_away(
+    relay: &Relay,
+    bob: &P2pClient,
+) -> tokio::task::JoinHandle<socketio_p2p::Result<i64>> {
     let asking = {
         let bob = bob.clone();
         tokio::spawn(async move {
@@ -606,6 +628,29 @@ async fn what_is_sent_during_the_gap_arrives_in_order_after_resume() {
         relay.server().held_bytes("alice").unwrap_or(0) > 0
     })
     .await;
+    asking
+}
+
+// Messages and requests sent to a client while its link is down, within the grace period, all
+// reach it once it is back: none lost, none twice, each sender's in the order sent, and its
+// peers are never told it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_sent_during_the_gap_arrives_in_order_after_resume() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let Scene {
+        bob,
+        carol,
+        bob_gone,
+        carol_gone,
+        bob_errors,
+        carol_errors,
+        alice,
+        seen,
+    } = scene(&relay, &proxy).await;
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    let asking = ask_while_away(&relay, &bob).await;
     let (b, c) = (bob.clone(), carol.clone());
     let batch = tokio::spawn(async move { send_numbered(&b, "alice", 1..=30).await });
     send_numbered(&c, "alice", 1..=30).await;
@@ -670,33 +715,19 @@ async fn a_gap_past_the_hold_budget_ends_the_session() {
     })
     .await;
     let proxy = Proxy::start(relay.local_addr()).await;
-    let bob = client(&relay, "bob").await;
-    let carol = client(&relay, "carol").await;
-    let (bob_gone, carol_gone) = (record_gone(&bob), record_gone(&carol));
-    let (bob_errors, carol_errors) = (record_errors(&bob), record_errors(&carol));
-    let alice = connect(&proxy.url(), "alice", quick()).await;
-    let seen = record_numbered(&alice);
-    alice.on_request("double", |args, reply| {
-        let n = args.last().and_then(Value::as_i64).unwrap_or(0);
-        reply.send((n * 2,));
-    });
-    send_numbered(&bob, "alice", 0..=0).await;
-    send_numbered(&carol, "alice", 0..=0).await;
-    seen.wait_len("alice gets the first messages", 2).await;
+    let Scene {
+        bob,
+        carol,
+        bob_gone,
+        carol_gone,
+        bob_errors,
+        carol_errors,
+        alice,
+        seen,
+    } = scene(&relay, &proxy).await;
 
     cut_and_see_parked(&relay, &proxy, &alice).await;
-    let asking = {
-        let bob = bob.clone();
-        tokio::spawn(async move {
-            bob.request::<i64>("alice", "double", (21,))
-                .timeout(Duration::from_secs(20))
-                .await
-        })
-    };
-    eventually("the request is held for alice", || {
-        relay.server().held_bytes("alice").unwrap_or(0) > 0
-    })
-    .await;
+    let asking = ask_while_away(&relay, &bob).await;
     // Three messages from carol are held (each over 100 bytes: all three are in when the relay
     // holds 300 bytes more), then bob's big ones fill the rest.
     let before = relay.server().held_bytes("alice").unwrap();
@@ -777,18 +808,7 @@ async fn a_gap_past_the_grace_period_ends_the_session() {
     seen.wait_len("alice gets the first message", 1).await;
 
     cut_and_see_parked(&relay, &proxy, &alice).await;
-    let asking = {
-        let bob = bob.clone();
-        tokio::spawn(async move {
-            bob.request::<i64>("alice", "double", (21,))
-                .timeout(Duration::from_secs(20))
-                .await
-        })
-    };
-    eventually("the request is held for alice", || {
-        relay.server().held_bytes("alice").unwrap_or(0) > 0
-    })
-    .await;
+    let asking = ask_while_away(&relay, &bob).await;
     // Both held before the grace period ends (each over 100 bytes).
     let before = relay.server().held_bytes("alice").unwrap();
     let pad = "b".repeat(100);

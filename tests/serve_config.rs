@@ -4,21 +4,14 @@
 use socketio_p2p::P2pClient;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 mod common;
 
-use common::spawn_serve;
+use common::{bounded, spawn_serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
-
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// A config file of its own under the system's temporary directory, removed when dropped.
 struct ConfigFile(PathBuf);

@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{open_pair, within, Log};
+use common::{bounded, open_pair, path_str, sample, sha256_hex, spawn_serve, within, Log, TempDir};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use socketio_p2p::{ClientOptions, P2pClient, Relay, RelayOptions, StreamOptions, TlsConfig};
-use std::path::{Path, PathBuf};
+
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -79,23 +78,6 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     text
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-/// Bytes that are not all alike.
-fn sample(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 8) as u8
-        })
-        .collect()
 }
 
 /// Two clients that trust the relay's CA exchange a message, a request with its reply and a
@@ -269,64 +251,17 @@ fn a_bad_certificate_or_key_is_refused() {
 
 // ---- The command line over TLS ----
 
-/// A directory of its own under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("socketio-p2p-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temporary directory");
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, data: impl AsRef<[u8]>) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, data).unwrap();
-        path_str(&path).to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 temporary path")
-}
-
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
 /// `socketio-p2p serve --tls-cert --tls-key` on a port the system picks; its URL.
 async fn serve_tls(cert: &str, key: &str) -> (Child, String) {
-    let mut child = Command::new(BIN)
+    let mut serve = Command::new(BIN);
+    serve
         .args(["serve", "--port", "0", "--tls-cert", cert, "--tls-key", key])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = bounded("serve announces its URL", lines.next_line())
-        .await
-        .unwrap()
-        .expect("a line from serve");
-    let url = line
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("https://"))
-        .unwrap_or_else(|| panic!("serve announces an https URL, not: {line}"))
-        .to_string();
+        .stderr(Stdio::null());
+    let (child, url, _) = spawn_serve(serve).await;
+    assert!(
+        url.starts_with("https://"),
+        "serve announces an https URL, not {url}"
+    );
     (child, url)
 }
 

@@ -402,7 +402,7 @@ pub async fn spawn_serve(
     let url = line
         .rsplit(' ')
         .next()
-        .filter(|u| u.starts_with("http://"))
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
         .unwrap_or_else(|| panic!("unexpected first line from serve: {line}"))
         .to_string();
     (child, url, lines)
@@ -422,6 +422,44 @@ impl TempDir {
         std::fs::create_dir_all(&dir).expect("temporary directory");
         TempDir(dir)
     }
+
+    /// Writes `data` to the file `name` in this directory; its path.
+    pub fn write(&self, name: &str, data: impl AsRef<[u8]>) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, data).expect("a file in the temporary directory");
+        path_str(&path).to_string()
+    }
+}
+
+/// A temporary path as text, for a command line.
+pub fn path_str(p: &std::path::Path) -> &str {
+    p.to_str().expect("a UTF-8 temporary path")
+}
+
+/// Waits for `f`, failing the test after a minute: for whole processes (a relay, a transfer).
+pub async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// `len` bytes that are not all alike (0x1E among them), the same on every call.
+pub fn sample(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as u8
+        })
+        .collect()
+}
+
+/// The SHA-256 of `data` in hex, as `send` and `recv` print it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
 }
 
 impl Drop for TempDir {
