@@ -687,7 +687,7 @@ impl ClientInner {
         self.pending.abandon_all();
         self.hooks.lock().unwrap().clear();
         for sink in self.apis.sinks() {
-            sink.connection_lost(self, why);
+            sink.link_down(self, why);
         }
         tokio::spawn(reconnect(self.me.clone()));
     }
@@ -1139,6 +1139,9 @@ async fn reconnect(me: Weak<ClientInner>) {
         match inner.establish(token).await {
             Ok(welcome) => {
                 let generation = inner.generation.load(Ordering::Acquire);
+                for sink in inner.apis.sinks() {
+                    sink.link_up(&inner, welcome.resumed);
+                }
                 if welcome.resumed {
                     tracing::info!(client = %inner.id, "reconnected: session resumed");
                 } else {

@@ -72,6 +72,17 @@ pub(crate) trait EventSink: Any + Send + Sync {
     fn connection_lost(&self, link: &ClientInner, why: &str) {
         let _ = (link, why);
     }
+
+    /// The link dropped and the client connects again (its session may be resumed); by default
+    /// as [`connection_lost`](Self::connection_lost).
+    fn link_down(&self, link: &ClientInner, why: &str) {
+        self.connection_lost(link, why);
+    }
+
+    /// The client is back on a new link, welcomed: `resumed` when the relay kept its session.
+    fn link_up(&self, link: &Arc<ClientInner>, resumed: bool) {
+        let _ = (link, resumed);
+    }
 }
 
 /// The APIs a client is built with: their sinks, in the order they see events, and each one's

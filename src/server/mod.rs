@@ -225,6 +225,18 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     hold_limit: usize,
 }
 
+/// Where a client's session stands, for what outlives its connection (stream routes).
+pub(crate) enum Session<A: Adapter> {
+    /// Its connection is up (or gone for good without a session kept for it).
+    Here,
+    /// Its connection dropped and the session waits for its return.
+    Away,
+    /// Another connection took the session over.
+    TakenOver(Arc<Peer<A>>),
+    /// The session ended.
+    Ended,
+}
+
 /// Where what is addressed to a client goes.
 enum Hold<A: Adapter> {
     /// To its connection.
@@ -613,6 +625,22 @@ impl<A: Adapter> Peer<A> {
                 .sum::<usize>();
         let now = || self.queue_args(event, args, size, slack);
         self.send_or_hold(event, size, slack, from, || args.to_vec(), now)
+    }
+
+    /// Where this client's session stands (see [`Session`]).
+    pub(crate) fn session(&self) -> Session<A> {
+        match &*self.hold.lock().unwrap() {
+            Hold::Holding(held) if held.full => Session::Ended,
+            Hold::Holding(held) if held.on_full.is_some() => Session::Away,
+            Hold::Open | Hold::Holding(_) => Session::Here,
+            Hold::Forward(next) => next.upgrade().map_or(Session::Ended, Session::TakenOver),
+            Hold::Ended => Session::Ended,
+        }
+    }
+
+    /// Whether a new connection may take this client's session over when its link drops.
+    pub(crate) fn resumable(&self) -> bool {
+        self.resume.is_some()
     }
 
     /// Sends one binary stream frame (`P2P_FRAME` with one attachment) to this client.
@@ -1899,6 +1927,7 @@ impl<A: Adapter> P2pServer<A> {
     fn end_parked(&self, peer: Arc<Peer<A>>) {
         self.end_held(&peer);
         peer.pending.abandon_all();
+        crate::stream::server::session_ended(self, &peer);
         self.tell_watchers(&peer);
     }
 

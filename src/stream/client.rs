@@ -1,7 +1,7 @@
 //! Client side of the Stream API: opening, accepting, and the receive path of streams.
 
 use super::accept::{Acceptors, IncomingStreams};
-use super::core::Core;
+use super::core::{Core, LastWord};
 use super::duplex::{Endpoint, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
 use super::frame::{Frame, FRAME_EVENT};
 use super::{SEED_DATA_PREFIX, SEED_DESTROYED};
@@ -13,7 +13,7 @@ use crate::protocol::stream::{
 use crate::protocol::{event, EmitPayload, ResAnswer};
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -53,7 +53,23 @@ pub(crate) struct Streams {
     table: Mutex<HashMap<StreamKey, Arc<Shared>>>,
     acceptors: Acceptors,
     seq: AtomicU64,
+    /// Credit-mode streams this end forgot, with their last word (see `Core::last_word`), for
+    /// peers that ask after them when back from a cut; at most [`ENDED_KEPT`].
+    ended: Mutex<Ended>,
 }
+
+/// Streams a client forgot, most recent last.
+#[derive(Default)]
+struct Ended {
+    words: HashMap<u64, (LastWord, u64)>,
+    order: VecDeque<u64>,
+    /// Counts the links: a RESET sent on the link that dropped may be lost with it, and is sent
+    /// again on the resumed one.
+    link: u64,
+}
+
+/// How many cleanly ended streams a client remembers for peers back from a cut.
+const ENDED_KEPT: usize = 1024;
 
 /// The streams of `inner`.
 fn streams(inner: &ClientInner) -> &Streams {
@@ -90,6 +106,14 @@ impl EventSink for Streams {
 
     fn connection_lost(&self, link: &ClientInner, why: &str) {
         connection_lost(link, why);
+    }
+
+    fn link_down(&self, link: &ClientInner, why: &str) {
+        link_down(link, why);
+    }
+
+    fn link_up(&self, link: &Arc<ClientInner>, resumed: bool) {
+        link_up(link, resumed);
     }
 }
 
@@ -166,8 +190,21 @@ impl Endpoint for ClientInner {
         self.respond(ack, Ok(vec![]));
     }
 
-    fn unregister(&self, key: &StreamKey) {
-        streams(self).table.lock().unwrap().remove(key);
+    fn unregister(&self, key: &StreamKey, last_word: Option<LastWord>) {
+        let streams = streams(self);
+        streams.table.lock().unwrap().remove(key);
+        if let (StreamKey::Route(route), Some(word)) = (key, last_word) {
+            let mut ended = streams.ended.lock().unwrap();
+            let link = ended.link;
+            if ended.words.insert(*route, (word, link)).is_none() {
+                ended.order.push_back(*route);
+            }
+            while ended.order.len() > ENDED_KEPT {
+                if let Some(old) = ended.order.pop_front() {
+                    ended.words.remove(&old);
+                }
+            }
+        }
     }
 }
 
@@ -465,18 +502,13 @@ fn on_frame(inner: &Arc<ClientInner>, bytes: Bytes) {
                     .get(&StreamKey::Route(h.route))
                     .cloned();
                 if let Some(s) = shared {
-                    let _ = s.handle_bad_frame(e.to_string()).run(&s, None);
+                    s.bad_frame(e.to_string());
                 }
             }
             return;
         }
     };
-    let route = match &frame {
-        Frame::Data { route, .. }
-        | Frame::Window { route, .. }
-        | Frame::Fin { route }
-        | Frame::Reset { route, .. } => *route,
-    };
+    let route = frame.route();
     let shared = streams(inner)
         .table
         .lock()
@@ -484,14 +516,41 @@ fn on_frame(inner: &Arc<ClientInner>, bytes: Bytes) {
         .get(&StreamKey::Route(route))
         .cloned();
     match shared {
-        Some(s) => {
-            let _ = s.handle_frame(frame).run(&s, None);
-        }
+        Some(s) => s.receive(frame),
         None => {
             // Frames for a stream this end already closed or reset (they crossed our RESET).
             tracing::debug!(client = %inner.id, route, "frame for an unknown stream");
+            if let Frame::Sync { flags, .. } = frame {
+                if flags & super::frame::sync::ASK != 0 {
+                    answer_after_end(inner, route);
+                }
+            }
         }
     }
+}
+
+/// A peer back from a cut asks after a stream this end no longer has: if it ended cleanly, the
+/// peer gets the SYNC that confirms its FIN; otherwise the stream is reset.
+fn answer_after_end(inner: &ClientInner, route: u64) {
+    let word = streams(inner)
+        .ended
+        .lock()
+        .unwrap()
+        .words
+        .get(&route)
+        .map(|(w, _)| w.frame().clone());
+    let frame = word.unwrap_or_else(|| {
+        Frame::Reset {
+            route,
+            code: super::frame::code::CANCEL,
+            reason: format!(
+                "client '{}' no longer has this stream (it was reset while the link was down)",
+                inner.id
+            ),
+        }
+        .encode()
+    });
+    inner.send_now(Outgoing::Binary(FRAME_EVENT, frame));
 }
 
 /// Seed-protocol stream events; returns whether `name` was one.
@@ -563,7 +622,7 @@ fn peer_gone(inner: &ClientInner, peer: &str) {
     }
 }
 
-/// This client's connection is gone: every stream fails.
+/// This client's connection is gone for good: every stream fails.
 fn connection_lost(inner: &ClientInner, why: &str) {
     let all: Vec<_> = streams(inner)
         .table
@@ -577,6 +636,66 @@ fn connection_lost(inner: &ClientInner, why: &str) {
             io::ErrorKind::NotConnected,
             format!("connection lost: {why}"),
         );
+    }
+}
+
+/// The link dropped and the client connects again: seed-mode streams fail (a seed-era peer
+/// cannot pick them up again); credit-mode streams wait for the resume (reads and writes
+/// block, writes within the peer's window still go to the send queue).
+fn link_down(inner: &ClientInner, why: &str) {
+    let seed: Vec<_> = streams(inner)
+        .table
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| matches!(k, StreamKey::Seed(..)))
+        .map(|(_, s)| s.clone())
+        .collect();
+    for s in seed {
+        s.fail(
+            io::ErrorKind::NotConnected,
+            format!("connection lost: {why}"),
+        );
+    }
+}
+
+/// The client is back: on a resumed session each credit-mode stream asks its peer where it
+/// stands and goes on from there, and the last words of streams this end forgot on the link that
+/// dropped (a RESET, a confirmation of the peer's FIN) go again: they may have been lost with it.
+/// On a new session they fail.
+fn link_up(inner: &Arc<ClientInner>, resumed: bool) {
+    let again: Vec<Bytes> = {
+        let mut ended = streams(inner).ended.lock().unwrap();
+        let link = ended.link;
+        ended.link += 1;
+        ended
+            .words
+            .values()
+            .filter(|(_, l)| *l == link && resumed)
+            .map(|(w, _)| w.frame().clone())
+            .collect()
+    };
+    for f in again {
+        inner.send_now(Outgoing::Binary(FRAME_EVENT, f));
+    }
+    let credit: Vec<_> = streams(inner)
+        .table
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| matches!(k, StreamKey::Route(_)))
+        .map(|(_, s)| s.clone())
+        .collect();
+    for s in credit {
+        if resumed {
+            s.resync();
+        } else {
+            s.fail(
+                io::ErrorKind::ConnectionAborted,
+                "connection lost: the relay did not resume the session, so the stream is gone"
+                    .into(),
+            );
+        }
     }
 }
 

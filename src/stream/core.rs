@@ -9,8 +9,8 @@
 //! (its data and its FIN) stays readable: a RESET after the peer's FIN only tells this end that
 //! nobody reads its direction any more (like QUIC's STOP_SENDING), so only the local writer fails.
 
-use super::flow::{RecvWindow, SendCredit};
-use super::frame::{code, reset_kind, Frame};
+use super::flow::{FlowError, RecvWindow, MAX_WINDOW};
+use super::frame::{code, reset_kind, sync, Frame};
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 use std::io;
@@ -68,13 +68,114 @@ pub(crate) enum Transmit {
     SeedAck(u64),
 }
 
+/// The sending direction of a credit-mode end, in absolute byte offsets.
+#[derive(Debug)]
+struct Outbound {
+    /// The peer's window (0 until known).
+    peer_window: u64,
+    /// How far this end may send: the peer's window plus every grant (or what its SYNC said).
+    limit: u64,
+    /// DATA bytes sent so far.
+    sent: u64,
+    /// The bytes from `kept_from` to `sent`: the peer may not have them yet, and they are sent
+    /// again after a resumed session. At most one window: the peer has taken every byte below
+    /// `limit - peer_window` (it granted credit for them only after reading them).
+    kept: VecDeque<Bytes>,
+    kept_from: u64,
+    /// FIN is sent (after `sent` bytes).
+    fin_sent: bool,
+    /// The peer confirmed every byte and the FIN (a SYNC with the FIN flag).
+    fin_acked: bool,
+}
+
+impl Outbound {
+    fn new(peer_window: u32) -> Outbound {
+        Outbound {
+            peer_window: u64::from(peer_window).min(MAX_WINDOW),
+            limit: u64::from(peer_window).min(MAX_WINDOW),
+            sent: 0,
+            kept: VecDeque::new(),
+            kept_from: 0,
+            fin_sent: false,
+            fin_acked: false,
+        }
+    }
+
+    fn available(&self) -> u64 {
+        self.limit.saturating_sub(self.sent)
+    }
+
+    /// Forgets the kept bytes below `to` (the peer has them).
+    fn confirm(&mut self, to: u64) {
+        let to = to.min(self.sent);
+        while self.kept_from < to {
+            let Some(front) = self.kept.front_mut() else {
+                break;
+            };
+            let n = (front.len() as u64).min(to - self.kept_from);
+            front.advance(n as usize);
+            self.kept_from += n;
+            if front.is_empty() {
+                self.kept.pop_front();
+            }
+        }
+    }
+
+    /// A WINDOW from the peer.
+    fn grant(&mut self, increment: u32) -> Result<(), FlowError> {
+        let next = self.limit + u64::from(increment);
+        if increment == 0 || next - self.sent.min(next) > MAX_WINDOW {
+            return Err(FlowError::BadGrant {
+                increment,
+                current: self.available(),
+            });
+        }
+        self.limit = next;
+        self.confirm(self.limit.saturating_sub(self.peer_window));
+        Ok(())
+    }
+}
+
+/// The receiving direction of a credit-mode end, in absolute byte offsets.
+#[derive(Debug)]
+struct Inbound {
+    window: RecvWindow,
+    /// DATA bytes taken from the peer so far.
+    taken: u64,
+    /// The credit granted: this end's window plus every grant.
+    limit: u64,
+    /// Bytes of the coming DATA this end already has (the peer went back to an earlier offset
+    /// after a resumed session).
+    skip: u64,
+    /// The peer went back after its FIN: its FIN comes again and is not a second one.
+    fin_again: bool,
+}
+
+/// See [`Core::last_word`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LastWord {
+    /// The stream ended cleanly: the SYNC confirming the peer's FIN.
+    Ended(Bytes),
+    /// This end reset the stream: its RESET.
+    Reset(Bytes),
+}
+
+impl LastWord {
+    /// The frame.
+    pub(crate) fn frame(&self) -> &Bytes {
+        match self {
+            LastWord::Ended(b) | LastWord::Reset(b) => b,
+        }
+    }
+}
+
 /// The wire mode of a stream.
 #[derive(Debug)]
 enum Mode {
     Credit {
         route: u64,
-        send: SendCredit,
-        recv: RecvWindow,
+        send: Outbound,
+        recv: Inbound,
     },
     Seed {
         in_flight: bool,
@@ -116,6 +217,12 @@ pub(crate) struct Core {
     done_reported: bool,
     /// The owner dropped its handle.
     closed: bool,
+    /// The owner dropped its handle after its FIN, which the peer has not confirmed yet: the
+    /// RESET (with this reason) waits for the confirmation, so that the peer gets every byte
+    /// and the FIN first even if they must be sent again after a resumed session.
+    reset_when_confirmed: Option<String>,
+    /// The RESET this end sent, if it reset the stream.
+    sent_reset: Option<Bytes>,
     out: VecDeque<Transmit>,
     wake_read: bool,
     wake_write: bool,
@@ -127,8 +234,14 @@ impl Core {
     pub(crate) fn credit(route: u64, peer_window: u32, own_window: u32) -> Core {
         Core::with_mode(Mode::Credit {
             route,
-            send: SendCredit::new(peer_window),
-            recv: RecvWindow::new(own_window),
+            send: Outbound::new(peer_window),
+            recv: Inbound {
+                window: RecvWindow::new(own_window),
+                taken: 0,
+                limit: u64::from(own_window),
+                skip: 0,
+                fin_again: false,
+            },
         })
     }
 
@@ -150,6 +263,8 @@ impl Core {
             done: false,
             done_reported: false,
             closed: false,
+            reset_when_confirmed: None,
+            sent_reset: None,
             out: VecDeque::new(),
             wake_read: false,
             wake_write: false,
@@ -159,7 +274,7 @@ impl Core {
     /// The peer's window, learnt after this end was created (the server's own opener).
     pub(crate) fn set_peer_window(&mut self, window: u32) {
         if let Mode::Credit { send, .. } = &mut self.mode {
-            *send = SendCredit::new(window);
+            *send = Outbound::new(window);
             self.wake_write = true;
         }
     }
@@ -186,6 +301,19 @@ impl Core {
         false
     }
 
+    /// What this credit-mode end, once forgotten, still answers a peer that asks after the
+    /// stream (it resumed its session and missed the end): for a stream that ended cleanly (both
+    /// FINs, this end's confirmed) the SYNC that confirms the peer's FIN; for a stream this end
+    /// reset, its RESET. A cut link may have lost either, so each is also sent again after this
+    /// end's own resume.
+    pub(crate) fn last_word(&self) -> Option<LastWord> {
+        let confirmed = matches!(&self.mode, Mode::Credit { send, .. } if send.fin_acked);
+        if confirmed && self.recv_state == RecvState::Finished {
+            return self.sync_frame(0).map(LastWord::Ended);
+        }
+        self.sent_reset.clone().map(LastWord::Reset)
+    }
+
     /// Bytes received and not read yet.
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
@@ -199,10 +327,127 @@ impl Core {
         }
     }
 
+    /// Both directions ended; in credit mode the peer also confirmed this end's FIN (until
+    /// then the bytes it may miss are kept for a resumed session).
     fn check_both_ended(&mut self) {
-        if self.send == SendState::Finished && self.recv_state == RecvState::Finished {
+        let confirmed = match &self.mode {
+            Mode::Credit { send, .. } => send.fin_acked,
+            Mode::Seed { .. } => true,
+        };
+        if self.send == SendState::Finished && self.recv_state == RecvState::Finished && confirmed {
             self.done = true;
         }
+    }
+
+    /// Where this end stands in the incoming direction, as a SYNC frame with `flags`.
+    fn sync_frame(&self, flags: u8) -> Option<Bytes> {
+        let Mode::Credit { route, recv, .. } = &self.mode else {
+            return None;
+        };
+        let fin = if self.recv_state == RecvState::Finished {
+            sync::FIN
+        } else {
+            0
+        };
+        Some(
+            Frame::Sync {
+                route: *route,
+                received: recv.taken,
+                limit: recv.limit,
+                flags: flags | fin,
+            }
+            .encode(),
+        )
+    }
+
+    /// This end's session was resumed (credit mode): it asks the peer where it stands, and
+    /// sends again what the peer misses once the answer comes.
+    pub(crate) fn resync(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(f) = self.sync_frame(sync::ASK) {
+            self.out.push_back(Transmit::Control(f));
+        }
+    }
+
+    /// A SYNC from the peer: where it stands in this end's sending direction.
+    fn handle_sync(&mut self, received: u64, limit: u64, flags: u8) {
+        let Mode::Credit { route, send, .. } = &mut self.mode else {
+            return;
+        };
+        let route = *route;
+        let wrong = if received > send.sent {
+            Some(format!(
+                "SYNC reports {received} bytes received of {} sent",
+                send.sent
+            ))
+        } else if received < send.kept_from {
+            Some(format!(
+                "SYNC reports {received} bytes received, below the {} it confirmed",
+                send.kept_from
+            ))
+        } else if limit > received + send.peer_window.max(1) || limit < received {
+            Some(format!(
+                "SYNC grants up to {limit} with {received} bytes received"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = wrong {
+            return self.violation(why);
+        }
+        let Mode::Credit { send, .. } = &mut self.mode else {
+            return;
+        };
+        send.limit = send.limit.max(limit);
+        send.confirm(received);
+        if flags & sync::FIN != 0 {
+            if !send.fin_sent || received != send.sent {
+                return self.violation("SYNC confirms a FIN that was not sent".into());
+            }
+            send.fin_acked = true;
+            if let Some(reason) = self.reset_when_confirmed.take() {
+                self.send_reset(code::CANCEL, reason);
+                self.done = true;
+                return;
+            }
+        }
+        self.wake_write = true;
+        if flags & sync::ASK != 0 {
+            if let Some(f) = self.sync_frame(sync::ANSWER) {
+                self.out.push_back(Transmit::Control(f));
+            }
+        }
+        let Mode::Credit { send, .. } = &mut self.mode else {
+            return;
+        };
+        if flags & (sync::ASK | sync::ANSWER) != 0 {
+            // Everything the peer misses again, from where it stands.
+            self.out.push_back(Transmit::Control(
+                Frame::Offset {
+                    route,
+                    offset: received,
+                }
+                .encode(),
+            ));
+            for chunk in &send.kept {
+                let mut at = 0;
+                while at < chunk.len() {
+                    let n = (chunk.len() - at).min(MAX_FRAME);
+                    self.out.push_back(Transmit::Control(Frame::data_from_slice(
+                        route,
+                        &chunk[at..at + n],
+                    )));
+                    at += n;
+                }
+            }
+            if send.fin_sent && flags & sync::FIN == 0 {
+                self.out
+                    .push_back(Transmit::Control(Frame::Fin { route }.encode()));
+            }
+        }
+        self.check_both_ended();
     }
 
     /// Fails whatever is still open in both directions; what the peer finished sending stays
@@ -232,15 +477,20 @@ impl Core {
         self.done = true;
         self.wake_read = true;
         self.wake_write = true;
+        self.send_reset(code::PROTOCOL, reason);
+    }
+
+    /// Queues a RESET to the peer (credit mode) and keeps it as this end's last word.
+    fn send_reset(&mut self, code: u32, reason: String) {
         if let Some(route) = self.route() {
-            self.out.push_back(Transmit::Control(
-                Frame::Reset {
-                    route,
-                    code: code::PROTOCOL,
-                    reason,
-                }
-                .encode(),
-            ));
+            let f = Frame::Reset {
+                route,
+                code,
+                reason,
+            }
+            .encode();
+            self.sent_reset = Some(f.clone());
+            self.out.push_back(Transmit::Control(f));
         }
     }
 
@@ -250,22 +500,36 @@ impl Core {
             // Frames that crossed our RESET, or stragglers after both FINs.
             return;
         }
+        if self.reset_when_confirmed.is_some()
+            && !matches!(frame, Frame::Sync { .. } | Frame::Reset { .. })
+        {
+            // Nobody reads here any more; only the confirmation of this end's FIN matters.
+            return;
+        }
         let Mode::Credit { send, recv, .. } = &mut self.mode else {
             return;
         };
         match frame {
-            Frame::Data { data, .. } => {
+            Frame::Data { mut data, .. } => {
+                if recv.skip > 0 {
+                    // Bytes this end has already, sent again after a resumed session.
+                    let n = recv.skip.min(data.len() as u64);
+                    recv.skip -= n;
+                    data.advance(n as usize);
+                    if data.is_empty() {
+                        return;
+                    }
+                }
                 if self.recv_state != RecvState::Open {
                     return self.violation("DATA after FIN".into());
                 }
-                if let Err(e) = recv.on_data(data.len()) {
+                if let Err(e) = recv.window.on_data(data.len()) {
                     return self.violation(e.to_string());
                 }
-                if !data.is_empty() {
-                    self.recv_len += data.len();
-                    self.recv.push_back(data);
-                    self.wake_read = true;
-                }
+                recv.taken += data.len() as u64;
+                self.recv_len += data.len();
+                self.recv.push_back(data);
+                self.wake_read = true;
             }
             Frame::Window { increment, .. } => {
                 if let Err(e) = send.grant(increment) {
@@ -275,10 +539,21 @@ impl Core {
             }
             Frame::Fin { .. } => {
                 if self.recv_state != RecvState::Open {
+                    if recv.fin_again && recv.skip == 0 {
+                        recv.fin_again = false;
+                        return;
+                    }
                     return self.violation("a second FIN".into());
+                }
+                if recv.skip > 0 {
+                    return self.violation("FIN before the bytes already received".into());
                 }
                 self.recv_state = RecvState::Finished;
                 self.wake_read = true;
+                // The peer keeps what it sent until this confirmation.
+                if let Some(f) = self.sync_frame(0) {
+                    self.out.push_back(Transmit::Control(f));
+                }
                 self.check_both_ended();
             }
             Frame::Reset {
@@ -288,6 +563,20 @@ impl Core {
                     reset_kind(c),
                     format!("stream reset by the other end: {reason}"),
                 ));
+            }
+            Frame::Sync {
+                received,
+                limit,
+                flags,
+                ..
+            } => self.handle_sync(received, limit, flags),
+            Frame::Offset { offset, .. } => {
+                if offset > recv.taken {
+                    let why = format!("OFFSET {offset} is past the {} bytes received", recv.taken);
+                    return self.violation(why);
+                }
+                recv.skip = recv.taken - offset;
+                recv.fin_again = self.recv_state == RecvState::Finished;
             }
         }
     }
@@ -397,8 +686,12 @@ impl Core {
         let peer_writing = self.recv_state == RecvState::Open && !self.done;
         match &mut self.mode {
             Mode::Credit { route, recv, .. } => {
+                let grant = recv.window.on_consumed(n);
+                if let Some(increment) = grant {
+                    recv.limit += u64::from(increment);
+                }
                 // Grants only matter while the peer may still write.
-                if let (Some(increment), true) = (recv.on_consumed(n), peer_writing) {
+                if let (Some(increment), true) = (grant, peer_writing) {
                     self.out.push_back(Transmit::Control(
                         Frame::Window {
                             route: *route,
@@ -436,12 +729,14 @@ impl Core {
         }
         match &mut self.mode {
             Mode::Credit { route, send, .. } => {
-                let n = send.take(buf.len().min(MAX_FRAME));
+                let n = (buf.len().min(MAX_FRAME) as u64).min(send.available()) as usize;
                 if n == 0 {
                     return Err(Stop::Blocked);
                 }
                 self.out
                     .push_back(Transmit::Ordered(Frame::data_from_slice(*route, &buf[..n])));
+                send.kept.push_back(Bytes::copy_from_slice(&buf[..n]));
+                send.sent += n as u64;
                 Ok(n)
             }
             Mode::Seed { in_flight, .. } => {
@@ -463,8 +758,9 @@ impl Core {
             return Ok(());
         }
         self.writable()?;
-        match &self.mode {
-            Mode::Credit { route, .. } => {
+        match &mut self.mode {
+            Mode::Credit { route, send, .. } => {
+                send.fin_sent = true;
                 self.out
                     .push_back(Transmit::Ordered(Frame::Fin { route: *route }.encode()));
             }
@@ -495,18 +791,26 @@ impl Core {
         if self.done {
             return;
         }
-        match self.route() {
-            Some(route) => self.out.push_back(Transmit::Control(
-                Frame::Reset {
-                    route,
-                    code: code::CANCEL,
-                    reason: reason.to_string(),
-                }
-                .encode(),
-            )),
-            None => self.out.push_back(Transmit::SeedDestroy),
+        if self.send == SendState::Finished && self.recv_state == RecvState::Finished {
+            // Both directions ended: nothing to tell; the end stays until the peer confirms its
+            // FIN (or the stream is reset).
+            return;
         }
         let f = Failure::new(io::ErrorKind::ConnectionReset, format!("stream {reason}"));
+        if matches!(&self.mode, Mode::Credit { send, .. } if send.fin_sent && !send.fin_acked) {
+            // The peer still reads every byte and the FIN; the RESET follows its confirmation.
+            self.reset_when_confirmed = Some(reason.to_string());
+            self.recv_state = RecvState::Failed(f);
+            self.recv.clear();
+            self.recv_len = 0;
+            self.wake_read = true;
+            self.wake_write = true;
+            return;
+        }
+        match self.route() {
+            Some(_) => self.send_reset(code::CANCEL, reason.to_string()),
+            None => self.out.push_back(Transmit::SeedDestroy),
+        }
         // The owner's own later calls (after `reset`) fail, received data included.
         if !matches!(self.send, SendState::Failed(_)) {
             self.send = SendState::Failed(f.clone());
@@ -561,7 +865,15 @@ mod tests {
         assert_eq!(c.read(&mut buf), Ok(0));
         assert!(c.take_done());
         c.close("dropped by its owner");
-        assert!(frames(&mut c).is_empty(), "nothing to tell a gone peer");
+        // Only the confirmation of the peer's FIN, sent when it came.
+        assert!(matches!(
+            &frames(&mut c)[..],
+            [Frame::Sync {
+                received: 3,
+                flags: sync::FIN,
+                ..
+            }]
+        ));
     }
 
     #[test]
@@ -582,17 +894,168 @@ mod tests {
     #[test]
     fn drop_after_shutdown_resets_and_drop_after_both_fins_is_silent() {
         let mut c = Core::credit(1, 100, 100);
+        c.write(b"abc").unwrap();
         c.shutdown().unwrap();
         c.close("dropped by its owner");
+        // The RESET waits for the peer's confirmation of every byte and the FIN.
         assert!(matches!(
             &frames(&mut c)[..],
-            [Frame::Fin { .. }, Frame::Reset { code: 0, .. }]
+            [Frame::Data { .. }, Frame::Fin { .. }]
         ));
+        assert!(!c.take_done());
+        c.handle_frame(Frame::Sync {
+            route: 1,
+            received: 3,
+            limit: 100,
+            flags: sync::FIN,
+        });
+        assert!(matches!(
+            &frames(&mut c)[..],
+            [Frame::Reset { code: 0, .. }]
+        ));
+        assert!(c.take_done());
         let mut c = Core::credit(1, 100, 100);
         c.shutdown().unwrap();
         c.handle_frame(Frame::Fin { route: 1 });
         c.close("dropped by its owner");
-        assert!(matches!(&frames(&mut c)[..], [Frame::Fin { .. }]));
+        assert!(matches!(
+            &frames(&mut c)[..],
+            [Frame::Fin { .. }, Frame::Sync { .. }]
+        ));
+        // Forgotten once the peer confirms this end's FIN.
+        assert!(!c.take_done());
+        c.handle_frame(Frame::Sync {
+            route: 1,
+            received: 0,
+            limit: 100,
+            flags: sync::FIN,
+        });
+        assert!(c.take_done());
+        assert!(frames(&mut c).is_empty());
+    }
+
+    /// Passes every frame `from` queued to `to`; returns how many.
+    fn pass(from: &mut Core, to: &mut Core) -> usize {
+        let fs = frames(from);
+        let n = fs.len();
+        for f in fs {
+            to.handle_frame(f);
+        }
+        n
+    }
+
+    fn read_all(c: &mut Core) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = c.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    #[test]
+    fn after_a_cut_the_reader_gets_what_it_missed_once() {
+        let data: Vec<u8> = (0..200u8).collect();
+        let mut a = Core::credit(1, 1000, 1000);
+        let mut b = Core::credit(1, 1000, 1000);
+        let mut at = 0;
+        while at < data.len() {
+            at += a.write(&data[at..(at + 50).min(data.len())]).unwrap();
+        }
+        a.shutdown().unwrap();
+        // The first two DATA frames arrive; the rest and the FIN are lost with B's link.
+        let mut fs = frames(&mut a);
+        fs.truncate(2);
+        for f in fs {
+            b.handle_frame(f);
+        }
+        b.resync();
+        assert!(matches!(
+            &frames(&mut b)[..],
+            [Frame::Sync {
+                received: 100,
+                flags: sync::ASK,
+                ..
+            }]
+        ));
+        // Asked twice (a second cut): the answers overlap, the reader skips what it has.
+        b.resync();
+        b.resync();
+        pass(&mut b, &mut a);
+        pass(&mut a, &mut b);
+        assert_eq!(read_all(&mut b), data);
+        assert!(b.read(&mut [0u8; 4]) == Ok(0), "EOF once, after every byte");
+        pass(&mut b, &mut a);
+        a.handle_frame(Frame::Fin { route: 1 });
+        b.shutdown().unwrap();
+        pass(&mut b, &mut a);
+        pass(&mut a, &mut b);
+        assert!(a.take_done());
+        assert!(b.take_done());
+    }
+
+    #[test]
+    fn an_offset_past_what_was_received_is_a_violation() {
+        let mut b = Core::credit(1, 100, 100);
+        b.handle_frame(Frame::Data {
+            route: 1,
+            data: Bytes::from_static(b"abc"),
+        });
+        b.handle_frame(Frame::Offset {
+            route: 1,
+            offset: 4,
+        });
+        assert!(matches!(
+            &frames(&mut b)[..],
+            [Frame::Reset {
+                code: code::PROTOCOL,
+                ..
+            }]
+        ));
+        assert!(matches!(b.read(&mut [0u8; 8]), Err(Stop::Failed(_))));
+    }
+
+    #[test]
+    fn a_writer_keeps_at_most_one_window() {
+        let mut a = Core::credit(1, 64, 64);
+        let mut b = Core::credit(1, 64, 64);
+        for _ in 0..100 {
+            while a.write(&[7u8; 10]).is_ok() {}
+            pass(&mut a, &mut b);
+            read_all(&mut b);
+            pass(&mut b, &mut a);
+            match &a.mode {
+                Mode::Credit { send, .. } => {
+                    let kept: usize = send.kept.iter().map(Bytes::len).sum();
+                    assert!(kept <= 64, "{kept} bytes kept over a window of 64");
+                    assert_eq!(kept as u64, send.sent - send.kept_from);
+                }
+                Mode::Seed { .. } => unreachable!(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_sync_claiming_more_than_was_sent_is_a_violation() {
+        let mut a = Core::credit(1, 100, 100);
+        a.write(b"abc").unwrap();
+        frames(&mut a);
+        a.handle_frame(Frame::Sync {
+            route: 1,
+            received: 4,
+            limit: 100,
+            flags: sync::ANSWER,
+        });
+        assert!(matches!(
+            &frames(&mut a)[..],
+            [Frame::Reset {
+                code: code::PROTOCOL,
+                ..
+            }]
+        ));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! extensions (binary frames, many in flight, bounded by the peer's window), and seed mode with a
 //! seed-era JavaScript peer (one acknowledged chunk at a time).
 
-use super::core::{Core, Stop, Transmit};
+use super::core::{Core, LastWord, Stop, Transmit};
 pub use super::core::{MAX_FRAME, SEED_BUFFER, SEED_CHUNK};
 use super::frame::Frame;
 use bytes::Bytes;
@@ -37,8 +37,9 @@ pub(crate) trait Endpoint: Send + Sync {
     fn send_seed_destroy(&self, peer: &str, own_stream_id: &str);
     /// Acknowledges a seed chunk the peer sent.
     fn ack_seed_chunk(&self, ack: u64);
-    /// Forgets the stream (it is closed at both ends or destroyed).
-    fn unregister(&self, key: &StreamKey);
+    /// Forgets the stream (it is closed at both ends or destroyed); `last_word` is what still
+    /// answers a peer that asks after it (see `Core::last_word`).
+    fn unregister(&self, key: &StreamKey, last_word: Option<LastWord>);
 }
 
 /// Room for one frame, reserved in the owner's send queue.
@@ -87,6 +88,11 @@ pub(crate) struct Shared {
     pub(crate) key: StreamKey,
     pub(crate) info: StreamInfo,
     state: Mutex<Inner>,
+    /// Held from a change that queues DATA, FIN or OFFSET frames until they are handed to the
+    /// owner, so that those frames reach the owner in the order the state made them (a resend
+    /// after a resumed session must not overtake a write, nor the other way round). Taken
+    /// before the state's lock, never while the owner holds one of its own.
+    order: Mutex<()>,
     endpoint: Weak<dyn Endpoint>,
 }
 
@@ -95,7 +101,7 @@ pub(crate) struct Shared {
 pub(crate) struct Effects {
     transmits: Vec<Transmit>,
     wake: [Option<Waker>; 2],
-    unregister: bool,
+    unregister: Option<Option<LastWord>>,
 }
 
 impl Effects {
@@ -142,8 +148,8 @@ impl Effects {
                     Transmit::SeedAck(a) => ep.ack_seed_chunk(a),
                 }
             }
-            if self.unregister {
-                ep.unregister(&shared.key);
+            if let Some(last_sync) = self.unregister {
+                ep.unregister(&shared.key, last_sync);
             }
         }
         result
@@ -165,6 +171,7 @@ impl Shared {
                 read_waker: None,
                 write_waker: None,
             }),
+            order: Mutex::new(()),
             endpoint,
         })
     }
@@ -185,21 +192,39 @@ impl Shared {
                 read.then(|| st.read_waker.take()).flatten(),
                 write.then(|| st.write_waker.take()).flatten(),
             ],
-            unregister: st.core.take_done(),
+            unregister: st.core.take_done().then(|| st.core.last_word()),
         };
         (r, effects)
     }
 
-    /// A frame from the peer (credit mode); the caller runs the effects (a RESET back to a peer
-    /// that broke the rules among them) when it holds no lock the owner takes.
-    pub(crate) fn handle_frame(&self, frame: Frame) -> Effects {
-        self.update(|st| st.core.handle_frame(frame)).1
+    fn ordered(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A frame from the peer (credit mode), handled and its effects run (a RESET back to a peer
+    /// that broke the rules, what a resumed peer misses); the caller holds no lock the owner
+    /// takes.
+    pub(crate) fn receive(self: &Arc<Self>, frame: Frame) {
+        let _order = self.ordered();
+        let _ = self
+            .update(|st| st.core.handle_frame(frame))
+            .1
+            .run(self, None);
+    }
+
+    /// This end's session was resumed on a new link: it asks the peer where it stands.
+    pub(crate) fn resync(self: &Arc<Self>) {
+        let _order = self.ordered();
+        let _ = self.update(|st| st.core.resync()).1.run(self, None);
     }
 
     /// A frame for this stream that did not decode (credit mode): the stream fails and the peer
-    /// gets a RESET; the caller runs the effects.
-    pub(crate) fn handle_bad_frame(&self, why: String) -> Effects {
-        self.update(|st| st.core.handle_bad_frame(why)).1
+    /// gets a RESET.
+    pub(crate) fn bad_frame(self: &Arc<Self>, why: String) {
+        let _ = self
+            .update(|st| st.core.handle_bad_frame(why))
+            .1
+            .run(self, None);
     }
 
     /// A chunk from a seed-era peer (`None` is end-of-stream), acknowledged with `ack` once there
@@ -380,6 +405,8 @@ impl tokio::io::AsyncWrite for P2pDuplex {
         if let Err(e) = std::task::ready!(this.poll_room(cx)) {
             return Poll::Ready(Err(e));
         }
+        let shared = this.shared.clone();
+        let _order = shared.ordered();
         let (r, effects) = this.shared.update(|st| {
             let r = st.core.write(buf);
             if r == Err(Stop::Blocked) {
@@ -406,6 +433,8 @@ impl tokio::io::AsyncWrite for P2pDuplex {
         if let Err(e) = std::task::ready!(this.poll_room(cx)) {
             return Poll::Ready(Err(e));
         }
+        let shared = this.shared.clone();
+        let _order = shared.ordered();
         let (r, effects) = this.shared.update(|st| {
             let r = st.core.shutdown();
             if r == Err(Stop::Blocked) {

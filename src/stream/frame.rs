@@ -5,7 +5,14 @@
 //! WINDOW  'W' route:16 hex  increment:8 hex
 //! FIN     'F' route:16 hex
 //! RESET   'R' route:16 hex  code:8 hex  reason (UTF-8, no control characters)
+//! SYNC    'S' route:16 hex  received:16 hex  limit:16 hex  flags:2 hex
+//! OFFSET  'P' route:16 hex  offset:16 hex
 //! ```
+//!
+//! SYNC and OFFSET carry a stream across a resumed session (see [`sync`] for the flags): SYNC
+//! tells the other end how many bytes this end has taken in the incoming direction and the
+//! absolute credit it has granted; OFFSET says at which absolute byte offset the DATA after it
+//! starts.
 //!
 //! Why ASCII headers and stuffing: the Rust Socket.IO client (rust_engineio 0.6) splits every
 //! incoming WebSocket binary message at byte `0x1E`, the Engine.IO polling separator, so a frame
@@ -29,6 +36,23 @@ pub const DATA_HEADER_LEN: usize = 25;
 
 const ESC: u8 = 0x1d;
 const SEP: u8 = 0x1e;
+
+/// Length of a SYNC frame.
+const SYNC_LEN: usize = ROUTE_END + 16 + 16 + 2;
+/// Length of an OFFSET frame.
+const OFFSET_LEN: usize = ROUTE_END + 16;
+
+/// Flags of a SYNC frame.
+pub mod sync {
+    /// The sender of the SYNC has received the other end's FIN (after every byte).
+    pub const FIN: u8 = 0x01;
+    /// The sender asks the other end to answer with its own SYNC (it resumed its session).
+    pub const ASK: u8 = 0x02;
+    /// The SYNC answers one that asked.
+    pub const ANSWER: u8 = 0x04;
+    /// Every flag this version knows.
+    pub const ALL: u8 = FIN | ASK | ANSWER;
+}
 
 /// Reset codes.
 pub mod code {
@@ -83,6 +107,25 @@ pub enum Frame {
         /// Why, in words.
         reason: String,
     },
+    /// Where this end stands in the incoming direction (after a resumed session, or to confirm
+    /// the peer's FIN).
+    Sync {
+        /// The relay's route id.
+        route: u64,
+        /// DATA bytes this end has taken from the other end, in total.
+        received: u64,
+        /// The absolute credit this end has granted: its window plus every grant.
+        limit: u64,
+        /// See [`sync`].
+        flags: u8,
+    },
+    /// The DATA after this frame starts at `offset` bytes into the sender's direction.
+    Offset {
+        /// The relay's route id.
+        route: u64,
+        /// The absolute offset.
+        offset: u64,
+    },
 }
 
 /// The kind of a frame, read from its first byte.
@@ -96,6 +139,10 @@ pub enum Kind {
     Fin,
     /// `R`
     Reset,
+    /// `S`
+    Sync,
+    /// `P`
+    Offset,
 }
 
 /// What the relay reads of a frame.
@@ -106,8 +153,14 @@ pub struct Header {
     /// The route id.
     pub route: u64,
     /// For DATA, the declared (decoded) length; for WINDOW, the increment; for RESET, the code;
-    /// for FIN 0.
+    /// for FIN, SYNC and OFFSET 0.
     pub value: u32,
+    /// For SYNC, the bytes received; for OFFSET, the offset; else 0.
+    pub position: u64,
+    /// For SYNC, the absolute credit granted; else 0.
+    pub limit: u64,
+    /// For SYNC, its flags; else 0.
+    pub flags: u8,
 }
 
 /// Why a frame could not be decoded.
@@ -157,6 +210,8 @@ pub fn peek(buf: &[u8]) -> Result<Header, FrameError> {
         Some(b'W') => Kind::Window,
         Some(b'F') => Kind::Fin,
         Some(b'R') => Kind::Reset,
+        Some(b'S') => Kind::Sync,
+        Some(b'P') => Kind::Offset,
         Some(&other) => return Err(FrameError::UnknownType(other)),
         None => return Err(FrameError::Short(0)),
     };
@@ -164,16 +219,32 @@ pub fn peek(buf: &[u8]) -> Result<Header, FrameError> {
         Kind::Data => DATA_HEADER_LEN,
         Kind::Window | Kind::Reset => ROUTE_END + 8,
         Kind::Fin => ROUTE_END,
+        Kind::Sync => SYNC_LEN,
+        Kind::Offset => OFFSET_LEN,
     };
     if buf.len() < need {
         return Err(FrameError::Short(buf.len()));
     }
     let route = hex_field(&buf[1..ROUTE_END])?;
-    let value = match kind {
-        Kind::Fin => 0,
-        _ => hex_field(&buf[ROUTE_END..ROUTE_END + 8])? as u32,
+    let mut h = Header {
+        kind,
+        route,
+        value: 0,
+        position: 0,
+        limit: 0,
+        flags: 0,
     };
-    Ok(Header { kind, route, value })
+    match kind {
+        Kind::Fin => {}
+        Kind::Sync => {
+            h.position = hex_field(&buf[ROUTE_END..ROUTE_END + 16])?;
+            h.limit = hex_field(&buf[ROUTE_END + 16..ROUTE_END + 32])?;
+            h.flags = hex_field(&buf[ROUTE_END + 32..SYNC_LEN])? as u8;
+        }
+        Kind::Offset => h.position = hex_field(&buf[ROUTE_END..OFFSET_LEN])?,
+        _ => h.value = hex_field(&buf[ROUTE_END..ROUTE_END + 8])? as u32,
+    }
+    Ok(h)
 }
 
 /// Checks what [`peek`] does not read, without decoding or copying: no raw `0x1E` anywhere, the
@@ -199,6 +270,10 @@ pub fn check(buf: &[u8], h: &Header) -> Result<(), FrameError> {
         }
         Kind::Window if buf.len() != ROUTE_END + 8 => return Err(FrameError::BadBody("WINDOW")),
         Kind::Fin if buf.len() != ROUTE_END => return Err(FrameError::BadBody("FIN")),
+        Kind::Sync if buf.len() != SYNC_LEN || h.flags & !sync::ALL != 0 => {
+            return Err(FrameError::BadBody("SYNC"))
+        }
+        Kind::Offset if buf.len() != OFFSET_LEN => return Err(FrameError::BadBody("OFFSET")),
         Kind::Reset if memchr::memchr(SEP, &buf[ROUTE_END + 8..]).is_some() => {
             return Err(FrameError::BadBody("RESET"))
         }
@@ -278,6 +353,22 @@ impl Frame {
                 code: h.value,
                 reason: String::from_utf8_lossy(&buf[ROUTE_END + 8..]).into_owned(),
             },
+            Kind::Sync => {
+                check(&buf, &h)?;
+                Frame::Sync {
+                    route,
+                    received: h.position,
+                    limit: h.limit,
+                    flags: h.flags,
+                }
+            }
+            Kind::Offset => {
+                check(&buf, &h)?;
+                Frame::Offset {
+                    route,
+                    offset: h.position,
+                }
+            }
         })
     }
 
@@ -314,6 +405,39 @@ impl Frame {
                 }
                 b.freeze()
             }
+            Frame::Sync {
+                route,
+                received,
+                limit,
+                flags,
+            } => {
+                let mut b = BytesMut::with_capacity(SYNC_LEN);
+                b.put_u8(b'S');
+                put_hex(&mut b, *route, 16);
+                put_hex(&mut b, *received, 16);
+                put_hex(&mut b, *limit, 16);
+                put_hex(&mut b, u64::from(*flags), 2);
+                b.freeze()
+            }
+            Frame::Offset { route, offset } => {
+                let mut b = BytesMut::with_capacity(OFFSET_LEN);
+                b.put_u8(b'P');
+                put_hex(&mut b, *route, 16);
+                put_hex(&mut b, *offset, 16);
+                b.freeze()
+            }
+        }
+    }
+
+    /// The route the frame belongs to.
+    pub fn route(&self) -> u64 {
+        match self {
+            Frame::Data { route, .. }
+            | Frame::Window { route, .. }
+            | Frame::Fin { route }
+            | Frame::Reset { route, .. }
+            | Frame::Sync { route, .. }
+            | Frame::Offset { route, .. } => *route,
         }
     }
 
@@ -357,6 +481,16 @@ mod tests {
                 increment: 65536,
             },
             Frame::Fin { route: 0 },
+            Frame::Sync {
+                route: 9,
+                received: u64::MAX - 1,
+                limit: 0x1e1e_1e1e_1e1e,
+                flags: sync::FIN | sync::ASK,
+            },
+            Frame::Offset {
+                route: 10,
+                offset: 1 << 40,
+            },
             Frame::Reset {
                 route: 3,
                 code: code::PROTOCOL,
@@ -426,6 +560,36 @@ mod tests {
         assert!(ok(b"D000000000000000100000002a").is_err());
         assert!(ok(b"D0000000000000001000000011d\x1d").is_err());
         assert!(ok(b"D000000000000000100000000").is_err());
+        // SYNC and OFFSET: exact lengths, known flags only.
+        let sync = Frame::Sync {
+            route: 1,
+            received: 5,
+            limit: 9,
+            flags: sync::ANSWER,
+        }
+        .encode();
+        assert_eq!(ok(&sync), Ok(()));
+        let mut long = sync.to_vec();
+        long.push(b'0');
+        assert!(ok(&long).is_err());
+        let mut odd_flags = sync.to_vec();
+        let n = odd_flags.len();
+        odd_flags[n - 2..].copy_from_slice(b"80");
+        assert!(ok(&odd_flags).is_err());
+        assert!(Frame::decode(Bytes::from(odd_flags)).is_err());
+        let off = Frame::Offset {
+            route: 1,
+            offset: 3,
+        }
+        .encode();
+        assert_eq!(ok(&off), Ok(()));
+        let mut long = off.to_vec();
+        long.push(b'0');
+        assert!(ok(&long).is_err());
+        assert_eq!(
+            Frame::decode(Bytes::from_static(b"P000000000000000100")),
+            Err(FrameError::Short(19))
+        );
     }
 
     #[test]
@@ -436,7 +600,10 @@ mod tests {
             Header {
                 kind: Kind::Data,
                 route: 0xabc,
-                value: 10
+                value: 10,
+                position: 0,
+                limit: 0,
+                flags: 0,
             }
         );
     }

@@ -8,9 +8,14 @@
 //! drop) and the reader did not give up first; no end and no route ever sees a window overrun
 //! (bytes in flight plus bytes buffered at the reader stay within its window); every schedule
 //! ends with both ends closed and forgotten and the route finished.
+//!
+//! Some schedules also cut an end's link, as a client whose session the relay resumes sees it:
+//! what was in flight to it is lost, and so is the front of what it had queued (the rest reaches
+//! the relay over the new link); the route drops DATA until each sender's OFFSET and the end asks
+//! its peer where it stands. The same properties hold: nothing lost, nothing duplicated.
 
-use super::core::{Core, Stop, Transmit};
-use super::frame::{code, peek, Frame};
+use super::core::{Core, LastWord, Stop, Transmit};
+use super::frame::{code, peek, sync, Frame, Kind};
 use super::route::{RouteState, Side, Verdict};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -65,6 +70,8 @@ struct App {
     /// `shutdown` succeeded before the drop.
     clean_close: bool,
     forgotten: bool,
+    /// What answers a peer asking after this end once it is forgotten.
+    last_word: Option<LastWord>,
     out: VecDeque<Bytes>,
 }
 
@@ -84,6 +91,7 @@ impl App {
             closed: false,
             clean_close: false,
             forgotten: false,
+            last_word: None,
             out: VecDeque::new(),
         }
     }
@@ -99,6 +107,7 @@ impl App {
         if self.core.take_done() {
             assert!(!self.forgotten, "an end reported done twice");
             self.forgotten = true;
+            self.last_word = self.core.last_word();
         }
     }
 
@@ -155,6 +164,9 @@ impl App {
     }
 
     fn close(&mut self, rng: &mut Rng) {
+        if std::env::var("HARNESS_TRACE").is_ok() {
+            eprintln!("close (shut {})", self.shut);
+        }
         self.clean_close = self.shut;
         let reason = if rng.chance(50) {
             "dropped by its owner"
@@ -173,6 +185,8 @@ struct World {
     /// Relay to A and relay to B.
     to_a: VecDeque<Bytes>,
     to_b: VecDeque<Bytes>,
+    /// An end's link was cut in this schedule.
+    cut: bool,
 }
 
 fn data_bytes(f: &Bytes) -> usize {
@@ -211,7 +225,22 @@ impl World {
                 Side::A => self.to_b.push_back(bytes),
                 Side::B => self.to_a.push_back(bytes),
             },
-            Verdict::Stale => {}
+            Verdict::Stale => {
+                // The relay answers a question about a route it no longer has.
+                if h.kind == Kind::Sync && h.flags & sync::ASK != 0 {
+                    let reset = Frame::Reset {
+                        route: ROUTE,
+                        code: code::RELAY,
+                        reason: "gone".into(),
+                    }
+                    .encode();
+                    match from {
+                        Side::A => self.to_a.push_back(reset),
+                        Side::B => self.to_b.push_back(reset),
+                    }
+                }
+            }
+            Verdict::Drop => {}
             Verdict::Held => panic!("no route is opening here"),
             Verdict::Violation(why) => panic!("the route saw a violation: {why}"),
         }
@@ -225,9 +254,58 @@ impl World {
         };
         let Some(bytes) = q.pop_front() else { return };
         let frame = Frame::decode(bytes).expect("the relay forwards frames unchanged");
+        if std::env::var("HARNESS_TRACE").is_ok() {
+            eprintln!("to {to:?}: {frame:?}");
+        }
         let app = self.app(to);
+        if app.forgotten {
+            if std::env::var("HARNESS_TRACE").is_ok() {
+                eprintln!("forgotten {to:?} answers with {:?}", app.last_word);
+            }
+            // As the client does for a stream it no longer has.
+            if let Frame::Sync { flags, .. } = frame {
+                if flags & sync::ASK != 0 {
+                    let answer = app.last_word.as_ref().map(|w| w.frame().clone());
+                    let answer = answer.unwrap_or_else(|| {
+                        Frame::Reset {
+                            route: ROUTE,
+                            code: code::CANCEL,
+                            reason: "gone".into(),
+                        }
+                        .encode()
+                    });
+                    app.out.push_back(answer);
+                }
+            }
+            return;
+        }
         app.core.handle_frame(frame);
         app.drain();
+    }
+
+    /// The link of `side` is cut and its session resumed on a new one.
+    fn cut(&mut self, side: Side, rng: &mut Rng) {
+        if std::env::var("HARNESS_TRACE").is_ok() {
+            eprintln!("cut {side:?}");
+        }
+        self.cut = true;
+        match side {
+            Side::A => self.to_a.clear(),
+            Side::B => self.to_b.clear(),
+        }
+        let app = self.app(side);
+        let lost = rng.below(app.out.len() as u64 + 1) as usize;
+        app.out.drain(..lost);
+        self.route.resumed();
+        let app = self.app(side);
+        if !app.forgotten {
+            app.core.resync();
+            app.drain();
+        } else if let Some(word) = &app.last_word {
+            // As the client does: its last word may have been lost with the link.
+            let f = word.frame().clone();
+            app.out.push_back(f);
+        }
     }
 
     /// Bytes from `from` in flight or waiting unread at the other end stay within its window.
@@ -308,11 +386,36 @@ fn run(seed: u64) {
         route: RouteState::new(wa, wb, false),
         to_a: VecDeque::new(),
         to_b: VecDeque::new(),
+        cut: false,
     };
+    let mut cuts = if rng.chance(40) { rng.below(4) } else { 0 };
     let mut steps = 0u32;
     while !(w.a.done_with_app() && w.b.done_with_app() && w.idle()) {
         steps += 1;
-        assert!(steps < 200_000, "the schedule does not finish");
+        assert!(
+            steps < 200_000,
+            "the schedule does not finish: A closed {} shut {} written {}/{} eof {} forgotten {}, \
+             B closed {} shut {} written {}/{} eof {} forgotten {}, idle {}",
+            w.a.closed,
+            w.a.shut,
+            w.a.written,
+            w.a.data.len(),
+            w.a.eof,
+            w.a.forgotten,
+            w.b.closed,
+            w.b.shut,
+            w.b.written,
+            w.b.data.len(),
+            w.b.eof,
+            w.b.forgotten,
+            w.idle()
+        );
+        if cuts > 0 && rng.chance(1) {
+            cuts -= 1;
+            let side = if rng.chance(50) { Side::A } else { Side::B };
+            w.cut(side, &mut rng);
+            continue;
+        }
         match rng.below(6) {
             0 => {
                 w.a.step(&mut rng);
@@ -327,8 +430,12 @@ fn run(seed: u64) {
             4 => w.deliver(Side::A),
             _ => w.deliver(Side::B),
         }
-        w.check_window(Side::A);
-        w.check_window(Side::B);
+        if !w.cut {
+            // After a cut a writer's queue may hold frames the relay drops besides what it
+            // sends again: the route's own accounts still bound what is forwarded.
+            w.check_window(Side::A);
+            w.check_window(Side::B);
+        }
     }
     for (app, name) in [(&w.a, "A"), (&w.b, "B")] {
         assert!(app.forgotten, "end {name} was never forgotten");

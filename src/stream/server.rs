@@ -12,7 +12,7 @@
 
 use super::accept::{Acceptors, IncomingStreams};
 use super::core::Core;
-use super::duplex::{Effects, Endpoint, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
+use super::duplex::{Endpoint, P2pDuplex, Shared, Slot, StreamInfo, StreamKey};
 use super::flow::MAX_WINDOW;
 use super::frame::{self, code, Frame, Header};
 use super::route::{RouteState, Side, Verdict};
@@ -20,7 +20,7 @@ use super::StreamOptions;
 use crate::error::Error;
 use crate::protocol::stream::{CreateAnswer, CreateStream, StreamAccept, Window};
 use crate::protocol::{self, event};
-use crate::server::{Metrics, OpError, OpReply, P2pServer, Peer, Reason};
+use crate::server::{Metrics, OpError, OpReply, P2pServer, Peer, Reason, Session};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use socketioxide::adapter::Adapter;
@@ -47,6 +47,15 @@ enum End<A: Adapter> {
     Local(Arc<Shared>),
 }
 
+impl<A: Adapter> Clone for End<A> {
+    fn clone(&self) -> Self {
+        match self {
+            End::Client(p) => End::Client(p.clone()),
+            End::Local(s) => End::Local(s.clone()),
+        }
+    }
+}
+
 impl<A: Adapter> End<A> {
     fn is(&self, peer: &Arc<Peer<A>>) -> bool {
         matches!(self, End::Client(p) if Arc::ptr_eq(p, peer))
@@ -59,19 +68,34 @@ impl<A: Adapter> End<A> {
         }
     }
 
-    /// Hands a frame to this end: as it is to a client; decoded into the server's own stream,
-    /// whose effects the caller runs once it holds no route lock.
-    fn deliver(&self, bytes: &Bytes) -> Result<Option<Effects>, (u32, String)> {
+    /// Whether frames for this end are dropped rather than sent: its client's connection
+    /// dropped and its session is kept (or was just taken over, or ended; the route is then
+    /// moved or reset), so its sender sends them again after the resume.
+    fn away(&self) -> bool {
         match self {
-            End::Client(p) => p.send_frame(bytes).map(|()| None).map_err(|e| match e {
-                Error::PeerGone(id) => (code::PEER_GONE, format!("client '{id}' disconnected")),
-                e => (
+            End::Client(p) => !matches!(p.session(), Session::Here),
+            End::Local(_) => false,
+        }
+    }
+
+    /// Hands a frame to this end: as it is to a client; decoded for the server's own stream,
+    /// which the caller hands it to once it holds no route lock.
+    fn deliver(&self, bytes: &Bytes) -> Result<Delivered, (u32, String)> {
+        match self {
+            End::Client(p) => match p.send_frame(bytes) {
+                Ok(()) => Ok(Delivered::Sent),
+                // The link dropped a moment ago and the session may be kept for its return.
+                Err(Error::PeerGone(_)) if p.resumable() => Ok(Delivered::Lost),
+                Err(Error::PeerGone(id)) => {
+                    Err((code::PEER_GONE, format!("client '{id}' disconnected")))
+                }
+                Err(e) => Err((
                     code::RELAY,
                     format!("relay could not forward to '{}': {e}", p.id),
-                ),
-            }),
-            End::Local(shared) => match Frame::decode(bytes.clone()) {
-                Ok(f) => Ok(Some(shared.handle_frame(f))),
+                )),
+            },
+            End::Local(_) => match Frame::decode(bytes.clone()) {
+                Ok(f) => Ok(Delivered::Local(f)),
                 Err(e) => Err((
                     code::PROTOCOL,
                     format!("protocol violation: bad frame: {e}"),
@@ -93,28 +117,53 @@ impl<A: Adapter> End<A> {
     }
 }
 
+/// What became of a frame handed to an end.
+enum Delivered {
+    /// Queued for the client.
+    Sent,
+    /// The client's link is gone and its session may be resumed: the frame is dropped, and
+    /// counted nowhere.
+    Lost,
+    /// For the server's own end.
+    Local(Frame),
+}
+
 /// One credit-mode stream as the relay sees it: `a` opened it, `b` accepted it. Its lock is
 /// held while a frame is checked and handed on, so the frames of one direction keep their order;
-/// other routes are not held up by it.
+/// other routes are not held up by it. A client end changes when a new connection takes the
+/// client's session over.
 struct Route<A: Adapter> {
     id: u64,
-    a: End<A>,
-    b: End<A>,
+    ends: RwLock<[End<A>; 2]>,
     state: Mutex<RouteState>,
 }
 
 impl<A: Adapter> Route<A> {
-    fn end(&self, side: Side) -> &End<A> {
-        match side {
-            Side::A => &self.a,
-            Side::B => &self.b,
+    fn new(id: u64, a: End<A>, b: End<A>, state: RouteState) -> Route<A> {
+        Route {
+            id,
+            ends: RwLock::new([a, b]),
+            state: Mutex::new(state),
         }
     }
 
+    fn end(&self, side: Side) -> End<A> {
+        let ends = self.ends.read().unwrap_or_else(|p| p.into_inner());
+        match side {
+            Side::A => ends[0].clone(),
+            Side::B => ends[1].clone(),
+        }
+    }
+
+    fn both(&self) -> [End<A>; 2] {
+        self.ends.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn side_of(&self, peer: &Arc<Peer<A>>) -> Option<Side> {
-        if self.a.is(peer) {
+        let [a, b] = self.both();
+        if a.is(peer) {
             Some(Side::A)
-        } else if self.b.is(peer) {
+        } else if b.is(peer) {
             Some(Side::B)
         } else {
             None
@@ -185,7 +234,7 @@ impl<A: Adapter> Routes<A> {
     }
 
     fn insert(&self, route: Route<A>) {
-        for end in [&route.a, &route.b] {
+        for end in &route.both() {
             if let End::Client(p) = end {
                 p.routes.lock().unwrap().insert(route.id);
             }
@@ -203,7 +252,7 @@ impl<A: Adapter> Routes<A> {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id)?;
-        for end in [&route.a, &route.b] {
+        for end in &route.both() {
             if let End::Client(p) = end {
                 p.routes.lock().unwrap().remove(&id);
             }
@@ -214,8 +263,9 @@ impl<A: Adapter> Routes<A> {
     /// Removes a route and tells both ends it is gone.
     fn tear_down(&self, route: &Route<A>, code: u32, reason: &str) {
         self.unlink(route.id);
-        route.a.reset(route.id, code, reason);
-        route.b.reset(route.id, code, reason);
+        for end in route.both() {
+            end.reset(route.id, code, reason);
+        }
     }
 
     /// Removes a route whose acceptor did not take it in credit mode (it refused, or is a
@@ -232,7 +282,7 @@ impl<A: Adapter> Routes<A> {
     fn abandon(&self, id: u64, code: u32, reason: &str) {
         if let Some(route) = self.unlink(id) {
             if route.lock().finish() {
-                route.b.reset(id, code, reason);
+                route.end(Side::B).reset(id, code, reason);
             }
         }
     }
@@ -240,9 +290,15 @@ impl<A: Adapter> Routes<A> {
     /// Checks a frame from `from` against the route's accounts and hands it on unchanged.
     fn route_frame(&self, route: &Route<A>, from: Side, h: &Header, bytes: Bytes) {
         let mut st = route.lock();
+        let to = route.end(from.other());
+        if h.kind != frame::Kind::Reset && to.away() {
+            // Sent again by its sender after the resume; a RESET ends the route now.
+            return;
+        }
+        let before = st.clone();
         let last = match st.on_frame(from, h, &bytes) {
-            Verdict::Stale => {
-                // Frames may cross a reset on the wire.
+            Verdict::Stale | Verdict::Drop => {
+                // Frames may cross a reset on the wire; dropped ones are sent again.
                 return;
             }
             Verdict::Held => return st.hold(bytes),
@@ -254,15 +310,30 @@ impl<A: Adapter> Routes<A> {
             }
             Verdict::Forward { last } => last,
         };
-        match route.end(from.other()).deliver(&bytes) {
-            Ok(effects) => {
+        let delivered = if to.away() {
+            Ok(Delivered::Lost)
+        } else {
+            to.deliver(&bytes)
+        };
+        match delivered {
+            Ok(Delivered::Lost) => {
+                // Counted nowhere: its sender sends it again after the resume (a RESET still
+                // ends the route).
+                if h.kind != frame::Kind::Reset {
+                    *st = before;
+                    return;
+                }
+                drop(st);
+                self.unlink(route.id);
+            }
+            Ok(delivered) => {
                 self.count(h);
                 drop(st);
                 if last {
                     self.unlink(route.id);
                 }
-                if let (Some(e), End::Local(shared)) = (effects, route.end(from.other())) {
-                    let _ = e.run(shared, None);
+                if let (Delivered::Local(f), End::Local(shared)) = (delivered, &to) {
+                    shared.receive(f);
                 }
             }
             Err((c, reason)) => {
@@ -281,7 +352,7 @@ impl<A: Adapter> Routes<A> {
         let Some(route) = self.get(h.route) else {
             return;
         };
-        let from = if matches!(route.a, End::Local(_)) {
+        let from = if matches!(route.end(Side::A), End::Local(_)) {
             Side::A
         } else {
             Side::B
@@ -322,7 +393,7 @@ impl<A: Adapter> Endpoint for Routes<A> {
 
     fn ack_seed_chunk(&self, _: u64) {}
 
-    fn unregister(&self, _: &StreamKey) {
+    fn unregister(&self, _: &StreamKey, _: Option<super::core::LastWord>) {
         // A server-side stream's route goes with the frame that ends it (the second FIN or a
         // RESET), which passes through `forward_local` or `on_frame`.
     }
@@ -423,12 +494,12 @@ pub(crate) fn create_stream<A: Adapter>(
     let route = match (info.window, peer.ext && target.ext) {
         (Some(w), true) => {
             let id = routes.allocate();
-            routes.insert(Route {
+            routes.insert(Route::new(
                 id,
-                a: End::Client(peer.clone()),
-                b: End::Client(target.clone()),
-                state: Mutex::new(RouteState::new(w.get(), 0, true)),
-            });
+                End::Client(peer.clone()),
+                End::Client(target.clone()),
+                RouteState::new(w.get(), 0, true),
+            ));
             info.route = Some(id);
             Some(id)
         }
@@ -499,7 +570,13 @@ pub(crate) fn create_stream<A: Adapter>(
                     if failed.is_some() {
                         break;
                     }
-                    match rt.a.deliver(&f) {
+                    match rt.end(Side::A).deliver(&f) {
+                        Ok(Delivered::Lost) => {
+                            failed = Some((
+                                code::RELAY,
+                                format!("'{}' left while the stream was being opened", peer.id),
+                            ))
+                        }
                         Ok(_) => frame::peek(&f).iter().for_each(|h| routes.count(h)),
                         Err(e) => failed = Some(e),
                     }
@@ -561,12 +638,12 @@ fn accept_local<A: Adapter>(
         Core::credit(id, window_a.get(), own_window.get()),
         routes.endpoint(),
     );
-    routes.insert(Route {
+    routes.insert(Route::new(
         id,
-        a: End::Client(peer.clone()),
-        b: End::Local(shared.clone()),
-        state: Mutex::new(RouteState::new(window_a.get(), own_window.get(), false)),
-    });
+        End::Client(peer.clone()),
+        End::Local(shared.clone()),
+        RouteState::new(window_a.get(), own_window.get(), false),
+    ));
     let answer = StreamAccept {
         window: own_window,
         route: Some(id),
@@ -622,12 +699,12 @@ impl<A: Adapter> P2pServer<A> {
             Core::credit(id, 0, window.get()),
             routes.endpoint(),
         );
-        routes.insert(Route {
+        routes.insert(Route::new(
             id,
-            a: End::Local(shared.clone()),
-            b: End::Client(peer.clone()),
-            state: Mutex::new(RouteState::new(window.get(), 0, true)),
-        });
+            End::Local(shared.clone()),
+            End::Client(peer.clone()),
+            RouteState::new(window.get(), 0, true),
+        ));
         let info = CreateStream {
             source_stream_id: own_sid.as_str().into(),
             target_stream_id: peer_sid.as_str().into(),
@@ -676,12 +753,12 @@ impl<A: Adapter> P2pServer<A> {
         // What the client sent before this end knew its window goes in first, in order.
         let mut st = rt.lock();
         let (held, finished) = st.opened(window_b.get());
-        let mut effects = Vec::with_capacity(held.len());
+        let mut frames = Vec::with_capacity(held.len());
         let mut broken = None;
         for f in held {
             frame::peek(&f).iter().for_each(|h| routes.count(h));
             match Frame::decode(f) {
-                Ok(frame) => effects.push(shared.handle_frame(frame)),
+                Ok(frame) => frames.push(frame),
                 Err(e) => broken = Some(format!("protocol violation: bad frame: {e}")),
             }
         }
@@ -689,8 +766,8 @@ impl<A: Adapter> P2pServer<A> {
         if finished {
             routes.unlink(id);
         }
-        for e in effects {
-            let _ = e.run(&shared, None);
+        for f in frames {
+            shared.receive(f);
         }
         if let Some(reason) = broken {
             routes.tear_down(&rt, code::PROTOCOL, &reason);
@@ -728,8 +805,16 @@ pub(crate) fn on_frame<A: Adapter>(server: &P2pServer<A>, sender: &Arc<Peer<A>>,
     };
     let routes = &server.inner.streams;
     let Some(route) = routes.get(h.route) else {
-        // Frames may cross a reset on the wire; those for a closed route are dropped.
+        // Frames may cross a reset on the wire; those for a closed route are dropped. A client
+        // back from a cut asking where a stream stands learns it is gone.
         tracing::trace!(client = %sender.id, route = h.route, "frame for a closed route");
+        if h.kind == frame::Kind::Sync && h.flags & frame::sync::ASK != 0 {
+            sender.send_control_frame(&reset_frame(
+                h.route,
+                code::RELAY,
+                "the stream ended while this client's link was down",
+            ));
+        }
         return;
     };
     let Some(from) = route.side_of(sender) else {
@@ -738,8 +823,45 @@ pub(crate) fn on_frame<A: Adapter>(server: &P2pServer<A>, sender: &Arc<Peer<A>>,
     routes.route_frame(&route, from, &h, bytes);
 }
 
-/// A client disconnected: the other end of each of its routes gets a RESET.
+/// A client's connection is gone. If its session is kept for its return, its routes stay (what
+/// is sent to it meanwhile is dropped and sent again after the resume); if a new connection took
+/// the session over, they move to it; otherwise the other end of each gets a RESET.
 pub(crate) fn peer_gone<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) {
+    match peer.session() {
+        Session::Away => {}
+        Session::TakenOver(next) => move_routes(server, peer, &next),
+        Session::Here | Session::Ended => session_ended(server, peer),
+    }
+}
+
+/// The session of `old` continues on the connection `next`: its routes now end there, and each
+/// sender says where its DATA starts again (see [`RouteState::resumed`]).
+fn move_routes<A: Adapter>(server: &P2pServer<A>, old: &Arc<Peer<A>>, next: &Arc<Peer<A>>) {
+    let ids: Vec<u64> = old.routes.lock().unwrap().drain().collect();
+    let routes = &server.inner.streams;
+    for id in ids {
+        let Some(route) = routes.get(id) else {
+            continue;
+        };
+        let mut st = route.lock();
+        let Some(side) = route.side_of(old) else {
+            continue;
+        };
+        {
+            let mut ends = route.ends.write().unwrap_or_else(|p| p.into_inner());
+            ends[match side {
+                Side::A => 0,
+                Side::B => 1,
+            }] = End::Client(next.clone());
+        }
+        next.routes.lock().unwrap().insert(id);
+        st.resumed();
+    }
+}
+
+/// A client's session ended (it disconnected, or its kept session was not resumed): the other
+/// end of each of its routes gets a RESET.
+pub(crate) fn session_ended<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) {
     let ids: Vec<u64> = peer.routes.lock().unwrap().drain().collect();
     let routes = &server.inner.streams;
     for id in ids {
@@ -750,10 +872,8 @@ pub(crate) fn peer_gone<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) 
             continue;
         }
         let reason = format!("client '{}' disconnected", peer.id);
-        match route.side_of(peer) {
-            Some(Side::A) => route.b.reset(id, code::PEER_GONE, &reason),
-            Some(Side::B) => route.a.reset(id, code::PEER_GONE, &reason),
-            None => {}
+        if let Some(side) = route.side_of(peer) {
+            route.end(side.other()).reset(id, code::PEER_GONE, &reason);
         }
     }
 }
