@@ -8,76 +8,9 @@ use serde_json::{json, Value};
 use socketio_p2p::{
     ClientOptions, ConnectionState, Error, P2pClient, Relay, RelayOptions, ServiceClient,
 };
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
-
-/// A TCP proxy on a loopback port in front of the relay: copies both ways, and can cut every
-/// connection it carries and refuse new ones for a while.
-struct Proxy {
-    addr: SocketAddr,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-    refusing: Arc<AtomicBool>,
-    accept: AbortHandle,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let refusing = Arc::new(AtomicBool::new(false));
-        let (c, r) = (conns.clone(), refusing.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if r.load(Ordering::Acquire) {
-                    // Closed at once: the client's connection attempt fails.
-                    drop(inbound);
-                    continue;
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                c.lock().unwrap().push(task.abort_handle());
-            }
-        })
-        .abort_handle();
-        Proxy {
-            addr,
-            conns,
-            refusing,
-            accept,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Closes every connection the proxy carries, on both sides.
-    fn cut(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    /// Whether new connections are closed as soon as they come.
-    fn refuse(&self, on: bool) {
-        self.refusing.store(on, Ordering::Release);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
 
 /// Options with quick reconnection attempts and a short call timeout.
 fn quick() -> ClientOptions {

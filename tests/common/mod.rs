@@ -1,6 +1,9 @@
 //! Shared set-up of the integration tests: a real relay on a loopback port and real clients.
 #![allow(dead_code)]
 
+mod proxy;
+pub use proxy::Proxy;
+
 use futures::FutureExt;
 use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder};
 use rust_socketio::{Payload, TransportType};
