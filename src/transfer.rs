@@ -16,13 +16,19 @@
 //! it the final name only once both digests agree: a receiver that fails removes it, and one that
 //! is killed leaves at most that temporary file, never a partial file under the final name.
 //! Either end fails when the other makes no progress for the stall timeout.
+//!
+//! A cut link does not end a transfer: the client connects again, and when the relay resumes its
+//! session the stream goes on where it was (both ends print `link to the relay lost;
+//! reconnecting` and then `reconnected`). If the session is not resumed, the stream fails and so
+//! does the transfer.
 
 use bytes::{Bytes, BytesMut};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
-use socketio_p2p::{P2pClient, P2pDuplex, StreamOptions};
+use socketio_p2p::{ConnectionState, P2pClient, P2pDuplex, StreamOptions};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -179,6 +185,45 @@ impl Hasher {
     }
 }
 
+/// The progress bar on screen, if any: a note about the link is printed above it.
+type BarSlot = Arc<Mutex<Option<ProgressBar>>>;
+
+/// Prints `line` on stderr, above the progress bar when one is drawn.
+fn note(slot: &BarSlot, line: &str) {
+    match &*slot.lock().unwrap_or_else(|p| p.into_inner()) {
+        Some(bar) => bar.println(line),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// Tells the user when the client's link to the relay drops and when it is back, until the
+/// returned task is aborted.
+fn watch_link(client: &P2pClient, slot: BarSlot) -> tokio::task::JoinHandle<()> {
+    let mut state = client.state();
+    tokio::spawn(async move {
+        let mut lost = false;
+        while state.changed().await.is_ok() {
+            let now = *state.borrow_and_update();
+            match now {
+                ConnectionState::Reconnecting if !lost => {
+                    lost = true;
+                    note(&slot, "link to the relay lost; reconnecting");
+                }
+                ConnectionState::Connected => {
+                    // A change to Connected follows a loss, even one too short to be seen.
+                    if !lost {
+                        note(&slot, "link to the relay lost; reconnecting");
+                    }
+                    lost = false;
+                    note(&slot, "reconnected");
+                }
+                ConnectionState::Closed => break,
+                _ => {}
+            }
+        }
+    })
+}
+
 /// Progress on stderr: a bar on a terminal, a plain line a second otherwise.
 enum Progress {
     Bar(ProgressBar, &'static str, Instant),
@@ -191,7 +236,7 @@ enum Progress {
 }
 
 impl Progress {
-    fn new(verb: &'static str, total: Option<u64>) -> Progress {
+    fn new(verb: &'static str, total: Option<u64>, slot: &BarSlot) -> Progress {
         let start = Instant::now();
         if !std::io::stderr().is_terminal() {
             return Progress::Plain {
@@ -214,6 +259,7 @@ impl Progress {
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar.clone());
         Progress::Bar(bar, verb, start)
     }
 
@@ -302,6 +348,23 @@ pub async fn send(a: SendArgs) -> Result<()> {
         (Box::new(f), name, size)
     };
     let client = connect(&a.server, &a.id, a.token.clone(), a.ca_cert.as_deref()).await?;
+    let slot = BarSlot::default();
+    let watcher = watch_link(&client, slot.clone());
+    let sent = send_on(&client, &a, &mut input, name, size, &slot).await;
+    watcher.abort();
+    let _ = client.disconnect().await;
+    sent
+}
+
+/// The sending side of a transfer, once connected.
+async fn send_on(
+    client: &P2pClient,
+    a: &SendArgs,
+    input: &mut (dyn AsyncRead + Unpin + Send),
+    name: Option<String>,
+    size: Option<u64>,
+    slot: &BarSlot,
+) -> Result<()> {
     let header = FileHeader {
         name: name.clone(),
         size,
@@ -322,7 +385,7 @@ pub async fn send(a: SendArgs) -> Result<()> {
         a.to
     );
 
-    let mut progress = Progress::new("sent", size);
+    let mut progress = Progress::new("sent", size, slot);
     let hasher = Hasher::new();
     let mut total = 0u64;
     loop {
@@ -364,7 +427,6 @@ pub async fn send(a: SendArgs) -> Result<()> {
     )
     .await?;
     println!("sha256 {own}");
-    let _ = client.disconnect().await;
     if theirs != own {
         return Err(format!("SHA-256 mismatch: '{}' received sha256 {theirs}", a.to).into());
     }
@@ -405,6 +467,16 @@ fn safe_name(announced: Option<&str>) -> PathBuf {
 /// Receives one file; returns once both ends verified the SHA-256.
 pub async fn recv(a: RecvArgs) -> Result<()> {
     let client = connect(&a.server, &a.id, a.token.clone(), a.ca_cert.as_deref()).await?;
+    let slot = BarSlot::default();
+    let watcher = watch_link(&client, slot.clone());
+    let received = recv_on(&client, &a, &slot).await;
+    watcher.abort();
+    let _ = client.disconnect().await;
+    received
+}
+
+/// The receiving side of a transfer, once connected.
+async fn recv_on(client: &P2pClient, a: &RecvArgs, slot: &BarSlot) -> Result<()> {
     let (digest_tx, mut digest_rx) = mpsc::unbounded_channel();
     client.on_any(DIGEST_EVENT, move |m| {
         let _ = digest_tx.send(m);
@@ -461,6 +533,7 @@ pub async fn recv(a: RecvArgs) -> Result<()> {
         &from,
         &mut digest_rx,
         a.stall_timeout,
+        slot,
     )
     .await?;
     let say = |line: &str| {
@@ -480,7 +553,6 @@ pub async fn recv(a: RecvArgs) -> Result<()> {
         }
     })
     .await;
-    let _ = client.disconnect().await;
     verdict?;
     if let Some((path, part, overwrite)) = target {
         part.persist(&path, overwrite)?;
@@ -498,8 +570,9 @@ async fn receive_into(
     from: &str,
     digest_rx: &mut mpsc::UnboundedReceiver<socketio_p2p::PeerMessage>,
     stall: Duration,
+    slot: &BarSlot,
 ) -> Result<(String, Result<()>)> {
-    let mut progress = Progress::new("received", size);
+    let mut progress = Progress::new("received", size, slot);
     let hasher = Hasher::new();
     let mut total = 0u64;
     loop {

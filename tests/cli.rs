@@ -8,7 +8,7 @@ use tokio::process::{Child, Command};
 
 mod common;
 
-use common::{bounded, path_str, sample, sha256_hex, spawn_serve, TempDir};
+use common::{bounded, path_str, sample, sha256_hex, spawn_serve, Proxy, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
 
@@ -512,4 +512,76 @@ async fn a_stopped_receiver_fails_the_sender_within_the_stall_timeout() {
     assert!(text.contains("no progress"), "{text}");
     assert!(took < Duration::from_secs(30), "failed after {took:?}");
     assert!(!output.exists());
+}
+
+/// A proxy in front of the relay at `url`.
+async fn proxy_to(url: &str) -> Proxy {
+    let addr = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("serve announces a host:port URL");
+    Proxy::start(addr).await
+}
+
+/// Cuts the links a proxy carries and keeps them down for a moment (within the relay's grace
+/// period of 10 s).
+async fn cut_for_a_moment(proxy: &Proxy) {
+    proxy.refuse(true);
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.refuse(false);
+}
+
+/// The sender's and then the receiver's link is cut mid-transfer (the TCP connections killed,
+/// both processes alive): each reconnects, says so, and the transfer completes with matching
+/// digests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_and_recv_ride_through_cut_links() {
+    let dir = TempDir::new("cli-cut");
+    let output = dir.0.join("output.bin");
+    let (_serve, url) = serve().await;
+    let (to_receiver, to_sender) = (proxy_to(&url).await, proxy_to(&url).await);
+    let receiver = receiver_into(&to_receiver.url(), &output, &[]).await;
+    let (sender, mut pipe) = send_stdin_to_bob(&to_sender.url()).await;
+    let data = sample(12 * 1024 * 1024 + 3);
+    let (first, rest) = data.split_at(3 * 1024 * 1024);
+    let (second, third) = rest.split_at(4 * 1024 * 1024);
+
+    let mut fed = pipe.write_all(first).await.is_ok();
+    part_file_reaches(&dir.0, 1024 * 1024).await;
+    cut_for_a_moment(&to_sender).await;
+    fed = fed && pipe.write_all(second).await.is_ok();
+    if fed {
+        part_file_reaches(&dir.0, 5 * 1024 * 1024).await;
+        cut_for_a_moment(&to_receiver).await;
+        fed = pipe.write_all(third).await.is_ok();
+    }
+    drop(pipe);
+
+    let sent = sender.finish().await;
+    assert!(fed, "send stopped reading its input: {:?}", sent.stderr);
+    let received = receiver.finish().await;
+    assert!(sent.status.success(), "send failed: {:?}", sent.stderr);
+    assert!(
+        received.status.success(),
+        "recv failed: {:?}",
+        received.stderr
+    );
+    let expected = vec![
+        format!("sha256 {}", sha256_hex(&data)),
+        "verified".to_string(),
+    ];
+    assert_eq!(sent.stdout_lines(), expected, "send's stdout");
+    assert_eq!(received.stdout_lines(), expected, "recv's stdout");
+    for (who, stderr) in [("send", &sent.stderr), ("recv", &received.stderr)] {
+        assert!(
+            stderr.iter().any(|l| l.contains("reconnecting")),
+            "{who} says it is reconnecting: {stderr:?}"
+        );
+        assert!(
+            stderr.iter().any(|l| l == "reconnected"),
+            "{who} says it is back: {stderr:?}"
+        );
+    }
+    assert!(std::fs::read(&output).unwrap() == data, "the copy differs");
 }
