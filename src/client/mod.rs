@@ -243,6 +243,10 @@ pub(crate) struct ClientInner {
     apis: Apis,
     pub(crate) me: Weak<ClientInner>,
     welcome: Mutex<Option<oneshot::Sender<Result<Welcome>>>>,
+    /// The generation of the last link the relay welcomed: a link's writer sends nothing before
+    /// (what was queued while reconnecting would go out before the connection is ready, fail,
+    /// and lose the link the relay already took the session over to).
+    welcomed: watch::Sender<u64>,
     state: watch::Sender<ConnectionState>,
     /// Why the connection closed, once it has.
     closed_why: OnceLock<String>,
@@ -339,6 +343,7 @@ impl P2pClient {
             pending: PendingRequests::new(MAX_PENDING),
             hooks: Mutex::new(HashMap::new()),
             welcome: Mutex::new(None),
+            welcomed: watch::Sender::new(0),
             state,
             closed_why: OnceLock::new(),
             resume: Mutex::new(None),
@@ -821,6 +826,7 @@ impl ClientInner {
             Ok(welcome) => {
                 *self.resume.lock().unwrap() = welcome.resume.clone();
                 self.link_up.store(true, Ordering::Release);
+                self.welcomed.send_replace(generation);
                 Ok(welcome)
             }
             Err(e) => {
@@ -1186,6 +1192,14 @@ async fn writer(
     generation: u64,
     inner: Weak<ClientInner>,
 ) {
+    let mut welcomed = match inner.upgrade() {
+        Some(inner) => inner.welcomed.subscribe(),
+        None => return,
+    };
+    tokio::select! {
+        r = welcomed.wait_for(|g| *g >= generation) => if r.is_err() { return },
+        _ = &mut stop => return,
+    }
     let mut rx = tokio::select! {
         rx = out.lock() => rx,
         _ = &mut stop => return,

@@ -274,6 +274,17 @@ impl Shared {
 /// A reset that reaches this end after the peer's FIN never discards what the peer finished
 /// sending: reads still return every byte, then EOF; only this end's writes fail. The same holds
 /// when the peer disconnects after its FIN.
+///
+/// # A cut link
+///
+/// When a client's link to the relay drops and the client resumes its session (see
+/// [`ConnectionState`](crate::ConnectionState) and `ServerOptions::resume_grace`), a
+/// credit-mode stream goes on: reads and writes wait while the link is down, then each end sends
+/// again what the other has not confirmed (each writer keeps at most one window of it), and the
+/// reader sees one unbroken byte stream. If the session is not resumed, both ends fail:
+/// `ConnectionAborted` ("client '<id>' disconnected" at the peer, "the relay did not resume
+/// the session" at the client that came back). A stream with a seed-era JavaScript peer fails
+/// when the link drops.
 pub struct P2pDuplex {
     shared: Arc<Shared>,
     slot: Option<Slot>,
