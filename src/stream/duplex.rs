@@ -282,8 +282,8 @@ impl Shared {
 /// credit-mode stream goes on: reads and writes wait while the link is down, then each end sends
 /// again what the other has not confirmed (each writer keeps at most one window of it), and the
 /// reader sees one unbroken byte stream. If the session is not resumed, both ends fail:
-/// `ConnectionAborted` ("client '<id>' disconnected" at the peer, "the relay did not resume
-/// the session" at the client that came back). A stream with a seed-era JavaScript peer fails
+/// `ConnectionAborted` (`client '<id>' disconnected` at the peer, `the relay did not resume the
+/// session` at the client that came back). A stream with a seed-era JavaScript peer fails
 /// when the link drops.
 pub struct P2pDuplex {
     shared: Arc<Shared>,

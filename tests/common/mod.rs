@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 mod proxy;
+#[allow(unused_imports)]
 pub use proxy::Proxy;
 
 use futures::FutureExt;
