@@ -274,3 +274,80 @@ async fn a_cut_longer_than_the_grace_period_fails_both_ends() {
     wait_state(&t.sender, ConnectionState::Connected).await;
     all_freed(&t.relay, &[&t.sender, &t.receiver]).await;
 }
+
+// A stream between the server's own end and a client: the client's link is cut in the middle
+// of each direction, and each direction still arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_the_servers_own_end_goes_on_through_cuts() {
+    const LEN: u64 = 24 * MIB;
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let carol = behind(&proxy, "carol").await;
+    let mut incoming = carol.incoming_streams(None);
+    let opening = {
+        let server = relay.server().clone();
+        tokio::spawn(async move { server.add_p2p_stream("carol", Default::default()).await })
+    };
+    let at_carol = within("carol accepts", incoming.next())
+        .await
+        .expect("carol accepts streams");
+    let at_server = within("the server's stream opens", opening)
+        .await
+        .unwrap()
+        .expect("the stream opens");
+
+    // The server writes, carol reads.
+    let (progress, mut seen) = tokio::sync::watch::channel(0u64);
+    let writing = writer(at_server, LEN);
+    let reading = reader(at_carol, progress);
+    read_past(&mut seen, LEN / 3).await;
+    cut(&relay, &proxy, &carol, Duration::from_millis(200)).await;
+    read_past(&mut seen, LEN).await;
+    assert_eq!(
+        within("carol reads to the end", reading)
+            .await
+            .unwrap()
+            .unwrap(),
+        LEN
+    );
+    let at_server = within("the server's writes end", writing)
+        .await
+        .unwrap()
+        .expect("the server's writes all succeed");
+    drop(at_server);
+    all_freed(&relay, &[&carol]).await;
+
+    // And the other way round.
+    let mut incoming = relay.server().incoming_streams(None);
+    let opening = {
+        let carol = carol.clone();
+        tokio::spawn(async move { carol.add_p2p_stream("carol-server-side").await })
+    };
+    let at_server = within("the server accepts", incoming.next())
+        .await
+        .expect("the server accepts streams");
+    let at_carol = within("carol's stream opens", opening)
+        .await
+        .unwrap()
+        .expect("the stream opens");
+    let (progress, mut seen) = tokio::sync::watch::channel(0u64);
+    let writing = writer(at_carol, LEN);
+    let reading = reader(at_server, progress);
+    read_past(&mut seen, LEN / 2).await;
+    cut(&relay, &proxy, &carol, Duration::from_millis(200)).await;
+    read_past(&mut seen, LEN).await;
+    assert_eq!(
+        within("the server reads to the end", reading)
+            .await
+            .unwrap()
+            .unwrap(),
+        LEN
+    );
+    drop(
+        within("carol's writes end", writing)
+            .await
+            .unwrap()
+            .expect("carol's writes all succeed"),
+    );
+    all_freed(&relay, &[&carol]).await;
+}
