@@ -351,3 +351,51 @@ async fn a_stream_with_the_servers_own_end_goes_on_through_cuts() {
     );
     all_freed(&relay, &[&carol]).await;
 }
+
+// With a send queue of a few events, what a client sends again after a resume does not fit in
+// it at once: it waits, in order, and the stream's new writes wait behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_send_queue_keeps_the_resent_bytes_in_order() {
+    const LEN: u64 = 48 * MIB;
+    let relay = relay().await;
+    let (sp, rp) = (
+        Proxy::start(relay.local_addr()).await,
+        Proxy::start(relay.local_addr()).await,
+    );
+    let tiny = || ClientOptions {
+        send_queue: 2,
+        ..quick()
+    };
+    let sender = P2pClient::connect_with(&sp.url(), "sender", tiny())
+        .await
+        .expect("the sender connects");
+    let receiver = P2pClient::connect_with(&rp.url(), "receiver", tiny())
+        .await
+        .expect("the receiver connects");
+    let (out, inn) = open_pair(&sender, &receiver, Default::default()).await;
+    let (progress, mut seen) = tokio::sync::watch::channel(0u64);
+    let writing = writer(out, LEN);
+    let reading = reader(inn, progress);
+    for (i, at) in [8, 20, 32].into_iter().enumerate() {
+        read_past(&mut seen, at * MIB).await;
+        let (proxy, client) = if i % 2 == 0 {
+            (&sp, &sender)
+        } else {
+            (&rp, &receiver)
+        };
+        cut(&relay, proxy, client, Duration::from_millis(100)).await;
+    }
+    read_past(&mut seen, LEN).await;
+    let total = within("the reader finishes", reading)
+        .await
+        .unwrap()
+        .expect("every byte arrives, in order, once");
+    assert_eq!(total, LEN);
+    drop(
+        within("the writer finishes", writing)
+            .await
+            .unwrap()
+            .expect("the writer's calls all succeed"),
+    );
+    all_freed(&relay, &[&sender, &receiver]).await;
+}

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
 /// Options of [`P2pClient::add_p2p_stream_with`].
@@ -144,6 +145,31 @@ impl Endpoint for ClientInner {
             })
     }
 
+    fn send_in_order(&self, shared: &Arc<Shared>, frames: Vec<Bytes>) {
+        let mut backlog = shared.backlog();
+        if let Some(waiting) = backlog.as_mut() {
+            // Behind what is still being sent.
+            waiting.extend(frames);
+            return;
+        }
+        let mut frames = frames.into_iter();
+        while let Some(f) = frames.next() {
+            match self.out.try_send(Outgoing::Binary(FRAME_EVENT, f)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(Outgoing::Binary(_, f))) => {
+                    let mut waiting: VecDeque<Bytes> = VecDeque::from([f]);
+                    waiting.extend(frames);
+                    *backlog = Some(waiting);
+                    drop(backlog);
+                    tokio::spawn(send_backlog(self.out.clone(), shared.clone()));
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => return,
+            }
+        }
+    }
+
     fn send_seed_chunk(
         &self,
         peer: &str,
@@ -206,6 +232,28 @@ impl Endpoint for ClientInner {
             }
         }
     }
+}
+
+/// Sends a stream's backlog in order as the send queue makes room, then lets its writes go on.
+async fn send_backlog(out: mpsc::Sender<Outgoing>, shared: Arc<Shared>) {
+    loop {
+        let next = {
+            let mut backlog = shared.backlog();
+            match backlog.as_mut().and_then(VecDeque::pop_front) {
+                Some(f) => f,
+                None => {
+                    *backlog = None;
+                    break;
+                }
+            }
+        };
+        if out.send(Outgoing::Binary(FRAME_EVENT, next)).await.is_err() {
+            // The client is closed: the stream fails with it.
+            *shared.backlog() = None;
+            break;
+        }
+    }
+    shared.backlog_sent();
 }
 
 fn endpoint_of(inner: &ClientInner) -> Weak<dyn Endpoint> {

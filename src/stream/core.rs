@@ -57,8 +57,11 @@ pub(crate) enum Transmit {
     /// A DATA or FIN frame: these must keep their order, so the driver sends them through the
     /// room it reserved before calling [`Core::write`] or [`Core::shutdown`].
     Ordered(Bytes),
-    /// A WINDOW or RESET frame, sent at once.
+    /// A WINDOW, RESET or SYNC frame, sent at once.
     Control(Bytes),
+    /// An OFFSET and what follows it, sent again after a resumed session: in this order, and
+    /// before any DATA or FIN written after them.
+    Resend(Vec<Bytes>),
     /// A chunk to a seed-era peer (`None`: end of stream); its outcome comes back through
     /// [`Core::handle_seed_sent`].
     SeedChunk(Option<Bytes>),
@@ -424,28 +427,22 @@ impl Core {
         };
         if flags & (sync::ASK | sync::ANSWER) != 0 {
             // Everything the peer misses again, from where it stands.
-            self.out.push_back(Transmit::Control(
-                Frame::Offset {
-                    route,
-                    offset: received,
-                }
-                .encode(),
-            ));
+            let mut frames = vec![Frame::Offset {
+                route,
+                offset: received,
+            }
+            .encode()];
             for chunk in &send.kept {
-                let mut at = 0;
-                while at < chunk.len() {
-                    let n = (chunk.len() - at).min(MAX_FRAME);
-                    self.out.push_back(Transmit::Control(Frame::data_from_slice(
-                        route,
-                        &chunk[at..at + n],
-                    )));
-                    at += n;
-                }
+                frames.extend(
+                    chunk
+                        .chunks(MAX_FRAME)
+                        .map(|part| Frame::data_from_slice(route, part)),
+                );
             }
             if send.fin_sent && flags & sync::FIN == 0 {
-                self.out
-                    .push_back(Transmit::Control(Frame::Fin { route }.encode()));
+                frames.push(Frame::Fin { route }.encode());
             }
+            self.out.push_back(Transmit::Resend(frames));
         }
         self.check_both_ended();
     }
@@ -839,9 +836,11 @@ mod tests {
     fn frames(c: &mut Core) -> Vec<Frame> {
         std::iter::from_fn(|| c.poll_transmit())
             .map(|t| match t {
-                Transmit::Ordered(b) | Transmit::Control(b) => Frame::decode(b).unwrap(),
+                Transmit::Ordered(b) | Transmit::Control(b) => vec![Frame::decode(b).unwrap()],
+                Transmit::Resend(fs) => fs.into_iter().map(|b| Frame::decode(b).unwrap()).collect(),
                 other => panic!("a credit-mode end queued {other:?}"),
             })
+            .flatten()
             .collect()
     }
 

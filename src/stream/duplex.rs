@@ -24,6 +24,10 @@ pub(crate) trait Endpoint: Send + Sync {
     fn poll_ready(&self, cx: &mut Context<'_>, slot: &mut Option<Slot>) -> Poll<io::Result<()>>;
     /// Sends a frame through the room reserved by `poll_ready`.
     fn send_reserved(&self, slot: &mut Option<Slot>, frame: Bytes) -> io::Result<()>;
+    /// Sends `frames` in this order, ahead of any DATA or FIN the stream writes later: what
+    /// does not fit in the send queue now waits in the stream's backlog (see
+    /// [`Shared::backlog`]), and the stream's writes wait behind it.
+    fn send_in_order(&self, shared: &Arc<Shared>, frames: Vec<Bytes>);
     /// Sends one chunk to a seed-era peer and calls `done` with the outcome when it is
     /// acknowledged. `None` is end-of-stream.
     fn send_seed_chunk(
@@ -93,6 +97,9 @@ pub(crate) struct Shared {
     /// after a resumed session must not overtake a write, nor the other way round). Taken
     /// before the state's lock, never while the owner holds one of its own.
     order: Mutex<()>,
+    /// Frames sent again after a resumed session that did not fit in the owner's send queue, in
+    /// order (`Some` while they are being sent); the stream's writes wait until it is empty.
+    pub(crate) backlog: Mutex<Option<std::collections::VecDeque<Bytes>>>,
     endpoint: Weak<dyn Endpoint>,
 }
 
@@ -126,6 +133,7 @@ impl Effects {
                     Transmit::Control(frame) => {
                         let _ = ep.send_frame(frame);
                     }
+                    Transmit::Resend(frames) => ep.send_in_order(shared, frames),
                     Transmit::SeedChunk(chunk) => {
                         let weak = Arc::downgrade(shared);
                         ep.send_seed_chunk(
@@ -172,6 +180,7 @@ impl Shared {
                 write_waker: None,
             }),
             order: Mutex::new(()),
+            backlog: Mutex::new(None),
             endpoint,
         })
     }
@@ -199,6 +208,36 @@ impl Shared {
 
     fn ordered(&self) -> std::sync::MutexGuard<'_, ()> {
         self.order.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The backlog (see [`Shared::backlog`]).
+    pub(crate) fn backlog(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<std::collections::VecDeque<Bytes>>> {
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The backlog was sent: a write waiting behind it goes on.
+    pub(crate) fn backlog_sent(self: &Arc<Self>) {
+        let waker = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_waker
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether a write must wait behind the backlog; registers `cx` to be woken when it is
+    /// sent. Called with the order lock held.
+    fn behind_backlog(&self, cx: &Context<'_>) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_waker = Some(cx.waker().clone());
+        self.backlog().is_some()
     }
 
     /// A frame from the peer (credit mode), handled and its effects run (a RESET back to a peer
@@ -418,6 +457,9 @@ impl tokio::io::AsyncWrite for P2pDuplex {
         }
         let shared = this.shared.clone();
         let _order = shared.ordered();
+        if shared.behind_backlog(cx) {
+            return Poll::Pending;
+        }
         let (r, effects) = this.shared.update(|st| {
             let r = st.core.write(buf);
             if r == Err(Stop::Blocked) {
@@ -446,6 +488,9 @@ impl tokio::io::AsyncWrite for P2pDuplex {
         }
         let shared = this.shared.clone();
         let _order = shared.ordered();
+        if shared.behind_backlog(cx) {
+            return Poll::Pending;
+        }
         let (r, effects) = this.shared.update(|st| {
             let r = st.core.shutdown();
             if r == Err(Stop::Blocked) {

@@ -101,6 +101,7 @@ impl App {
         while let Some(t) = self.core.poll_transmit() {
             match t {
                 Transmit::Ordered(b) | Transmit::Control(b) => self.out.push_back(b),
+                Transmit::Resend(frames) => self.out.extend(frames),
                 other => panic!("a credit-mode end queued {other:?}"),
             }
         }
