@@ -835,12 +835,12 @@ mod tests {
 
     fn frames(c: &mut Core) -> Vec<Frame> {
         std::iter::from_fn(|| c.poll_transmit())
-            .map(|t| match t {
-                Transmit::Ordered(b) | Transmit::Control(b) => vec![Frame::decode(b).unwrap()],
-                Transmit::Resend(fs) => fs.into_iter().map(|b| Frame::decode(b).unwrap()).collect(),
+            .flat_map(|t| match t {
+                Transmit::Ordered(b) | Transmit::Control(b) => vec![b],
+                Transmit::Resend(fs) => fs,
                 other => panic!("a credit-mode end queued {other:?}"),
             })
-            .flatten()
+            .map(|b| Frame::decode(b).unwrap())
             .collect()
     }
 
