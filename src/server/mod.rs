@@ -126,8 +126,8 @@ pub struct ServerOptions {
     /// are told. Default 10 s; zero turns resuming off. Messages, requests and answers addressed to
     /// the client while it is away are held for it, up to
     /// [`resume_hold_bytes`](Self::resume_hold_bytes), and delivered in order on its return;
-    /// its credit-mode streams go on after the resume, what was sent to it on them during the
-    /// gap sent again by their senders (see `PROTOCOL.md`, "Session resume").
+    /// its credit-mode streams go on after the resume, their senders sending again what it
+    /// missed (see `PROTOCOL.md`, "Session resume").
     pub resume_grace: Duration,
     /// Bytes the relay may hold for one client whose session waits for its return (see
     /// [`resume_grace`](Self::resume_grace)), counted as for

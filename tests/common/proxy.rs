@@ -61,11 +61,6 @@ impl Proxy {
     pub fn refuse(&self, on: bool) {
         self.refusing.store(on, Ordering::Release);
     }
-
-    /// How many connections the proxy has carried since the last cut.
-    pub fn connections(&self) -> usize {
-        self.conns.lock().unwrap().len()
-    }
 }
 
 impl Drop for Proxy {
