@@ -31,6 +31,7 @@ mod lane;
 mod limits;
 mod members;
 mod metrics;
+mod remote;
 
 pub(crate) use budget::Connections as WriteCounters;
 pub use budget::WriteCounter;
@@ -43,6 +44,7 @@ pub(crate) use members::{encode_args, RoomEvent};
 use metrics::SlowConsumer;
 pub use metrics::METRICS_CONTENT_TYPE;
 pub(crate) use metrics::{Metrics, Reason};
+pub(crate) use remote::{Remote, Target};
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1056,6 +1058,8 @@ pub(crate) struct Inner<A: Adapter> {
     /// [`ServerOptions::default_permissions`], shared by the clients that have them; `None`
     /// when they allow everything.
     default_permissions: Option<Arc<Permissions>>,
+    /// The cluster this relay joined, if any (see [`P2pServer::join_cluster`]).
+    cluster: std::sync::OnceLock<remote::Joined>,
 }
 
 /// The operations of every API whose events the relay handles.
@@ -1134,6 +1138,7 @@ impl<A: Adapter> P2pServer<A> {
                 metrics,
                 default_permissions: (!opts.default_permissions.allows_all())
                     .then(|| Arc::new(opts.default_permissions.clone())),
+                cluster: std::sync::OnceLock::new(),
                 opts,
             }),
         }
@@ -1202,10 +1207,23 @@ impl<A: Adapter> P2pServer<A> {
     pub fn emit_to(&self, client_id: &str, event: &str, args: impl IntoArgs) -> Result<(), Error> {
         check_server_event(event)?;
         let args = args.into_args()?;
-        let peer = self
-            .peer_or_away(client_id)
-            .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
-        peer.emit(event, &args)
+        match self.target(client_id)? {
+            Target::Local(peer) => peer.emit(event, &args),
+            Target::Remote(remote) => {
+                protocol::check_no_placeholder(&args)?;
+                let cluster = self.cluster().expect("a remote target is of a cluster");
+                if !cluster.is_up() {
+                    return Err(cluster.unavailable(&format!("not sent to client '{client_id}'")));
+                }
+                let to = client_id.to_string();
+                Target::<A>::Remote(remote).emit_from(None, event.to_string(), json_args(&args), move |sent| {
+                    if let Err(e) = sent {
+                        tracing::warn!(client = %to, "a server emit to another relay was not delivered: {e}");
+                    }
+                });
+                Ok(())
+            }
+        }
     }
 
     /// Sends `event` with `args` to a client and waits for its answer, deserialized as `R`, at
@@ -1235,16 +1253,13 @@ impl<A: Adapter> P2pServer<A> {
         args: Vec<Value>,
         timeout: Duration,
     ) -> Result<Vec<Value>, Error> {
-        let peer = self
-            .peer_or_away(client_id)
-            .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
-        peer.request(
-            event,
-            &args,
-            timeout,
-            self.inner.opts.max_pending_per_client,
-        )
-        .await
+        protocol::check_no_placeholder(&args)?;
+        let max = self.inner.opts.max_pending_per_client;
+        let answer = self
+            .target(client_id)?
+            .request_args(None, event, json_args(&args), timeout, max)
+            .await?;
+        Ok(answer.into_iter().map(Arg::into_value).collect())
     }
 
     /// The bytes the relay holds queued towards a connected client, by its own account (see
@@ -1443,6 +1458,7 @@ impl<A: Adapter> P2pServer<A> {
             }
         }
         let Some(authenticator) = opts.authenticator.clone() else {
+            self.admit_in_cluster(socket, None).await;
             return Ok(());
         };
         let handshake = handshake_of(socket, auth);
@@ -1483,10 +1499,30 @@ impl<A: Adapter> P2pServer<A> {
                 }
             }
         }
+        let id = identity.client_id.clone();
         socket
             .extensions
             .insert(Admission::Identified(Arc::new(identity)));
+        self.admit_in_cluster(socket, Some(id)).await;
         Ok(())
+    }
+
+    /// In a cluster, claims the id of a connecting client (`id`, else the one its query asks
+    /// for, if valid); when another relay holds it, the connection is refused as a duplicate
+    /// once connected (see [`on_connect`](Self::on_connect)).
+    async fn admit_in_cluster(&self, socket: &SocketRef<A>, id: Option<String>) {
+        if self.cluster().is_none() {
+            return;
+        }
+        let id = id.or_else(|| {
+            let asked = raw_query_value(socket, protocol::QUERY_CLIENT_ID)?;
+            let id = protocol::percent_decode_strict(asked).ok()?;
+            protocol::check_client_id(&id).ok().map(|()| id)
+        });
+        let Some(id) = id else { return };
+        if let Some(reason) = self.claim_in_cluster(&id).await {
+            socket.extensions.insert(Admission::Refused(reason.into()));
+        }
     }
 
     fn on_connect(&self, socket: SocketRef<A>) {
@@ -1637,6 +1673,7 @@ impl<A: Adapter> P2pServer<A> {
                 if let Some(p) = parked {
                     self.end_parked(p.peer);
                 }
+                self.release_in_cluster(&id);
                 return refuse(
                     unclaimable.unwrap_or_else(|| format!("client id '{id}' is already connected")),
                 );
@@ -1960,23 +1997,17 @@ impl<A: Adapter> P2pServer<A> {
     }
 
     /// Tells the watchers of `peer` it left.
+    /// Tells the watchers of `peer` it left, those on other relays of a cluster included; its
+    /// session is over.
     fn tell_watchers(&self, peer: &Arc<Peer<A>>) {
         let watchers: Vec<_> = peer.watchers.lock().unwrap().drain().collect();
+        let mut elsewhere = Vec::new();
         for w in watchers {
-            if let Some(other) = self.peer(&w) {
-                other.watchers.lock().unwrap().remove(&peer.id);
-                let notice = TargetDisconnect(peer.id.to_string());
-                other.emit_control(
-                    event::MULTI_API_TARGET_DISCONNECT,
-                    &notice.to_values(),
-                    "a disconnect notice",
-                );
-            } else if let Some(away) = self.inner.parked.lock().unwrap().get_mut(&w) {
-                // Away for a moment: told if it comes back.
-                away.peer.watchers.lock().unwrap().remove(&peer.id);
-                away.missed.push(peer.id.clone());
+            if !self.tell_one(&w, &peer.id) {
+                elsewhere.push(w);
             }
         }
+        self.left_cluster(peer, elsewhere);
     }
 }
 
