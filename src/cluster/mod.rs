@@ -823,7 +823,7 @@ async fn subscribe_loop(cluster: Weak<Cluster>, host: Weak<dyn Host>) {
                             if !alive {
                                 return;
                             }
-                            let ping = tokio::time::timeout(timeout, sink.ping::<String>()).await;
+                            let ping = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
                             if !matches!(ping, Ok(Ok(_))) {
                                 break;
                             }

@@ -1,0 +1,394 @@
+//! Several relays on one real Redis, with clients spread over them: what one relay's clients can
+//! do with another's, and what they are told when a relay or Redis fails.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use socketio_p2p::{
+    ClientOptions, ClusterOptions, DuplicateIdPolicy, Error, P2pClient, Relay, RelayOptions, Reply,
+    ServerOptions,
+};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
+
+/// A relay of the cluster on `redis`.
+async fn member(redis: &RedisServer) -> Relay {
+    member_with(redis, ServerOptions::default()).await
+}
+
+async fn member_with(redis: &RedisServer, server: ServerOptions) -> Relay {
+    let relay = relay_with(RelayOptions {
+        server,
+        cluster: Some(ClusterOptions::new(redis.url())),
+        ..RelayOptions::default()
+    })
+    .await;
+    linked(&relay.url()).await;
+    relay
+}
+
+/// Waits until the relay at `url` has joined its cluster: a client there sees itself in the
+/// cluster's `LIST_CLIENTS` (which fails while the relay is not linked).
+async fn linked(url: &str) {
+    let probe = format!("probe-{}", rand_suffix());
+    let c = client_at(url, &probe).await;
+    eventually_async("the relay joins the cluster", || {
+        let c = c.clone();
+        let probe = probe.clone();
+        async move { c.list_clients().await.is_ok_and(|ids| ids.contains(&probe)) }
+    })
+    .await;
+    c.disconnect().await.unwrap();
+}
+
+/// [`eventually_async`] with room for reconnecting to Redis (its backoff reaches 2 s): 20 s.
+async fn eventually_long<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !tokio::time::timeout(Duration::from_secs(5), cond())
+        .await
+        .unwrap_or(false)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Waits until `c` sees exactly `ids` (sorted) in `LIST_CLIENTS`.
+async fn lists(c: &P2pClient, ids: &[&str]) {
+    let want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    eventually_async("LIST_CLIENTS shows the cluster's clients", || {
+        let c = c.clone();
+        let want = want.clone();
+        async move { c.list_clients().await.is_ok_and(|got| got == want) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn messages_keep_their_order_and_requests_go_both_ways() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+
+    let got = Log::new();
+    let g = got.clone();
+    bob.on("n", move |m| {
+        g.push((m.from.clone(), m.arg::<i64>(0).unwrap()))
+    });
+    for i in 0..500 {
+        alice.emit_to("bob", "n", i).await.unwrap();
+    }
+    got.wait_len("500 messages across relays", 500).await;
+    let want: Vec<(String, i64)> = (0..500).map(|i| ("alice".to_string(), i)).collect();
+    assert_eq!(got.get(), want, "in the order sent, from alice");
+
+    bob.on("double", |m| {
+        let n: i64 = m.arg(0).unwrap();
+        m.respond(n * 2);
+    });
+    alice.on("greet", |m| {
+        let name: String = m.arg(0).unwrap();
+        m.respond(format!("hello {name}"));
+    });
+    alice.on("refuse", |m| {
+        m.reply.unwrap().error("not today");
+    });
+    let n: i64 = within("alice asks bob", alice.request("bob", "double", 21))
+        .await
+        .unwrap();
+    assert_eq!(n, 42);
+    let s: String = within("bob asks alice", bob.request("alice", "greet", "bob"))
+        .await
+        .unwrap();
+    assert_eq!(s, "hello bob");
+    let refused = within(
+        "an error answer",
+        bob.request::<Value>("alice", "refuse", ()),
+    )
+    .await
+    .expect_err("alice refuses");
+    assert!(
+        matches!(&refused, Error::Remote { peer, message } if peer == "alice" && message == "not today"),
+        "{refused:?}"
+    );
+    let nobody = within(
+        "a request to nobody",
+        alice.request::<Value>("nobody", "x", ()),
+    )
+    .await
+    .expect_err("no such client anywhere");
+    assert!(
+        matches!(&nobody, Error::UnknownTarget(id) if id == "nobody"),
+        "{nobody:?}"
+    );
+    // A request nobody answers times out with the caller's own timeout.
+    let held = hold_replies(&bob, "silent");
+    let late = alice
+        .request::<Value>("bob", "silent", ())
+        .timeout(Duration::from_millis(500))
+        .await
+        .expect_err("no answer");
+    assert!(matches!(late, Error::Timeout { .. }), "{late:?}");
+    drop(held);
+}
+
+/// Keeps the replies of `event`'s requests to `c` unanswered, as long as the result is kept.
+fn hold_replies(c: &P2pClient, event: &str) -> std::sync::Arc<std::sync::Mutex<Vec<Reply>>> {
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    c.on(event, move |m| h.lock().unwrap().extend(m.reply));
+    held
+}
+
+#[tokio::test]
+async fn add_target_list_clients_and_disconnect_notices_cross_relays() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let carol = client(&r2, "carol").await;
+
+    let added = Log::new();
+    let a = added.clone();
+    bob.on_add_p2p_target(move |id| a.push(id));
+    within("add-target across relays", alice.add_p2p_target("bob"))
+        .await
+        .unwrap();
+    added.wait_len("bob is asked", 1).await;
+    assert_eq!(added.get(), ["alice"]);
+    let unknown = within("add-target to nobody", alice.add_p2p_target("nobody"))
+        .await
+        .expect_err("nobody is connected anywhere");
+    assert!(unknown.to_string().contains("nobody"), "{unknown}");
+
+    lists(&alice, &["alice", "bob", "carol"]).await;
+    lists(&carol, &["alice", "bob", "carol"]).await;
+
+    let gone = Log::new();
+    let g = gone.clone();
+    alice.on_p2p_target_disconnect(move |id| g.push(id));
+    let gone_b = Log::new();
+    let g = gone_b.clone();
+    bob.on_p2p_target_disconnect(move |id| g.push(id));
+    // carol talks to alice; then bob leaves, then alice does.
+    carol.emit_to("alice", "hi", ()).await.unwrap();
+    bob.disconnect().await.unwrap();
+    gone.wait_len("alice hears bob left", 1).await;
+    assert_eq!(gone.get(), ["bob"]);
+    lists(&alice, &["alice", "carol"]).await;
+
+    let gone_c = Log::new();
+    let g = gone_c.clone();
+    carol.on_p2p_target_disconnect(move |id| g.push(id));
+    alice.disconnect().await.unwrap();
+    gone_c.wait_len("carol hears alice left", 1).await;
+    assert_eq!(gone_c.get(), ["alice"]);
+    assert!(gone_b.get().is_empty());
+}
+
+#[tokio::test]
+async fn the_servers_own_emits_and_requests_reach_clients_of_other_relays() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let bob = client(&r2, "bob").await;
+    let got = Log::new();
+    let g = got.clone();
+    bob.on_raw("notice", move |args| g.push(args.to_vec()));
+    bob.on_request("sum", |args, reply| {
+        let (a, b) = (args[0].as_i64().unwrap(), args[1].as_i64().unwrap());
+        reply.send(a + b);
+    });
+    r1.server().emit_to("bob", "notice", ("from", 1)).unwrap();
+    got.wait_len("bob hears relay 1's server", 1).await;
+    assert_eq!(got.get(), [vec![json!("from"), json!(1)]]);
+    let sum: i64 = within(
+        "relay 1 asks bob",
+        r1.server().request("bob", "sum", (2, 3)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sum, 5);
+    let nobody = within("nobody", r1.server().request::<Value>("nobody", "sum", ()))
+        .await
+        .expect_err("no such client");
+    assert!(matches!(nobody, Error::UnknownTarget(_)), "{nobody:?}");
+}
+
+#[tokio::test]
+async fn one_id_one_connection_across_relays() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let _bob = client(&r2, "bob").await;
+    let again = P2pClient::connect_with(&r1.url(), "bob", quick()).await;
+    assert!(
+        matches!(&again, Err(Error::Refused(why)) if why == "client id 'bob' is already connected"),
+        "refused as a duplicate on one relay is: {:?}",
+        again.map(|_| ())
+    );
+
+    // Replace: the newer connection wins, the older one is told why.
+    let replace = ServerOptions {
+        duplicate_ids: DuplicateIdPolicy::Replace,
+        ..ServerOptions::default()
+    };
+    let redis2 = RedisServer::start();
+    let (r3, r4) = (
+        member_with(&redis2, replace.clone()).await,
+        member_with(&redis2, replace).await,
+    );
+    let old = client(&r3, "dora").await;
+    let told = Log::new();
+    let t = told.clone();
+    old.on_server_error(move |text| t.push(text));
+    let new = client(&r4, "dora").await;
+    told.wait_len("the older connection is told", 1).await;
+    assert_says(
+        &told.get()[0],
+        &["newer connection took over client id 'dora'"],
+    );
+    let eve = client(&r3, "eve").await;
+    new.on("ping", |m| m.respond("pong"));
+    let pong: String = within("eve reaches the new dora", eve.request("dora", "ping", ()))
+        .await
+        .unwrap();
+    assert_eq!(pong, "pong");
+}
+
+#[tokio::test]
+async fn streams_do_not_cross_relays_and_say_so() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let _bob = client(&r2, "bob").await;
+    let e = within("a stream to another relay", alice.add_p2p_stream("bob"))
+        .await
+        .expect_err("not carried between relays");
+    assert!(e.to_string().contains("other relays"), "{e}");
+}
+
+fn quick() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(3),
+        reconnect: false,
+        ..ClientOptions::default()
+    }
+}
+
+/// `socketio-p2p serve --redis URL` as a process of its own.
+async fn serve(redis: &RedisServer) -> (tokio::process::Child, String) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["serve", "--port", "0", "--redis", &redis.url()]);
+    let (child, url, _lines) = spawn_serve(cmd).await;
+    linked(&url).await;
+    (child, url)
+}
+
+#[tokio::test]
+async fn a_relay_killed_outright_is_mourned_by_the_others() {
+    let redis = RedisServer::start();
+    let r1 = member(&redis).await;
+    let (mut doomed, url) = serve(&redis).await;
+    let alice = client(&r1, "alice").await;
+    let bob = client_at(&url, "bob").await;
+    let _held = hold_replies(&bob, "hold"); // never answered
+    alice.emit_to("bob", "hello", ()).await.unwrap();
+    let gone = Log::new();
+    let g = gone.clone();
+    alice.on_p2p_target_disconnect(move |id| g.push(id));
+    lists(&alice, &["alice", "bob"]).await;
+
+    let waiting = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice
+                .request::<Value>("bob", "hold", ())
+                .timeout(Duration::from_secs(60))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    doomed.start_kill().unwrap();
+    doomed.wait().await.unwrap();
+
+    let failed = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("the pending request ends long before its own timeout")
+        .unwrap()
+        .expect_err("bob's relay is gone");
+    assert!(
+        matches!(&failed, Error::PeerGone(id) if id == "bob"),
+        "{failed:?}"
+    );
+    gone.wait_len("alice hears bob is gone", 1).await;
+    assert_eq!(gone.get(), ["bob"]);
+    eventually_long("bob is gone from the directory", || {
+        let alice = alice.clone();
+        async move { alice.list_clients().await.is_ok_and(|ids| ids == ["alice"]) }
+    })
+    .await;
+    // bob's id is free again, on a live relay.
+    let bob_again = client(&r1, "bob").await;
+    bob_again.on("ping", |m| m.respond("pong"));
+    let pong: String = alice.request("bob", "ping", ()).await.unwrap();
+    assert_eq!(pong, "pong");
+}
+
+#[tokio::test]
+async fn a_redis_restart_fails_cross_relay_calls_clearly_and_then_heals() {
+    let mut redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let carol = client(&r1, "carol").await;
+    let bob = client(&r2, "bob").await;
+    bob.on("ping", |m| m.respond("pong"));
+    carol.on("ping", |m| m.respond("pong"));
+    let pong: String = alice.request("bob", "ping", ()).await.unwrap();
+    assert_eq!(pong, "pong");
+
+    redis.kill();
+    eventually_long("cross-relay calls fail with a clear error", || {
+        let alice = alice.clone();
+        async move {
+            matches!(
+                alice.request::<String>("bob", "ping", ()).await,
+                Err(Error::Cluster(_))
+            )
+        }
+    })
+    .await;
+    let e = alice
+        .request::<String>("bob", "ping", ())
+        .await
+        .expect_err("Redis is down");
+    assert!(e.to_string().contains("Redis"), "{e}");
+    let local: String = alice.request("carol", "ping", ()).await.unwrap();
+    assert_eq!(local, "pong", "clients of one relay still talk");
+
+    redis.restart();
+    eventually_long("cross-relay calls work again", || {
+        let alice = alice.clone();
+        async move { alice.request::<String>("bob", "ping", ()).await.is_ok() }
+    })
+    .await;
+    alice.on("ping", |m| m.respond("pong"));
+    let back: String = bob.request("alice", "ping", ()).await.unwrap();
+    assert_eq!(back, "pong");
+    lists(&alice, &["alice", "bob", "carol"]).await;
+}
