@@ -221,6 +221,9 @@ struct Outgoing {
     done: Option<Done>,
 }
 
+/// The clients of one other relay that clients of this relay talk to, each with those.
+type Watchers = HashMap<String, HashSet<Arc<str>>>;
+
 /// A request waiting for another relay's answer.
 struct Waiting {
     /// The client asked.
@@ -245,7 +248,7 @@ pub(crate) struct Cluster {
     waiting: Mutex<HashMap<u64, Waiting>>,
     /// Clients of other relays that clients of this relay talk to, by relay: who to tell when
     /// that relay dies.
-    watched: Mutex<HashMap<String, HashMap<String, HashSet<Arc<str>>>>>,
+    watched: Mutex<HashMap<String, Watchers>>,
     /// Relays seen with nobody subscribed to their channel at the last heartbeat.
     silent: Mutex<HashSet<String>>,
     stopped: AtomicBool,

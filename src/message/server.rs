@@ -242,6 +242,9 @@ fn add_target<A: Adapter>(
     });
 }
 
+/// The messages of one `P2P_BATCH` for each client of another relay, in order.
+type RemoteBatches = HashMap<Arc<str>, (crate::server::Remote, Vec<(String, Vec<Arg>)>)>;
+
 /// The messages of one `P2P_BATCH` for each extension target, in order.
 type Batches<A> = HashMap<Arc<str>, (Arc<Peer<A>>, Vec<Arg>)>;
 
@@ -255,8 +258,7 @@ fn p2p_batch<A: Adapter>(
 ) {
     let mut batches: Batches<A> = HashMap::new();
     // Messages for clients of other relays, by target, in order.
-    let mut remote: HashMap<Arc<str>, (crate::server::Remote, Vec<(String, Vec<Arg>)>)> =
-        HashMap::new();
+    let mut remote: RemoteBatches = HashMap::new();
     for item in items {
         let p = match item {
             Ok(p) => p,
