@@ -392,3 +392,33 @@ async fn a_redis_restart_fails_cross_relay_calls_clearly_and_then_heals() {
     assert_eq!(back, "pong");
     lists(&alice, &["alice", "bob", "carol"]).await;
 }
+
+#[tokio::test]
+async fn a_client_service_on_another_relay_is_called_but_its_topics_are_refused() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let math = service_client(&r2, "math").await;
+    math.provide_service("add", |call| {
+        let (a, b): (i64, i64) = call.parse().unwrap_or_default();
+        call.respond(a + b);
+    })
+    .unwrap();
+    let caller = client(&r1, "caller").await;
+    let sum: i64 = within(
+        "a call across relays",
+        caller.request_service("math", "add", (2, 3)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sum, 5);
+    let refused = within(
+        "a topic of another relay's service",
+        caller.subscribe_topic("math", "results", |_| {}),
+    )
+    .await
+    .expect_err("topics stay within one relay");
+    assert!(
+        matches!(&refused, Error::Cluster(why) if why.contains("topics")),
+        "{refused:?}"
+    );
+}
