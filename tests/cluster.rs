@@ -422,3 +422,63 @@ async fn a_client_service_on_another_relay_is_called_but_its_topics_are_refused(
         "{refused:?}"
     );
 }
+
+/// A seed-era JavaScript client (socket.io-client 2, `interop/message-interop.js`) on one relay
+/// and a Rust client on another: add-target, messages, requests both ways (Socket.IO
+/// acknowledgements on the JavaScript side), and the notice when the Rust client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_era_javascript_client_talks_to_a_rust_client_of_another_relay() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let rust = client(&r2, "rust-peer").await;
+    let hellos = Log::new();
+    let added = Log::new();
+    let h = hellos.clone();
+    rust.on("hello", move |m| h.push((m.from, m.args)));
+    let a = added.clone();
+    rust.on_add_p2p_target(move |id| a.push(id));
+    rust.on("ask", |m| {
+        let n: i64 = m.arg(0).unwrap_or(0);
+        m.respond(n + 1);
+    });
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut ready_tx = Some(ready_tx);
+    let url = r1.url();
+    let node = tokio::spawn(async move {
+        run_node(
+            "message-interop.js",
+            &[&url],
+            Duration::from_secs(40),
+            move |l| {
+                println!("message-interop: {l}");
+                if l == "READY" {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            },
+        )
+        .await
+    });
+    within("the JavaScript peer is ready", ready_rx)
+        .await
+        .unwrap();
+    assert_eq!(added.get(), ["js-peer"]);
+    assert_eq!(
+        hellos.get(),
+        [("js-peer".to_string(), vec![json!("from js"), json!(42)])]
+    );
+    rust.emit_to("js-peer", "greet", "hi from rust")
+        .await
+        .unwrap();
+    let answer: i64 = rust
+        .request("js-peer", "question", 21)
+        .timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(answer, 42);
+    rust.disconnect().await.unwrap();
+    let (status, lines) = within("the JavaScript peer finishes", node).await.unwrap();
+    assert!(status.success(), "message-interop.js failed: {lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+}
