@@ -103,12 +103,13 @@ impl Envelope {
     }
 }
 
-/// An event argument between relays: JSON, or binary data kept as binary (see [`Arg`]).
+/// An event argument between relays: JSON, or binary data kept as binary (see [`Arg`]), written
+/// in hex (two bytes a byte, where a JSON array of byte values takes up to four).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum WireArg {
     Json(Value),
-    Binary(Vec<u8>),
+    Binary(#[serde(with = "hex_bytes")] Vec<u8>),
     Array(Vec<WireArg>),
     Object(Vec<(String, WireArg)>),
 }
@@ -160,6 +161,39 @@ impl TryFrom<WireArg> for Arg {
     }
 }
 
+/// Bytes as a string of hex digits.
+mod hex_bytes {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            text.push(DIGITS[usize::from(b >> 4)] as char);
+            text.push(DIGITS[usize::from(b & 15)] as char);
+        }
+        s.serialize_str(&text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(de::Error::custom("binary data is not in lowercase hex")),
+        };
+        let text = text.as_bytes();
+        if text.len() % 2 != 0 {
+            return Err(de::Error::custom(
+                "binary data has an odd number of hex digits",
+            ));
+        }
+        text.chunks(2)
+            .map(|pair| Ok(digit(pair[0])? << 4 | digit(pair[1])?))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +222,15 @@ mod tests {
         assert!(Envelope::decode(b"{\"kind\":\"emit\"}").is_none());
         assert!(Envelope::decode(b"\xff").is_none());
         assert!(Envelope::decode(b"{\"kind\":\"launch\"}").is_none());
+        let odd = br#"{"kind":"gone","relay":"r","client":"c","to":"t","x":1}"#;
+        assert!(
+            Envelope::decode(odd).is_none(),
+            "unknown fields are refused"
+        );
+        let bin: WireArg = serde_json::from_str(r#"{"binary":"00ff7f"}"#).unwrap();
+        assert_eq!(bin, WireArg::Binary(vec![0, 255, 127]));
+        assert!(serde_json::from_str::<WireArg>(r#"{"binary":"0g"}"#).is_err());
+        assert!(serde_json::from_str::<WireArg>(r#"{"binary":"abc"}"#).is_err());
         let placeholder = vec![WireArg::Json(serde_json::json!({"_placeholder": true}))];
         assert!(WireArg::into_args(placeholder).is_err());
     }
