@@ -482,3 +482,45 @@ async fn a_seed_era_javascript_client_talks_to_a_rust_client_of_another_relay() 
     assert!(status.success(), "message-interop.js failed: {lines:?}");
     assert_eq!(lines.last().map(String::as_str), Some("DONE"));
 }
+
+/// A connection to another relay that presents the session's resume secret takes the client id
+/// over (a wrong secret is refused as a duplicate): the old relay closes its connection without
+/// telling its peers, and hands them over, so that they are told when the client leaves for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resume_secret_takes_the_id_over_on_another_relay() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let bob = client(&r1, "bob").await;
+    let gone = Log::new();
+    let g = gone.clone();
+    bob.on_p2p_target_disconnect(move |id| g.push(id));
+    let mut first = raw_client(&format!("{}?clientId=alice&p2pExt=1", r1.url())).await;
+    let (secret, _) = p2p_welcome(&first).await;
+    bob.emit_to("alice", "hi", ()).await.unwrap();
+    eventually("alice gets bob's message", || {
+        first.events.get().iter().any(|(ev, _)| ev == "hi")
+    })
+    .await;
+
+    let elsewhere = format!("{}?clientId=alice&p2pExt=1", r2.url());
+    let mut wrong = raw_client(&format!("{elsewhere}&resume={}", "0".repeat(64))).await;
+    assert_says(
+        &wrong.next_error("a wrong secret").await,
+        &["already connected"],
+    );
+    let second = raw_client(&format!("{elsewhere}&resume={secret}")).await;
+    let (next, _) = p2p_welcome(&second).await;
+    assert_ne!(next, secret);
+    first.wait_closed("the old connection is closed").await;
+    bob.emit_to("alice", "again", ()).await.unwrap();
+    eventually("the new connection gets bob's message", || {
+        second.events.get().iter().any(|(ev, _)| ev == "again")
+    })
+    .await;
+    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+    lists(&bob, &["alice", "bob"]).await;
+
+    second.sio.disconnect().await.unwrap();
+    gone.wait_len("bob hears alice left for good", 1).await;
+    assert_eq!(gone.get(), ["alice"]);
+}

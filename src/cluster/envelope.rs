@@ -64,6 +64,17 @@ pub(crate) enum Envelope {
     /// Another relay took client id `client` over (the duplicate-id policy `replace`): the
     /// receiving relay disconnects its connection under that id, telling it `reason`.
     Kick { client: String, reason: String },
+    /// Relay `relay` took client id `client` over with the session's resume secret: the
+    /// receiving relay ends its session of that id without telling its peers, and sends `relay`
+    /// the session's watchers ([`Envelope::Watchers`]).
+    Resumed { relay: String, client: String },
+    /// The watchers of client `client`, whose session the receiving relay took over, and the
+    /// peers it watched that left while it was away.
+    Watchers {
+        client: String,
+        watchers: Vec<String>,
+        missed: Vec<String>,
+    },
 }
 
 impl Envelope {

@@ -23,6 +23,11 @@
 //!   client that claims the id. So a relay killed outright loses its clients within the lease.
 //! - `P:relay:<relay>:clients`: the set of client ids a relay holds, for `LIST_CLIENTS`; removed
 //!   with the relay's entries when it is found dead.
+//! - `P:resume:<id>`: the resume secret of client `<id>`'s session (see `PROTOCOL.md`, "Session
+//!   resume"), written by the relay that holds the id. A connection to another relay that
+//!   presents it takes the id over (the claim script compares it); the old relay ends its
+//!   session without telling its peers and hands its watchers over. Removed with the client's
+//!   entry.
 //!
 //! Since a Redis started without persistence forgets all of it when it restarts, each relay
 //! writes its part again when it finds its liveness key missing, and every few seconds anyway.
@@ -139,27 +144,45 @@ pub(crate) trait Host: Send + Sync + 'static {
 }
 
 /// Claims client id `ARGV[3]` for relay `ARGV[1]` unless a live relay other than it holds it
-/// (`ARGV[4]` = `take`: whoever holds it). Returns `{1, previous holder or ''}` when claimed,
-/// `{0, holder}` when not.
+/// (`ARGV[4]` = `take`: whoever holds it), or the connection presents the resume secret of the
+/// session there (`ARGV[5]`, compared with `KEYS[3]`). Returns `{1, previous holder or ''}` when
+/// claimed, `{2, holder}` when taken over with the secret, `{0, holder}` when not claimed.
 const CLAIM: &str = r#"
 local cur = redis.call('GET', KEYS[1])
+local how = 1
 if cur and cur ~= ARGV[1] and ARGV[4] ~= 'take'
    and redis.call('EXISTS', ARGV[2] .. cur) == 1 then
-  return {0, cur}
+  if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) == ARGV[5] then
+    how = 2
+  else
+    return {0, cur}
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[3])
 if cur and cur ~= ARGV[1] then
+  redis.call('DEL', KEYS[3])
   redis.call('SREM', ARGV[2] .. cur .. ':clients', ARGV[3])
-  return {1, cur}
+  return {how, cur}
 end
 return {1, ''}
 "#;
 
-/// Releases client id `ARGV[2]` if relay `ARGV[1]` still holds it.
+/// Records resume secret `ARGV[2]` for the client of key `KEYS[1]`, if relay `ARGV[1]` holds it.
+const SET_SECRET: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Releases client id `ARGV[2]` (and its session's resume secret) if relay `ARGV[1]` still
+/// holds it.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[3])
 end
 redis.call('SREM', KEYS[2], ARGV[2])
 return 1
@@ -187,15 +210,18 @@ end
 return out
 "#;
 
-/// Removes the entries of dead relays: their client ids (those still naming them), their
-/// client sets, and their place in the set of relays.
+/// Removes the entries of dead relays: their client ids (those still naming them, with their
+/// resume secrets), their client sets, and their place in the set of relays.
 const PRUNE: &str = r#"
 for _, r in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. r) == 0 then
     local set = ARGV[1] .. r .. ':clients'
     for _, c in ipairs(redis.call('SMEMBERS', set)) do
       local key = ARGV[2] .. c
-      if redis.call('GET', key) == r then redis.call('DEL', key) end
+      if redis.call('GET', key) == r then
+        redis.call('DEL', key)
+        redis.call('DEL', ARGV[3] .. c)
+      end
     end
     redis.call('DEL', set)
     redis.call('SREM', KEYS[1], r)
@@ -303,6 +329,10 @@ impl Cluster {
         self.key(&format!("client:{client}"))
     }
 
+    fn resume_key(&self, client: &str) -> String {
+        self.key(&format!("resume:{client}"))
+    }
+
     /// `P:relay:` — the start of every relay's liveness key and channel.
     fn relay_prefix(&self) -> String {
         self.key("relay:")
@@ -336,27 +366,45 @@ impl Cluster {
         }
     }
 
-    fn claim_cmd(&self, client: &str, take: bool) -> redis::Cmd {
+    fn claim_cmd(&self, client: &str, take: bool, secret: Option<&str>) -> redis::Cmd {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(CLAIM)
-            .arg(2)
+            .arg(3)
             .arg(self.client_key(client))
             .arg(self.own_clients_key())
+            .arg(self.resume_key(client))
             .arg(&self.id)
             .arg(self.relay_prefix())
             .arg(client)
-            .arg(if take { "take" } else { "claim" });
+            .arg(if take { "take" } else { "claim" })
+            .arg(secret.unwrap_or(""));
         cmd
     }
 
     /// Claims client id `client` for this relay. `take`: even from a live relay, which is then
-    /// told to disconnect its connection under the id (the policy `replace`). Fails with the
-    /// holder's relay id when another live relay holds it and `take` is false, and with
+    /// told to disconnect its connection under the id (the policy `replace`); `secret`: the
+    /// resume secret the connection presents, which takes the id over from the live relay
+    /// whose session has that secret (that relay is told so). Fails with the holder's relay id
+    /// when another live relay holds it and neither lets this one take it, and with
     /// [`Error::Cluster`] when Redis cannot be reached.
-    pub(crate) async fn claim(&self, client: &str, take: bool) -> Result<Claim, Error> {
-        let (claimed, other): (i64, String) = self.run(&self.claim_cmd(client, take)).await?;
+    pub(crate) async fn claim(
+        &self,
+        client: &str,
+        take: bool,
+        secret: Option<&str>,
+    ) -> Result<Claim, Error> {
+        let cmd = self.claim_cmd(client, take, secret);
+        let (claimed, other): (i64, String) = self.run(&cmd).await?;
         if claimed == 0 {
             return Ok(Claim::HeldBy(other));
+        }
+        if claimed == 2 {
+            let env = Envelope::Resumed {
+                relay: self.id.clone(),
+                client: client.to_string(),
+            };
+            self.send(Route::Relay(other), &env, None);
+            return Ok(Claim::Claimed);
         }
         if take && !other.is_empty() {
             let reason =
@@ -373,13 +421,33 @@ impl Cluster {
         Ok(Claim::Claimed)
     }
 
+    /// Records the resume secret of the session of `client` here, with which a connection to
+    /// another relay may take the session's id over.
+    pub(crate) fn set_resume_secret(self: &Arc<Self>, client: &str, secret: &str) {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SET_SECRET)
+            .arg(2)
+            .arg(self.client_key(client))
+            .arg(self.resume_key(client))
+            .arg(&self.id)
+            .arg(secret);
+        let this = self.clone();
+        let client = client.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = this.run::<i64>(&cmd).await {
+                tracing::debug!(%client, "could not record the session's resume secret: {e}");
+            }
+        });
+    }
+
     /// Releases client id `client`, if this relay still holds it.
     pub(crate) fn release(self: &Arc<Self>, client: &str) {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(RELEASE)
-            .arg(2)
+            .arg(3)
             .arg(self.client_key(client))
             .arg(self.own_clients_key())
+            .arg(self.resume_key(client))
             .arg(&self.id)
             .arg(client);
         let this = self.clone();
@@ -640,7 +708,8 @@ impl Cluster {
             .arg(1)
             .arg(self.key("relays"))
             .arg(self.relay_prefix())
-            .arg(self.key("client:"));
+            .arg(self.key("client:"))
+            .arg(self.key("resume:"));
         pipe.add_command(cmd).ignore();
         if let Err(e) = self.run_pipe(&pipe).await {
             tracing::debug!("could not leave the cluster cleanly: {e}");
@@ -900,7 +969,8 @@ impl Cluster {
                 .arg(1)
                 .arg(self.key("relays"))
                 .arg(self.relay_prefix())
-                .arg(self.key("client:"));
+                .arg(self.key("client:"))
+                .arg(self.key("resume:"));
             self.run::<i64>(&cmd).await?;
         }
         let relays = self.relays_of_interest();
@@ -963,7 +1033,7 @@ impl Cluster {
         for chunk in ids.chunks(PIPELINE) {
             let mut pipe = redis::pipe();
             for id in chunk {
-                pipe.add_command(self.claim_cmd(id, false));
+                pipe.add_command(self.claim_cmd(id, false, None));
             }
             let values = self.run_pipe(&pipe).await?;
             for (id, v) in chunk.iter().zip(values) {

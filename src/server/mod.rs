@@ -1520,7 +1520,9 @@ impl<A: Adapter> P2pServer<A> {
             protocol::check_client_id(&id).ok().map(|()| id)
         });
         let Some(id) = id else { return };
-        if let Some(reason) = self.claim_in_cluster(&id).await {
+        let secret = raw_query_value(socket, protocol::QUERY_RESUME)
+            .and_then(|s| protocol::percent_decode_strict(s).ok());
+        if let Some(reason) = self.claim_in_cluster(&id, secret.as_deref()).await {
             socket.extensions.insert(Admission::Refused(reason.into()));
         }
     }
@@ -1757,6 +1759,7 @@ impl<A: Adapter> P2pServer<A> {
             let _ = old.socket.clone().disconnect();
         }
         tracing::debug!(client = %id, ext, sid = %socket.id, "client connected");
+        self.note_resume_secret(&peer);
 
         // Room events reach each member on this server through its budget (see `members`), found
         // from its socket; members on other servers through the adapter's broadcast, which

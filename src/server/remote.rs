@@ -91,10 +91,13 @@ impl<A: Adapter> P2pServer<A> {
     /// Claims the id of a connecting client in the cluster's directory; the reason to refuse it
     /// when another relay holds the id and the duplicate-id policy is to reject. With Redis out
     /// of reach the client is let in, and its id claimed when Redis is back.
-    pub(crate) async fn claim_in_cluster(&self, id: &str) -> Option<String> {
+    /// A connection presenting the resume secret of the session of `id` on another relay
+    /// (`secret`) takes the id over whatever the policy.
+    pub(crate) async fn claim_in_cluster(&self, id: &str, secret: Option<&str>) -> Option<String> {
         let cluster = self.cluster()?;
         let take = self.inner.opts.duplicate_ids == super::DuplicateIdPolicy::Replace;
-        match cluster.claim(id, take).await {
+        let secret = secret.filter(|_| !self.inner.opts.resume_grace.is_zero());
+        match cluster.claim(id, take, secret).await {
             Ok(Claim::Claimed) => None,
             Ok(Claim::HeldBy(relay)) => {
                 tracing::debug!(client = %id, %relay, "the client id is held by another relay");
@@ -166,6 +169,66 @@ impl<A: Adapter> P2pServer<A> {
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    /// Records the resume secret of a new session of `peer` in the cluster, so that it may come
+    /// back on another relay.
+    pub(super) fn note_resume_secret(&self, peer: &Peer<A>) {
+        if let (Some(cluster), Some(secret)) = (self.cluster(), &peer.resume) {
+            cluster.set_resume_secret(&peer.id, secret);
+        }
+    }
+
+    /// Relay `relay` took the session of `id` over with its resume secret: ends it here (what
+    /// was held for it is dropped and its senders told, requests waiting for it fail with
+    /// `PEER_GONE`) without telling its peers, and hands its watchers to `relay`.
+    fn resumed_elsewhere(&self, cluster: &Cluster, relay: &str, id: &str) {
+        let parked = self.inner.parked.lock().unwrap().remove(id);
+        let (peer, missed) = match (parked, self.peer(id)) {
+            (Some(p), _) => (p.peer, p.missed),
+            (None, Some(peer)) => (peer, Vec::new()),
+            (None, None) => return,
+        };
+        tracing::info!(client = %id, %relay, "the client resumed its session on another relay");
+        peer.taken_over
+            .store(true, std::sync::atomic::Ordering::Release);
+        let watchers: Vec<String> = peer
+            .watchers
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|w| w.to_string())
+            .collect();
+        self.unregister(&peer);
+        self.end_held(&peer);
+        if peer.socket.connected() {
+            let _ = peer.socket.clone().disconnect();
+        }
+        cluster.forget_watcher(id);
+        self.release_in_cluster(id);
+        let env = Envelope::Watchers {
+            client: id.to_string(),
+            watchers,
+            missed: missed.iter().map(|m| m.to_string()).collect(),
+        };
+        cluster.send_to_relay(relay, &env);
+    }
+
+    /// The watchers of the session of `id` that this relay took over from another: they are
+    /// told when it leaves; and the peers that left while it was away, told to it now.
+    fn take_watchers(&self, id: &str, watchers: Vec<String>, missed: Vec<String>) -> bool {
+        let Some(peer) = self.peer(id) else {
+            return false;
+        };
+        {
+            let mut w = peer.watchers.lock().unwrap();
+            w.extend(watchers.into_iter().map(Arc::<str>::from));
+        }
+        for gone in missed {
+            let gone: Arc<str> = gone.into();
+            self.tell_one(id, &gone);
+        }
+        true
     }
 
     /// Disconnects this relay's connection under `id`, telling it `reason`, as when a newer
@@ -465,6 +528,23 @@ fn deliver<A: Adapter>(server: &P2pServer<A>, cluster: &Arc<Cluster>, env: Envel
             ));
         }
         Envelope::Kick { client, reason } => server.evict_local(&client, &reason),
+        Envelope::Resumed { relay, client } => server.resumed_elsewhere(cluster, &relay, &client),
+        Envelope::Watchers {
+            client,
+            watchers,
+            missed,
+        } => {
+            if !server.take_watchers(&client, watchers.clone(), missed.clone()) {
+                // The connection that took the session over may still be being set up.
+                let server = server.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if !server.take_watchers(&client, watchers, missed) {
+                        tracing::debug!(%client, "no session here for the watchers handed over");
+                    }
+                });
+            }
+        }
     }
 }
 

@@ -803,3 +803,19 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// The `P2P_WELCOME` a raw extension client got: its resume secret and whether it resumed a
+/// session.
+pub async fn p2p_welcome(raw: &RawClient) -> (String, bool) {
+    eventually("a P2P_WELCOME arrives", || {
+        raw.events.get().iter().any(|(ev, _)| ev == "P2P_WELCOME")
+    })
+    .await;
+    let events = raw.events.get();
+    let (_, args) = events.iter().find(|(ev, _)| ev == "P2P_WELCOME").unwrap();
+    let secret = args[0]["resume"]
+        .as_str()
+        .expect("a resume secret")
+        .to_string();
+    (secret, args[0]["resumed"].as_bool().unwrap_or(false))
+}
