@@ -380,6 +380,19 @@ async fn a_redis_restart_fails_cross_relay_calls_clearly_and_then_heals() {
     assert!(e.to_string().contains("Redis"), "{e}");
     let local: String = alice.request("carol", "ping", ()).await.unwrap();
     assert_eq!(local, "pong", "clients of one relay still talk");
+    let listed = alice
+        .list_clients()
+        .await
+        .expect_err("the cluster's list needs Redis");
+    assert!(matches!(listed, Error::Cluster(_)), "{listed:?}");
+    // A message is refused too, and its sender told why.
+    let told = Log::new();
+    let t = told.clone();
+    alice.on_server_error(move |text| t.push(text));
+    alice.emit_to("bob", "hello", ()).await.unwrap();
+    told.wait_len("alice is told the message was not delivered", 1)
+        .await;
+    assert_says(&told.get()[0], &["Redis", "not delivered"]);
 
     redis.restart();
     eventually_long("cross-relay calls work again", || {

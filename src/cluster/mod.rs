@@ -55,6 +55,12 @@
 //! talked to its clients: they get `MULTI_API_TARGET_DISCONNECT`, and their requests waiting for
 //! its clients fail with `PEER_GONE`.
 //!
+//! `PUBLISH` counts a message delivered once Redis has queued it for the target relay's
+//! subscription: one that breaks before the relay reads it (a relay that falls far behind is cut
+//! off by Redis' `client-output-buffer-limit pubsub`) loses what was in it. The subscriber reads
+//! without pause and hands each envelope over at once (nothing here waits on a client), so that
+//! only a relay that cannot keep up at all is at risk.
+//!
 //! Carried between relays: messages (`P2P_EMIT`, `P2P_BATCH`), requests and their answers
 //! (`P2P_EMIT_ACKNOWLEDGE`, `P2P_REQ`, the server's own [`P2pServer::request`](crate::P2pServer::request)),
 //! `MULTI_API_ADD_TARGET`, disconnect notices, `LIST_CLIENTS`, and the duplicate-id policy. Rooms,
