@@ -283,6 +283,9 @@ pub(crate) struct Cluster {
     watched: Mutex<HashMap<String, Watchers>>,
     /// Relays seen with nobody subscribed to their channel at the last heartbeat.
     silent: Mutex<HashSet<String>>,
+    /// Set when this relay's part of the directory is to be written again at the next heartbeat
+    /// (a client let in without its claim, a link to Redis made again).
+    resync: AtomicBool,
     stopped: AtomicBool,
 }
 
@@ -313,6 +316,7 @@ impl Cluster {
             waiting: Mutex::new(HashMap::new()),
             watched: Mutex::new(HashMap::new()),
             silent: Mutex::new(HashSet::new()),
+            resync: AtomicBool::new(true),
             stopped: AtomicBool::new(false),
         });
         tracing::info!(relay = %cluster.id, url = %redact(&cluster.opts.url), "joining the cluster");
@@ -632,8 +636,17 @@ impl Cluster {
         watched.retain(|_, c| !c.is_empty());
     }
 
+    /// Has this relay's part of the directory written again at the next heartbeat: a client was
+    /// let in without claiming its id.
+    pub(crate) fn claim_later(&self) {
+        self.resync.store(true, Ordering::Release);
+    }
+
     /// The link to Redis came up or went down.
     fn set_up(&self, up: bool) {
+        if up {
+            self.resync.store(true, Ordering::Release);
+        }
         self.up.store(up, Ordering::Release);
         *self.up_since.lock().unwrap() = up.then(Instant::now);
         if !up {
@@ -963,8 +976,12 @@ impl Cluster {
             .arg(lease)
             .arg("GET");
         let before: Option<String> = self.run(&renew).await?;
-        if before.is_none() || beats % RESYNC_EVERY == 0 {
-            self.resync(host).await?;
+        let asked = self.resync.swap(false, Ordering::AcqRel);
+        if before.is_none() || asked || beats % RESYNC_EVERY == 0 {
+            if let Err(e) = self.resync(host).await {
+                self.resync.store(true, Ordering::Release);
+                return Err(e);
+            }
         }
         if !self.may_judge() {
             return Ok(());

@@ -97,6 +97,12 @@ impl<A: Adapter> P2pServer<A> {
         let cluster = self.cluster()?;
         let take = self.inner.opts.duplicate_ids == super::DuplicateIdPolicy::Replace;
         let secret = secret.filter(|_| !self.inner.opts.resume_grace.is_zero());
+        if !cluster.is_up() {
+            // Not kept waiting on a Redis that is known to be away.
+            tracing::debug!(client = %id, "Redis is out of reach: registered in the cluster later");
+            cluster.claim_later();
+            return None;
+        }
         match cluster.claim(id, take, secret).await {
             Ok(Claim::Claimed) => None,
             Ok(Claim::HeldBy(relay)) => {
@@ -105,6 +111,7 @@ impl<A: Adapter> P2pServer<A> {
             }
             Err(e) => {
                 tracing::warn!(client = %id, "could not register the client in the cluster: {e}");
+                cluster.claim_later();
                 None
             }
         }
@@ -233,12 +240,19 @@ impl<A: Adapter> P2pServer<A> {
 
     /// Disconnects this relay's connection under `id`, telling it `reason`, as when a newer
     /// connection takes the id over.
+    /// A session of `id` kept here for its return ends too, as when another connection takes
+    /// the id.
     fn evict_local(&self, id: &str, reason: &str) {
         if let Some(old) = self.peer(id) {
             tracing::info!(client = %id, "{reason}");
             old.server_error(reason);
             self.forget(&old);
             let _ = old.socket.clone().disconnect();
+        }
+        let parked = self.inner.parked.lock().unwrap().remove(id);
+        if let Some(p) = parked {
+            tracing::info!(client = %id, "{reason} (its session kept for its return ends)");
+            self.end_parked(p.peer);
         }
     }
 }
