@@ -394,6 +394,10 @@ async fn a_redis_restart_fails_cross_relay_calls_clearly_and_then_heals() {
         .await;
     assert_says(&told.get()[0], &["Redis", "not delivered"]);
 
+    // A client that connects meanwhile is let in, and registered when Redis is back.
+    let dave = client(&r2, "dave").await;
+    dave.on("ping", |m| m.respond("pong from dave"));
+
     redis.restart();
     eventually_long("cross-relay calls work again", || {
         let alice = alice.clone();
@@ -403,7 +407,12 @@ async fn a_redis_restart_fails_cross_relay_calls_clearly_and_then_heals() {
     alice.on("ping", |m| m.respond("pong"));
     let back: String = bob.request("alice", "ping", ()).await.unwrap();
     assert_eq!(back, "pong");
-    lists(&alice, &["alice", "bob", "carol"]).await;
+    eventually_long("dave is reachable from the other relay", || {
+        let alice = alice.clone();
+        async move { alice.request::<String>("dave", "ping", ()).await.is_ok() }
+    })
+    .await;
+    lists(&alice, &["alice", "bob", "carol", "dave"]).await;
 }
 
 #[tokio::test]
