@@ -1209,20 +1209,7 @@ impl<A: Adapter> P2pServer<A> {
         let args = args.into_args()?;
         match self.target(client_id)? {
             Target::Local(peer) => peer.emit(event, &args),
-            Target::Remote(remote) => {
-                protocol::check_no_placeholder(&args)?;
-                let cluster = self.cluster().expect("a remote target is of a cluster");
-                if !cluster.is_up() {
-                    return Err(cluster.unavailable(&format!("not sent to client '{client_id}'")));
-                }
-                let to = client_id.to_string();
-                Target::<A>::Remote(remote).emit_from(None, event.to_string(), json_args(&args), move |sent| {
-                    if let Err(e) = sent {
-                        tracing::warn!(client = %to, "a server emit to another relay was not delivered: {e}");
-                    }
-                });
-                Ok(())
-            }
+            Target::Remote(remote) => self.emit_to_remote(remote, event, &args),
         }
     }
 

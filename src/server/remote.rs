@@ -48,6 +48,29 @@ impl<A: Adapter> P2pServer<A> {
             .map_err(|_| Error::Cluster("this relay already joined a cluster".into()))
     }
 
+    /// [`P2pServer::emit_to`] a client this relay does not have: handed to the cluster, or
+    /// refused at once while Redis is out of reach. A failure to deliver it after that is logged.
+    pub(super) fn emit_to_remote(
+        &self,
+        remote: Remote,
+        event: &str,
+        args: &[serde_json::Value],
+    ) -> Result<(), Error> {
+        crate::protocol::check_no_placeholder(args)?;
+        if !remote.cluster.is_up() {
+            let what = format!("not sent to client '{}'", remote.id);
+            return Err(remote.cluster.unavailable(&what));
+        }
+        let to = remote.id.clone();
+        let args = args.iter().cloned().map(Arg::Json).collect();
+        Target::<A>::Remote(remote).emit_from(None, event.to_string(), args, move |sent| {
+            if let Err(e) = sent {
+                tracing::warn!(client = %to, "a server emit to another relay was not delivered: {e}");
+            }
+        });
+        Ok(())
+    }
+
     /// The cluster this relay joined, if it did.
     pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.inner.cluster.get().map(|j| &j.cluster)
