@@ -63,9 +63,11 @@
 //!
 //! Carried between relays: messages (`P2P_EMIT`, `P2P_BATCH`), requests and their answers
 //! (`P2P_EMIT_ACKNOWLEDGE`, `P2P_REQ`, the server's own [`P2pServer::request`](crate::P2pServer::request)),
-//! `MULTI_API_ADD_TARGET`, disconnect notices, `LIST_CLIENTS`, and the duplicate-id policy. Rooms,
-//! room emits, streams and services stay within one relay; opening a stream to a client of another
-//! relay fails with [`Error::Cluster`].
+//! `MULTI_API_ADD_TARGET`, disconnect notices, `LIST_CLIENTS`, calls to a service a client
+//! provides, the duplicate-id policy, and a client's return with its resume secret. Rooms, room
+//! emits, streams, service topics and the server's own services stay within one relay; opening a
+//! stream to, or subscribing to a topic of, a client of another relay fails with
+//! [`Error::Cluster`].
 
 mod envelope;
 
