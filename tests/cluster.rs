@@ -546,3 +546,52 @@ async fn the_resume_secret_takes_the_id_over_on_another_relay() {
     gone.wait_len("bob hears alice left for good", 1).await;
     assert_eq!(gone.get(), ["alice"]);
 }
+
+/// What arrives on a relay's channel is decoded once: garbage, unknown kinds, a placeholder
+/// look-alike and answers nobody waits for are dropped, and the relay goes on relaying.
+#[tokio::test]
+async fn bad_envelopes_on_a_relays_channel_are_dropped() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let got = Log::new();
+    let g = got.clone();
+    bob.on_raw("hi", move |args| g.push(args.to_vec()));
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("socketio-p2p:relay:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(channels.len(), 2, "one channel per relay: {channels:?}");
+    let hostile = [
+        "not json".to_string(),
+        "\u{0}\u{1}".to_string(),
+        json!({"kind": "launch"}).to_string(),
+        json!({"kind": "emit", "relay": "x"}).to_string(),
+        json!({"kind": "reply", "id": 12345, "ok": []}).to_string(),
+        json!({"kind": "emit", "relay": "x", "from": "mallory", "to": "bob", "event": "hi",
+               "args": [{"json": {"_placeholder": true, "num": 0}}]})
+        .to_string(),
+        json!({"kind": "emit", "relay": "x", "from": "mallory", "to": "bob", "event": "hi",
+               "args": [{"binary": "zz"}]})
+        .to_string(),
+    ];
+    for channel in &channels {
+        for payload in &hostile {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    alice.emit_to("bob", "hi", "still here").await.unwrap();
+    got.wait_len("the relays still relay", 1).await;
+    assert_eq!(got.get(), [vec![json!("alice"), json!("still here")]]);
+}
