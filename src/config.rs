@@ -13,7 +13,7 @@
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Deserializer};
 use socketio_p2p::auth::{JwtAuthenticator, Permissions};
-use socketio_p2p::{DuplicateIdPolicy, RelayOptions, TlsConfig};
+use socketio_p2p::{ClusterOptions, DuplicateIdPolicy, RelayOptions, TlsConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +93,10 @@ pub(crate) struct ServeArgs {
     /// The private key (PEM) of --tls-cert's certificate.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Join the cluster of the relays sharing this Redis, e.g. redis://127.0.0.1:6379/: a client
+    /// of one relay reaches the clients of the others by id [default: run alone].
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// What clients may do unless their token says otherwise: every client when no token is
     /// required, else those whose token carries no permissions. Any of these flags replaces the
     /// config file's `[permissions]` table.
@@ -136,6 +140,8 @@ pub(crate) struct File {
     auth: Auth,
     #[serde(default)]
     tls: Tls,
+    #[serde(default)]
+    cluster: ClusterTable,
     /// The default permissions (see `socketio_p2p::auth::Permissions`).
     permissions: Option<Permissions>,
 }
@@ -154,6 +160,13 @@ struct Auth {
 struct Tls {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+}
+
+/// The file's `[cluster]` table: the Redis of the relays this one joins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterTable {
+    redis: Option<String>,
 }
 
 /// The file's `[limits]` table: the relay's bounds, named as the fields of `ServerOptions` and
@@ -301,6 +314,11 @@ impl Settings {
                 )
             }
         };
+        if let Some(url) = flags.redis.or(file.cluster.redis) {
+            let cluster = ClusterOptions::new(url);
+            cluster.check().map_err(|e| crate::with_causes(&e))?;
+            relay.cluster = Some(cluster);
+        }
         Settings::checked(
             file.host,
             file.port,
@@ -512,6 +530,32 @@ mod tests {
             .relay
             .tls
             .is_none());
+    }
+
+    /// `[cluster] redis` joins a cluster, `--redis` wins over it, a URL that is not one is
+    /// refused; without either the relay runs alone.
+    #[test]
+    fn the_cluster_table_and_flag() {
+        assert!(resolve("", ServeArgs::default())
+            .unwrap()
+            .relay
+            .cluster
+            .is_none());
+        let text = "[cluster]\nredis = \"redis://10.0.0.1:6379/\"\n";
+        let s = resolve(text, ServeArgs::default()).unwrap();
+        assert_eq!(s.relay.cluster.unwrap().url, "redis://10.0.0.1:6379/");
+        let flags = ServeArgs {
+            redis: Some("redis://127.0.0.1:7000/".into()),
+            ..ServeArgs::default()
+        };
+        let s = resolve(text, flags).unwrap();
+        assert_eq!(s.relay.cluster.unwrap().url, "redis://127.0.0.1:7000/");
+        let e = resolve("[cluster]\nredis = \"http://nope\"\n", ServeArgs::default())
+            .expect_err("not a Redis URL");
+        assert!(e.contains("Redis URL"), "{e}");
+        let e = resolve("[cluster]\nurl = \"redis://x/\"\n", ServeArgs::default())
+            .expect_err("a misspelt key");
+        assert!(e.contains("url"), "{e}");
     }
 
     #[test]

@@ -99,6 +99,12 @@ pub enum Error {
     /// A value could not be converted to or from JSON.
     #[error("could not convert a payload to or from JSON")]
     Json(#[source] Arc<serde_json::Error>),
+    /// The target is on another relay of the cluster, or may be, and the relays cannot reach
+    /// each other right now (their Redis is down or unreachable), or the operation is not carried
+    /// between relays; nothing was delivered. The text says which. See
+    /// [`ClusterOptions`](crate::cluster::ClusterOptions).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Who answered, as a text: a quoted client or service name, or the relay itself unquoted.
@@ -147,6 +153,7 @@ impl From<Error> for std::io::Error {
             Error::PermissionDenied(_) => K::PermissionDenied,
             Error::Token { .. } => K::InvalidInput,
             Error::Busy(_) | Error::Overloaded(_) => K::WouldBlock,
+            Error::Cluster(_) => K::NotConnected,
             Error::Remote { .. } | Error::Connect { .. } => K::Other,
         };
         std::io::Error::new(kind, e)
@@ -178,6 +185,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// [`Error::PermissionDenied`]: the caller may not do this.
     PermissionDenied,
+    /// [`Error::Cluster`]: the relays of a cluster cannot reach each other, or the operation
+    /// does not cross relays.
+    Cluster,
     /// Anything else that failed on the other side; reaches the caller as [`Error::Remote`].
     #[serde(other)]
     Internal,
@@ -225,6 +235,7 @@ impl Error {
             Error::Refused(_) => ErrorCode::Refused,
             Error::Unauthorized { .. } => ErrorCode::Unauthorized,
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Error::Cluster(_) => ErrorCode::Cluster,
             _ => ErrorCode::Internal,
         }
     }
@@ -256,6 +267,7 @@ impl Error {
             | Error::Refused(d)
             | Error::Overloaded(d)
             | Error::PermissionDenied(d)
+            | Error::Cluster(d)
             | Error::Unauthorized { message: d, .. } => w.detail = Some(d.clone()),
             Error::Remote { peer, message } => {
                 w.peer = Some(peer.clone());
@@ -291,6 +303,7 @@ impl Error {
                 message: detail,
             },
             Some(ErrorCode::PermissionDenied) => Error::PermissionDenied(detail),
+            Some(ErrorCode::Cluster) => Error::Cluster(detail),
             Some(ErrorCode::Timeout) => Error::Timeout {
                 peer: w.peer,
                 event: w.event.unwrap_or_default(),
@@ -341,6 +354,7 @@ mod tests {
                 message: "token expired: the token's exp has passed".into(),
             },
             Error::PermissionDenied("client 'alice' may not send to client 'bob'".into()),
+            Error::Cluster("the relays cannot reach their Redis".into()),
         ];
         for e in cases {
             let json = serde_json::to_value(e.to_wire()).unwrap();

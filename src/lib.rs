@@ -190,6 +190,7 @@
 mod apis;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod message;
 pub mod protocol;
@@ -202,6 +203,7 @@ pub mod service;
 pub mod stream;
 
 pub use client::{ClientOptions, ConnectionState, P2pClient, TokenRefresh, WeakP2pClient};
+pub use cluster::ClusterOptions;
 pub use error::{Error, ErrorCode, Result};
 pub use message::{parse_args, Args, IntoArgs, ListenerId, PeerListeners, PeerMessage, Request};
 pub use relay::{Relay, RelayOptions, TlsConfig};

@@ -10,6 +10,7 @@
 //! at most [`MAX_TLS_HANDSHAKES`] at once, each given [`TLS_HANDSHAKE_TIMEOUT`]; a connection
 //! that fails its handshake is closed and logged at debug level.
 
+use crate::cluster::ClusterOptions;
 use crate::server::{P2pServer, ServerOptions, WriteCounter, WriteCounters, METRICS_CONTENT_TYPE};
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::serve::IncomingStream;
@@ -140,6 +141,9 @@ pub struct RelayOptions {
     pub max_payload: u64,
     /// Serve over TLS with this certificate and key; `None` (the default) serves plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// Join the cluster of the relays sharing this Redis (see [`crate::cluster`]); `None` (the
+    /// default) runs the relay alone.
+    pub cluster: Option<ClusterOptions>,
 }
 
 impl Default for RelayOptions {
@@ -149,6 +153,7 @@ impl Default for RelayOptions {
             max_buffer_size: 65_536,
             max_payload: 16 << 20,
             tls: None,
+            cluster: None,
         }
     }
 }
@@ -170,13 +175,21 @@ impl Relay {
     }
 
     /// Binds `addr` and starts serving.
-    /// A failure to bind is [`Error::Io`](crate::Error::Io), its cause kept.
+    /// A failure to bind is [`Error::Io`](crate::Error::Io), its cause kept; a
+    /// [`cluster`](RelayOptions::cluster) whose Redis URL cannot be used is
+    /// [`Error::Cluster`](crate::Error::Cluster).
     pub async fn bind_with(addr: impl ToSocketAddrs, opts: RelayOptions) -> crate::Result<Relay> {
+        if let Some(cluster) = &opts.cluster {
+            cluster.check()?;
+        }
         let listener = TcpListener::bind(addr).await?;
         Ok(Relay::serve(listener, opts))
     }
 
     /// Serves on an already bound listener. Must be called within a Tokio runtime.
+    ///
+    /// A [`cluster`](RelayOptions::cluster) whose Redis URL cannot be used is logged as an
+    /// error and the relay runs alone; [`bind_with`](Self::bind_with) refuses it instead.
     pub fn serve(listener: TcpListener, opts: RelayOptions) -> Relay {
         let addr = listener
             .local_addr()
@@ -193,6 +206,11 @@ impl Relay {
             .ack_timeout(opts.server.reply_timeout)
             .build_layer();
         let server = P2pServer::attach(&io, opts.server);
+        if let Some(cluster) = opts.cluster {
+            if let Err(e) = server.join_cluster(cluster) {
+                tracing::error!("the relay runs alone: {e}");
+            }
+        }
         let conns = server.inner.conns.clone();
         let metrics = server.clone();
         let app = axum::Router::new()
@@ -280,6 +298,7 @@ impl Relay {
 
     async fn stop_now(&mut self) {
         self.server.disconnect_all();
+        self.server.leave_cluster().await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

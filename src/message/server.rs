@@ -3,7 +3,9 @@
 use crate::auth::Action;
 use crate::error::Error;
 use crate::protocol::{self, batch_item, event, AddTarget, Arg, Batch, Emit};
-use crate::server::{CallerSlot, OpError, OpReply, Operations, P2pServer, Peer, Reason, RELAY};
+use crate::server::{
+    CallerSlot, OpError, OpReply, Operations, P2pServer, Peer, Reason, Target, RELAY,
+};
 use crate::service::server::{intercept, Intercept};
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
@@ -100,18 +102,32 @@ fn caller_slot<A: Adapter>(server: &P2pServer<A>, caller: &Peer<A>) -> Result<Ca
 }
 
 /// The target client `id`: connected, or away for a moment, when what is sent to it is held for
-/// its return.
+/// its return; in a cluster, perhaps a client of another relay (see [`P2pServer::target`]).
 fn target_of<A: Adapter>(
     server: &P2pServer<A>,
     caller: &Peer<A>,
     id: &str,
-) -> Result<Arc<Peer<A>>, Error> {
-    let target = server
-        .peer_or_away(id)
-        .ok_or_else(|| Error::UnknownTarget(id.to_string()))?;
-    // Either end learns when the other goes away.
-    caller.watch(&target.id);
-    target.watch(&caller.id);
+    event: Option<&str>,
+) -> Result<Target<A>, Error> {
+    let target = server.target(id)?;
+    if let (Target::Remote(_), Some(api)) = (&target, event) {
+        if crate::service::is_builtin_api(api) {
+            // Topic rooms are rooms of one relay.
+            return Err(Error::Cluster(format!(
+                "'{api}' to '{id}': client '{id}' is not connected to this relay, and service \
+                 topics do not reach clients of the cluster's other relays"
+            )));
+        }
+    }
+    // Either end learns when the other goes away (a client of another relay: through its
+    // relay, once it is reached).
+    match &target {
+        Target::Local(t) => {
+            caller.watch(&t.id);
+            t.watch(&caller.id);
+        }
+        Target::Remote(r) => caller.watch(r.id()),
+    }
     Ok(target)
 }
 
@@ -126,12 +142,18 @@ fn p2p_emit<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, p: Emit, r: 
     if let Err(e) = server.check_event_name(&p.event) {
         return r.respond(Err(e.into()));
     }
-    let result = target_of(server, peer, &p.target)
-        .and_then(|target| target.emit_args_from(&peer.id, 1, &p.event, &p.args))
-        .inspect(|()| server.metrics().messages_relayed(1))
-        .map(|()| vec![])
-        .map_err(OpError::from);
-    r.respond(result);
+    let target = match target_of(server, peer, &p.target, Some(&p.event)) {
+        Ok(t) => t,
+        Err(e) => return r.respond(Err(e.into())),
+    };
+    let metrics = peer.metrics.clone();
+    target.emit_from(Some(&peer.id), p.event, p.args, move |sent| {
+        let result = sent
+            .inspect(|()| metrics.messages_relayed(1))
+            .map(|()| vec![])
+            .map_err(OpError::from);
+        r.respond(result);
+    });
 }
 
 /// `P2P_EMIT_ACKNOWLEDGE({targetClientId, event, args}, ack)`: `event(...args, ack')` to the
@@ -151,7 +173,7 @@ fn p2p_emit_acknowledge<A: Adapter>(
     if let Err(e) = server.check_event_name(&p.event) {
         return r.respond(Err(e.into()));
     }
-    let target = match target_of(server, peer, &p.target) {
+    let target = match target_of(server, peer, &p.target, Some(&p.event)) {
         Ok(t) => t,
         Err(e) => return r.respond(Err(e.into())),
     };
@@ -163,12 +185,15 @@ fn p2p_emit_acknowledge<A: Adapter>(
         server.inner.opts.reply_timeout,
         server.inner.opts.max_pending_per_client,
     );
+    let (caller, metrics) = (peer.id.clone(), peer.metrics.clone());
     tokio::spawn(async move {
         let _slot = slot;
-        let result = target.request_args(&p.event, p.args, timeout, max).await;
+        let result = target
+            .request_args(Some(&caller), &p.event, p.args, timeout, max)
+            .await;
         if !matches!(result, Err(Error::Busy(_))) {
             // Delivered, whether answered in time or not (a refusal is counted as one).
-            target.metrics.request_relayed();
+            metrics.request_relayed();
         }
         r.respond_args(result.map_err(OpError::from));
     });
@@ -184,7 +209,7 @@ fn add_target<A: Adapter>(
     if let Err(e) = peer.check(Action::Send(&target_id)) {
         return r.respond(Err(e.into()));
     }
-    let target = match target_of(server, peer, &target_id) {
+    let target = match target_of(server, peer, &target_id, None) {
         Ok(t) => t,
         Err(error) => {
             let msg = protocol::not_registered(&target_id);
@@ -207,16 +232,28 @@ fn add_target<A: Adapter>(
         let _slot = slot;
         let source = AddTarget(peer.id.to_string());
         let result = target
-            .request(
+            .request_args(
+                Some(&peer.id),
                 event::MULTI_API_ADD_TARGET,
-                &[Value::from(source.0)],
+                vec![Arg::Json(Value::from(source.0))],
                 timeout,
                 max,
             )
             .await;
-        r.respond(result.map_err(OpError::from));
+        let result = result.map(|args| args.into_iter().map(Arg::into_value).collect());
+        r.respond(result.map_err(|error| match error {
+            // A client of no relay of the cluster: answered as for one not connected here.
+            Error::UnknownTarget(id) => OpError {
+                seed_ack: Some(vec![Value::from(protocol::not_registered(&id))]),
+                error: Error::UnknownTarget(id),
+            },
+            error => OpError::from(error),
+        }));
     });
 }
+
+/// The messages of one `P2P_BATCH` for each client of another relay, in order.
+type RemoteBatches = HashMap<Arc<str>, (crate::server::Remote, Vec<(String, Vec<Arg>)>)>;
 
 /// The messages of one `P2P_BATCH` for each extension target, in order.
 type Batches<A> = HashMap<Arc<str>, (Arc<Peer<A>>, Vec<Arg>)>;
@@ -230,6 +267,8 @@ fn p2p_batch<A: Adapter>(
     r: OpReply,
 ) {
     let mut batches: Batches<A> = HashMap::new();
+    // Messages for clients of other relays, by target, in order.
+    let mut remote: RemoteBatches = HashMap::new();
     for item in items {
         let p = match item {
             Ok(p) => p,
@@ -256,8 +295,19 @@ fn p2p_batch<A: Adapter>(
         };
         let result = server.check_event_name(&p.event);
         let result = result
-            .and_then(|()| target_of(server, peer, &p.target))
+            .and_then(|()| target_of(server, peer, &p.target, Some(&p.event)))
             .and_then(|target| {
+                let target = match target {
+                    Target::Local(t) => t,
+                    Target::Remote(r) => {
+                        remote
+                            .entry(r.id().clone())
+                            .or_insert_with(|| (r, Vec::new()))
+                            .1
+                            .push((p.event, p.args));
+                        return Ok(());
+                    }
+                };
                 if target.ext {
                     batches
                         .entry(target.id.clone())
@@ -292,6 +342,17 @@ fn p2p_batch<A: Adapter>(
                 ),
             });
         }
+    }
+    for (_, (target, items)) in remote {
+        let n = items.len();
+        let (caller, metrics, to) = (peer.clone(), peer.metrics.clone(), target.id().clone());
+        target.batch(&peer.id, items, move |sent| match sent {
+            Ok(()) => metrics.messages_relayed(n),
+            Err(e) => caller.report(&Error::remote(
+                RELAY,
+                format!("{e} ({n} messages for '{to}' were not delivered)"),
+            )),
+        });
     }
     r.respond(Ok(vec![]));
 }

@@ -326,8 +326,19 @@ fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom
 }
 
 /// `LIST_CLIENTS(ack)`: `ack([clientId, ...])`.
+/// In a cluster, the clients of every relay.
 fn list_clients<A: Adapter>(server: &P2pServer<A>, _: &Arc<Peer<A>>, (): (), r: OpReply) {
-    let mut ids = server.client_ids();
-    ids.sort();
-    r.respond(Ok(ClientList(ids).to_values()));
+    if server.cluster().is_none() {
+        let mut ids = server.client_ids();
+        ids.sort();
+        return r.respond(Ok(ClientList(ids).to_values()));
+    }
+    let server = server.clone();
+    tokio::spawn(async move {
+        let ids = server.cluster_client_ids().await;
+        r.respond(
+            ids.map(|ids| ClientList(ids).to_values())
+                .map_err(Into::into),
+        );
+    });
 }

@@ -31,6 +31,7 @@ mod lane;
 mod limits;
 mod members;
 mod metrics;
+mod remote;
 
 pub(crate) use budget::Connections as WriteCounters;
 pub use budget::WriteCounter;
@@ -43,6 +44,7 @@ pub(crate) use members::{encode_args, RoomEvent};
 use metrics::SlowConsumer;
 pub use metrics::METRICS_CONTENT_TYPE;
 pub(crate) use metrics::{Metrics, Reason};
+pub(crate) use remote::{Remote, Target};
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1085,6 +1087,8 @@ pub(crate) struct Inner<A: Adapter> {
     /// [`ServerOptions::default_permissions`], shared by the clients that have them; `None`
     /// when they allow everything.
     default_permissions: Option<Arc<Permissions>>,
+    /// The cluster this relay joined, if any (see [`P2pServer::join_cluster`]).
+    cluster: std::sync::OnceLock<remote::Joined>,
 }
 
 /// The operations of every API whose events the relay handles.
@@ -1163,6 +1167,7 @@ impl<A: Adapter> P2pServer<A> {
                 metrics,
                 default_permissions: (!opts.default_permissions.allows_all())
                     .then(|| Arc::new(opts.default_permissions.clone())),
+                cluster: std::sync::OnceLock::new(),
                 opts,
             }),
         }
@@ -1231,10 +1236,10 @@ impl<A: Adapter> P2pServer<A> {
     pub fn emit_to(&self, client_id: &str, event: &str, args: impl IntoArgs) -> Result<(), Error> {
         check_server_event(event)?;
         let args = args.into_args()?;
-        let peer = self
-            .peer_or_away(client_id)
-            .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
-        peer.emit(event, &args)
+        match self.target(client_id)? {
+            Target::Local(peer) => peer.emit(event, &args),
+            Target::Remote(remote) => self.emit_to_remote(remote, event, &args),
+        }
     }
 
     /// Sends `event` with `args` to a client and waits for its answer, deserialized as `R`, at
@@ -1264,16 +1269,13 @@ impl<A: Adapter> P2pServer<A> {
         args: Vec<Value>,
         timeout: Duration,
     ) -> Result<Vec<Value>, Error> {
-        let peer = self
-            .peer_or_away(client_id)
-            .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
-        peer.request(
-            event,
-            &args,
-            timeout,
-            self.inner.opts.max_pending_per_client,
-        )
-        .await
+        protocol::check_no_placeholder(&args)?;
+        let max = self.inner.opts.max_pending_per_client;
+        let answer = self
+            .target(client_id)?
+            .request_args(None, event, json_args(&args), timeout, max)
+            .await?;
+        Ok(answer.into_iter().map(Arg::into_value).collect())
     }
 
     /// The bytes the relay holds queued towards a connected client, by its own account (see
@@ -1472,6 +1474,7 @@ impl<A: Adapter> P2pServer<A> {
             }
         }
         let Some(authenticator) = opts.authenticator.clone() else {
+            self.admit_in_cluster(socket, None).await;
             return Ok(());
         };
         let handshake = handshake_of(socket, auth);
@@ -1512,10 +1515,32 @@ impl<A: Adapter> P2pServer<A> {
                 }
             }
         }
+        let id = identity.client_id.clone();
         socket
             .extensions
             .insert(Admission::Identified(Arc::new(identity)));
+        self.admit_in_cluster(socket, Some(id)).await;
         Ok(())
+    }
+
+    /// In a cluster, claims the id of a connecting client (`id`, else the one its query asks
+    /// for, if valid); when another relay holds it, the connection is refused as a duplicate
+    /// once connected (see [`on_connect`](Self::on_connect)).
+    async fn admit_in_cluster(&self, socket: &SocketRef<A>, id: Option<String>) {
+        if self.cluster().is_none() {
+            return;
+        }
+        let id = id.or_else(|| {
+            let asked = raw_query_value(socket, protocol::QUERY_CLIENT_ID)?;
+            let id = protocol::percent_decode_strict(asked).ok()?;
+            protocol::check_client_id(&id).ok().map(|()| id)
+        });
+        let Some(id) = id else { return };
+        let secret = raw_query_value(socket, protocol::QUERY_RESUME)
+            .and_then(|s| protocol::percent_decode_strict(s).ok());
+        if let Some(reason) = self.claim_in_cluster(&id, secret.as_deref()).await {
+            socket.extensions.insert(Admission::Refused(reason.into()));
+        }
     }
 
     fn on_connect(&self, socket: SocketRef<A>) {
@@ -1666,6 +1691,7 @@ impl<A: Adapter> P2pServer<A> {
                 if let Some(p) = parked {
                     self.end_parked(p.peer);
                 }
+                self.release_in_cluster(&id);
                 return refuse(
                     unclaimable.unwrap_or_else(|| format!("client id '{id}' is already connected")),
                 );
@@ -1749,6 +1775,7 @@ impl<A: Adapter> P2pServer<A> {
             let _ = old.socket.clone().disconnect();
         }
         tracing::debug!(client = %id, ext, sid = %socket.id, "client connected");
+        self.note_resume_secret(&peer);
 
         // Room events reach each member on this server through its budget (see `members`), found
         // from its socket; members on other servers through the adapter's broadcast, which
@@ -1990,23 +2017,17 @@ impl<A: Adapter> P2pServer<A> {
     }
 
     /// Tells the watchers of `peer` it left.
+    /// Tells the watchers of `peer` it left, those on other relays of a cluster included; its
+    /// session is over.
     fn tell_watchers(&self, peer: &Arc<Peer<A>>) {
         let watchers: Vec<_> = peer.watchers.lock().unwrap().drain().collect();
+        let mut elsewhere = Vec::new();
         for w in watchers {
-            if let Some(other) = self.peer(&w) {
-                other.watchers.lock().unwrap().remove(&peer.id);
-                let notice = TargetDisconnect(peer.id.to_string());
-                other.emit_control(
-                    event::MULTI_API_TARGET_DISCONNECT,
-                    &notice.to_values(),
-                    "a disconnect notice",
-                );
-            } else if let Some(away) = self.inner.parked.lock().unwrap().get_mut(&w) {
-                // Away for a moment: told if it comes back.
-                away.peer.watchers.lock().unwrap().remove(&peer.id);
-                away.missed.push(peer.id.clone());
+            if !self.tell_one(&w, &peer.id) {
+                elsewhere.push(w);
             }
         }
+        self.left_cluster(peer, elsewhere);
     }
 }
 

@@ -488,7 +488,7 @@ pub(crate) fn create_stream<A: Adapter>(
     let Some(target) = server.peer(&info.target_client_id) else {
         let msg = protocol::not_registered(&info.target_client_id);
         return r.respond(Err(OpError {
-            error: Error::UnknownTarget(info.target_client_id.clone()),
+            error: server.not_here(&info.target_client_id, "a stream"),
             seed_ack: Some(vec![Value::from(msg)]),
         }));
     };
@@ -670,7 +670,7 @@ impl<A: Adapter> P2pServer<A> {
     ) -> Result<P2pDuplex, Error> {
         let peer = self
             .peer(client_id)
-            .ok_or_else(|| Error::UnknownTarget(client_id.to_string()))?;
+            .ok_or_else(|| self.not_here(client_id, "a stream"))?;
         if !peer.ext {
             return Err(Error::BadRequest(format!(
                 "'{client_id}' is a seed-era client; the server opens streams to Rust clients only"

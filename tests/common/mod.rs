@@ -738,3 +738,88 @@ pub async fn raw_connect_error(url: &str, auth: Option<Value>) -> String {
         Ok(()) => panic!("{url} connected; expected a connection error"),
     }
 }
+
+// ---- a real Redis, for the relays of a cluster ----
+
+/// A real `redis-server` on a loopback port of its own, without persistence (`--save ''
+/// --appendonly no`), killed when dropped. `redis-server` must be installed (`.ci/run` installs
+/// it).
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one on a free port and waits (at most 10 s) until it accepts connections.
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        RedisServer::start_on(port)
+    }
+
+    /// Starts one on `port`.
+    pub fn start_on(port: u16) -> RedisServer {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts (is it installed? .ci/run installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server listens on port {port} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer {
+            child: Some(child),
+            port,
+        }
+    }
+
+    /// Its URL, `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills it (SIGKILL) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it and starts a fresh one, which knows nothing, on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = RedisServer::start_on(self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `P2P_WELCOME` a raw extension client got: its resume secret and whether it resumed a
+/// session.
+pub async fn p2p_welcome(raw: &RawClient) -> (String, bool) {
+    eventually("a P2P_WELCOME arrives", || {
+        raw.events.get().iter().any(|(ev, _)| ev == "P2P_WELCOME")
+    })
+    .await;
+    let events = raw.events.get();
+    let (_, args) = events.iter().find(|(ev, _)| ev == "P2P_WELCOME").unwrap();
+    let secret = args[0]["resume"]
+        .as_str()
+        .expect("a resume secret")
+        .to_string();
+    (secret, args[0]["resumed"].as_bool().unwrap_or(false))
+}

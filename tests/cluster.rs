@@ -1,0 +1,597 @@
+//! Several relays on one real Redis, with clients spread over them: what one relay's clients can
+//! do with another's, and what they are told when a relay or Redis fails.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use socketio_p2p::{
+    ClientOptions, ClusterOptions, DuplicateIdPolicy, Error, P2pClient, Relay, RelayOptions, Reply,
+    ServerOptions,
+};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_socketio-p2p");
+
+/// A relay of the cluster on `redis`.
+async fn member(redis: &RedisServer) -> Relay {
+    member_with(redis, ServerOptions::default()).await
+}
+
+async fn member_with(redis: &RedisServer, server: ServerOptions) -> Relay {
+    let relay = relay_with(RelayOptions {
+        server,
+        cluster: Some(ClusterOptions::new(redis.url())),
+        ..RelayOptions::default()
+    })
+    .await;
+    linked(&relay.url()).await;
+    relay
+}
+
+/// Waits until the relay at `url` has joined its cluster: a client there sees itself in the
+/// cluster's `LIST_CLIENTS` (which fails while the relay is not linked).
+async fn linked(url: &str) {
+    let probe = format!("probe-{}", rand_suffix());
+    let c = client_at(url, &probe).await;
+    eventually_async("the relay joins the cluster", || {
+        let c = c.clone();
+        let probe = probe.clone();
+        async move { c.list_clients().await.is_ok_and(|ids| ids.contains(&probe)) }
+    })
+    .await;
+    c.disconnect().await.unwrap();
+}
+
+/// [`eventually_async`] with room for reconnecting to Redis (its backoff reaches 2 s): 20 s.
+async fn eventually_long<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !tokio::time::timeout(Duration::from_secs(5), cond())
+        .await
+        .unwrap_or(false)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Waits until `c` sees exactly `ids` (sorted) in `LIST_CLIENTS`.
+async fn lists(c: &P2pClient, ids: &[&str]) {
+    let want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    eventually_async("LIST_CLIENTS shows the cluster's clients", || {
+        let c = c.clone();
+        let want = want.clone();
+        async move { c.list_clients().await.is_ok_and(|got| got == want) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn messages_keep_their_order_and_requests_go_both_ways() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+
+    let got = Log::new();
+    let g = got.clone();
+    bob.on("n", move |m| {
+        g.push((m.from.clone(), m.arg::<i64>(0).unwrap()))
+    });
+    for i in 0..500 {
+        alice.emit_to("bob", "n", i).await.unwrap();
+    }
+    got.wait_len("500 messages across relays", 500).await;
+    let want: Vec<(String, i64)> = (0..500).map(|i| ("alice".to_string(), i)).collect();
+    assert_eq!(got.get(), want, "in the order sent, from alice");
+
+    bob.on("double", |m| {
+        let n: i64 = m.arg(0).unwrap();
+        m.respond(n * 2);
+    });
+    alice.on("greet", |m| {
+        let name: String = m.arg(0).unwrap();
+        m.respond(format!("hello {name}"));
+    });
+    alice.on("refuse", |m| {
+        m.reply.unwrap().error("not today");
+    });
+    let n: i64 = within("alice asks bob", alice.request("bob", "double", 21))
+        .await
+        .unwrap();
+    assert_eq!(n, 42);
+    let s: String = within("bob asks alice", bob.request("alice", "greet", "bob"))
+        .await
+        .unwrap();
+    assert_eq!(s, "hello bob");
+    let refused = within(
+        "an error answer",
+        bob.request::<Value>("alice", "refuse", ()),
+    )
+    .await
+    .expect_err("alice refuses");
+    assert!(
+        matches!(&refused, Error::Remote { peer, message } if peer == "alice" && message == "not today"),
+        "{refused:?}"
+    );
+    let nobody = within(
+        "a request to nobody",
+        alice.request::<Value>("nobody", "x", ()),
+    )
+    .await
+    .expect_err("no such client anywhere");
+    assert!(
+        matches!(&nobody, Error::UnknownTarget(id) if id == "nobody"),
+        "{nobody:?}"
+    );
+    // A request nobody answers times out with the caller's own timeout.
+    let held = hold_replies(&bob, "silent");
+    let late = alice
+        .request::<Value>("bob", "silent", ())
+        .timeout(Duration::from_millis(500))
+        .await
+        .expect_err("no answer");
+    assert!(matches!(late, Error::Timeout { .. }), "{late:?}");
+    drop(held);
+}
+
+/// Keeps the replies of `event`'s requests to `c` unanswered, as long as the result is kept.
+fn hold_replies(c: &P2pClient, event: &str) -> std::sync::Arc<std::sync::Mutex<Vec<Reply>>> {
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    c.on(event, move |m| h.lock().unwrap().extend(m.reply));
+    held
+}
+
+#[tokio::test]
+async fn add_target_list_clients_and_disconnect_notices_cross_relays() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let carol = client(&r2, "carol").await;
+
+    let added = Log::new();
+    let a = added.clone();
+    bob.on_add_p2p_target(move |id| a.push(id));
+    within("add-target across relays", alice.add_p2p_target("bob"))
+        .await
+        .unwrap();
+    added.wait_len("bob is asked", 1).await;
+    assert_eq!(added.get(), ["alice"]);
+    let unknown = within("add-target to nobody", alice.add_p2p_target("nobody"))
+        .await
+        .expect_err("nobody is connected anywhere");
+    assert!(unknown.to_string().contains("nobody"), "{unknown}");
+
+    lists(&alice, &["alice", "bob", "carol"]).await;
+    lists(&carol, &["alice", "bob", "carol"]).await;
+
+    let gone = Log::new();
+    let g = gone.clone();
+    alice.on_p2p_target_disconnect(move |id| g.push(id));
+    let gone_b = Log::new();
+    let g = gone_b.clone();
+    bob.on_p2p_target_disconnect(move |id| g.push(id));
+    // carol talks to alice; then bob leaves, then alice does.
+    carol.emit_to("alice", "hi", ()).await.unwrap();
+    bob.disconnect().await.unwrap();
+    gone.wait_len("alice hears bob left", 1).await;
+    assert_eq!(gone.get(), ["bob"]);
+    lists(&alice, &["alice", "carol"]).await;
+
+    let gone_c = Log::new();
+    let g = gone_c.clone();
+    carol.on_p2p_target_disconnect(move |id| g.push(id));
+    alice.disconnect().await.unwrap();
+    gone_c.wait_len("carol hears alice left", 1).await;
+    assert_eq!(gone_c.get(), ["alice"]);
+    assert!(gone_b.get().is_empty());
+}
+
+#[tokio::test]
+async fn the_servers_own_emits_and_requests_reach_clients_of_other_relays() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let bob = client(&r2, "bob").await;
+    let got = Log::new();
+    let g = got.clone();
+    bob.on_raw("notice", move |args| g.push(args.to_vec()));
+    bob.on_request("sum", |args, reply| {
+        let (a, b) = (args[0].as_i64().unwrap(), args[1].as_i64().unwrap());
+        reply.send(a + b);
+    });
+    r1.server().emit_to("bob", "notice", ("from", 1)).unwrap();
+    got.wait_len("bob hears relay 1's server", 1).await;
+    assert_eq!(got.get(), [vec![json!("from"), json!(1)]]);
+    let sum: i64 = within(
+        "relay 1 asks bob",
+        r1.server().request("bob", "sum", (2, 3)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sum, 5);
+    let nobody = within("nobody", r1.server().request::<Value>("nobody", "sum", ()))
+        .await
+        .expect_err("no such client");
+    assert!(matches!(nobody, Error::UnknownTarget(_)), "{nobody:?}");
+}
+
+#[tokio::test]
+async fn one_id_one_connection_across_relays() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let _bob = client(&r2, "bob").await;
+    let again = P2pClient::connect_with(&r1.url(), "bob", quick()).await;
+    assert!(
+        matches!(&again, Err(Error::Refused(why)) if why == "client id 'bob' is already connected"),
+        "refused as a duplicate on one relay is: {:?}",
+        again.map(|_| ())
+    );
+
+    // Replace: the newer connection wins, the older one is told why.
+    let replace = ServerOptions {
+        duplicate_ids: DuplicateIdPolicy::Replace,
+        ..ServerOptions::default()
+    };
+    let redis2 = RedisServer::start();
+    let (r3, r4) = (
+        member_with(&redis2, replace.clone()).await,
+        member_with(&redis2, replace).await,
+    );
+    let old = client(&r3, "dora").await;
+    let told = Log::new();
+    let t = told.clone();
+    old.on_server_error(move |text| t.push(text));
+    let new = client(&r4, "dora").await;
+    told.wait_len("the older connection is told", 1).await;
+    assert_says(
+        &told.get()[0],
+        &["newer connection took over client id 'dora'"],
+    );
+    let eve = client(&r3, "eve").await;
+    new.on("ping", |m| m.respond("pong"));
+    let pong: String = within("eve reaches the new dora", eve.request("dora", "ping", ()))
+        .await
+        .unwrap();
+    assert_eq!(pong, "pong");
+}
+
+#[tokio::test]
+async fn streams_do_not_cross_relays_and_say_so() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let _bob = client(&r2, "bob").await;
+    let e = within("a stream to another relay", alice.add_p2p_stream("bob"))
+        .await
+        .expect_err("not carried between relays");
+    assert!(e.to_string().contains("other relays"), "{e}");
+}
+
+fn quick() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(3),
+        reconnect: false,
+        ..ClientOptions::default()
+    }
+}
+
+/// `socketio-p2p serve --redis URL` as a process of its own.
+async fn serve(redis: &RedisServer) -> (tokio::process::Child, String) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["serve", "--port", "0", "--redis", &redis.url()]);
+    let (child, url, _lines) = spawn_serve(cmd).await;
+    linked(&url).await;
+    (child, url)
+}
+
+#[tokio::test]
+async fn a_relay_killed_outright_is_mourned_by_the_others() {
+    let redis = RedisServer::start();
+    let r1 = member(&redis).await;
+    let (mut doomed, url) = serve(&redis).await;
+    let alice = client(&r1, "alice").await;
+    let bob = client_at(&url, "bob").await;
+    let _held = hold_replies(&bob, "hold"); // never answered
+    alice.emit_to("bob", "hello", ()).await.unwrap();
+    let gone = Log::new();
+    let g = gone.clone();
+    alice.on_p2p_target_disconnect(move |id| g.push(id));
+    lists(&alice, &["alice", "bob"]).await;
+
+    let waiting = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice
+                .request::<Value>("bob", "hold", ())
+                .timeout(Duration::from_secs(60))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    doomed.start_kill().unwrap();
+    doomed.wait().await.unwrap();
+
+    let failed = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("the pending request ends long before its own timeout")
+        .unwrap()
+        .expect_err("bob's relay is gone");
+    assert!(
+        matches!(&failed, Error::PeerGone(id) if id == "bob"),
+        "{failed:?}"
+    );
+    gone.wait_len("alice hears bob is gone", 1).await;
+    assert_eq!(gone.get(), ["bob"]);
+    eventually_long("bob is gone from the directory", || {
+        let alice = alice.clone();
+        async move { alice.list_clients().await.is_ok_and(|ids| ids == ["alice"]) }
+    })
+    .await;
+    // bob's id is free again, on a live relay.
+    let bob_again = client(&r1, "bob").await;
+    bob_again.on("ping", |m| m.respond("pong"));
+    let pong: String = alice.request("bob", "ping", ()).await.unwrap();
+    assert_eq!(pong, "pong");
+}
+
+#[tokio::test]
+async fn a_redis_restart_fails_cross_relay_calls_clearly_and_then_heals() {
+    let mut redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let carol = client(&r1, "carol").await;
+    let bob = client(&r2, "bob").await;
+    bob.on("ping", |m| m.respond("pong"));
+    carol.on("ping", |m| m.respond("pong"));
+    let pong: String = alice.request("bob", "ping", ()).await.unwrap();
+    assert_eq!(pong, "pong");
+
+    redis.kill();
+    eventually_long("cross-relay calls fail with a clear error", || {
+        let alice = alice.clone();
+        async move {
+            matches!(
+                alice.request::<String>("bob", "ping", ()).await,
+                Err(Error::Cluster(_))
+            )
+        }
+    })
+    .await;
+    let e = alice
+        .request::<String>("bob", "ping", ())
+        .await
+        .expect_err("Redis is down");
+    assert!(e.to_string().contains("Redis"), "{e}");
+    let local: String = alice.request("carol", "ping", ()).await.unwrap();
+    assert_eq!(local, "pong", "clients of one relay still talk");
+    let listed = alice
+        .list_clients()
+        .await
+        .expect_err("the cluster's list needs Redis");
+    assert!(matches!(listed, Error::Cluster(_)), "{listed:?}");
+    // A message is refused too, and its sender told why.
+    let told = Log::new();
+    let t = told.clone();
+    alice.on_server_error(move |text| t.push(text));
+    alice.emit_to("bob", "hello", ()).await.unwrap();
+    told.wait_len("alice is told the message was not delivered", 1)
+        .await;
+    assert_says(&told.get()[0], &["Redis", "not delivered"]);
+
+    // A client that connects meanwhile is let in, and registered when Redis is back.
+    let dave = client(&r2, "dave").await;
+    dave.on("ping", |m| m.respond("pong from dave"));
+
+    redis.restart();
+    eventually_long("cross-relay calls work again", || {
+        let alice = alice.clone();
+        async move { alice.request::<String>("bob", "ping", ()).await.is_ok() }
+    })
+    .await;
+    alice.on("ping", |m| m.respond("pong"));
+    let back: String = bob.request("alice", "ping", ()).await.unwrap();
+    assert_eq!(back, "pong");
+    eventually_long("dave is reachable from the other relay", || {
+        let alice = alice.clone();
+        async move { alice.request::<String>("dave", "ping", ()).await.is_ok() }
+    })
+    .await;
+    lists(&alice, &["alice", "bob", "carol", "dave"]).await;
+}
+
+#[tokio::test]
+async fn a_client_service_on_another_relay_is_called_but_its_topics_are_refused() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let math = service_client(&r2, "math").await;
+    math.provide_service("add", |call| {
+        let (a, b): (i64, i64) = call.parse().unwrap_or_default();
+        call.respond(a + b);
+    })
+    .unwrap();
+    let caller = client(&r1, "caller").await;
+    let sum: i64 = within(
+        "a call across relays",
+        caller.request_service("math", "add", (2, 3)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sum, 5);
+    let refused = within(
+        "a topic of another relay's service",
+        caller.subscribe_topic("math", "results", |_| {}),
+    )
+    .await
+    .expect_err("topics stay within one relay");
+    assert!(
+        matches!(&refused, Error::Cluster(why) if why.contains("topics")),
+        "{refused:?}"
+    );
+}
+
+/// A seed-era JavaScript client (socket.io-client 2, `interop/message-interop.js`) on one relay
+/// and a Rust client on another: add-target, messages, requests both ways (Socket.IO
+/// acknowledgements on the JavaScript side), and the notice when the Rust client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_era_javascript_client_talks_to_a_rust_client_of_another_relay() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let rust = client(&r2, "rust-peer").await;
+    let hellos = Log::new();
+    let added = Log::new();
+    let h = hellos.clone();
+    rust.on("hello", move |m| h.push((m.from, m.args)));
+    let a = added.clone();
+    rust.on_add_p2p_target(move |id| a.push(id));
+    rust.on("ask", |m| {
+        let n: i64 = m.arg(0).unwrap_or(0);
+        m.respond(n + 1);
+    });
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut ready_tx = Some(ready_tx);
+    let url = r1.url();
+    let node = tokio::spawn(async move {
+        run_node(
+            "message-interop.js",
+            &[&url],
+            Duration::from_secs(40),
+            move |l| {
+                println!("message-interop: {l}");
+                if l == "READY" {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            },
+        )
+        .await
+    });
+    within("the JavaScript peer is ready", ready_rx)
+        .await
+        .unwrap();
+    assert_eq!(added.get(), ["js-peer"]);
+    assert_eq!(
+        hellos.get(),
+        [("js-peer".to_string(), vec![json!("from js"), json!(42)])]
+    );
+    rust.emit_to("js-peer", "greet", "hi from rust")
+        .await
+        .unwrap();
+    let answer: i64 = rust
+        .request("js-peer", "question", 21)
+        .timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(answer, 42);
+    rust.disconnect().await.unwrap();
+    let (status, lines) = within("the JavaScript peer finishes", node).await.unwrap();
+    assert!(status.success(), "message-interop.js failed: {lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+}
+
+/// A connection to another relay that presents the session's resume secret takes the client id
+/// over (a wrong secret is refused as a duplicate): the old relay closes its connection without
+/// telling its peers, and hands them over, so that they are told when the client leaves for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resume_secret_takes_the_id_over_on_another_relay() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let bob = client(&r1, "bob").await;
+    let gone = Log::new();
+    let g = gone.clone();
+    bob.on_p2p_target_disconnect(move |id| g.push(id));
+    let mut first = raw_client(&format!("{}?clientId=alice&p2pExt=1", r1.url())).await;
+    let (secret, _) = p2p_welcome(&first).await;
+    bob.emit_to("alice", "hi", ()).await.unwrap();
+    eventually("alice gets bob's message", || {
+        first.events.get().iter().any(|(ev, _)| ev == "hi")
+    })
+    .await;
+
+    let elsewhere = format!("{}?clientId=alice&p2pExt=1", r2.url());
+    let mut wrong = raw_client(&format!("{elsewhere}&resume={}", "0".repeat(64))).await;
+    assert_says(
+        &wrong.next_error("a wrong secret").await,
+        &["already connected"],
+    );
+    let second = raw_client(&format!("{elsewhere}&resume={secret}")).await;
+    let (next, _) = p2p_welcome(&second).await;
+    assert_ne!(next, secret);
+    first.wait_closed("the old connection is closed").await;
+    bob.emit_to("alice", "again", ()).await.unwrap();
+    eventually("the new connection gets bob's message", || {
+        second.events.get().iter().any(|(ev, _)| ev == "again")
+    })
+    .await;
+    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+    lists(&bob, &["alice", "bob"]).await;
+
+    second.sio.disconnect().await.unwrap();
+    gone.wait_len("bob hears alice left for good", 1).await;
+    assert_eq!(gone.get(), ["alice"]);
+}
+
+/// What arrives on a relay's channel is decoded once: garbage, unknown kinds, a placeholder
+/// look-alike and answers nobody waits for are dropped, and the relay goes on relaying.
+#[tokio::test]
+async fn bad_envelopes_on_a_relays_channel_are_dropped() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let got = Log::new();
+    let g = got.clone();
+    bob.on_raw("hi", move |args| g.push(args.to_vec()));
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("socketio-p2p:relay:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(channels.len(), 2, "one channel per relay: {channels:?}");
+    let hostile = [
+        "not json".to_string(),
+        "\u{0}\u{1}".to_string(),
+        json!({"kind": "launch"}).to_string(),
+        json!({"kind": "emit", "relay": "x"}).to_string(),
+        json!({"kind": "reply", "id": 12345, "ok": []}).to_string(),
+        json!({"kind": "emit", "relay": "x", "from": "mallory", "to": "bob", "event": "hi",
+               "args": [{"json": {"_placeholder": true, "num": 0}}]})
+        .to_string(),
+        json!({"kind": "emit", "relay": "x", "from": "mallory", "to": "bob", "event": "hi",
+               "args": [{"binary": "zz"}]})
+        .to_string(),
+    ];
+    for channel in &channels {
+        for payload in &hostile {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    alice.emit_to("bob", "hi", "still here").await.unwrap();
+    got.wait_len("the relays still relay", 1).await;
+    assert_eq!(got.get(), [vec![json!("alice"), json!("still here")]]);
+}
