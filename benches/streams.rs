@@ -7,20 +7,29 @@
 //! 2. `STREAMS` (256) concurrent streams of `EACH_MB` (4) MiB: aggregate MB/s and fairness.
 //! 3. `THROTTLED_MB` (1024) MiB to a reader throttled to `THROTTLE_MBPS` (20) MB/s, with sender,
 //!    relay and receiver in processes of their own: peak RSS of each against its idle RSS.
-//!
 //! 4. Relay CPU seconds per GiB relayed, `CPU_MB` (256) MiB through one stream: our relay in a
 //!    process of its own (`/proc/<pid>/stat`), next to the raw TCP relay on a thread of its own
 //!    (`/proc/thread-self/schedstat`).
+//! 5. One stream of `CUTS_MB` (4096) MiB, client -> relay -> client, each client reaching the
+//!    relay through a TCP proxy of its own (`common::proxy`): once without cuts, then with the
+//!    proxies cutting a link once a second, the sender's and the receiver's in turn. The clients
+//!    try to reconnect after 50 ms (200 ms at most), the relay keeps sessions for its default grace period. Printed: MB/s
+//!    of both runs and their ratio, the number of cuts, and per cut the time until the client was
+//!    connected again and until the receiver read new bytes (median, max). The receiver checks
+//!    every byte against a pattern of the stream offset. The size is large enough for the run with
+//!    cuts to last several seconds.
 //!
-//! Run with `cargo bench --bench streams`; `SKIP_THROTTLED=1` leaves out part 3 (about a minute).
+//! Run with `cargo bench --bench streams`; `SKIP_THROTTLED=1` leaves out part 3 (about a minute),
+//! `SKIP_CUTS=1` part 5.
 
 mod common;
 use bytes::Bytes;
+use common::proxy::CutProxy;
 use common::{env_usize, proc_status_kib, Serve};
 use futures::FutureExt;
 use rust_socketio::asynchronous::ClientBuilder;
 use rust_socketio::{Payload, TransportType};
-use socketio_p2p::{P2pClient, Relay, StreamOptions};
+use socketio_p2p::{ClientOptions, ConnectionState, P2pClient, Relay, StreamOptions};
 use socketioxide::extract::{Data, SocketRef};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -415,6 +424,243 @@ async fn throttled(total: usize, mbps: f64) {
     }
 }
 
+/// The byte at `offset` of part 5's stream: eight bytes of a mixed 64-bit word per word index,
+/// so a byte lost, repeated or moved anywhere in the stream shows as a mismatch.
+fn fill_pattern(offset: u64, buf: &mut [u8]) {
+    let word = |w: u64| {
+        let mut x = w.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        (x ^ (x >> 32)).to_le_bytes()
+    };
+    // The bytes up to the next word boundary, then whole words, then what is left.
+    let skip = (offset % 8) as usize;
+    let head = ((8 - skip) % 8).min(buf.len());
+    buf[..head].copy_from_slice(&word(offset / 8)[skip..skip + head]);
+    let mut w = (offset + head as u64) / 8;
+    let mut words = buf[head..].chunks_exact_mut(8);
+    for out in &mut words {
+        out.copy_from_slice(&word(w));
+        w += 1;
+    }
+    let tail = words.into_remainder();
+    let n = tail.len();
+    tail.copy_from_slice(&word(w)[..n]);
+}
+
+/// What one run of part 5 measured.
+struct CutRun {
+    mbps: f64,
+    /// Bytes the receiver read and found equal to the pattern, to end-of-stream.
+    verified: u64,
+    /// Per cut: which link, time from the cut until the client was connected again, and until the
+    /// receiver read the first bytes after that.
+    cuts: Vec<(&'static str, Duration, Duration)>,
+}
+
+/// Part 5: one stream of `total` bytes, sender and receiver each reaching the relay through a
+/// proxy of its own; with `every`, a cut every `every`, alternating the sender's and the
+/// receiver's link. Fails (rather than hangs) when the stream stops or a byte is wrong.
+async fn stream_through_cuts(total: u64, every: Option<Duration>) -> Result<CutRun, String> {
+    const STUCK: Duration = Duration::from_secs(30);
+    let relay = Relay::bind("127.0.0.1:0").await.unwrap();
+    let (sp, rp) = (
+        CutProxy::start(relay.local_addr()).await,
+        CutProxy::start(relay.local_addr()).await,
+    );
+    let opts = || {
+        ClientOptions {
+            timeout: Duration::from_secs(30),
+            ..ClientOptions::default()
+        }
+        .with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200))
+    };
+    let sender = P2pClient::connect_with(&sp.url(), "cut-sender", opts())
+        .await
+        .expect("the sender connects");
+    let receiver = P2pClient::connect_with(&rp.url(), "cut-receiver", opts())
+        .await
+        .expect("the receiver connects");
+    let mut incoming = receiver.incoming_streams(None);
+    let mut w = sender.add_p2p_stream("cut-receiver").await.unwrap();
+    let mut r = incoming.next().await.unwrap();
+
+    // The reader publishes how far it got and when it last read.
+    let t0 = Instant::now();
+    let (progress, seen) = tokio::sync::watch::channel((0u64, t0));
+    let reading = tokio::spawn(async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut want = vec![0u8; 256 * 1024];
+        let mut at = 0u64;
+        loop {
+            let n = r.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Ok::<_, String>((at, Instant::now()));
+            }
+            fill_pattern(at, &mut want[..n]);
+            if buf[..n] != want[..n] {
+                let i = buf[..n].iter().zip(&want[..n]).position(|(a, b)| a != b);
+                return Err(format!(
+                    "wrong byte at offset {}",
+                    at + i.unwrap_or(0) as u64
+                ));
+            }
+            at += n as u64;
+            progress.send_replace((at, Instant::now()));
+        }
+    });
+    let writing = tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        let mut at = 0u64;
+        while at < total {
+            let n = (total - at).min(CHUNK as u64) as usize;
+            fill_pattern(at, &mut buf[..n]);
+            w.write_all(&buf[..n]).await?;
+            at += n as u64;
+        }
+        w.shutdown().await?;
+        Ok::<_, std::io::Error>(w)
+    });
+
+    let mut cuts = Vec::new();
+    if let Some(every) = every {
+        let mut seen = seen.clone();
+        let mut next = t0 + every;
+        loop {
+            // Until the next cut is due, or the reader is done.
+            tokio::time::sleep_until(next.into()).await;
+            if reading.is_finished() || seen.borrow().0 >= total {
+                break;
+            }
+            let (link, proxy, client) = if cuts.len() % 2 == 0 {
+                ("sender", &sp, &sender)
+            } else {
+                ("receiver", &rp, &receiver)
+            };
+            let mut state = client.state();
+            state.borrow_and_update();
+            let cut_at = Instant::now();
+            if proxy.cut() == 0 {
+                return Err(format!("the {link}'s proxy carried no connection to cut"));
+            }
+            // Back: the client's state moves and ends at Connected.
+            let back = tokio::time::timeout(STUCK, async {
+                loop {
+                    state.changed().await.map_err(|_| "client dropped")?;
+                    match *state.borrow_and_update() {
+                        ConnectionState::Connected => return Ok(Instant::now()),
+                        ConnectionState::Closed => return Err("client closed"),
+                        ConnectionState::Reconnecting => {}
+                    }
+                }
+            })
+            .await
+            .map_err(|_| format!("the {link} was not connected again within {STUCK:?}"))?
+            .map_err(|e| format!("the {link}: {e}"))?;
+            // Flowing: the receiver reads something after the client is back.
+            let flowing = tokio::time::timeout(STUCK, async {
+                loop {
+                    let (at, when) = *seen.borrow_and_update();
+                    if when > back || at >= total {
+                        return Some(when.max(back));
+                    }
+                    if seen.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            })
+            .await
+            .map_err(|_| {
+                format!(
+                    "the receiver read nothing within {STUCK:?} after the {link} came back, at {} of {total} bytes",
+                    seen.borrow().0
+                )
+            })?;
+            let Some(flowing) = flowing else {
+                break; // The reader ended; its outcome says how.
+            };
+            cuts.push((link, back - cut_at, flowing - cut_at));
+            next = (next + every).max(Instant::now());
+        }
+    }
+    let (verified, end) = tokio::time::timeout(STUCK * 4, reading)
+        .await
+        .map_err(|_| "the reader did not finish".to_string())?
+        .map_err(|e| e.to_string())??;
+    let secs = (end - t0).as_secs_f64();
+    let w = tokio::time::timeout(STUCK, writing)
+        .await
+        .map_err(|_| "the writer did not finish".to_string())?
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("write: {e}"))?;
+    drop(w);
+    if verified != total {
+        return Err(format!("the receiver read {verified} of {total} bytes"));
+    }
+    Ok(CutRun {
+        mbps: total as f64 / MB / secs,
+        verified,
+        cuts,
+    })
+}
+
+/// Median and maximum, in milliseconds.
+fn median_max_ms(mut v: Vec<Duration>) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 1 {
+        ms(v[mid])
+    } else {
+        (ms(v[mid - 1]) + ms(v[mid])) / 2.0
+    };
+    (median, ms(v[v.len() - 1]))
+}
+
+/// Part 5 with its figures printed; a failed run is printed and makes the program fail.
+async fn cuts_part(mb: usize) {
+    let total = (mb as u64) << 20;
+    println!("== one stream of {mb} MiB, each client behind a TCP proxy: no cuts, then a cut a second ==");
+    let plain = stream_through_cuts(total, None).await;
+    let cut = stream_through_cuts(total, Some(Duration::from_secs(1))).await;
+    let (plain, cut) = match (plain, cut) {
+        (Ok(p), Ok(c)) => (p, c),
+        (p, c) => {
+            println!("  no cuts: {:?}", p.as_ref().map(|r| r.mbps));
+            println!("  cut once a second: {:?}", c.as_ref().map(|r| r.mbps));
+            panic!("the stream through cut links failed");
+        }
+    };
+    let check = |r: &CutRun| format!("{} of {total} bytes equal to the pattern", r.verified);
+    println!(
+        "no cuts                {:>8.1} MB/s   {}",
+        plain.mbps,
+        check(&plain)
+    );
+    println!(
+        "a cut every second     {:>8.1} MB/s   {}   with cuts / without {:.2}",
+        cut.mbps,
+        check(&cut),
+        cut.mbps / plain.mbps
+    );
+    let of = |link: &str| cut.cuts.iter().filter(|c| c.0 == link).count();
+    println!(
+        "cuts                   {:>8}        sender's link {}, receiver's link {}",
+        cut.cuts.len(),
+        of("sender"),
+        of("receiver")
+    );
+    let (m, x) = median_max_ms(cut.cuts.iter().map(|c| c.1).collect());
+    println!(
+        "cut -> connected again  median {m:>7.1} ms   max {x:>7.1} ms   (first reconnect wait: at most 50 ms)"
+    );
+    let (m, x) = median_max_ms(cut.cuts.iter().map(|c| c.2).collect());
+    println!("cut -> new bytes read   median {m:>7.1} ms   max {x:>7.1} ms   (at the receiver)");
+}
+
 /// Runs the JavaScript anchor when present; returns its stream MB/s.
 fn js_anchor(stream_mb: usize) -> Option<f64> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/js-anchor");
@@ -516,6 +762,12 @@ async fn main() {
     println!("== {n} concurrent streams of {} MiB ==", each >> 20);
     let (agg, fairness) = many_streams(n, each).await;
     println!("aggregate              {agg:>8.1} MB/s   slowest stream / mean rate {fairness:.2}");
+
+    if std::env::var("SKIP_CUTS").is_ok() {
+        println!("== stream through cut links: left out (SKIP_CUTS) ==");
+    } else {
+        cuts_part(env_usize("CUTS_MB", 4096)).await;
+    }
 
     if std::env::var("SKIP_THROTTLED").is_ok() {
         println!("== throttled reader: left out (SKIP_THROTTLED) ==");

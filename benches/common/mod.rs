@@ -1,6 +1,9 @@
 //! What the benchmark programs share: sizes from the environment, the relay under test, clients,
-//! and a relay in a child process with its figures from `/proc`.
+//! a relay in a child process with its figures from `/proc`, and a TCP proxy that cuts links
+//! (`proxy`).
 #![allow(dead_code)]
+
+pub mod proxy;
 
 use socketio_p2p::{ClientOptions, P2pClient, RelayOptions, ServerOptions};
 use std::io::{BufRead, BufReader};
