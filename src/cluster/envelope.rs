@@ -75,6 +75,34 @@ pub(crate) enum Envelope {
         watchers: Vec<String>,
         missed: Vec<String>,
     },
+    /// A room event for the members of `room` on the receiving relay, from client `from` of
+    /// relay `relay` (`None`: that relay's server API): `event(...args)`, or, for an extension
+    /// member when `wrap` is set, `P2P_ROOM(room, event, ...args)`. The arguments are JSON,
+    /// binary data in them already written as arrays of byte values.
+    RoomEmit {
+        relay: String,
+        from: Option<String>,
+        room: String,
+        event: String,
+        args: Vec<Value>,
+        wrap: bool,
+    },
+    /// Members of a room on another relay did not get a room event client `to` of the receiving
+    /// relay sent: `error` says which, for its `SERVER_ERROR`.
+    RoomBusy { to: String, error: String },
+    /// Topic room `room` is destroyed: the receiving relay tells its members
+    /// (`<room>-TOPIC_BEING_DESTROYED`) and removes them from it.
+    RoomDestroy { relay: String, room: String },
+    /// Puts client `client` of the receiving relay in room `room` (`join`), or takes it out, on
+    /// behalf of a service of relay `relay`, which checked what it may do; the outcome goes back
+    /// as a [`Envelope::Reply`] with the same `id`.
+    RoomMember {
+        relay: String,
+        id: u64,
+        client: String,
+        room: String,
+        join: bool,
+    },
 }
 
 impl Envelope {
