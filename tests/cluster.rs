@@ -1022,3 +1022,97 @@ async fn a_seed_era_javascript_member_gets_room_emits_and_topics_from_another_re
     assert!(status.success(), "room-interop.js failed: {lines:?}");
     assert_eq!(lines.last().map(String::as_str), Some("DONE"));
 }
+
+/// A relay of the cluster on `redis` that requires tokens signed with [`JWT_SECRET`].
+async fn jwt_member(redis: &RedisServer) -> Relay {
+    let auth = socketio_p2p::auth::JwtAuthenticator::hs256(JWT_SECRET).unwrap();
+    let relay = relay_with(RelayOptions {
+        server: ServerOptions::default().authenticate_with(auth),
+        cluster: Some(ClusterOptions::new(redis.url())),
+        ..RelayOptions::default()
+    })
+    .await;
+    let probe = format!("probe-{}", rand_suffix());
+    let c = connect_token(&relay, &probe, Some(jwt_token(&probe)))
+        .await
+        .unwrap();
+    eventually_async("the relay joins the cluster", || {
+        let (c, probe) = (c.clone(), probe.clone());
+        async move { c.list_clients().await.is_ok_and(|ids| ids.contains(&probe)) }
+    })
+    .await;
+    c.disconnect().await.unwrap();
+    relay
+}
+
+/// What a client may do is checked on its own relay, whatever relay the members of a room, or
+/// the service, are on: a denied room emit reaches nobody, a denied subscription joins nothing.
+#[tokio::test]
+async fn permissions_hold_whatever_relay_the_members_are_on() {
+    use socketio_p2p::auth::{Permissions, Rule};
+    let redis = RedisServer::start();
+    let (r1, r2) = (jwt_member(&redis).await, jwt_member(&redis).await);
+    let bob = connect_token(&r2, "bob", Some(jwt_token("bob")))
+        .await
+        .unwrap();
+    let b = hear(&bob, &["leak", "mark"]);
+    bob.join_room("secret").await.unwrap();
+    let svc = P2pClient::connect_service(
+        &r2.url(),
+        "rust-svc",
+        token_opts(Some(jwt_token_with(
+            "rust-svc",
+            Permissions {
+                send: Rule::deny(["frank"]),
+                ..Permissions::default()
+            },
+        ))),
+    )
+    .await
+    .unwrap();
+    svc.create_topic("news").await.unwrap();
+
+    let eve_may = Permissions {
+        rooms: Rule::deny(["secret"]),
+        subscribe: Rule::deny(["rust-svc"]),
+        ..Permissions::default()
+    };
+    let eve = connect_token(&r1, "eve", Some(jwt_token_with("eve", eve_may)))
+        .await
+        .unwrap();
+    let denied = eve
+        .emit_room("secret", "leak", "x")
+        .await
+        .expect_err("eve may not emit to secret");
+    assert!(matches!(denied, Error::PermissionDenied(_)), "{denied:?}");
+    let denied = within(
+        "eve subscribes",
+        eve.subscribe_topic("rust-svc", "news", |_| {}),
+    )
+    .await
+    .expect_err("eve may not subscribe to rust-svc");
+    assert!(matches!(denied, Error::PermissionDenied(_)), "{denied:?}");
+
+    // The service may not send to frank, so it may not put him in its topic room either, though
+    // he is on another relay.
+    let frank = connect_token(&r1, "frank", Some(jwt_token("frank")))
+        .await
+        .unwrap();
+    let refused = within(
+        "frank subscribes",
+        frank.subscribe_topic("rust-svc", "news", |_| {}),
+    )
+    .await
+    .expect_err("the service may not add frank");
+    assert_says(&refused.to_string(), &["permission denied"]);
+    let news = "service:rust-svc:topic:news".to_string();
+    assert!(!rooms_of(&r1, "frank").contains(&news));
+
+    frank.emit_room("secret", "mark", ()).await.unwrap();
+    b.wait_len("bob hears the allowed emit", 1).await;
+    assert_eq!(heard(&b, "mark").len(), 1);
+    assert!(
+        heard(&b, "leak").is_empty(),
+        "the denied emit reached nobody"
+    );
+}

@@ -358,7 +358,9 @@ impl<A: Adapter> P2pServer<A> {
             .map(|_| ())
     }
 
-    /// The rooms this relay's connected clients are in, the relay's own rooms left out.
+    /// The rooms this relay's clients are in, the relay's own rooms left out: those of its
+    /// connected clients, and those of the sessions it keeps for their return (which go back in
+    /// them when they resume here).
     pub(crate) fn local_rooms(&self) -> std::collections::HashSet<String> {
         let peers: Vec<Arc<Peer<A>>> = self
             .inner
@@ -368,12 +370,16 @@ impl<A: Adapter> P2pServer<A> {
             .values()
             .cloned()
             .collect();
-        peers
+        let mut rooms: std::collections::HashSet<String> = peers
             .iter()
             .flat_map(|p| p.socket.rooms())
-            .filter(|r| !r.starts_with(RESERVED_ROOM_PREFIX))
             .map(|r| r.to_string())
-            .collect()
+            .collect();
+        let parked = self.inner.parked.lock().unwrap();
+        rooms.extend(parked.values().flat_map(|p| p.rooms.iter().cloned()));
+        drop(parked);
+        rooms.retain(|r| !r.starts_with(RESERVED_ROOM_PREFIX));
+        rooms
     }
 
     /// What this relay does with a room envelope from another relay.
