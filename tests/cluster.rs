@@ -1116,3 +1116,56 @@ async fn permissions_hold_whatever_relay_the_members_are_on() {
         "the denied emit reached nobody"
     );
 }
+
+/// Room envelopes on a relay's channel that no relay sends (a relay's own room, a binary
+/// placeholder look-alike, an unknown member) are dropped or refused, and the relays go on.
+#[tokio::test]
+async fn hostile_room_envelopes_are_dropped() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let b = hear(&bob, &["hi"]);
+    bob.join_room("hall").await.unwrap();
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("socketio-p2p:relay:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let hostile = [
+        json!({"kind": "room_emit", "relay": "x", "from": null, "room": "__p2p_ext__",
+               "event": "hi", "args": ["to every extension client"], "wrap": false}),
+        json!({"kind": "room_emit", "relay": "x", "from": null, "room": "hall",
+               "event": "hi", "args": [{"_placeholder": true, "num": 0}], "wrap": true}),
+        json!({"kind": "room_destroy", "relay": "x", "room": "__p2p_seed__"}),
+        json!({"kind": "room_member", "relay": "x", "id": 1, "client": "nobody", "room": "r",
+               "join": true}),
+        json!({"kind": "room_member", "relay": "x", "id": 2, "client": "bob",
+               "room": "__p2p_node__", "join": true}),
+        json!({"kind": "room_busy", "to": "nobody", "error": "x"}),
+    ];
+    for channel in &channels {
+        for payload in &hostile {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload.to_string())
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    alice.emit_room("hall", "hi", "still here").await.unwrap();
+    b.wait_len("the relays still relay room emits", 1).await;
+    assert_eq!(heard(&b, "hi"), [vec![json!("still here")]]);
+    assert_eq!(
+        rooms_of(&r2, "bob")
+            .into_iter()
+            .filter(|r| !r.starts_with("__p2p_ext"))
+            .collect::<Vec<_>>(),
+        ["hall"]
+    );
+}

@@ -273,4 +273,41 @@ mod tests {
         let placeholder = vec![WireArg::Json(serde_json::json!({"_placeholder": true}))];
         assert!(WireArg::into_args(placeholder).is_err());
     }
+
+    #[test]
+    fn room_envelopes_survive_the_trip() {
+        let e = Envelope::RoomEmit {
+            relay: "r1".into(),
+            from: None,
+            room: "hall".into(),
+            event: "news".into(),
+            args: vec![serde_json::json!({"data": [0, 1]}), serde_json::json!("x")],
+            wrap: false,
+        };
+        let text = e.encode().unwrap();
+        let Some(Envelope::RoomEmit {
+            from,
+            room,
+            args,
+            wrap,
+            ..
+        }) = Envelope::decode(text.as_bytes())
+        else {
+            panic!("a room emit: {text}")
+        };
+        assert_eq!((from, room.as_str(), wrap), (None, "hall", false));
+        assert_eq!(args[0]["data"], serde_json::json!([0, 1]));
+        let member =
+            br#"{"kind":"room_member","relay":"r","id":7,"client":"c","room":"t","join":true}"#;
+        assert!(matches!(
+            Envelope::decode(member),
+            Some(Envelope::RoomMember {
+                id: 7,
+                join: true,
+                ..
+            })
+        ));
+        let missing = br#"{"kind":"room_destroy","relay":"r"}"#;
+        assert!(Envelope::decode(missing).is_none(), "a room is required");
+    }
 }

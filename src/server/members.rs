@@ -382,8 +382,21 @@ impl<A: Adapter> P2pServer<A> {
         rooms
     }
 
-    /// What this relay does with a room envelope from another relay.
+    /// What this relay does with a room envelope from another relay. One naming a room of the
+    /// relay's own (`__p2p_…`, which no relay sends) is dropped.
     pub(crate) fn room_from_cluster(&self, cluster: &Arc<Cluster>, env: Envelope) {
+        let room = match &env {
+            Envelope::RoomEmit { room, .. }
+            | Envelope::RoomDestroy { room, .. }
+            | Envelope::RoomMember { room, .. } => Some(room.as_str()),
+            _ => None,
+        };
+        if let Some(room) = room.filter(|r| r.starts_with(RESERVED_ROOM_PREFIX)) {
+            return tracing::warn!(
+                room,
+                "dropping an envelope for a reserved room from another relay"
+            );
+        }
         match env {
             Envelope::RoomEmit {
                 relay,
