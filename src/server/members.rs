@@ -252,10 +252,10 @@ pub(crate) type ClusterSent = tokio::sync::oneshot::Receiver<Result<usize, Error
 /// Hands `env` to the other relays holding members of `room`; a failure is logged too.
 fn send_to_room(cluster: &Cluster, room: &str, env: &Envelope) -> ClusterSent {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let room = room.to_string();
-    cluster.send_to_room(&room.clone(), env, move |sent| {
+    let name = room.to_string();
+    cluster.send_to_room(room, env, move |sent| {
         if let Err(err) = &sent {
-            tracing::warn!(%room, "a room event was not handed to the other relays: {err}");
+            tracing::warn!(room = %name, "a room event was not handed to the other relays: {err}");
         }
         let _ = tx.send(sent);
     });

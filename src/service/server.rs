@@ -458,7 +458,8 @@ impl<A: Adapter> ServiceHandle<A> {
     }
 
     /// How many clients are subscribed to `topic`: the members of its room, on every server the
-    /// adapter spans. In a cluster, those on this relay only. Waits at most the server's reply timeout for a remote adapter's answer.
+    /// adapter spans; in a cluster, those on this relay only. Waits at most the server's reply
+    /// timeout for a remote adapter's answer.
     pub async fn subscriber_count(&self, topic: &str) -> Result<usize> {
         let members = self.server.within(topic_room(self.service.name(), topic))?;
         let after = self.server.inner.opts.reply_timeout;
