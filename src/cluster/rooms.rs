@@ -1,8 +1,8 @@
 //! Rooms across relays: which relays hold members of a room, and room events sent to those
 //! relays only.
 //!
-//! Each relay writes, for every room one of its connected clients is in (the relay's own rooms,
-//! `__p2p_…`, left out), its id into the set `P:room:<room>`, and the room into its own index
+//! Each relay writes, for every room one of its clients is in (connected, or a session kept for
+//! its return; the relay's own rooms, `__p2p_…`, left out), its id into the set `P:room:<room>`, and the room into its own index
 //! `P:relay:<relay>:rooms` (with which the others remove its entries once it is dead). A join
 //! writes the entry before it is answered, so that a room emit from another relay that follows
 //! the join's answer reaches the new member. Entries of rooms this relay no longer has members
