@@ -101,7 +101,8 @@ pub enum Error {
     Json(#[source] Arc<serde_json::Error>),
     /// The target is on another relay of the cluster, or may be, and the relays cannot reach
     /// each other right now (their Redis is down or unreachable), or the operation is not carried
-    /// between relays; nothing was delivered. The text says which. See
+    /// between relays; nothing was delivered, except that a room event (or the end of a topic)
+    /// reached the members on the sender's own relay. The text says which. See
     /// [`ClusterOptions`](crate::cluster::ClusterOptions).
     #[error("cluster: {0}")]
     Cluster(String),

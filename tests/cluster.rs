@@ -416,7 +416,7 @@ async fn a_redis_restart_fails_cross_relay_calls_clearly_and_then_heals() {
 }
 
 #[tokio::test]
-async fn a_client_service_on_another_relay_is_called_but_its_topics_are_refused() {
+async fn a_client_service_on_another_relay_is_called() {
     let redis = RedisServer::start();
     let (r1, r2) = (member(&redis).await, member(&redis).await);
     let math = service_client(&r2, "math").await;
@@ -433,16 +433,6 @@ async fn a_client_service_on_another_relay_is_called_but_its_topics_are_refused(
     .await
     .unwrap();
     assert_eq!(sum, 5);
-    let refused = within(
-        "a topic of another relay's service",
-        caller.subscribe_topic("math", "results", |_| {}),
-    )
-    .await
-    .expect_err("topics stay within one relay");
-    assert!(
-        matches!(&refused, Error::Cluster(why) if why.contains("topics")),
-        "{refused:?}"
-    );
 }
 
 /// A seed-era JavaScript client (socket.io-client 2, `interop/message-interop.js`) on one relay
@@ -594,4 +584,588 @@ async fn bad_envelopes_on_a_relays_channel_are_dropped() {
     alice.emit_to("bob", "hi", "still here").await.unwrap();
     got.wait_len("the relays still relay", 1).await;
     assert_eq!(got.get(), [vec![json!("alice"), json!("still here")]]);
+}
+
+// ---- Rooms, room emits and service topics across relays ----
+
+/// How many relays the cluster's Redis lists as holding members of `room`.
+fn relays_of_room(redis: &RedisServer, room: &str) -> usize {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "SCARD"])
+        .arg(format!("socketio-p2p:room:{room}"))
+        .output()
+        .expect("redis-cli runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("SCARD answers a count: {text}"))
+}
+
+/// Records the room events `c` receives among `events`, with their arguments.
+fn hear(c: &P2pClient, events: &[&str]) -> Log<(String, Vec<Value>)> {
+    let log = Log::new();
+    for e in events {
+        let (l, name) = (log.clone(), e.to_string());
+        c.on_raw(e, move |args| l.push((name.clone(), args.to_vec())));
+    }
+    log
+}
+
+/// The arguments of the `event` entries of `log`.
+fn heard(log: &Log<(String, Vec<Value>)>, event: &str) -> Vec<Vec<Value>> {
+    log.get()
+        .into_iter()
+        .filter(|(e, _)| e == event)
+        .map(|(_, a)| a)
+        .collect()
+}
+
+#[tokio::test]
+async fn room_emits_reach_each_member_on_every_relay_once() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let carol = client(&r1, "carol").await;
+    let bob = client(&r2, "bob").await;
+    let dave = client(&r2, "dave").await;
+    let events = ["tick", "mark", "back", "after", "lobby-mark", "side-mark"];
+    let (a, c, b, d) = (
+        hear(&alice, &events),
+        hear(&carol, &events),
+        hear(&bob, &events),
+        hear(&dave, &events),
+    );
+    for m in [&alice, &bob, &dave] {
+        m.join_room("hall").await.unwrap();
+    }
+    alice.join_room("side").await.unwrap();
+    carol.join_room("side").await.unwrap();
+    // Each relay is listed once per room it has members of; a room of one relay reaches no other.
+    assert_eq!(relays_of_room(&redis, "hall"), 2);
+    assert_eq!(relays_of_room(&redis, "side"), 1);
+
+    for i in 0..100 {
+        alice.emit_room("hall", "tick", i).await.unwrap();
+    }
+    alice.emit_room("hall", "mark", ()).await.unwrap();
+    b.wait_len("bob hears the ticks and the mark", 101).await;
+    d.wait_len("dave hears the ticks and the mark", 101).await;
+    let ticks: Vec<Vec<Value>> = (0..100).map(|i| vec![json!(i)]).collect();
+    assert_eq!(heard(&b, "tick"), ticks, "each tick once, in order");
+    assert_eq!(heard(&d, "tick"), ticks, "each tick once, in order");
+    alice.emit_room("side", "side-mark", ()).await.unwrap();
+    c.wait_len("carol hears the side room", 1).await;
+    assert_eq!(
+        heard(&c, "tick"),
+        Vec::<Vec<Value>>::new(),
+        "carol is not in hall"
+    );
+    assert!(
+        heard(&a, "tick").is_empty(),
+        "the emitter does not hear itself"
+    );
+
+    // From the other relay: the members of both relays, the emitter left out.
+    bob.emit_room("hall", "back", ("from bob", 2))
+        .await
+        .unwrap();
+    a.wait_len("alice hears bob's room emit", 1).await;
+    eventually("dave hears bob's room emit", || {
+        heard(&d, "back").len() == 1
+    })
+    .await;
+    assert_eq!(heard(&a, "back"), [vec![json!("from bob"), json!(2)]]);
+    assert_eq!(heard(&d, "back"), [vec![json!("from bob"), json!(2)]]);
+    assert!(heard(&b, "back").is_empty());
+
+    // Leave, then emit: the member that left hears nothing of it.
+    dave.leave_room("hall").await.unwrap();
+    dave.join_room("lobby").await.unwrap();
+    alice.emit_room("hall", "after", ()).await.unwrap();
+    alice.emit_room("lobby", "lobby-mark", ()).await.unwrap();
+    eventually("bob hears the emit after dave left", || {
+        heard(&b, "after").len() == 1
+    })
+    .await;
+    eventually("dave hears the lobby", || {
+        heard(&d, "lobby-mark").len() == 1
+    })
+    .await;
+    assert!(
+        heard(&d, "after").is_empty(),
+        "dave left hall before the emit"
+    );
+
+    // The relay with no member left withdraws from the room's set.
+    bob.leave_room("hall").await.unwrap();
+    eventually_long("relay 2 withdraws from hall", || async {
+        relays_of_room(&redis, "hall") == 1
+    })
+    .await;
+    // A member that disconnects is withdrawn too.
+    dave.disconnect().await.unwrap();
+    eventually_long("relay 2 withdraws from lobby", || async {
+        relays_of_room(&redis, "lobby") == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn topics_of_a_client_service_cross_relays_under_its_rules() {
+    let redis = RedisServer::start();
+    let r1 = member_with(
+        &redis,
+        ServerOptions {
+            max_rooms_per_client: 1,
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let r2 = member(&redis).await;
+    let svc = service_client(&r2, "rust-svc").await;
+    svc.create_topic(["news", "sports"]).await.unwrap();
+    let sub = client(&r1, "sub").await;
+    let news = "service:rust-svc:topic:news";
+    let (log, handler) = topic_log();
+    within(
+        "a subscription to a service of another relay",
+        sub.subscribe_topic("rust-svc", "news", handler),
+    )
+    .await
+    .unwrap();
+    assert!(rooms_of(&r1, "sub").contains(&news.to_string()));
+    // The member's own relay counts its topic rooms, as for a service of the same relay.
+    let refused = within(
+        "a second topic past the limit",
+        sub.subscribe_topic("rust-svc", "sports", |_| {}),
+    )
+    .await
+    .expect_err("one topic room at most on relay 1");
+    assert_says(&refused.to_string(), &["topic rooms", "sports"]);
+
+    svc.publish_topic("news", (json!({"n": 1}),)).await.unwrap();
+    log.wait_len("the publication crosses relays", 1).await;
+    assert_eq!(log.get(), [published(json!({"n": 1}))]);
+
+    // Only the service acts on its topic rooms, whatever relay the member is on.
+    let mallory = client(&r2, "mallory").await;
+    let e = mallory
+        .emit_room(news, &format!("{news}-DEFAULT_TOPIC_EVENT"), "forged")
+        .await
+        .expect_err("only the service publishes");
+    assert_says(&e.to_string(), &["only service 'rust-svc' publishes"]);
+    let raw = raw_as(&r2, "mallory-raw").await;
+    let ack = raw
+        .emit_with_ack(
+            "JOIN_ROOM",
+            vec![
+                json!("CLIENT_SUBSCRIBE_TOPIC"),
+                json!("sub"),
+                json!("service:rust-svc:topic:sports"),
+            ],
+        )
+        .await;
+    assert_says(
+        &ack[0].to_string(),
+        &["acts only on the topic rooms of its own service"],
+    );
+    assert!(!rooms_of(&r1, "sub").contains(&"service:rust-svc:topic:sports".to_string()));
+
+    // Unsubscribing goes through the service too, across relays.
+    sub.unsubscribe_topic("rust-svc", "news").await.unwrap();
+    eventually("sub leaves the topic room on its relay", || {
+        !rooms_of(&r1, "sub").contains(&news.to_string())
+    })
+    .await;
+
+    // Destroying the topic tells the subscribers everywhere and empties the room.
+    let (log, handler) = topic_log();
+    within(
+        "subscribe again",
+        sub.subscribe_topic("rust-svc", "news", handler),
+    )
+    .await
+    .unwrap();
+    let here = client(&r2, "here").await;
+    let (local, handler) = topic_log();
+    within(
+        "a subscriber on the service's relay",
+        here.subscribe_topic("rust-svc", "news", handler),
+    )
+    .await
+    .unwrap();
+    svc.destroy_topic("news").await.unwrap();
+    log.wait_len("the end of the topic crosses relays", 1).await;
+    local.wait_len("the local subscriber hears it too", 1).await;
+    assert_eq!(log.get(), [socketio_p2p::TopicEvent::Destroyed]);
+    assert_eq!(local.get(), [socketio_p2p::TopicEvent::Destroyed]);
+    eventually("the remote member is out of the room", || {
+        !rooms_of(&r1, "sub").contains(&news.to_string())
+    })
+    .await;
+}
+
+/// Every relay provides the server's services (the application registers them on each): a
+/// client of each relay calls its own relay's, and a publication to a topic of one, made on one
+/// relay, reaches the subscribers of every relay, once each.
+#[tokio::test]
+async fn a_server_service_on_every_relay_and_its_topics() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    for (r, name) in [(&r1, "relay 1"), (&r2, "relay 2")] {
+        let clock = r.server().as_service("clock");
+        let name = name.to_string();
+        clock
+            .provide_service("now", move |call| call.respond(name.clone()))
+            .unwrap();
+        clock.create_topic("ticks").unwrap();
+    }
+    let a = client(&r1, "a").await;
+    let b = client(&r2, "b").await;
+    let said: String = within("a calls clock", a.request_service("clock", "now", ()))
+        .await
+        .unwrap();
+    assert_eq!(said, "relay 1");
+    let said: String = within("b calls clock", b.request_service("clock", "now", ()))
+        .await
+        .unwrap();
+    assert_eq!(said, "relay 2");
+    let (la, ha) = topic_log();
+    let (lb, hb) = topic_log();
+    within("a subscribes", a.subscribe_topic("clock", "ticks", ha))
+        .await
+        .unwrap();
+    within("b subscribes", b.subscribe_topic("clock", "ticks", hb))
+        .await
+        .unwrap();
+    let c1 = r1.server().as_service("clock");
+    let c2 = r2.server().as_service("clock");
+    c1.publish_topic("ticks", (1,)).unwrap();
+    c2.publish_topic("ticks", (2,)).unwrap();
+    la.wait_len("a hears both publications", 2).await;
+    lb.wait_len("b hears both publications", 2).await;
+    // Each relay's publications keep their order; the two relays' may interleave.
+    for log in [&la, &lb] {
+        let mut got = log.get();
+        got.sort_by_key(|e| format!("{e:?}"));
+        assert_eq!(got, [published(json!(1)), published(json!(2))]);
+    }
+    c1.destroy_topic("ticks").unwrap();
+    la.wait_len("a hears the end", 3).await;
+    lb.wait_len("b hears the end", 3).await;
+    assert_eq!(la.get()[2], socketio_p2p::TopicEvent::Destroyed);
+    assert_eq!(lb.get()[2], socketio_p2p::TopicEvent::Destroyed);
+}
+
+#[tokio::test]
+async fn room_emits_while_redis_is_down_fail_clearly_and_then_heal() {
+    let mut redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let carol = client(&r1, "carol").await;
+    let bob = client(&r2, "bob").await;
+    let (c, b) = (hear(&carol, &["down", "up"]), hear(&bob, &["down", "up"]));
+    for m in [&alice, &carol, &bob] {
+        m.join_room("hall").await.unwrap();
+    }
+    alice.emit_room("hall", "up", 0).await.unwrap();
+    b.wait_len("bob hears alice", 1).await;
+
+    redis.kill();
+    eventually_long(
+        "a room emit says its members elsewhere were not reached",
+        || {
+            let alice = alice.clone();
+            async move {
+                matches!(
+                    alice.emit_room("hall", "down", ()).await,
+                    Err(Error::Cluster(_))
+                )
+            }
+        },
+    )
+    .await;
+    let e = alice
+        .emit_room("hall", "down", ())
+        .await
+        .expect_err("Redis is down");
+    assert_says(&e.to_string(), &["Redis", "'hall'"]);
+    // The members of this relay got it all the same.
+    eventually("carol hears the room emits", || {
+        heard(&c, "down").len() >= 2
+    })
+    .await;
+
+    // A fresh Redis knows nothing: each relay writes its rooms again.
+    redis.restart();
+    eventually_long("room emits cross relays again", || {
+        let (alice, b) = (alice.clone(), b.clone());
+        async move {
+            alice.emit_room("hall", "up", 1).await.is_ok()
+                && tokio::time::timeout(Duration::from_millis(500), async {
+                    while heard(&b, "up").len() < 2 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert_eq!(relays_of_room(&redis, "hall"), 2);
+    assert!(
+        heard(&b, "down").is_empty(),
+        "what failed was not delivered later"
+    );
+}
+
+/// A member busy on its own relay (its queue full) does not get a room event from another
+/// relay, and the emitter is told so, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_member_on_another_relay_is_reported_to_the_emitter() {
+    let redis = RedisServer::start();
+    let r1 = member(&redis).await;
+    let r2 = member_with(
+        &redis,
+        ServerOptions {
+            max_queued_bytes: 64 << 10,
+            slow_consumer_deadline: Duration::from_secs(60),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let alice = client(&r1, "alice").await;
+    let told = Log::new();
+    let t = told.clone();
+    alice.on_server_error(move |text| t.push(text));
+    let slow = within(
+        "a member that stops reading",
+        rust_socketio::asynchronous::ClientBuilder::new(format!("{}?clientId=slow", r2.url()))
+            .transport_type(rust_socketio::TransportType::Websocket)
+            .reconnect(false)
+            .on("big", |_, _| {
+                use futures::FutureExt;
+                futures::future::pending::<()>().boxed()
+            })
+            .connect(),
+    )
+    .await
+    .expect("the member connects");
+    eventually("slow is registered", || r2.server().is_connected("slow")).await;
+    let ack = sio_emit_with_ack(&slow, "JOIN_ROOM", vec![json!("hall")]).await;
+    assert!(ack.is_empty(), "{ack:?}");
+    let data = "z".repeat(16 << 10);
+    for _ in 0..4000 {
+        if !told.get().is_empty() {
+            break;
+        }
+        alice.emit_room("hall", "big", data.as_str()).await.unwrap();
+    }
+    told.wait_len("alice is told that slow is busy", 1).await;
+    assert_says(&told.get()[0], &["'slow'", "'hall'", "did not get"]);
+    assert!(r2.server().is_connected("slow"), "within its deadline");
+    let _ = slow.disconnect().await;
+}
+
+/// A seed-era JavaScript client (socket.io-client 2, `interop/room-interop.js`) on one relay, a
+/// Rust member and a Rust service on another: room emits both ways, a topic publication, and the
+/// topic's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_era_javascript_member_gets_room_emits_and_topics_from_another_relay() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r2, "alice").await;
+    let from_js = hear(&alice, &["from-js"]);
+    alice.join_room("hall").await.unwrap();
+    let svc = service_client(&r2, "rust-svc").await;
+    svc.create_topic("news").await.unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut ready_tx = Some(ready_tx);
+    let url = r1.url();
+    let node = tokio::spawn(async move {
+        run_node(
+            "room-interop.js",
+            &[&url],
+            Duration::from_secs(40),
+            move |l| {
+                println!("room-interop: {l}");
+                if l == "READY" {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            },
+        )
+        .await
+    });
+    within("the JavaScript member is ready", ready_rx)
+        .await
+        .unwrap();
+    assert!(rooms_of(&r1, "js-member").contains(&"hall".to_string()));
+    alice
+        .emit_room("hall", "flash", ("hello", 42))
+        .await
+        .unwrap();
+    svc.publish_topic("news", (json!({"n": 1}),)).await.unwrap();
+    alice.emit_room("hall", "last", ()).await.unwrap();
+    from_js
+        .wait_len("alice hears the JavaScript member's room emit", 1)
+        .await;
+    assert_eq!(
+        from_js.get(),
+        [("from-js".to_string(), vec![json!("hi rust"), json!(7)])]
+    );
+    svc.destroy_topic("news").await.unwrap();
+    let (status, lines) = within("the JavaScript member finishes", node)
+        .await
+        .unwrap();
+    assert!(status.success(), "room-interop.js failed: {lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+}
+
+/// A relay of the cluster on `redis` that requires tokens signed with [`JWT_SECRET`].
+async fn jwt_member(redis: &RedisServer) -> Relay {
+    let auth = socketio_p2p::auth::JwtAuthenticator::hs256(JWT_SECRET).unwrap();
+    let relay = relay_with(RelayOptions {
+        server: ServerOptions::default().authenticate_with(auth),
+        cluster: Some(ClusterOptions::new(redis.url())),
+        ..RelayOptions::default()
+    })
+    .await;
+    let probe = format!("probe-{}", rand_suffix());
+    let c = connect_token(&relay, &probe, Some(jwt_token(&probe)))
+        .await
+        .unwrap();
+    eventually_async("the relay joins the cluster", || {
+        let (c, probe) = (c.clone(), probe.clone());
+        async move { c.list_clients().await.is_ok_and(|ids| ids.contains(&probe)) }
+    })
+    .await;
+    c.disconnect().await.unwrap();
+    relay
+}
+
+/// What a client may do is checked on its own relay, whatever relay the members of a room, or
+/// the service, are on: a denied room emit reaches nobody, a denied subscription joins nothing.
+#[tokio::test]
+async fn permissions_hold_whatever_relay_the_members_are_on() {
+    use socketio_p2p::auth::{Permissions, Rule};
+    let redis = RedisServer::start();
+    let (r1, r2) = (jwt_member(&redis).await, jwt_member(&redis).await);
+    let bob = connect_token(&r2, "bob", Some(jwt_token("bob")))
+        .await
+        .unwrap();
+    let b = hear(&bob, &["leak", "mark"]);
+    bob.join_room("secret").await.unwrap();
+    let svc = P2pClient::connect_service(
+        &r2.url(),
+        "rust-svc",
+        token_opts(Some(jwt_token_with(
+            "rust-svc",
+            Permissions {
+                send: Rule::deny(["frank"]),
+                ..Permissions::default()
+            },
+        ))),
+    )
+    .await
+    .unwrap();
+    svc.create_topic("news").await.unwrap();
+
+    let eve_may = Permissions {
+        rooms: Rule::deny(["secret"]),
+        subscribe: Rule::deny(["rust-svc"]),
+        ..Permissions::default()
+    };
+    let eve = connect_token(&r1, "eve", Some(jwt_token_with("eve", eve_may)))
+        .await
+        .unwrap();
+    let denied = eve
+        .emit_room("secret", "leak", "x")
+        .await
+        .expect_err("eve may not emit to secret");
+    assert!(matches!(denied, Error::PermissionDenied(_)), "{denied:?}");
+    let denied = within(
+        "eve subscribes",
+        eve.subscribe_topic("rust-svc", "news", |_| {}),
+    )
+    .await
+    .expect_err("eve may not subscribe to rust-svc");
+    assert!(matches!(denied, Error::PermissionDenied(_)), "{denied:?}");
+
+    // The service may not send to frank, so it may not put him in its topic room either, though
+    // he is on another relay.
+    let frank = connect_token(&r1, "frank", Some(jwt_token("frank")))
+        .await
+        .unwrap();
+    let refused = within(
+        "frank subscribes",
+        frank.subscribe_topic("rust-svc", "news", |_| {}),
+    )
+    .await
+    .expect_err("the service may not add frank");
+    assert_says(&refused.to_string(), &["permission denied"]);
+    let news = "service:rust-svc:topic:news".to_string();
+    assert!(!rooms_of(&r1, "frank").contains(&news));
+
+    frank.emit_room("secret", "mark", ()).await.unwrap();
+    b.wait_len("bob hears the allowed emit", 1).await;
+    assert_eq!(heard(&b, "mark").len(), 1);
+    assert!(
+        heard(&b, "leak").is_empty(),
+        "the denied emit reached nobody"
+    );
+}
+
+/// Room envelopes on a relay's channel that no relay sends (a relay's own room, a binary
+/// placeholder look-alike, an unknown member) are dropped or refused, and the relays go on.
+#[tokio::test]
+async fn hostile_room_envelopes_are_dropped() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let b = hear(&bob, &["hi"]);
+    bob.join_room("hall").await.unwrap();
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("socketio-p2p:relay:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let hostile = [
+        json!({"kind": "room_emit", "relay": "x", "from": null, "room": "__p2p_ext__",
+               "event": "hi", "args": ["to every extension client"], "wrap": false}),
+        json!({"kind": "room_emit", "relay": "x", "from": null, "room": "hall",
+               "event": "hi", "args": [{"_placeholder": true, "num": 0}], "wrap": true}),
+        json!({"kind": "room_destroy", "relay": "x", "room": "__p2p_seed__"}),
+        json!({"kind": "room_member", "relay": "x", "id": 1, "client": "nobody", "room": "r",
+               "join": true}),
+        json!({"kind": "room_member", "relay": "x", "id": 2, "client": "bob",
+               "room": "__p2p_node__", "join": true}),
+        json!({"kind": "room_busy", "to": "nobody", "error": "x"}),
+    ];
+    for channel in &channels {
+        for payload in &hostile {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload.to_string())
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    alice.emit_room("hall", "hi", "still here").await.unwrap();
+    b.wait_len("the relays still relay room emits", 1).await;
+    assert_eq!(heard(&b, "hi"), [vec![json!("still here")]]);
+    assert_eq!(
+        rooms_of(&r2, "bob")
+            .into_iter()
+            .filter(|r| !r.starts_with("__p2p_ext"))
+            .collect::<Vec<_>>(),
+        ["hall"]
+    );
 }

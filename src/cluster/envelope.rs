@@ -75,6 +75,34 @@ pub(crate) enum Envelope {
         watchers: Vec<String>,
         missed: Vec<String>,
     },
+    /// A room event for the members of `room` on the receiving relay, from client `from` of
+    /// relay `relay` (`None`: that relay's server API): `event(...args)`, or, for an extension
+    /// member when `wrap` is set, `P2P_ROOM(room, event, ...args)`. The arguments are JSON,
+    /// binary data in them already written as arrays of byte values.
+    RoomEmit {
+        relay: String,
+        from: Option<String>,
+        room: String,
+        event: String,
+        args: Vec<Value>,
+        wrap: bool,
+    },
+    /// Members of a room on another relay did not get a room event client `to` of the receiving
+    /// relay sent: `error` says which, for its `SERVER_ERROR`.
+    RoomBusy { to: String, error: String },
+    /// Topic room `room` is destroyed: the receiving relay tells its members
+    /// (`<room>-TOPIC_BEING_DESTROYED`) and removes them from it.
+    RoomDestroy { relay: String, room: String },
+    /// Puts client `client` of the receiving relay in room `room` (`join`), or takes it out, on
+    /// behalf of a service of relay `relay`, which checked what it may do; the outcome goes back
+    /// as a [`Envelope::Reply`] with the same `id`.
+    RoomMember {
+        relay: String,
+        id: u64,
+        client: String,
+        room: String,
+        join: bool,
+    },
 }
 
 impl Envelope {
@@ -244,5 +272,42 @@ mod tests {
         assert!(serde_json::from_str::<WireArg>(r#"{"binary":"abc"}"#).is_err());
         let placeholder = vec![WireArg::Json(serde_json::json!({"_placeholder": true}))];
         assert!(WireArg::into_args(placeholder).is_err());
+    }
+
+    #[test]
+    fn room_envelopes_survive_the_trip() {
+        let e = Envelope::RoomEmit {
+            relay: "r1".into(),
+            from: None,
+            room: "hall".into(),
+            event: "news".into(),
+            args: vec![serde_json::json!({"data": [0, 1]}), serde_json::json!("x")],
+            wrap: false,
+        };
+        let text = e.encode().unwrap();
+        let Some(Envelope::RoomEmit {
+            from,
+            room,
+            args,
+            wrap,
+            ..
+        }) = Envelope::decode(text.as_bytes())
+        else {
+            panic!("a room emit: {text}")
+        };
+        assert_eq!((from, room.as_str(), wrap), (None, "hall", false));
+        assert_eq!(args[0]["data"], serde_json::json!([0, 1]));
+        let member =
+            br#"{"kind":"room_member","relay":"r","id":7,"client":"c","room":"t","join":true}"#;
+        assert!(matches!(
+            Envelope::decode(member),
+            Some(Envelope::RoomMember {
+                id: 7,
+                join: true,
+                ..
+            })
+        ));
+        let missing = br#"{"kind":"room_destroy","relay":"r"}"#;
+        assert!(Envelope::decode(missing).is_none(), "a room is required");
     }
 }

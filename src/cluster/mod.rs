@@ -28,6 +28,9 @@
 //!   presents it takes the id over (the claim script compares it); the old relay ends its
 //!   session without telling its peers and hands its watchers over. Removed with the client's
 //!   entry.
+//! - `P:room:<room>`: the relays holding members of room `<room>`, and `P:relay:<relay>:rooms`,
+//!   the rooms a relay has members in (see [Rooms](#rooms)).
+//!   A relay's entries are removed with its other entries when it is found dead.
 //!
 //! Since a Redis started without persistence forgets all of it when it restarts, each relay
 //! writes its part again when it finds its liveness key missing, and every few seconds anyway.
@@ -43,6 +46,19 @@
 //! told, and nothing piles up in Redis for a relay that will never read it. What a relay sends
 //! leaves in order, through one queue drained by pipelines, so the messages of one sender stay in
 //! order. Answers to requests go straight to the asking relay's channel.
+//!
+//! # Rooms
+//!
+//! A room is one room across the cluster. Each relay records in `P:room:<room>` that it holds
+//! members of the room: a join is recorded before it is answered, so that a room event sent from
+//! any relay after the answer reaches the new member; a relay whose last member left withdraws at
+//! its next heartbeat. A room event is published, by one Lua script, to each live relay of that
+//! set but the sender's, which hands it to each of its members through the member's own budget
+//! (as for its own room events); members busy there are reported back to the emitting client
+//! with a `SERVER_ERROR` naming them, since its answer cannot wait for the other relays. A topic
+//! service's subscribing or unsubscribing of a client of another relay is a request to that
+//! relay, which joins or removes it (its own room limit applies) and answers. The end of a topic
+//! goes to the room's relays like a room event.
 //!
 //! # Failures
 //!
@@ -64,12 +80,17 @@
 //! Carried between relays: messages (`P2P_EMIT`, `P2P_BATCH`), requests and their answers
 //! (`P2P_EMIT_ACKNOWLEDGE`, `P2P_REQ`, the server's own [`P2pServer::request`](crate::P2pServer::request)),
 //! `MULTI_API_ADD_TARGET`, disconnect notices, `LIST_CLIENTS`, calls to a service a client
-//! provides, the duplicate-id policy, and a client's return with its resume secret. Rooms, room
-//! emits, streams, service topics and the server's own services stay within one relay; opening a
-//! stream to, or subscribing to a topic of, a client of another relay fails with
-//! [`Error::Cluster`].
+//! provides, the duplicate-id policy, and a client's return with its resume secret; room events
+//! (`EMIT_ROOM`, topic publications of client services and of the server's services, the end of a
+//! topic) to the relays with members of the room, and a service's subscribing and unsubscribing
+//! of a client of another relay (see [Rooms](#rooms)). The server's own services are each relay's own
+//! (the application provides them on every relay); their topics' rooms are rooms like any other.
+//! Streams stay within one relay: opening one to a client of another relay fails with
+//! [`Error::Cluster`]. While Redis is out of reach a room event reaches the members on its own
+//! relay only, and its sender gets [`Error::Cluster`] saying so.
 
 mod envelope;
+mod rooms;
 
 pub(crate) use envelope::{Envelope, WireArg};
 
@@ -149,6 +170,8 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn local_ids(&self) -> Vec<String>;
     /// A client of this relay whose id another live relay holds: disconnect it with `reason`.
     fn evict(&self, client: &str, reason: &str);
+    /// The rooms this relay's connected clients are in (the relay's own rooms left out).
+    fn local_rooms(&self) -> HashSet<String>;
 }
 
 /// Claims client id `ARGV[3]` for relay `ARGV[1]` unless a live relay other than it holds it
@@ -219,10 +242,16 @@ return out
 "#;
 
 /// Removes the entries of dead relays: their client ids (those still naming them, with their
-/// resume secrets), their client sets, and their place in the set of relays.
+/// resume secrets), their client sets, their place in the sets of rooms (`ARGV[4]`: the start
+/// of a room's key) and their index of those, and their place in the set of relays.
 const PRUNE: &str = r#"
 for _, r in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. r) == 0 then
+    local rooms = ARGV[1] .. r .. ':rooms'
+    for _, room in ipairs(redis.call('SMEMBERS', rooms)) do
+      redis.call('SREM', ARGV[4] .. room, r)
+    end
+    redis.call('DEL', rooms)
     local set = ARGV[1] .. r .. ':clients'
     for _, c in ipairs(redis.call('SMEMBERS', set)) do
       local key = ARGV[2] .. c
@@ -244,9 +273,11 @@ enum Route {
     Client(String),
     /// To this relay.
     Relay(String),
+    /// To every other live relay holding members of this room (see [`rooms`]).
+    Room(String),
 }
 
-/// The outcome of a send: the relay it reached.
+/// The outcome of a send: the relay it reached (for a room: how many relays).
 type Done = Box<dyn FnOnce(Result<String, Error>) + Send>;
 
 struct Outgoing {
@@ -288,6 +319,8 @@ pub(crate) struct Cluster {
     /// Set when this relay's part of the directory is to be written again at the next heartbeat
     /// (a client let in without its claim, a link to Redis made again).
     resync: AtomicBool,
+    /// This relay's rooms in Redis.
+    rooms: rooms::Rooms,
     stopped: AtomicBool,
 }
 
@@ -319,6 +352,7 @@ impl Cluster {
             watched: Mutex::new(HashMap::new()),
             silent: Mutex::new(HashSet::new()),
             resync: AtomicBool::new(true),
+            rooms: rooms::Rooms::default(),
             stopped: AtomicBool::new(false),
         });
         tracing::info!(relay = %cluster.id, url = %redact(&cluster.opts.url), "joining the cluster");
@@ -494,6 +528,19 @@ impl Cluster {
     /// Sends `env` to relay `relay`.
     pub(crate) fn send_to_relay(&self, relay: &str, env: &Envelope) {
         self.send(Route::Relay(relay.to_string()), env, None)
+    }
+
+    /// Sends `env` to every other relay holding members of `room`; `done` hears how many relays
+    /// got it, or why it was not sent (at once while Redis is out of reach).
+    pub(crate) fn send_to_room(
+        &self,
+        room: &str,
+        env: &Envelope,
+        done: impl FnOnce(Result<usize, Error>) + Send + 'static,
+    ) {
+        let done: Done =
+            Box::new(move |sent: Result<String, Error>| done(sent.map(|n| n.parse().unwrap_or(0))));
+        self.send(Route::Room(room.to_string()), env, Some(done))
     }
 
     fn send(&self, route: Route, env: &Envelope, done: Option<Done>) {
@@ -730,7 +777,8 @@ impl Cluster {
             .arg(self.key("relays"))
             .arg(self.relay_prefix())
             .arg(self.key("client:"))
-            .arg(self.key("resume:"));
+            .arg(self.key("resume:"))
+            .arg(self.key("room:"));
         pipe.add_command(cmd).ignore();
         if let Err(e) = self.run_pipe(&pipe).await {
             tracing::debug!("could not leave the cluster cleanly: {e}");
@@ -794,6 +842,16 @@ async fn send_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
                 Route::Relay(relay) => {
                     pipe.publish(format!("{prefix}{relay}"), &out.payload);
                 }
+                Route::Room(room) => {
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(rooms::ROOM_PUBLISH)
+                        .arg(1)
+                        .arg(this.room_key(room))
+                        .arg(&prefix)
+                        .arg(&this.id)
+                        .arg(&out.payload);
+                    pipe.add_command(cmd);
+                }
             }
         }
         let results = if this.is_up() {
@@ -843,6 +901,10 @@ fn sent_to(route: &Route, value: redis::Value) -> Result<String, Error> {
         Route::Relay(relay) => match redis::from_redis_value::<i64>(value) {
             Ok(n) if n > 0 => Ok(relay.clone()),
             Ok(_) => Err(Error::Cluster(format!("relay '{relay}' is gone"))),
+            Err(e) => Err(Error::Cluster(format!("unexpected answer from Redis: {e}"))),
+        },
+        Route::Room(_) => match redis::from_redis_value::<i64>(value) {
+            Ok(n) => Ok(n.to_string()),
             Err(e) => Err(Error::Cluster(format!("unexpected answer from Redis: {e}"))),
         },
     }
@@ -984,6 +1046,9 @@ impl Cluster {
                 self.resync.store(true, Ordering::Release);
                 return Err(e);
             }
+        } else if let Err(e) = self.sync_rooms(host, false).await {
+            self.resync.store(true, Ordering::Release);
+            return Err(e);
         }
         if !self.may_judge() {
             return Ok(());
@@ -995,7 +1060,8 @@ impl Cluster {
                 .arg(self.key("relays"))
                 .arg(self.relay_prefix())
                 .arg(self.key("client:"))
-                .arg(self.key("resume:"));
+                .arg(self.key("resume:"))
+                .arg(self.key("room:"));
             self.run::<i64>(&cmd).await?;
         }
         let relays = self.relays_of_interest();
@@ -1047,8 +1113,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Writes this relay's part of the directory again: joins the set of relays, and claims
-    /// every client id it holds. An id another live relay holds now is that relay's: the
+    /// Writes this relay's part of the directory again: joins the set of relays, claims every
+    /// client id it holds, and writes every room it has members in. An id another live relay holds now is that relay's: the
     /// connection here is disconnected.
     async fn resync(&self, host: &dyn Host) -> Result<(), Error> {
         let mut join = redis::cmd("SADD");
@@ -1074,6 +1140,6 @@ impl Cluster {
                 }
             }
         }
-        Ok(())
+        self.sync_rooms(host, true).await
     }
 }

@@ -107,18 +107,8 @@ fn target_of<A: Adapter>(
     server: &P2pServer<A>,
     caller: &Peer<A>,
     id: &str,
-    event: Option<&str>,
 ) -> Result<Target<A>, Error> {
     let target = server.target(id)?;
-    if let (Target::Remote(_), Some(api)) = (&target, event) {
-        if crate::service::is_builtin_api(api) {
-            // Topic rooms are rooms of one relay.
-            return Err(Error::Cluster(format!(
-                "'{api}' to '{id}': client '{id}' is not connected to this relay, and service \
-                 topics do not reach clients of the cluster's other relays"
-            )));
-        }
-    }
     // Either end learns when the other goes away (a client of another relay: through its
     // relay, once it is reached).
     match &target {
@@ -142,7 +132,7 @@ fn p2p_emit<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, p: Emit, r: 
     if let Err(e) = server.check_event_name(&p.event) {
         return r.respond(Err(e.into()));
     }
-    let target = match target_of(server, peer, &p.target, Some(&p.event)) {
+    let target = match target_of(server, peer, &p.target) {
         Ok(t) => t,
         Err(e) => return r.respond(Err(e.into())),
     };
@@ -173,7 +163,7 @@ fn p2p_emit_acknowledge<A: Adapter>(
     if let Err(e) = server.check_event_name(&p.event) {
         return r.respond(Err(e.into()));
     }
-    let target = match target_of(server, peer, &p.target, Some(&p.event)) {
+    let target = match target_of(server, peer, &p.target) {
         Ok(t) => t,
         Err(e) => return r.respond(Err(e.into())),
     };
@@ -209,7 +199,7 @@ fn add_target<A: Adapter>(
     if let Err(e) = peer.check(Action::Send(&target_id)) {
         return r.respond(Err(e.into()));
     }
-    let target = match target_of(server, peer, &target_id, None) {
+    let target = match target_of(server, peer, &target_id) {
         Ok(t) => t,
         Err(error) => {
             let msg = protocol::not_registered(&target_id);
@@ -295,7 +285,7 @@ fn p2p_batch<A: Adapter>(
         };
         let result = server.check_event_name(&p.event);
         let result = result
-            .and_then(|()| target_of(server, peer, &p.target, Some(&p.event)))
+            .and_then(|()| target_of(server, peer, &p.target))
             .and_then(|target| {
                 let target = match target {
                     Target::Local(t) => t,

@@ -57,6 +57,12 @@ impl P2pClient {
     /// [`PeerMessage`](crate::PeerMessage), whatever its first argument). Resolves once the server
     /// has queued it for every member; fails with [`Error::Overloaded`] naming the members whose
     /// queue on the relay was full (they did not get it, the others did).
+    ///
+    /// With relays sharing a Redis (a cluster), members on the other relays get it through their
+    /// own relays: this resolves once it is handed to them, and members busy there are reported
+    /// afterwards through [`on_server_error`](P2pClient::on_server_error), named. While the
+    /// relay cannot reach Redis this fails with [`Error::Cluster`]; the members on this client's
+    /// relay got it.
     pub async fn emit_room(&self, room: &str, event: &str, args: impl IntoArgs) -> Result<()> {
         check_room(room)?;
         if event.is_empty() {

@@ -8,7 +8,8 @@ use crate::protocol::{
     RESERVED_ROOM_PREFIX, SEED_MEMBERS_ROOM,
 };
 use crate::server::{
-    encode_args, OpError, OpReply, Operations, P2pServer, Peer, Reason, RoomEvent, RELAY,
+    encode_args, ClusterRoomEvent, ClusterSent, OpError, OpReply, Operations, P2pServer, Peer,
+    Reason, RoomEvent, RELAY,
 };
 use crate::service::rules;
 use serde_json::Value;
@@ -81,12 +82,20 @@ fn check_topic_rules<A: Adapter>(
     )?)
 }
 
+/// The other client a `CLIENT_(UN)SUBSCRIBE_TOPIC` action names.
+enum Member<A: Adapter> {
+    /// A client of this relay.
+    Here(Arc<Peer<A>>),
+    /// Perhaps a client of another relay of the cluster: that relay adds or removes it.
+    Elsewhere(String),
+}
+
 /// The other client a `CLIENT_(UN)SUBSCRIBE_TOPIC` action names, checked, and the room.
 fn client_and_room<A: Adapter>(
     server: &P2pServer<A>,
     client: String,
     room: String,
-) -> Result<(Arc<Peer<A>>, String), OpError> {
+) -> Result<(Member<A>, String), OpError> {
     if room.is_empty() {
         // The seed's answer to an empty topic name.
         return Err(OpError {
@@ -95,7 +104,8 @@ fn client_and_room<A: Adapter>(
         });
     }
     match server.peer(&client) {
-        Some(p) => Ok((p, room)),
+        Some(p) => Ok((Member::Here(p), room)),
+        None if server.cluster().is_some() => Ok((Member::Elsewhere(client), room)),
         None => Err(OpError {
             seed_ack: Some(vec![Value::from(crate::protocol::unknown_target(&client))]),
             error: Error::UnknownTarget(client),
@@ -103,9 +113,9 @@ fn client_and_room<A: Adapter>(
     }
 }
 
-/// The future that joins (or leaves) `socket` to `room`: ready at once, since the socket is one
-/// of this server's, but queued behind the caller's earlier room operations (see
-/// [`Peer::room_op`]).
+/// The future that joins (or leaves) `socket` to `room`, queued behind the caller's earlier room
+/// operations (see [`Peer::room_op`]): ready at once, since the socket is one of this server's,
+/// unless a join has to be written to the cluster's directory first.
 fn membership<A: Adapter>(
     server: &P2pServer<A>,
     socket: &SocketRef<A>,
@@ -115,9 +125,14 @@ fn membership<A: Adapter>(
     let socket = socket.clone();
     let max = server.inner.opts.max_rooms_per_client;
     let metrics = server.inner.metrics.clone();
+    let server = server.clone();
     async move {
         if join {
-            join_bounded(&socket, room, max).inspect_err(|_| metrics.refused(Reason::Limit))
+            join_bounded(&socket, room.clone(), max)
+                .inspect_err(|_| metrics.refused(Reason::Limit))?;
+            // Written to the cluster's directory before the join is answered.
+            server.advertise_room(&room).await;
+            Ok(())
         } else {
             socket.leave(room);
             Ok(())
@@ -190,7 +205,12 @@ fn join_room<A: Adapter>(
     }
     let (socket, room) = match target {
         RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
-            Ok((other, room)) => (other.socket.clone(), room),
+            Ok((Member::Here(other), room)) => (other.socket.clone(), room),
+            Ok((Member::Elsewhere(client), room)) => {
+                let server = server.clone();
+                let op = async move { server.remote_membership(&client, &room, true).await };
+                return peer.room_op(event::JOIN_ROOM, op, r);
+            }
             Err(e) => return r.respond(Err(e)),
         },
         RoomTarget::Own(room) | RoomTarget::Topic(room) => (peer.socket.clone(), room),
@@ -220,7 +240,12 @@ fn leave_room<A: Adapter>(
     }
     let (socket, room) = match target {
         RoomTarget::Client { client, room } => match client_and_room(server, client, room) {
-            Ok((other, room)) => (other.socket.clone(), room),
+            Ok((Member::Here(other), room)) => (other.socket.clone(), room),
+            Ok((Member::Elsewhere(client), room)) => {
+                let server = server.clone();
+                let op = async move { server.remote_membership(&client, &room, false).await };
+                return peer.room_op(event::LEAVE_ROOM, op, r);
+            }
             Err(e) => return r.respond(Err(e)),
         },
         RoomTarget::Topic(room) => {
@@ -238,10 +263,40 @@ fn leave_room<A: Adapter>(
 }
 
 /// Tells every member of `room` (`members` is `room` on some operators) that it is being destroyed,
-/// then removes them all from it, on every server the adapter spans. The notice goes to each
-/// member on this server through its byte budget, like an answer: a member that cannot take it is
-/// disconnected as a slow consumer.
+/// then removes them all from it, on every server the adapter spans and on every relay of the
+/// cluster holding members of it. The notice goes to each member through its byte budget on its
+/// own relay, like an answer: a member that cannot take it is disconnected as a slow consumer.
+/// Fails with [`Error::Cluster`] when the other relays could not be told (the members here are
+/// removed all the same).
 pub(crate) async fn destroy_room<A: Adapter>(
+    server: P2pServer<A>,
+    members: BroadcastOperators<A>,
+    room: String,
+) -> Result<(), Error> {
+    let elsewhere = server.destroy_in_cluster(&room);
+    let here = destroy_here(server, members, room.clone()).await;
+    let elsewhere = match elsewhere {
+        Ok(sent) => cluster_outcome(sent, &room).await,
+        Err(e) => Err(e),
+    };
+    elsewhere.and(here)
+}
+
+/// The outcome of handing a room's event or end to the other relays of the cluster.
+pub(crate) async fn cluster_outcome(sent: Option<ClusterSent>, room: &str) -> Result<(), Error> {
+    match sent {
+        Some(rx) => match rx.await {
+            Ok(Err(e)) => Err(Error::Cluster(format!(
+                "the members of room '{room}' on the cluster's other relays were not reached: {e}"
+            ))),
+            Ok(Ok(_)) | Err(_) => Ok(()),
+        },
+        None => Ok(()),
+    }
+}
+
+/// [`destroy_room`] on this relay only (and the servers of its adapter).
+pub(crate) async fn destroy_here<A: Adapter>(
     server: P2pServer<A>,
     members: BroadcastOperators<A>,
     room: String,
@@ -277,7 +332,10 @@ pub(crate) fn adapter_error(what: &str, e: impl std::fmt::Display) -> Error {
 /// [`P2pServer::send_to_members`]); members whose queue is full do not, and the caller is answered
 /// [`Error::Overloaded`] naming them. Members on other servers of the adapter get it through the
 /// adapter's broadcast, split by the marker rooms every connection joins ([`EXT_MEMBERS_ROOM`],
-/// [`SEED_MEMBERS_ROOM`]).
+/// [`SEED_MEMBERS_ROOM`]). Members on other relays of a cluster get it through their relays (see
+/// [`crate::server::members`]): the answer waits until Redis has it, and is
+/// [`Error::Cluster`] when it could not be handed over; members busy there are reported later
+/// with a `SERVER_ERROR`.
 fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom, r: OpReply) {
     // The topic-event rule is `rules::check_emit`'s, which knows the room.
     if let Err(error) = server.check_event_text(&e.event) {
@@ -304,8 +362,8 @@ fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom
         Err(e) => return r.respond(Err(e.into())),
     };
     let seed_form = RoomEvent::new(&event, &[], args.clone());
-    let ext_form = RoomEvent::new(RoomEmit::EVENT, &[&room, &event], args);
-    let (server, socket) = (server.clone(), peer.socket.clone());
+    let ext_form = RoomEvent::new(RoomEmit::EVENT, &[&room, &event], args.clone());
+    let (server, socket, from) = (server.clone(), peer.socket.clone(), peer.id.clone());
     let op = async move {
         let members = server.local_members(socket.to(room.clone()));
         let delivery =
@@ -320,9 +378,32 @@ fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom
             seed.and(ext)
                 .map_err(|e| adapter_error(&format!("EMIT_ROOM to '{room}'"), e))?;
         }
-        delivery.into_result(&room, &event)
+        let elsewhere = server.room_to_cluster(ClusterRoomEvent {
+            from: Some(&from),
+            room: &room,
+            event: &event,
+            args: &args,
+            wrap: true,
+        });
+        let here = delivery.into_result(&room, &event);
+        let elsewhere = match elsewhere {
+            Ok(sent) => cluster_outcome(sent, &room).await,
+            Err(e) => Err(e),
+        };
+        both(elsewhere, here)
     };
     peer.room_op(event::EMIT_ROOM, op, r);
+}
+
+/// The outcome of a room event sent both here and to the other relays: a failure to reach the
+/// other relays, with what happened here said too.
+pub(crate) fn both(elsewhere: Result<(), Error>, here: Result<(), Error>) -> Result<(), Error> {
+    match (elsewhere, here) {
+        (Ok(()), here) => here,
+        (Err(e), Ok(())) => Err(e),
+        (Err(Error::Cluster(e)), Err(busy)) => Err(Error::Cluster(format!("{e}; here: {busy}"))),
+        (Err(e), Err(_)) => Err(e),
+    }
 }
 
 /// `LIST_CLIENTS(ack)`: `ack([clientId, ...])`.

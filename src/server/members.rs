@@ -10,9 +10,18 @@
 //! Members on other servers of a cluster adapter are reached through the adapter's broadcast, as
 //! before: the members' own servers queue the packet through socketioxide, bounded by its packet
 //! count only (see [`P2pServer::remote_members`]).
+//!
+//! Members on other relays of a cluster ([`crate::cluster`]) are reached through the relays that
+//! hold them: the event goes once to each relay with members of the room, which sends it to each
+//! of its members through that member's budget, as here. Members busy there are reported to the
+//! sender afterwards, with a `SERVER_ERROR` naming them (a relay cannot wait for the others'
+//! answer before answering the sender); a room event that cannot be handed to the other relays
+//! (Redis out of reach) fails with [`Error::Cluster`], the members here having got it.
 
 use super::{P2pServer, Peer};
+use crate::cluster::{Cluster, Envelope};
 use crate::error::Error;
+use crate::protocol::{RoomEmit, RESERVED_ROOM_PREFIX};
 use serde::ser::SerializeTuple;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -222,6 +231,258 @@ impl<A: Adapter> P2pServer<A> {
             crate::protocol::RESERVED_ROOM_PREFIX,
             self.inner.io.config().server_id
         ))
+    }
+}
+
+/// A room event for the members of a room on the other relays of a cluster.
+pub(crate) struct ClusterRoomEvent<'a> {
+    /// The sending client (`None`: the server's own API).
+    pub(crate) from: Option<&'a Arc<str>>,
+    pub(crate) room: &'a str,
+    pub(crate) event: &'a str,
+    pub(crate) args: &'a EncodedArgs,
+    /// Extension members get `P2P_ROOM(room, event, ...args)` (an `EMIT_ROOM`), not the event
+    /// itself (a topic publication of the server's).
+    pub(crate) wrap: bool,
+}
+
+/// The outcome of handing a room event to the other relays: how many got it.
+pub(crate) type ClusterSent = tokio::sync::oneshot::Receiver<Result<usize, Error>>;
+
+/// Hands `env` to the other relays holding members of `room`; a failure is logged too.
+fn send_to_room(cluster: &Cluster, room: &str, env: &Envelope) -> ClusterSent {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name = room.to_string();
+    cluster.send_to_room(room, env, move |sent| {
+        if let Err(err) = &sent {
+            tracing::warn!(room = %name, "a room event was not handed to the other relays: {err}");
+        }
+        let _ = tx.send(sent);
+    });
+    rx
+}
+
+impl<A: Adapter> P2pServer<A> {
+    /// Records in the cluster's directory, if this relay is in a cluster, that it has a member
+    /// in `room`; returns once it is recorded (at once while Redis is out of reach).
+    pub(crate) async fn advertise_room(&self, room: &str) {
+        if room.starts_with(RESERVED_ROOM_PREFIX) {
+            return;
+        }
+        if let Some(cluster) = self.cluster() {
+            cluster.advertise_room(room).await;
+        }
+    }
+
+    /// Hands room event `e` to the other relays of the cluster that hold members of its room.
+    /// `Ok(None)` without a cluster; `Ok(Some(outcome))` once queued (a failure there is also
+    /// logged); [`Error::Cluster`] at once while Redis is out of reach.
+    pub(crate) fn room_to_cluster(
+        &self,
+        e: ClusterRoomEvent<'_>,
+    ) -> Result<Option<ClusterSent>, Error> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        if !cluster.is_up() {
+            return Err(cluster.unavailable(&format!(
+                "'{}' reached the members of room '{}' on this relay only",
+                e.event, e.room
+            )));
+        }
+        let args = e
+            .args
+            .iter()
+            .map(|a| serde_json::from_str(a.get()))
+            .collect::<Result<Vec<serde_json::Value>, _>>()?;
+        let env = Envelope::RoomEmit {
+            relay: cluster.id().to_string(),
+            from: e.from.map(|f| f.to_string()),
+            room: e.room.to_string(),
+            event: e.event.to_string(),
+            args,
+            wrap: e.wrap,
+        };
+        Ok(Some(send_to_room(cluster, e.room, &env)))
+    }
+
+    /// Tells the other relays of the cluster holding members of topic room `room` that it is
+    /// destroyed. As [`room_to_cluster`](Self::room_to_cluster) for the outcome.
+    pub(crate) fn destroy_in_cluster(&self, room: &str) -> Result<Option<ClusterSent>, Error> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        if !cluster.is_up() {
+            return Err(
+                cluster.unavailable(&format!("room '{room}' was emptied on this relay only"))
+            );
+        }
+        let env = Envelope::RoomDestroy {
+            relay: cluster.id().to_string(),
+            room: room.to_string(),
+        };
+        Ok(Some(send_to_room(cluster, room, &env)))
+    }
+
+    /// Puts client `client` of another relay of the cluster in `room` (`join`) or takes it out,
+    /// and waits for that relay's answer. [`Error::UnknownTarget`] when no relay holds it.
+    pub(crate) async fn remote_membership(
+        &self,
+        client: &str,
+        room: &str,
+        join: bool,
+    ) -> Result<(), Error> {
+        let Some(cluster) = self.cluster() else {
+            return Err(Error::UnknownTarget(client.to_string()));
+        };
+        let what = if join {
+            crate::protocol::event::JOIN_ROOM
+        } else {
+            crate::protocol::event::LEAVE_ROOM
+        };
+        if !cluster.is_up() {
+            return Err(cluster.unavailable(&format!("{what} '{room}' for client '{client}'")));
+        }
+        let id = cluster.next_request();
+        let env = Envelope::RoomMember {
+            relay: cluster.id().to_string(),
+            id,
+            client: client.to_string(),
+            room: room.to_string(),
+            join,
+        };
+        let timeout = self.inner.opts.reply_timeout;
+        cluster
+            .request(id, client, what, env, None, timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// The rooms this relay's clients are in, the relay's own rooms left out: those of its
+    /// connected clients, and those of the sessions it keeps for their return (which go back in
+    /// them when they resume here).
+    pub(crate) fn local_rooms(&self) -> std::collections::HashSet<String> {
+        let peers: Vec<Arc<Peer<A>>> = self
+            .inner
+            .clients
+            .read()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        let mut rooms: std::collections::HashSet<String> = peers
+            .iter()
+            .flat_map(|p| p.socket.rooms())
+            .map(|r| r.to_string())
+            .collect();
+        let parked = self.inner.parked.lock().unwrap();
+        rooms.extend(parked.values().flat_map(|p| p.rooms.iter().cloned()));
+        drop(parked);
+        rooms.retain(|r| !r.starts_with(RESERVED_ROOM_PREFIX));
+        rooms
+    }
+
+    /// What this relay does with a room envelope from another relay. One naming a room of the
+    /// relay's own (`__p2p_…`, which no relay sends) is dropped.
+    pub(crate) fn room_from_cluster(&self, cluster: &Arc<Cluster>, env: Envelope) {
+        let room = match &env {
+            Envelope::RoomEmit { room, .. }
+            | Envelope::RoomDestroy { room, .. }
+            | Envelope::RoomMember { room, .. } => Some(room.as_str()),
+            _ => None,
+        };
+        if let Some(room) = room.filter(|r| r.starts_with(RESERVED_ROOM_PREFIX)) {
+            return tracing::warn!(
+                room,
+                "dropping an envelope for a reserved room from another relay"
+            );
+        }
+        match env {
+            Envelope::RoomEmit {
+                relay,
+                from,
+                room,
+                event,
+                args,
+                wrap,
+            } => {
+                let checked = crate::protocol::check_no_placeholder(&args)
+                    .map_err(Error::from)
+                    .and_then(|()| encode_args(args))
+                    .and_then(|args| Ok((self.within(room.clone())?, args)));
+                let (members, args) = match checked {
+                    Ok(x) => x,
+                    Err(e) => {
+                        return tracing::warn!(%room, "dropping a room event from another relay: {e}")
+                    }
+                };
+                let seed_form = RoomEvent::new(&event, &[], args.clone());
+                let ext_form =
+                    wrap.then(|| RoomEvent::new(RoomEmit::EVENT, &[&room, &event], args));
+                let members = self.local_members(members);
+                let delivery = self.send_to_members(&members, |m| match &ext_form {
+                    Some(ext) if m.ext => ext,
+                    _ => &seed_form,
+                });
+                if let Err(e) = delivery.into_result(&room, &event) {
+                    let error = match e {
+                        Error::Overloaded(text) => text,
+                        other => other.to_string(),
+                    };
+                    match from {
+                        Some(to) => {
+                            cluster.send_to_relay(&relay, &Envelope::RoomBusy { to, error })
+                        }
+                        None => tracing::warn!("a room event of another relay's server: {error}"),
+                    }
+                }
+            }
+            Envelope::RoomBusy { to, error } => {
+                if let Some(sender) = self.peer_or_away(&to) {
+                    sender.report(&Error::Overloaded(format!("on another relay: {error}")));
+                }
+            }
+            Envelope::RoomDestroy { relay: _, room } => {
+                let op = self
+                    .within(room.clone())
+                    .map(|members| crate::room::server::destroy_here(self.clone(), members, room));
+                if let Err(e) = op.and_then(|op| self.room_op("destroy_topic", op)) {
+                    tracing::warn!("destroying a topic room for another relay: {e}");
+                }
+            }
+            Envelope::RoomMember {
+                relay,
+                id,
+                client,
+                room,
+                join,
+            } => {
+                let Some(peer) = self.peer(&client) else {
+                    let e = Error::UnknownTarget(client);
+                    return cluster.send_to_relay(&relay, &Envelope::reply(id, Err(e)));
+                };
+                let server = self.clone();
+                let socket = peer.socket.clone();
+                let max = self.inner.opts.max_rooms_per_client;
+                let metrics = peer.metrics.clone();
+                let op = async move {
+                    if join {
+                        crate::room::server::join_bounded(&socket, room.clone(), max)
+                            .inspect_err(|_| metrics.refused(super::Reason::Limit))?;
+                        server.advertise_room(&room).await;
+                    } else {
+                        socket.leave(room);
+                    }
+                    Ok(())
+                };
+                let cluster = cluster.clone();
+                let what = if join { "JOIN_ROOM" } else { "LEAVE_ROOM" };
+                peer.lane.run(what, op, move |result| {
+                    cluster.send_to_relay(&relay, &Envelope::reply(id, result.map(|()| vec![])));
+                });
+            }
+            other => tracing::debug!("not a room envelope: {other:?}"),
+        }
     }
 }
 

@@ -40,7 +40,7 @@ use budget::{arg_size, json_size, Budget, Connections};
 pub(crate) use dispatch::Operations;
 use lane::Lane;
 pub(crate) use limits::CallerSlot;
-pub(crate) use members::{encode_args, RoomEvent};
+pub(crate) use members::{encode_args, ClusterRoomEvent, ClusterSent, RoomEvent};
 use metrics::SlowConsumer;
 pub use metrics::METRICS_CONTENT_TYPE;
 pub(crate) use metrics::{Metrics, Reason};

@@ -432,6 +432,12 @@ impl<A: Adapter> Host for HostOf<A> {
             server.evict_local(client, reason);
         }
     }
+
+    fn local_rooms(&self) -> std::collections::HashSet<String> {
+        self.server()
+            .map(|server| server.local_rooms())
+            .unwrap_or_default()
+    }
 }
 
 /// What this relay does with an envelope from another relay. Nothing here waits: a request is
@@ -564,6 +570,10 @@ fn deliver<A: Adapter>(server: &P2pServer<A>, cluster: &Arc<Cluster>, env: Envel
                 format!("{e} ({n} message(s) for '{to}' were not delivered)"),
             ));
         }
+        env @ (Envelope::RoomEmit { .. }
+        | Envelope::RoomBusy { .. }
+        | Envelope::RoomDestroy { .. }
+        | Envelope::RoomMember { .. }) => server.room_from_cluster(cluster, env),
         Envelope::Kick { client, reason } => server.evict_local(&client, &reason),
         Envelope::Resumed { relay, client } => server.resumed_elsewhere(cluster, &relay, &client),
         Envelope::Watchers {

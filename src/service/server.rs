@@ -19,7 +19,7 @@ use crate::protocol::service::{MembershipError, TopicMembership};
 use crate::protocol::{check_no_placeholder, EmitPayload};
 use crate::request::Reply;
 use crate::room::server::adapter_error;
-use crate::server::{encode_args, OpError, OpReply, P2pServer, Peer, RoomEvent};
+use crate::server::{encode_args, ClusterRoomEvent, OpError, OpReply, P2pServer, Peer, RoomEvent};
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::adapter::LocalAdapter;
@@ -77,10 +77,14 @@ pub(crate) fn intercept<A: Adapter>(
                 let socket = caller.socket.clone();
                 let max = server.inner.opts.max_rooms_per_client;
                 let metrics = caller.metrics.clone();
+                let server = server.clone();
                 let op = async move {
                     if join {
-                        crate::room::server::join_bounded(&socket, room, max)
-                            .inspect_err(|_| metrics.refused(crate::server::Reason::Limit))
+                        crate::room::server::join_bounded(&socket, room.clone(), max)
+                            .inspect_err(|_| metrics.refused(crate::server::Reason::Limit))?;
+                        // Publications from this service on other relays reach it.
+                        server.advertise_room(&room).await;
+                        Ok(())
                     } else {
                         socket.leave(room);
                         Ok(())
@@ -374,7 +378,10 @@ impl<A: Adapter> ServiceHandle<A> {
     ///
     /// With the local adapter the subscribers are told and removed before this returns; with a
     /// remote adapter that has to wait for other servers, it is done in the background, in order
-    /// with the server's other topic operations, and a failure there is logged.
+    /// with the server's other topic operations, and a failure there is logged. In a cluster the
+    /// subscribers on the other relays are told and removed by their relays: while Redis is out
+    /// of reach this fails with [`Error::Cluster`] (those here are removed all the same), and a
+    /// failure to hand it over later is logged.
     pub fn destroy_topic(&self, names: impl TopicNames) -> Result<()> {
         can_have_topics(self.service.name())?;
         let names = check_topics(names)?;
@@ -404,6 +411,12 @@ impl<A: Adapter> ServiceHandle<A> {
     /// a remote adapter get it through the adapter; with a remote adapter that has to wait for
     /// other servers, the publication completes in the background, in order with the server's
     /// other topic operations, and a failure there is logged.
+    ///
+    /// In a cluster ([`crate::cluster`]) the subscribers on the other relays get it too, through
+    /// their relays and their own budgets there (each relay provides the service, but a
+    /// publication on one reaches the subscribers of all: publish it on one relay only). While
+    /// Redis is out of reach this fails with [`Error::Cluster`], the subscribers here having got
+    /// it; a failure to hand it over later, and subscribers busy on other relays, are logged.
     /// Arguments holding an object with the key `_placeholder` (which Socket.IO clients read as
     /// a binary attachment) are refused with [`Error::BadRequest`].
     pub fn publish_topic(&self, topic: &str, args: impl IntoArgs) -> Result<()> {
@@ -412,7 +425,7 @@ impl<A: Adapter> ServiceHandle<A> {
         check_no_placeholder(&args)?;
         let args = encode_args(args)?;
         let room = topic_room(self.service.name(), topic);
-        let publication = RoomEvent::new(&topic_event(&room), &[], args);
+        let publication = RoomEvent::new(&topic_event(&room), &[], args.clone());
         let members = self.server.within(room.clone())?;
         let server = self.server.clone();
         let topic = topic.to_string();
@@ -423,7 +436,18 @@ impl<A: Adapter> ServiceHandle<A> {
                 let sent = remote.emit(publication.name(), &publication.args()).await;
                 sent.map_err(|e| adapter_error(&format!("publishing to '{topic}'"), e))?;
             }
-            delivery.into_result(&room, publication.name())
+            // Not waited for: the outcome is logged.
+            let elsewhere = server
+                .room_to_cluster(ClusterRoomEvent {
+                    from: None,
+                    room: &room,
+                    event: publication.name(),
+                    args: &args,
+                    wrap: false,
+                })
+                .map(|_| ());
+            let here = delivery.into_result(&room, publication.name());
+            crate::room::server::both(elsewhere, here)
         };
         self.server.room_op("publish_topic", op)
     }
@@ -434,7 +458,8 @@ impl<A: Adapter> ServiceHandle<A> {
     }
 
     /// How many clients are subscribed to `topic`: the members of its room, on every server the
-    /// adapter spans. Waits at most the server's reply timeout for a remote adapter's answer.
+    /// adapter spans; in a cluster, those on this relay only. Waits at most the server's reply
+    /// timeout for a remote adapter's answer.
     pub async fn subscriber_count(&self, topic: &str) -> Result<usize> {
         let members = self.server.within(topic_room(self.service.name(), topic))?;
         let after = self.server.inner.opts.reply_timeout;
