@@ -70,6 +70,7 @@
 //! [`Error::Cluster`].
 
 mod envelope;
+pub(crate) mod stream;
 
 pub(crate) use envelope::{Envelope, WireArg};
 
@@ -142,9 +143,15 @@ impl ClusterOptions {
 pub(crate) trait Host: Send + Sync + 'static {
     /// An envelope from another relay, for this one.
     fn deliver(&self, cluster: &Arc<Cluster>, env: Envelope);
+    /// A stream frame from relay `relay` (see [`stream`]), its header naming a route of this
+    /// relay.
+    fn frame(&self, relay: &str, frame: bytes::Bytes);
     /// Relay `relay` is dead: each of `clients` (clients of that relay) was watched by the given
     /// clients of this relay.
-    fn relay_gone(&self, clients: Vec<(String, Vec<Arc<str>>)>);
+    fn relay_gone(&self, relay: &str, clients: Vec<(String, Vec<Arc<str>>)>);
+    /// This relay lost its link to Redis: what crosses relays without being resent (stream
+    /// frames) is lost.
+    fn link_lost(&self);
     /// The ids of this relay's clients (connected, or away for a moment).
     fn local_ids(&self) -> Vec<String>;
     /// A client of this relay whose id another live relay holds: disconnect it with `reason`.
@@ -244,6 +251,8 @@ enum Route {
     Client(String),
     /// To this relay.
     Relay(String),
+    /// To this channel (a relay's, named in full), as it is.
+    Channel(Arc<str>),
 }
 
 /// The outcome of a send: the relay it reached.
@@ -251,7 +260,7 @@ type Done = Box<dyn FnOnce(Result<String, Error>) + Send>;
 
 struct Outgoing {
     route: Route,
-    payload: String,
+    payload: Vec<u8>,
     done: Option<Done>,
 }
 
@@ -507,7 +516,7 @@ impl Cluster {
             return fail(done, self.unavailable("not delivered"));
         }
         let payload = match env.encode() {
-            Ok(p) => p,
+            Ok(p) => p.into_bytes(),
             Err(e) => return fail(done, e),
         };
         let out = Outgoing {
@@ -794,6 +803,9 @@ async fn send_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
                 Route::Relay(relay) => {
                     pipe.publish(format!("{prefix}{relay}"), &out.payload);
                 }
+                Route::Channel(channel) => {
+                    pipe.publish(&**channel, &out.payload);
+                }
             }
         }
         let results = if this.is_up() {
@@ -843,6 +855,13 @@ fn sent_to(route: &Route, value: redis::Value) -> Result<String, Error> {
         Route::Relay(relay) => match redis::from_redis_value::<i64>(value) {
             Ok(n) if n > 0 => Ok(relay.clone()),
             Ok(_) => Err(Error::Cluster(format!("relay '{relay}' is gone"))),
+            Err(e) => Err(Error::Cluster(format!("unexpected answer from Redis: {e}"))),
+        },
+        Route::Channel(channel) => match redis::from_redis_value::<i64>(value) {
+            Ok(n) if n > 0 => Ok(channel.to_string()),
+            Ok(_) => Err(Error::Cluster(
+                "the other relay is gone (nobody reads its channel)".into(),
+            )),
             Err(e) => Err(Error::Cluster(format!("unexpected answer from Redis: {e}"))),
         },
     }
@@ -905,7 +924,10 @@ async fn subscribe_loop(cluster: Weak<Cluster>, host: Weak<dyn Host>) {
                             else {
                                 return;
                             };
-                            if let Some(env) = Envelope::decode(msg.get_payload_bytes()) {
+                            let payload = msg.get_payload_bytes();
+                            if let Some((relay, frame)) = stream::parse(payload) {
+                                host.frame(relay, frame);
+                            } else if let Some(env) = Envelope::decode(payload) {
                                 host.deliver(&this, env);
                             }
                         }
@@ -928,6 +950,9 @@ async fn subscribe_loop(cluster: Weak<Cluster>, host: Weak<dyn Host>) {
                 };
                 tracing::warn!(relay = %this.id, "lost the link to the cluster's Redis; reconnecting");
                 this.set_up(false);
+                if let Some(host) = host.upgrade() {
+                    host.link_lost();
+                }
             }
             Ok(Err(e)) => tracing::debug!("cannot subscribe at the cluster's Redis: {e}"),
             Err(_) => tracing::debug!("the cluster's Redis did not answer within {timeout:?}"),
@@ -1042,7 +1067,7 @@ impl Cluster {
         }
         for r in dead {
             let clients = self.mourn(&r);
-            host.relay_gone(clients);
+            host.relay_gone(&r, clients);
         }
         Ok(())
     }
