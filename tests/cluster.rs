@@ -769,3 +769,21 @@ async fn redis_going_down_under_a_stream_resets_it_clearly() {
         .expect_err("refused");
     assert!(e.to_string().contains("Redis"), "{e}");
 }
+
+#[tokio::test]
+async fn a_seed_form_stream_to_another_relay_is_refused_with_the_seed_words() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let raw = raw_as(&r1, "sally").await;
+    let bob = client(&r2, "bob").await;
+    lists(&bob, &["bob", "sally"]).await;
+    let open = json!({"sourceStreamId": "s1", "targetStreamId": "s2", "targetClientId": "bob"});
+    let ack = within(
+        "the seed open is answered",
+        raw.emit_with_ack("MULTI_API_CREATE_STREAM", vec![open]),
+    )
+    .await;
+    assert_eq!(ack, vec![json!("Client bob is not registered to server")]);
+    assert_eq!(r1.server().stream_count(), 0);
+    assert_eq!(r2.server().stream_count(), 0);
+}

@@ -705,14 +705,14 @@ fn open_remote<A: Adapter>(
 ) {
     let to: Arc<str> = info.target_client_id.as_str().into();
     let Some(window) = info.window.filter(|_| peer.ext) else {
-        return bad(
-            r,
-            format!(
-                "client '{to}' is not connected to this relay, and streams to clients of the \
-                 cluster's other relays run in credit mode only, which seed-era clients do not \
-                 speak"
-            ),
+        let text = format!(
+            "client '{to}' is not connected to this relay, and streams to clients of the \
+             cluster's other relays run in credit mode only, which seed-era clients do not speak"
         );
+        return r.respond(Err(OpError {
+            error: Error::BadRequest(text),
+            seed_ack: Some(vec![Value::from(protocol::not_registered(&to))]),
+        }));
     };
     if !cluster.is_up() {
         let what = format!("the stream to client '{to}' was not opened");
