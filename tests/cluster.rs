@@ -787,3 +787,109 @@ async fn a_seed_form_stream_to_another_relay_is_refused_with_the_seed_words() {
     assert_eq!(r1.server().stream_count(), 0);
     assert_eq!(r2.server().stream_count(), 0);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_resets_its_stream_on_the_other_relay() {
+    use tokio::io::AsyncReadExt;
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let (mut mine, _theirs) = open_pair(&alice, &bob, Default::default()).await;
+    bob.disconnect().await.unwrap();
+    let mut buf = [0u8; 16];
+    let e = within("alice's stream is reset", mine.read(&mut buf))
+        .await
+        .expect_err("the stream does not end cleanly");
+    assert_says(&e.to_string(), &["bob"]);
+    eventually("both relays free the stream", || {
+        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
+    })
+    .await;
+}
+
+/// A hand-driven extension client that overruns its credit on a stream to a client of another
+/// relay: its own relay cuts the stream off at both ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_past_its_credit_is_cut_off_across_relays() {
+    use futures::FutureExt;
+    use rust_socketio::{asynchronous::ClientBuilder, Payload, TransportType};
+    use socketio_p2p::stream::frame::{code, Frame, FRAME_EVENT};
+    use tokio::io::AsyncReadExt;
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let bob = client(&r2, "bob").await;
+    let mut incoming = bob.incoming_streams(None);
+    let (texts, mut text_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (frames, mut frame_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mallory = ClientBuilder::new(format!("{}?clientId=mallory&p2pExt=1", r1.url()))
+        .transport_type(TransportType::Websocket)
+        .reconnect(false)
+        .on_any(move |ev, p, _| {
+            match p {
+                Payload::Text(v) => {
+                    let _ = texts.send((String::from(ev), v));
+                }
+                Payload::Binary(b) => {
+                    let _ = frames.send(Frame::decode(b));
+                }
+                #[allow(deprecated)]
+                Payload::String(_) => {}
+            }
+            futures::future::ready(()).boxed()
+        })
+        .connect()
+        .await
+        .expect("mallory connects");
+    lists(&bob, &["bob", "mallory"]).await;
+    let open = json!({"sourceStreamId": "s1", "targetStreamId": "t1",
+                      "targetClientId": "bob", "window": 65536});
+    mallory
+        .emit(
+            "P2P_REQ",
+            Payload::Text(vec![json!(1), json!("MULTI_API_CREATE_STREAM"), open]),
+        )
+        .await
+        .unwrap();
+    let accepted = loop {
+        let (ev, args) = within("the open's answer", text_rx.recv()).await.unwrap();
+        if ev == "P2P_RES" && args[0] == json!(1) {
+            break args[1]["ok"][0].clone();
+        }
+    };
+    let (route, window) = (
+        accepted["route"].as_u64().expect("a route"),
+        accepted["window"].as_u64().expect("bob's window"),
+    );
+    let mut at_bob = within("bob accepts", incoming.next()).await.unwrap();
+    let send = |f: bytes::Bytes| mallory.emit(FRAME_EVENT, Payload::Binary(f));
+    send(Frame::data_from_slice(route, b"fine")).await.unwrap();
+    let mut buf = [0u8; 4];
+    within("bob reads", at_bob.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf, b"fine");
+
+    send(Frame::data_from_slice(route, &vec![7u8; window as usize]))
+        .await
+        .unwrap();
+    match within("mallory's reset", frame_rx.recv()).await.unwrap() {
+        Ok(Frame::Reset {
+            route: r,
+            code: c,
+            reason,
+        }) => {
+            assert_eq!((r, c), (route, code::PROTOCOL), "{reason}");
+            assert_says(&reason, &["protocol violation"]);
+        }
+        other => panic!("expected a RESET, got {other:?}"),
+    }
+    let e = within("bob's read fails", at_bob.read(&mut buf))
+        .await
+        .expect_err("reset");
+    assert_says(&e.to_string(), &["protocol violation"]);
+    eventually("both relays free the stream", || {
+        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
+    })
+    .await;
+}
