@@ -893,3 +893,96 @@ async fn a_writer_past_its_credit_is_cut_off_across_relays() {
     })
     .await;
 }
+
+/// Cuts the link of `c` (behind `proxy`, a client of `relay`) until the relay has seen it drop,
+/// then lets it come back: its session is resumed.
+async fn cut_link(relay: &Relay, proxy: &Proxy, c: &P2pClient) {
+    proxy.refuse(true);
+    proxy.cut();
+    eventually("the relay sees the link drop", || {
+        !relay.server().is_connected(c.id())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.refuse(false);
+}
+
+/// A stream across relays goes on through cuts of either client's link to its own relay: every
+/// byte arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_across_relays_goes_on_through_cuts_of_either_link() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LEN: usize = 48 << 20;
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let (p1, p2) = (
+        Proxy::start(r1.local_addr()).await,
+        Proxy::start(r2.local_addr()).await,
+    );
+    let opts = || {
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            ..ClientOptions::default()
+        }
+        .with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200))
+    };
+    let alice = P2pClient::connect_with(&p1.url(), "alice", opts())
+        .await
+        .unwrap();
+    let bob = P2pClient::connect_with(&p2.url(), "bob", opts())
+        .await
+        .unwrap();
+    lists(&alice, &["alice", "bob"]).await;
+    let (mut out, mut inn) = open_pair(&alice, &bob, Default::default()).await;
+    let data = sample(LEN);
+    let writing = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            for chunk in data.chunks(64 << 10) {
+                out.write_all(chunk).await?;
+            }
+            out.shutdown().await?;
+            Ok::<_, std::io::Error>(out)
+        })
+    };
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reading = {
+        let read = read.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::with_capacity(LEN);
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = inn.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(got);
+                }
+                got.extend_from_slice(&buf[..n]);
+                read.store(got.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let past = |n: usize| {
+        let read = read.clone();
+        async move {
+            eventually_long("the reader gets on", || {
+                let read = read.clone();
+                async move { read.load(std::sync::atomic::Ordering::Relaxed) >= n }
+            })
+            .await
+        }
+    };
+    past(8 << 20).await;
+    cut_link(&r1, &p1, &alice).await;
+    past(20 << 20).await;
+    cut_link(&r2, &p2, &bob).await;
+    let got = bounded("the reader finishes", reading)
+        .await
+        .unwrap()
+        .expect("every byte arrives");
+    assert_eq!(got.len(), LEN);
+    assert!(got == data, "once, in order");
+    bounded("the writer finishes", writing)
+        .await
+        .unwrap()
+        .expect("the writer's calls all succeed");
+}

@@ -62,18 +62,19 @@
 //! only a relay that cannot keep up at all is at risk.
 //!
 //! Carried between relays: messages (`P2P_EMIT`, `P2P_BATCH`), requests and their answers
-//! (`P2P_EMIT_ACKNOWLEDGE`, `P2P_REQ`, the server's own [`P2pServer::request`](crate::P2pServer::request)),
-//! `MULTI_API_ADD_TARGET`, disconnect notices, `LIST_CLIENTS`, calls to a service a client
-//! provides, the duplicate-id policy, a client's return with its resume secret, and credit-mode
-//! streams between Rust clients (`MULTI_API_CREATE_STREAM` and every `P2P_FRAME`; see
-//! `src/cluster/stream.rs`, which also says why their frames go through Redis). A stream's frames, once it is
-//! open, are published straight to the channel of the relay keeping the route's other half,
-//! with no directory look-up. Rooms, room emits, streams with a seed-era client at either end,
-//! the server's own stream ends, service topics and the server's own services stay within one
-//! relay; opening such a stream to, or subscribing to a topic of, a client of another relay
-//! fails with a clear error ([`Error::Cluster`] for a topic, `BAD_REQUEST` for a stream).
-//! A stream through a relay that dies, or while this relay's link to Redis breaks, is reset;
-//! it is not resumed.
+//! (`P2P_EMIT_ACKNOWLEDGE`, `P2P_REQ`, the server's own
+//! [`P2pServer::request`](crate::P2pServer::request)), `MULTI_API_ADD_TARGET`, disconnect
+//! notices, `LIST_CLIENTS`, calls to a service a client provides, the duplicate-id policy, a
+//! client's return with its resume secret, and credit-mode streams between Rust clients
+//! (`MULTI_API_CREATE_STREAM` and every `P2P_FRAME`; see `src/cluster/stream.rs`, which also says
+//! why their frames go through Redis). A stream's frames, once it is open, are published straight
+//! to the channel of the relay keeping the route's other half, with no directory look-up. Rooms,
+//! room emits, streams with a seed-era client at either end, the server's own stream ends,
+//! service topics and the server's own services stay within one relay; opening such a stream to,
+//! or subscribing to a topic of, a client of another relay fails with a clear error
+//! ([`Error::Cluster`] for a topic, `BAD_REQUEST` for a stream). A stream through a relay that
+//! dies, or while this relay's link to Redis breaks, is reset; it goes on through a session
+//! resumed on the client's own relay, not through one taken over by another relay.
 
 mod envelope;
 pub(crate) mod stream;
