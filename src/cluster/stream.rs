@@ -32,6 +32,12 @@
 //! envelope for that relay, so a route's frames, its open's answer and its RESET keep their
 //! order.
 //!
+//! What is in flight towards one relay waits in Redis' output buffer for that relay's
+//! subscription, which Redis closes past `client-output-buffer-limit pubsub` (32 MiB by
+//! default): a relay that falls that far behind loses its link, and every stream through it is
+//! reset. One stream has at most a window (512 KiB by default) in flight, so this takes many
+//! busy streams into one slow relay at once; raise the limit where that is expected.
+//!
 //! Direct connections between relays were the other choice, to be taken if Redis could not
 //! carry a stream across relays at half the speed of one within a relay. It can, so they were
 //! not: `cargo bench --bench cluster` (two relays and Redis on one 2-core machine, release
