@@ -40,14 +40,15 @@
 //!
 //! Direct connections between relays were the other choice, to be taken if Redis could not
 //! carry a stream across relays at half the speed of one within a relay. It can, so they were
-//! not: `cargo bench --bench cluster` (two relays and Redis on one 2-core machine, release
-//! build) measured one 256 MiB stream at 327 MB/s within a relay and 207 MB/s across relays
-//! (0.63x), and 100,000 messages at 363,000/s within a relay and 224,000/s across (0.62x);
-//! a reply's round trip goes from 78/123 µs (p50/p99) to 256/778 µs. What Redis costs is a
-//! second hop per frame and a copy into and out of its output buffer; in return there is no
-//! listener, no address book of relays and no liveness check of a second kind: the relays'
-//! liveness in Redis already says when a route's other half is gone. The figures vary from run
-//! to run and machine to machine; run the benchmark where the relays will run.
+//! not: `cargo bench --bench cluster` (two relays and Redis on one shared 2-core machine, release
+//! build), in two runs, measured one 256 MiB stream at 327 and 445 MB/s within a relay and 207
+//! and 254 MB/s across relays (0.63x, 0.57x), and 100,000 messages at 363,000 and 423,000/s
+//! within a relay and 224,000 and 306,000/s across (0.62x, 0.72x); a reply's round trip (p50)
+//! went from 78 and 230 µs to 256 and 454 µs. What Redis costs is a second hop per frame and a
+//! copy into and out of its output buffer; in return there is no listener, no address book of
+//! relays and no liveness check of a second kind: the relays' liveness in Redis already says
+//! when a route's other half is gone. The figures vary from run to run and machine to machine
+//! (the ratios stayed above the goal of 0.5x); run the benchmark where the relays will run.
 
 use super::{Cluster, Done, Outgoing, Route};
 use crate::error::Error;
