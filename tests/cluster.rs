@@ -271,18 +271,6 @@ async fn one_id_one_connection_across_relays() {
     assert_eq!(pong, "pong");
 }
 
-#[tokio::test]
-async fn streams_do_not_cross_relays_and_say_so() {
-    let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let _bob = client(&r2, "bob").await;
-    let e = within("a stream to another relay", alice.add_p2p_stream("bob"))
-        .await
-        .expect_err("not carried between relays");
-    assert!(e.to_string().contains("other relays"), "{e}");
-}
-
 fn quick() -> ClientOptions {
     ClientOptions {
         timeout: Duration::from_secs(3),
@@ -1168,4 +1156,407 @@ async fn hostile_room_envelopes_are_dropped() {
             .collect::<Vec<_>>(),
         ["hall"]
     );
+}
+
+// Streams between clients of different relays.
+
+/// Writes `data` to `w` and closes its side, then reads what comes back until the other side
+/// closes.
+async fn write_then_read(
+    mut s: socketio_p2p::P2pDuplex,
+    data: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut r, mut w) = tokio::io::split(&mut s);
+    let write = async move {
+        w.write_all(&data).await?;
+        w.shutdown().await
+    };
+    let mut back = Vec::new();
+    let read = r.read_to_end(&mut back);
+    let (wrote, read) = tokio::join!(write, read);
+    wrote?;
+    read?;
+    Ok(back)
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_stream_crosses_relays_byte_exact_both_ways() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let (mine, theirs) = open_pair(&alice, &bob, Default::default()).await;
+    assert!(!mine.info().seed_mode);
+    assert_eq!(theirs.info().peer, "alice");
+    let there = sample(64 << 20);
+    let back: Vec<u8> = there.iter().rev().copied().collect();
+    let (a, b) = tokio::join!(
+        bounded("alice's side", write_then_read(mine, there.clone())),
+        bounded("bob's side", write_then_read(theirs, back.clone())),
+    );
+    let (a, b) = (
+        a.expect("alice's side ends cleanly"),
+        b.expect("bob's side ends cleanly"),
+    );
+    assert_eq!(b.len(), there.len());
+    assert!(b == there, "alice -> bob arrives byte-exact");
+    assert_eq!(a.len(), back.len());
+    assert!(a == back, "bob -> alice arrives byte-exact");
+    eventually("both relays free the stream", || {
+        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_blocks_its_writer_on_another_relay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start();
+    let (mut one, url1) = serve(&redis).await;
+    let (mut two, url2) = serve(&redis).await;
+    let alice = client_at(&url1, "alice").await;
+    let bob = client_at(&url2, "bob").await;
+    let mut incoming = bob.incoming_streams(None);
+    let opener = tokio::spawn({
+        let alice = alice.clone();
+        async move { alice.add_p2p_stream("bob").await }
+    });
+    let mut theirs = within("bob accepts", incoming.next()).await.unwrap();
+    let mut mine = within("the open", opener).await.unwrap().unwrap();
+    let (pid1, pid2) = (one.id().unwrap(), two.id().unwrap());
+    let before = (rss_kib(pid1), rss_kib(pid2));
+
+    const TOTAL: usize = 128 << 20;
+    let data = sample(TOTAL);
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let (data, written) = (data.clone(), written.clone());
+        tokio::spawn(async move {
+            for chunk in data.chunks(64 << 10) {
+                mine.write_all(chunk).await?;
+                written.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+            mine.shutdown().await
+        })
+    };
+    // bob reads a little, then stops: alice's writes stop soon after.
+    let mut got = vec![0u8; 1 << 20];
+    bounded("bob reads 1 MiB", theirs.read_exact(&mut got))
+        .await
+        .unwrap();
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = written.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+        assert!(now < TOTAL, "the writer never blocked");
+    }
+    assert!(last < 32 << 20, "{last} bytes written for 1 MiB read");
+    let after = (rss_kib(pid1), rss_kib(pid2));
+    for (b, a) in [(before.0, after.0), (before.1, after.1)] {
+        assert!(a < b + 64 * 1024, "a relay grew from {b} KiB to {a} KiB");
+    }
+    // bob reads on: everything arrives, in order.
+    let mut rest = Vec::new();
+    bounded("bob reads the rest", theirs.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    got.extend_from_slice(&rest);
+    assert_eq!(got.len(), TOTAL);
+    assert!(got == data, "byte-exact after the pause");
+    bounded("alice's writes end", writer)
+        .await
+        .unwrap()
+        .unwrap();
+    one.start_kill().unwrap();
+    two.start_kill().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_outright_resets_the_streams_through_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start();
+    let r1 = member(&redis).await;
+    let (mut doomed, url) = serve(&redis).await;
+    let alice = client(&r1, "alice").await;
+    let bob = client_at(&url, "bob").await;
+    let (mut mine, mut theirs) = open_pair(&alice, &bob, Default::default()).await;
+    mine.write_all(b"before").await.unwrap();
+    let mut got = [0u8; 6];
+    within("bob reads", theirs.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(&got, b"before");
+
+    doomed.start_kill().unwrap();
+    doomed.wait().await.unwrap();
+    // alice's read ends with an error naming the relay, long before any timeout of hers.
+    let mut buf = [0u8; 16];
+    let e = tokio::time::timeout(Duration::from_secs(15), mine.read(&mut buf))
+        .await
+        .expect("the stream is reset")
+        .expect_err("the stream does not end cleanly");
+    assert_says(&e.to_string(), &["relay"]);
+    assert_eq!(r1.server().stream_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_down_under_a_stream_resets_it_clearly() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let (mut mine, mut theirs) = open_pair(&alice, &bob, Default::default()).await;
+    mine.write_all(b"hello").await.unwrap();
+    let mut got = [0u8; 5];
+    within("bob reads", theirs.read_exact(&mut got))
+        .await
+        .unwrap();
+
+    redis.kill();
+    let mut buf = [0u8; 16];
+    for (who, s) in [("alice", &mut mine), ("bob", &mut theirs)] {
+        let e = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{who}'s stream is reset"))
+            .expect_err("the stream does not end cleanly");
+        assert_says(&e.to_string(), &["Redis"]);
+    }
+    // A new stream across is refused while Redis is away, and says why.
+    let e = within("an open while Redis is down", alice.add_p2p_stream("bob"))
+        .await
+        .expect_err("refused");
+    assert!(e.to_string().contains("Redis"), "{e}");
+}
+
+#[tokio::test]
+async fn a_seed_form_stream_to_another_relay_is_refused_with_the_seed_words() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let raw = raw_as(&r1, "sally").await;
+    let bob = client(&r2, "bob").await;
+    lists(&bob, &["bob", "sally"]).await;
+    let open = json!({"sourceStreamId": "s1", "targetStreamId": "s2", "targetClientId": "bob"});
+    let ack = within(
+        "the seed open is answered",
+        raw.emit_with_ack("MULTI_API_CREATE_STREAM", vec![open]),
+    )
+    .await;
+    assert_eq!(ack, vec![json!("Client bob is not registered to server")]);
+    assert_eq!(r1.server().stream_count(), 0);
+    assert_eq!(r2.server().stream_count(), 0);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_resets_its_stream_on_the_other_relay() {
+    use tokio::io::AsyncReadExt;
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let (mut mine, _theirs) = open_pair(&alice, &bob, Default::default()).await;
+    bob.disconnect().await.unwrap();
+    let mut buf = [0u8; 16];
+    let e = within("alice's stream is reset", mine.read(&mut buf))
+        .await
+        .expect_err("the stream does not end cleanly");
+    assert_says(&e.to_string(), &["bob"]);
+    eventually("both relays free the stream", || {
+        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
+    })
+    .await;
+}
+
+/// A hand-driven extension client that overruns its credit on a stream to a client of another
+/// relay: its own relay cuts the stream off at both ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_past_its_credit_is_cut_off_across_relays() {
+    use futures::FutureExt;
+    use rust_socketio::{asynchronous::ClientBuilder, Payload, TransportType};
+    use socketio_p2p::stream::frame::{code, Frame, FRAME_EVENT};
+    use tokio::io::AsyncReadExt;
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let bob = client(&r2, "bob").await;
+    let mut incoming = bob.incoming_streams(None);
+    let (texts, mut text_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (frames, mut frame_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mallory = ClientBuilder::new(format!("{}?clientId=mallory&p2pExt=1", r1.url()))
+        .transport_type(TransportType::Websocket)
+        .reconnect(false)
+        .on_any(move |ev, p, _| {
+            match p {
+                Payload::Text(v) => {
+                    let _ = texts.send((String::from(ev), v));
+                }
+                Payload::Binary(b) => {
+                    let _ = frames.send(Frame::decode(b));
+                }
+                #[allow(deprecated)]
+                Payload::String(_) => {}
+            }
+            futures::future::ready(()).boxed()
+        })
+        .connect()
+        .await
+        .expect("mallory connects");
+    lists(&bob, &["bob", "mallory"]).await;
+    let open = json!({"sourceStreamId": "s1", "targetStreamId": "t1",
+                      "targetClientId": "bob", "window": 65536});
+    mallory
+        .emit(
+            "P2P_REQ",
+            Payload::Text(vec![json!(1), json!("MULTI_API_CREATE_STREAM"), open]),
+        )
+        .await
+        .unwrap();
+    let accepted = loop {
+        let (ev, args) = within("the open's answer", text_rx.recv()).await.unwrap();
+        if ev == "P2P_RES" && args[0] == json!(1) {
+            break args[1]["ok"][0].clone();
+        }
+    };
+    let (route, window) = (
+        accepted["route"].as_u64().expect("a route"),
+        accepted["window"].as_u64().expect("bob's window"),
+    );
+    let mut at_bob = within("bob accepts", incoming.next()).await.unwrap();
+    let send = |f: bytes::Bytes| mallory.emit(FRAME_EVENT, Payload::Binary(f));
+    send(Frame::data_from_slice(route, b"fine")).await.unwrap();
+    let mut buf = [0u8; 4];
+    within("bob reads", at_bob.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf, b"fine");
+
+    send(Frame::data_from_slice(route, &vec![7u8; window as usize]))
+        .await
+        .unwrap();
+    match within("mallory's reset", frame_rx.recv()).await.unwrap() {
+        Ok(Frame::Reset {
+            route: r,
+            code: c,
+            reason,
+        }) => {
+            assert_eq!((r, c), (route, code::PROTOCOL), "{reason}");
+            assert_says(&reason, &["protocol violation"]);
+        }
+        other => panic!("expected a RESET, got {other:?}"),
+    }
+    let e = within("bob's read fails", at_bob.read(&mut buf))
+        .await
+        .expect_err("reset");
+    assert_says(&e.to_string(), &["protocol violation"]);
+    eventually("both relays free the stream", || {
+        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
+    })
+    .await;
+}
+
+/// Cuts the link of `c` (behind `proxy`, a client of `relay`) until the relay has seen it drop,
+/// then lets it come back: its session is resumed.
+async fn cut_link(relay: &Relay, proxy: &Proxy, c: &P2pClient) {
+    proxy.refuse(true);
+    proxy.cut();
+    eventually("the relay sees the link drop", || {
+        !relay.server().is_connected(c.id())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.refuse(false);
+}
+
+/// A stream across relays goes on through cuts of either client's link to its own relay: every
+/// byte arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_across_relays_goes_on_through_cuts_of_either_link() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LEN: usize = 48 << 20;
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let (p1, p2) = (
+        Proxy::start(r1.local_addr()).await,
+        Proxy::start(r2.local_addr()).await,
+    );
+    let opts = || {
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            ..ClientOptions::default()
+        }
+        .with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200))
+    };
+    let alice = P2pClient::connect_with(&p1.url(), "alice", opts())
+        .await
+        .unwrap();
+    let bob = P2pClient::connect_with(&p2.url(), "bob", opts())
+        .await
+        .unwrap();
+    lists(&alice, &["alice", "bob"]).await;
+    let (mut out, mut inn) = open_pair(&alice, &bob, Default::default()).await;
+    let data = sample(LEN);
+    let writing = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            for chunk in data.chunks(64 << 10) {
+                out.write_all(chunk).await?;
+            }
+            out.shutdown().await?;
+            Ok::<_, std::io::Error>(out)
+        })
+    };
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reading = {
+        let read = read.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::with_capacity(LEN);
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = inn.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(got);
+                }
+                got.extend_from_slice(&buf[..n]);
+                read.store(got.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let past = |n: usize| {
+        let read = read.clone();
+        async move {
+            eventually_long("the reader gets on", || {
+                let read = read.clone();
+                async move { read.load(std::sync::atomic::Ordering::Relaxed) >= n }
+            })
+            .await
+        }
+    };
+    past(8 << 20).await;
+    cut_link(&r1, &p1, &alice).await;
+    past(20 << 20).await;
+    cut_link(&r2, &p2, &bob).await;
+    let got = bounded("the reader finishes", reading)
+        .await
+        .unwrap()
+        .expect("every byte arrives");
+    assert_eq!(got.len(), LEN);
+    assert!(got == data, "once, in order");
+    bounded("the writer finishes", writing)
+        .await
+        .unwrap()
+        .expect("the writer's calls all succeed");
 }

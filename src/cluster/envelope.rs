@@ -103,6 +103,33 @@ pub(crate) enum Envelope {
         room: String,
         join: bool,
     },
+    // Streams between relays (see `super::stream`).
+    /// Client `from` of relay `relay` opens a credit-mode stream to client `to` of the receiving
+    /// relay: `open` is its `MULTI_API_CREATE_STREAM` argument, `route` the opener relay's route
+    /// id. Answered with [`Envelope::StreamAnswer`] `id` within `timeout_ms`.
+    StreamOpen {
+        relay: String,
+        id: u64,
+        from: String,
+        to: String,
+        open: Value,
+        route: u64,
+        timeout_ms: u64,
+    },
+    /// The answer to [`Envelope::StreamOpen`] `id` for the opener relay's route `for_route`: the
+    /// acceptor's acknowledgement (`ok`) or why there is none (`err`); `route` is the answering
+    /// relay's (`relay`) route id when its client accepted.
+    StreamAnswer {
+        relay: String,
+        id: u64,
+        for_route: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ok: Option<Vec<WireArg>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        err: Option<WireError>,
+    },
 }
 
 impl Envelope {

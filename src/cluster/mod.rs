@@ -78,19 +78,29 @@
 //! only a relay that cannot keep up at all is at risk.
 //!
 //! Carried between relays: messages (`P2P_EMIT`, `P2P_BATCH`), requests and their answers
-//! (`P2P_EMIT_ACKNOWLEDGE`, `P2P_REQ`, the server's own [`P2pServer::request`](crate::P2pServer::request)),
-//! `MULTI_API_ADD_TARGET`, disconnect notices, `LIST_CLIENTS`, calls to a service a client
-//! provides, the duplicate-id policy, and a client's return with its resume secret; room events
-//! (`EMIT_ROOM`, topic publications of client services and of the server's services, the end of a
-//! topic) to the relays with members of the room, and a service's subscribing and unsubscribing
-//! of a client of another relay (see [Rooms](#rooms)). The server's own services are each relay's own
-//! (the application provides them on every relay); their topics' rooms are rooms like any other.
-//! Streams stay within one relay: opening one to a client of another relay fails with
-//! [`Error::Cluster`]. While Redis is out of reach a room event reaches the members on its own
-//! relay only, and its sender gets [`Error::Cluster`] saying so.
+//! (`P2P_EMIT_ACKNOWLEDGE`, `P2P_REQ`, the server's own
+//! [`P2pServer::request`](crate::P2pServer::request)), `MULTI_API_ADD_TARGET`, disconnect
+//! notices, `LIST_CLIENTS`, calls to a service a client provides, the duplicate-id policy, a
+//! client's return with its resume secret; room events (`EMIT_ROOM`, topic publications of client
+//! services and of the server's services, the end of a topic) to the relays with members of the
+//! room, and a service's subscribing and unsubscribing of a client of another relay (see
+//! [Rooms](#rooms)); and credit-mode streams between Rust clients (`MULTI_API_CREATE_STREAM` and
+//! every `P2P_FRAME`; see `src/cluster/stream.rs`, which also says why their frames go through
+//! Redis). A stream's frames, once it is open, are published straight to the channel of the relay
+//! keeping the route's other half, with no directory look-up.
+//!
+//! The server's own services are each relay's own (the application provides them on every
+//! relay); their topics' rooms are rooms like any other. Streams with a seed-era client at either
+//! end and the server's own stream ends stay within one relay: opening such a stream to a client
+//! of another relay fails with `BAD_REQUEST`. A stream through a relay that dies, or while this
+//! relay's link to Redis breaks, is reset; it goes on through a session resumed on the client's
+//! own relay, not through one taken over by another relay. While Redis is out of reach a room
+//! event reaches the members on its own relay only, and its sender gets [`Error::Cluster`] saying
+//! so.
 
 mod envelope;
 mod rooms;
+pub(crate) mod stream;
 
 pub(crate) use envelope::{Envelope, WireArg};
 
@@ -163,9 +173,15 @@ impl ClusterOptions {
 pub(crate) trait Host: Send + Sync + 'static {
     /// An envelope from another relay, for this one.
     fn deliver(&self, cluster: &Arc<Cluster>, env: Envelope);
+    /// A stream frame from relay `relay` (see [`stream`]), its header naming a route of this
+    /// relay.
+    fn frame(&self, relay: &str, frame: bytes::Bytes);
     /// Relay `relay` is dead: each of `clients` (clients of that relay) was watched by the given
     /// clients of this relay.
-    fn relay_gone(&self, clients: Vec<(String, Vec<Arc<str>>)>);
+    fn relay_gone(&self, relay: &str, clients: Vec<(String, Vec<Arc<str>>)>);
+    /// This relay lost its link to Redis: what crosses relays without being resent (stream
+    /// frames) is lost.
+    fn link_lost(&self);
     /// The ids of this relay's clients (connected, or away for a moment).
     fn local_ids(&self) -> Vec<String>;
     /// A client of this relay whose id another live relay holds: disconnect it with `reason`.
@@ -275,6 +291,8 @@ enum Route {
     Relay(String),
     /// To every other live relay holding members of this room (see [`rooms`]).
     Room(String),
+    /// To this channel (a relay's, named in full), as it is.
+    Channel(Arc<str>),
 }
 
 /// The outcome of a send: the relay it reached (for a room: how many relays).
@@ -282,7 +300,7 @@ type Done = Box<dyn FnOnce(Result<String, Error>) + Send>;
 
 struct Outgoing {
     route: Route,
-    payload: String,
+    payload: Vec<u8>,
     done: Option<Done>,
 }
 
@@ -554,7 +572,7 @@ impl Cluster {
             return fail(done, self.unavailable("not delivered"));
         }
         let payload = match env.encode() {
-            Ok(p) => p,
+            Ok(p) => p.into_bytes(),
             Err(e) => return fail(done, e),
         };
         let out = Outgoing {
@@ -852,6 +870,9 @@ async fn send_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
                         .arg(&out.payload);
                     pipe.add_command(cmd);
                 }
+                Route::Channel(channel) => {
+                    pipe.publish(&**channel, &out.payload);
+                }
             }
         }
         let results = if this.is_up() {
@@ -905,6 +926,13 @@ fn sent_to(route: &Route, value: redis::Value) -> Result<String, Error> {
         },
         Route::Room(_) => match redis::from_redis_value::<i64>(value) {
             Ok(n) => Ok(n.to_string()),
+            Err(e) => Err(Error::Cluster(format!("unexpected answer from Redis: {e}"))),
+        },
+        Route::Channel(channel) => match redis::from_redis_value::<i64>(value) {
+            Ok(n) if n > 0 => Ok(channel.to_string()),
+            Ok(_) => Err(Error::Cluster(
+                "the other relay is gone (nobody reads its channel)".into(),
+            )),
             Err(e) => Err(Error::Cluster(format!("unexpected answer from Redis: {e}"))),
         },
     }
@@ -967,7 +995,10 @@ async fn subscribe_loop(cluster: Weak<Cluster>, host: Weak<dyn Host>) {
                             else {
                                 return;
                             };
-                            if let Some(env) = Envelope::decode(msg.get_payload_bytes()) {
+                            let payload = msg.get_payload_bytes();
+                            if let Some((relay, frame)) = stream::parse(payload) {
+                                host.frame(relay, frame);
+                            } else if let Some(env) = Envelope::decode(payload) {
                                 host.deliver(&this, env);
                             }
                         }
@@ -990,6 +1021,9 @@ async fn subscribe_loop(cluster: Weak<Cluster>, host: Weak<dyn Host>) {
                 };
                 tracing::warn!(relay = %this.id, "lost the link to the cluster's Redis; reconnecting");
                 this.set_up(false);
+                if let Some(host) = host.upgrade() {
+                    host.link_lost();
+                }
             }
             Ok(Err(e)) => tracing::debug!("cannot subscribe at the cluster's Redis: {e}"),
             Err(_) => tracing::debug!("the cluster's Redis did not answer within {timeout:?}"),
@@ -1108,7 +1142,7 @@ impl Cluster {
         }
         for r in dead {
             let clients = self.mourn(&r);
-            host.relay_gone(clients);
+            host.relay_gone(&r, clients);
         }
         Ok(())
     }

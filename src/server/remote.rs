@@ -400,8 +400,21 @@ impl<A: Adapter> Host for HostOf<A> {
         deliver(&server, cluster, env);
     }
 
-    fn relay_gone(&self, clients: Vec<(String, Vec<Arc<str>>)>) {
+    fn frame(&self, relay: &str, frame: bytes::Bytes) {
+        if let Some(server) = self.server() {
+            crate::stream::server::from_relay(&server, relay, frame);
+        }
+    }
+
+    fn link_lost(&self) {
+        if let Some(server) = self.server() {
+            crate::stream::server::link_lost(&server);
+        }
+    }
+
+    fn relay_gone(&self, relay: &str, clients: Vec<(String, Vec<Arc<str>>)>) {
         let Some(server) = self.server() else { return };
+        crate::stream::server::relay_gone(&server, relay);
         for (gone, watchers) in clients {
             let gone: Arc<str> = gone.into();
             for w in watchers {
@@ -574,6 +587,38 @@ fn deliver<A: Adapter>(server: &P2pServer<A>, cluster: &Arc<Cluster>, env: Envel
         | Envelope::RoomBusy { .. }
         | Envelope::RoomDestroy { .. }
         | Envelope::RoomMember { .. }) => server.room_from_cluster(cluster, env),
+        Envelope::StreamOpen {
+            relay,
+            id,
+            from,
+            to,
+            open,
+            route,
+            timeout_ms,
+        } => crate::stream::server::open_from_relay(
+            server, cluster, relay, id, from, to, open, route, timeout_ms,
+        ),
+        Envelope::StreamAnswer {
+            relay,
+            id,
+            for_route,
+            route,
+            ok,
+            err,
+        } => {
+            if let Some(route) = route {
+                // Before the answer is read, so the frames behind it find the route's other half.
+                crate::stream::server::connect_remote(server, cluster, for_route, &relay, route);
+            }
+            let result = match (ok, err) {
+                (_, Some(err)) => Err(Error::from_wire(err, "another relay")),
+                (Some(ok), None) => WireArg::into_args(ok),
+                (None, None) => Err(Error::Protocol(
+                    "an answer from another relay with neither a result nor an error".into(),
+                )),
+            };
+            cluster.answered(id, result);
+        }
         Envelope::Kick { client, reason } => server.evict_local(&client, &reason),
         Envelope::Resumed { relay, client } => server.resumed_elsewhere(cluster, &relay, &client),
         Envelope::Watchers {

@@ -17,6 +17,7 @@ use super::flow::MAX_WINDOW;
 use super::frame::{self, code, Frame, Header};
 use super::route::{RouteState, Side, Verdict};
 use super::StreamOptions;
+use crate::cluster::{Cluster, Envelope, WireArg};
 use crate::error::Error;
 use crate::protocol::stream::{CreateAnswer, CreateStream, StreamAccept, Window};
 use crate::protocol::{self, event};
@@ -45,6 +46,25 @@ type Shard<A> = RwLock<HashMap<u64, Arc<Route<A>>>>;
 enum End<A: Adapter> {
     Client(Arc<Peer<A>>),
     Local(Arc<Shared>),
+    /// The other half of the route, on another relay of the cluster (see
+    /// [`crate::cluster::stream`]).
+    Remote(Arc<RemoteEnd>),
+}
+
+/// The half of a route kept by another relay.
+struct RemoteEnd {
+    cluster: Arc<Cluster>,
+    /// The client at that end.
+    client: Arc<str>,
+    /// Where that half is; unknown on the opener's relay until the acceptor's relay answers.
+    link: Option<Link>,
+}
+
+/// A route's other half: its relay, that relay's channel, and its route id there.
+struct Link {
+    relay: String,
+    channel: Arc<str>,
+    route: u64,
 }
 
 impl<A: Adapter> Clone for End<A> {
@@ -52,6 +72,7 @@ impl<A: Adapter> Clone for End<A> {
         match self {
             End::Client(p) => End::Client(p.clone()),
             End::Local(s) => End::Local(s.clone()),
+            End::Remote(r) => End::Remote(r.clone()),
         }
     }
 }
@@ -65,7 +86,13 @@ impl<A: Adapter> End<A> {
         match self {
             End::Client(p) => format!("'{}'", p.id),
             End::Local(_) => "the server".into(),
+            End::Remote(r) => format!("'{}' (through its relay)", r.client),
         }
+    }
+
+    /// Whether this end is the other half of the route, on relay `relay`.
+    fn on_relay(&self, relay: &str) -> bool {
+        matches!(self, End::Remote(r) if r.link.as_ref().is_some_and(|l| l.relay == relay))
     }
 
     /// Whether frames for this end are dropped rather than sent: its client's connection
@@ -74,14 +101,43 @@ impl<A: Adapter> End<A> {
     fn away(&self) -> bool {
         match self {
             End::Client(p) => !matches!(p.session(), Session::Here),
-            End::Local(_) => false,
+            End::Local(_) | End::Remote(_) => false,
         }
     }
 
-    /// Hands a frame to this end: as it is to a client; decoded for the server's own stream,
-    /// which the caller hands it to once it holds no route lock.
-    fn deliver(&self, bytes: &Bytes) -> Result<Delivered, (u32, String)> {
+    /// Hands a frame of route `id` of `routes` to this end: as it is to a client or to the
+    /// route's other half on another relay; decoded for the server's own stream, which the
+    /// caller hands it to once it holds no route lock.
+    fn deliver(
+        &self,
+        routes: &Routes<A>,
+        id: u64,
+        bytes: &Bytes,
+    ) -> Result<Delivered, (u32, String)> {
         match self {
+            End::Remote(r) => {
+                let Some(link) = &r.link else {
+                    return Err((
+                        code::RELAY,
+                        format!("the relay of '{}' has not answered the open yet", r.client),
+                    ));
+                };
+                let me = routes.me.clone();
+                let client = r.client.clone();
+                let done = Box::new(move |sent: Result<String, Error>| {
+                    if let (Err(e), Some(routes)) = (sent, me.upgrade()) {
+                        let reason = format!("the relay could not forward to '{client}': {e}");
+                        routes.lost_remote(id, &reason);
+                    }
+                });
+                match r.cluster.send_frame(&link.channel, link.route, bytes, done) {
+                    Ok(()) => Ok(Delivered::Sent),
+                    Err(e) => Err((
+                        code::RELAY,
+                        format!("the relay could not forward to '{}': {e}", r.client),
+                    )),
+                }
+            }
             End::Client(p) => match p.send_frame(bytes) {
                 Ok(()) => Ok(Delivered::Sent),
                 // The link dropped a moment ago and the session may be kept for its return.
@@ -112,6 +168,14 @@ impl<A: Adapter> End<A> {
             }
             End::Local(shared) => {
                 shared.fail(frame::reset_kind(code), format!("stream reset: {reason}"));
+            }
+            End::Remote(r) => {
+                if let Some(link) = &r.link {
+                    let f = reset_frame(id, code, reason);
+                    let _ = r
+                        .cluster
+                        .send_frame(&link.channel, link.route, &f, Box::new(|_| {}));
+                }
             }
         }
     }
@@ -313,7 +377,7 @@ impl<A: Adapter> Routes<A> {
         let delivered = if to.away() {
             Ok(Delivered::Lost)
         } else {
-            to.deliver(&bytes)
+            to.deliver(self, route.id, &bytes)
         };
         match delivered {
             Ok(Delivered::Lost) => {
@@ -486,6 +550,11 @@ pub(crate) fn create_stream<A: Adapter>(
         }));
     }
     let Some(target) = server.peer(&info.target_client_id) else {
+        if server.peer_or_away(&info.target_client_id).is_none() {
+            if let Some(cluster) = server.cluster() {
+                return open_remote(server, peer, cluster.clone(), info, r);
+            }
+        }
         let msg = protocol::not_registered(&info.target_client_id);
         return r.respond(Err(OpError {
             error: server.not_here(&info.target_client_id, "a stream"),
@@ -525,71 +594,297 @@ pub(crate) fn create_stream<A: Adapter>(
                 timeout,
                 max,
             )
-            .await;
-        let answer = match answer {
-            Ok(args) => CreateAnswer::from_args(&args),
-            Err(e) => {
-                if let Some(id) = route {
-                    let reason = format!("the stream could not be opened: {e}");
-                    routes.abandon(id, code::CANCEL, &reason);
-                }
-                return r.respond(Err(e.into()));
+            .await
+            .map(|args| CreateAnswer::from_args(&args));
+        finish_open(&routes, r, &peer, &target.id, route, answer);
+    });
+}
+
+/// The acceptor `target` answered the open of route `route` (`None`: a seed-era end) by `peer`,
+/// or could not: tells `peer`, and forwards what the acceptor sent meanwhile.
+fn finish_open<A: Adapter>(
+    routes: &Arc<Routes<A>>,
+    r: OpReply,
+    peer: &Arc<Peer<A>>,
+    target: &str,
+    route: Option<u64>,
+    answer: Result<CreateAnswer, Error>,
+) {
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            if let Some(id) = route {
+                let reason = format!("the stream could not be opened: {e}");
+                routes.abandon(id, code::CANCEL, &reason);
             }
+            return r.respond(Err(e.into()));
+        }
+    };
+    let Some(id) = route else {
+        // No route (a seed-era end): whatever the acceptor said, the seed way.
+        return match answer {
+            CreateAnswer::Refused(text) => refused(r, target, text),
+            _ => r.respond(Ok(vec![])),
         };
-        let Some(id) = route else {
-            // No route (a seed-era end): whatever the acceptor said, the seed way.
-            return match answer {
-                CreateAnswer::Refused(text) => refused(r, &target.id, text),
-                _ => r.respond(Ok(vec![])),
+    };
+    match answer {
+        CreateAnswer::Seed => {
+            // A seed-era acceptor: no credit, no route.
+            routes.discard(id);
+            r.respond(Ok(vec![]));
+        }
+        CreateAnswer::Refused(text) => {
+            routes.discard(id);
+            refused(r, target, text);
+        }
+        CreateAnswer::Credit(accept) => {
+            let Some(rt) = routes.get(id) else {
+                return r.respond(Err(Error::PeerGone(target.to_string()).into()));
             };
+            let mut st = rt.lock();
+            let (held, finished) = st.opened(accept.window.get());
+            // Answer first, then what `b` already sent, so `a` knows the route before its
+            // frames arrive.
+            let answer = StreamAccept {
+                window: accept.window,
+                route: Some(id),
+            };
+            let mut failed = None;
+            if !r.respond_delivered(Ok(vec![answer.to_value()])) {
+                // The opener never learns the route: the stream cannot work.
+                failed = Some((
+                    code::RELAY,
+                    format!("relay could not tell '{}' the stream is open", peer.id),
+                ));
+            }
+            for f in held {
+                if failed.is_some() {
+                    break;
+                }
+                match rt.end(Side::A).deliver(routes, id, &f) {
+                    Ok(Delivered::Lost) => {
+                        failed = Some((
+                            code::RELAY,
+                            format!("'{}' left while the stream was being opened", peer.id),
+                        ))
+                    }
+                    Ok(_) => frame::peek(&f).iter().for_each(|h| routes.count(h)),
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if let Some((c, reason)) = failed {
+                // As for a frame that cannot be forwarded: both ends are told.
+                st.finish();
+                drop(st);
+                return routes.tear_down(&rt, c, &reason);
+            }
+            drop(st);
+            if finished {
+                routes.unlink(id);
+            }
+        }
+        CreateAnswer::Invalid(what) => {
+            routes.abandon(id, code::PROTOCOL, "accept answer had no valid window");
+            r.respond(Err(Error::Protocol(format!(
+                "'{}' accepted the stream without a valid window: {what}",
+                target
+            ))
+            .into()));
+        }
+    }
+}
+
+/// `peer` opens a stream to a client this relay does not have: the relay holding it (if any) is
+/// asked to open its half of the route (see [`crate::cluster::stream`]).
+fn open_remote<A: Adapter>(
+    server: &P2pServer<A>,
+    peer: &Arc<Peer<A>>,
+    cluster: Arc<Cluster>,
+    mut info: CreateStream,
+    r: OpReply,
+) {
+    let to: Arc<str> = info.target_client_id.as_str().into();
+    let Some(window) = info.window.filter(|_| peer.ext) else {
+        let text = format!(
+            "client '{to}' is not connected to this relay, and streams to clients of the \
+             cluster's other relays run in credit mode only, which seed-era clients do not speak"
+        );
+        return r.respond(Err(OpError {
+            error: Error::BadRequest(text),
+            seed_ack: Some(vec![Value::from(protocol::not_registered(&to))]),
+        }));
+    };
+    if !cluster.is_up() {
+        let what = format!("the stream to client '{to}' was not opened");
+        return r.respond(Err(cluster.unavailable(&what).into()));
+    }
+    info.source_client_id = Some(peer.id.to_string());
+    info.route = None;
+    let routes = server.inner.streams.clone();
+    let id = routes.allocate();
+    let remote = RemoteEnd {
+        cluster: cluster.clone(),
+        client: to.clone(),
+        link: None,
+    };
+    routes.insert(Route::new(
+        id,
+        End::Client(peer.clone()),
+        End::Remote(Arc::new(remote)),
+        RouteState::new(window.get(), 0, true),
+    ));
+    let timeout = server.inner.opts.reply_timeout;
+    let request = cluster.next_request();
+    let env = Envelope::StreamOpen {
+        relay: cluster.id().to_string(),
+        id: request,
+        from: peer.id.to_string(),
+        to: to.to_string(),
+        open: info.to_value(),
+        route: id,
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        let answer = cluster
+            .request(
+                request,
+                &to,
+                event::MULTI_API_CREATE_STREAM,
+                env,
+                Some(peer.id.clone()),
+                timeout,
+            )
+            .await
+            .map(|args| {
+                let args: Vec<Value> = args.into_iter().map(|a| a.into_value()).collect();
+                CreateAnswer::from_args(&args)
+            });
+        finish_open(&routes, r, &peer, &to, Some(id), answer);
+    });
+}
+
+/// What relay `relay` asked in an [`Envelope::StreamOpen`]: its client `from` opens a stream to
+/// `to`, a client of this relay, with the route `for_route` there. This relay keeps the other
+/// half of the route, asks `to`, and answers with an [`Envelope::StreamAnswer`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn open_from_relay<A: Adapter>(
+    server: &P2pServer<A>,
+    cluster: &Arc<Cluster>,
+    relay: String,
+    request: u64,
+    from: String,
+    to: String,
+    open: Value,
+    for_route: u64,
+    timeout_ms: u64,
+) {
+    let answer = {
+        let (cluster, relay) = (cluster.clone(), relay.clone());
+        move |route: Option<u64>, result: Result<Vec<Value>, Error>| {
+            let (ok, err) = match result {
+                Ok(args) => (
+                    Some(WireArg::from_args(
+                        args.into_iter().map(crate::protocol::Arg::Json).collect(),
+                    )),
+                    None,
+                ),
+                Err(e) => (None, Some(e.to_wire())),
+            };
+            let env = Envelope::StreamAnswer {
+                relay: cluster.id().to_string(),
+                id: request,
+                for_route,
+                route,
+                ok,
+                err,
+            };
+            cluster.send_to_relay(&relay, &env);
+        }
+    };
+    let mut info = match CreateStream::from_args(&[open]) {
+        Ok(info) if info.target_client_id == to => info,
+        Ok(_) => {
+            let e = Error::Protocol("a stream open for another client".into());
+            return answer(None, Err(e));
+        }
+        Err(e) => return answer(None, Err(Error::BadRequest(e))),
+    };
+    let Some(target) = server.peer(&to) else {
+        return answer(None, Err(Error::UnknownTarget(to)));
+    };
+    let Some(window_a) = info.window.filter(|_| target.ext) else {
+        let e = Error::BadRequest(format!(
+            "'{to}' is a seed-era client: streams between relays run in credit mode only"
+        ));
+        return answer(None, Err(e));
+    };
+    let from: Arc<str> = from.into();
+    target.watch(&from);
+    cluster.watch(&relay, &from, &target.id);
+    let routes = server.inner.streams.clone();
+    let id = routes.allocate();
+    let remote = RemoteEnd {
+        cluster: cluster.clone(),
+        client: from.clone(),
+        link: Some(Link {
+            channel: cluster.channel_of(&relay),
+            relay,
+            route: for_route,
+        }),
+    };
+    routes.insert(Route::new(
+        id,
+        End::Remote(Arc::new(remote)),
+        End::Client(target.clone()),
+        RouteState::new(window_a.get(), 0, true),
+    ));
+    info.source_client_id = Some(from.to_string());
+    info.route = Some(id);
+    // Within the opener relay's own wait.
+    let timeout = std::time::Duration::from_millis(timeout_ms).min(server.inner.opts.reply_timeout);
+    let max = server.inner.opts.max_pending_per_client;
+    tokio::spawn(async move {
+        let result = target
+            .request(
+                event::MULTI_API_CREATE_STREAM,
+                &[info.to_value()],
+                timeout,
+                max,
+            )
+            .await;
+        let args = match result {
+            Ok(args) => args,
+            Err(e) => {
+                let reason = format!("the stream could not be opened: {e}");
+                routes.abandon(id, code::CANCEL, &reason);
+                return answer(None, Err(e));
+            }
         };
-        match answer {
-            CreateAnswer::Seed => {
-                // A seed-era acceptor: no credit, no route.
-                routes.discard(id);
-                r.respond(Ok(vec![]));
-            }
-            CreateAnswer::Refused(text) => {
-                routes.discard(id);
-                refused(r, &target.id, text);
-            }
+        match CreateAnswer::from_args(&args) {
             CreateAnswer::Credit(accept) => {
                 let Some(rt) = routes.get(id) else {
-                    return r.respond(Err(Error::PeerGone(target.id.to_string()).into()));
+                    return answer(None, Err(Error::PeerGone(to)));
                 };
                 let mut st = rt.lock();
                 let (held, finished) = st.opened(accept.window.get());
-                // Answer first, then what `b` already sent, so `a` knows the route before its
-                // frames arrive.
-                let answer = StreamAccept {
+                // The answer first, then what the acceptor sent already: they leave in order.
+                let accepted = StreamAccept {
                     window: accept.window,
-                    route: Some(id),
+                    route: None,
                 };
+                answer(Some(id), Ok(vec![accepted.to_value()]));
                 let mut failed = None;
-                if !r.respond_delivered(Ok(vec![answer.to_value()])) {
-                    // The opener never learns the route: the stream cannot work.
-                    failed = Some((
-                        code::RELAY,
-                        format!("relay could not tell '{}' the stream is open", peer.id),
-                    ));
-                }
                 for f in held {
-                    if failed.is_some() {
-                        break;
-                    }
-                    match rt.end(Side::A).deliver(&f) {
-                        Ok(Delivered::Lost) => {
-                            failed = Some((
-                                code::RELAY,
-                                format!("'{}' left while the stream was being opened", peer.id),
-                            ))
-                        }
+                    match rt.end(Side::A).deliver(&routes, id, &f) {
                         Ok(_) => frame::peek(&f).iter().for_each(|h| routes.count(h)),
-                        Err(e) => failed = Some(e),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
                     }
                 }
                 if let Some((c, reason)) = failed {
-                    // As for a frame that cannot be forwarded: both ends are told.
                     st.finish();
                     drop(st);
                     return routes.tear_down(&rt, c, &reason);
@@ -599,16 +894,155 @@ pub(crate) fn create_stream<A: Adapter>(
                     routes.unlink(id);
                 }
             }
-            CreateAnswer::Invalid(what) => {
+            CreateAnswer::Refused(_) => {
+                routes.discard(id);
+                answer(None, Ok(args));
+            }
+            CreateAnswer::Seed | CreateAnswer::Invalid(_) => {
                 routes.abandon(id, code::PROTOCOL, "accept answer had no valid window");
-                r.respond(Err(Error::Protocol(format!(
-                    "'{}' accepted the stream without a valid window: {what}",
-                    target.id
-                ))
-                .into()));
+                let e = Error::Protocol(format!("'{to}' accepted the stream without a window"));
+                answer(None, Err(e));
             }
         }
     });
+}
+
+/// The answer of relay `relay` to the open of route `id` here says where the route's other half
+/// is: `route` there. Returns whether the route is still here; when it is not, the other half is
+/// reset.
+pub(crate) fn connect_remote<A: Adapter>(
+    server: &P2pServer<A>,
+    cluster: &Arc<Cluster>,
+    id: u64,
+    relay: &str,
+    route: u64,
+) -> bool {
+    let routes = &server.inner.streams;
+    let link = Link {
+        relay: relay.to_string(),
+        channel: cluster.channel_of(relay),
+        route,
+    };
+    if let Some(rt) = routes.get(id) {
+        let mut ends = rt.ends.write().unwrap_or_else(|p| p.into_inner());
+        if let End::Remote(r) = &ends[1] {
+            if r.link.is_none() {
+                let linked = RemoteEnd {
+                    cluster: r.cluster.clone(),
+                    client: r.client.clone(),
+                    link: Some(link),
+                };
+                ends[1] = End::Remote(Arc::new(linked));
+                return true;
+            }
+        }
+        return false;
+    }
+    let f = reset_frame(id, code::CANCEL, "the opener's end of the stream is gone");
+    let _ = cluster.send_frame(&link.channel, route, &f, Box::new(|_| {}));
+    false
+}
+
+/// A frame from relay `relay` for a route here whose other half is there.
+pub(crate) fn from_relay<A: Adapter>(server: &P2pServer<A>, relay: &str, bytes: Bytes) {
+    let Ok(h) = frame::peek(&bytes) else {
+        tracing::debug!(
+            relay,
+            "dropping a stream frame from another relay that does not decode"
+        );
+        return;
+    };
+    let routes = &server.inner.streams;
+    let Some(route) = routes.get(h.route) else {
+        // It crossed the route's end.
+        tracing::trace!(
+            relay,
+            route = h.route,
+            "frame from another relay for a closed route"
+        );
+        return;
+    };
+    let [a, b] = route.both();
+    let from = if a.on_relay(relay) {
+        Side::A
+    } else if b.on_relay(relay) {
+        Side::B
+    } else {
+        tracing::debug!(
+            relay,
+            route = h.route,
+            "a stream frame from a relay the route is not on"
+        );
+        return;
+    };
+    routes.route_frame(&route, from, &h, bytes);
+}
+
+impl<A: Adapter> Routes<A> {
+    /// A frame of route `id` for its other half was not taken by Redis: the route ends here, its
+    /// client end told `reason`.
+    fn lost_remote(&self, id: u64, reason: &str) {
+        if let Some(route) = self.unlink(id) {
+            if route.lock().finish() {
+                for end in route.both() {
+                    if !matches!(end, End::Remote(_)) {
+                        end.reset(id, code::RELAY, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the routes whose other half is on a relay (`Some`: that relay only; `None`: any),
+    /// telling their ends here `code` and `reason`.
+    fn end_remote(&self, relay: Option<&str>, code: u32, reason: &str) {
+        let doomed: Vec<Arc<Route<A>>> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter(|r| {
+                        r.both().iter().any(|e| match (e, relay) {
+                            (End::Remote(_), None) => true,
+                            (e, Some(relay)) => e.on_relay(relay),
+                            _ => false,
+                        })
+                    })
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for route in doomed {
+            self.unlink(route.id);
+            if route.lock().finish() {
+                for end in route.both() {
+                    if !matches!(end, End::Remote(_)) {
+                        end.reset(route.id, code, reason);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Relay `relay` of the cluster is dead: the routes whose other half was there are reset.
+pub(crate) fn relay_gone<A: Adapter>(server: &P2pServer<A>, relay: &str) {
+    server.inner.streams.end_remote(
+        Some(relay),
+        code::PEER_GONE,
+        "the other end's relay left the cluster (it stopped, or lost Redis)",
+    );
+}
+
+/// This relay lost its link to Redis: the routes whose other half is on another relay are reset.
+pub(crate) fn link_lost<A: Adapter>(server: &P2pServer<A>) {
+    server.inner.streams.end_remote(
+        None,
+        code::RELAY,
+        "the relay lost its link to the cluster's Redis, which carries this stream",
+    );
 }
 
 /// A client opens a stream to the server's own end.
