@@ -7,6 +7,7 @@ use common::*;
 use serde_json::{json, Value};
 use socketio_p2p::{
     ClientOptions, ConnectionState, Error, P2pClient, Relay, RelayOptions, ServiceClient,
+    TopicEvent,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -838,4 +839,258 @@ async fn a_gap_past_the_grace_period_ends_the_session() {
     seen.wait_len("a message after the new session arrives", 2)
         .await;
     assert_eq!(seen.get()[1], ("bob".to_string(), 100));
+}
+
+// ---- Room events and topic publications while a member's link is down ----
+
+/// A topic handler, made for one topic.
+type TopicHandler = Box<dyn Fn(TopicEvent) + Send + Sync>;
+
+/// What alice hears, in arrival order, as one list: `m<n>` for a message `m(n)`, `r<n>` for a
+/// room emit `r(n)`, `left<n>` for a room emit `left(n)`, `sport<n>` and `rain<n>` for
+/// publications of the server's topic `news/sport` and of the client-provided `weather/rain`.
+fn record_everything(alice: &P2pClient) -> (Log<String>, impl Fn(&str) -> TopicHandler) {
+    let seen = Log::new();
+    let s = seen.clone();
+    alice.on("m", move |m| s.push(format!("m{}", m.args[0])));
+    for event in ["r", "left"] {
+        let s = seen.clone();
+        alice.on_raw(event, move |args| s.push(format!("{event}{}", args[0])));
+    }
+    let log = seen.clone();
+    let topic = move |name: &str| -> TopicHandler {
+        let (s, name) = (log.clone(), name.to_string());
+        Box::new(move |e: TopicEvent| match e.args() {
+            Some(args) => s.push(format!("{name}{}", args[0])),
+            None => s.push(format!("{name}-destroyed")),
+        })
+    };
+    (seen, topic)
+}
+
+/// Records the room emits `r(n)` and the publications a member other than alice gets.
+fn record_member(member: &P2pClient) -> (Log<String>, impl Fn(&str) -> TopicHandler) {
+    let seen = Log::new();
+    let s = seen.clone();
+    member.on_raw("r", move |args| s.push(format!("r{}", args[0])));
+    let log = seen.clone();
+    let topic = move |name: &str| -> TopicHandler {
+        let (s, name) = (log.clone(), name.to_string());
+        Box::new(move |e: TopicEvent| {
+            if let Some(args) = e.args() {
+                s.push(format!("{name}{}", args[0]))
+            }
+        })
+    };
+    (seen, topic)
+}
+
+// Room emits and topic publications (of a server-provided and of a client-provided service) sent
+// to the rooms of a client whose link is down reach it once it resumes: in the order the relay
+// took them, interleaved with the messages held at the same time, each exactly once. The other
+// members got them at once; a room the client left before the drop sends it nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_during_the_gap_arrive_in_order_after_resume() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let news = relay.server().as_service("news");
+    news.create_topic("sport").unwrap();
+    let weather = ServiceClient::connect(&relay.url(), "weather")
+        .await
+        .unwrap();
+    weather.create_topic("rain").await.unwrap();
+    let bob = client(&relay, "bob").await;
+    let bob_errors = record_errors(&bob);
+    let carol = client(&relay, "carol").await;
+    let (carol_saw, carol_topic) = record_member(&carol);
+    carol.join_room("lobby").await.unwrap();
+    carol
+        .subscribe_topic("news", "sport", carol_topic("sport"))
+        .await
+        .unwrap();
+    carol
+        .subscribe_topic("weather", "rain", carol_topic("rain"))
+        .await
+        .unwrap();
+
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let (seen, topic) = record_everything(&alice);
+    alice.join_room("lobby").await.unwrap();
+    alice.join_room("old-room").await.unwrap();
+    alice
+        .subscribe_topic("news", "sport", topic("sport"))
+        .await
+        .unwrap();
+    alice
+        .subscribe_topic("weather", "rain", topic("rain"))
+        .await
+        .unwrap();
+    // Before the drop: one of each.
+    bob.emit_to("alice", "m", (0,)).await.unwrap();
+    bob.emit_room("lobby", "r", (0,)).await.unwrap();
+    news.publish_topic("sport", (0,)).unwrap();
+    weather.publish_topic("rain", (0,)).await.unwrap();
+    seen.wait_len("alice gets one of each before the cut", 4)
+        .await;
+    alice.leave_room("old-room").await.unwrap();
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    let mut expected = seen.get();
+    for n in 1..=10 {
+        bob.emit_to("alice", "m", (n,)).await.unwrap();
+        bob.emit_room("lobby", "r", (n,)).await.unwrap();
+        bob.emit_room("old-room", "left", (n,)).await.unwrap();
+        news.publish_topic("sport", (n,)).unwrap();
+        weather.publish_topic("rain", (n,)).await.unwrap();
+        expected.extend([
+            format!("m{n}"),
+            format!("r{n}"),
+            format!("sport{n}"),
+            format!("rain{n}"),
+        ]);
+    }
+    // The other member got them while alice was away.
+    carol_saw
+        .wait_len("carol gets every room event at once", 33)
+        .await;
+    assert_eq!(seen.len(), 4, "alice's link is down: {:?}", seen.get());
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    seen.wait_len("everything held reaches alice", expected.len())
+        .await;
+    // One more of each after the resume: anything delivered twice would have come before these.
+    bob.emit_to("alice", "m", (11,)).await.unwrap();
+    bob.emit_room("lobby", "r", (11,)).await.unwrap();
+    news.publish_topic("sport", (11,)).unwrap();
+    weather.publish_topic("rain", (11,)).await.unwrap();
+    expected.extend(["m11", "r11", "sport11", "rain11"].map(String::from));
+    seen.wait_len("the events after the resume arrive", expected.len())
+        .await;
+    assert_eq!(seen.get(), expected);
+    assert!(bob_errors.get().is_empty(), "{:?}", bob_errors.get());
+}
+
+// Room emits held for an absent member are bounded by resume_hold_bytes with the rest: the one
+// that does not fit ends the session. The emitter's room emits were answered as done (the other
+// members got them), and it hears in one SERVER_ERROR how many did not reach the absent member;
+// back, the client starts a new session that gets none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_past_the_hold_budget_end_the_session() {
+    let relay = relay_with(RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            resume_grace: Duration::from_secs(60),
+            resume_hold_bytes: 4_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let bob_errors = record_errors(&bob);
+    let carol = client(&relay, "carol").await;
+    let (carol_saw, _) = record_member(&carol);
+    carol.join_room("lobby").await.unwrap();
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let (seen, _) = record_everything(&alice);
+    alice.join_room("lobby").await.unwrap();
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    // Three of about 1,000 bytes are held; the fourth does not fit.
+    let pad = "x".repeat(1_000);
+    for n in 1..=3 {
+        bob.emit_room("lobby", "r", (n, pad.as_str()))
+            .await
+            .unwrap();
+    }
+    eventually("bob's room emits are held", || {
+        relay.server().held_bytes("alice").unwrap_or(0) >= 3_000
+    })
+    .await;
+    bob.emit_room("lobby", "r", (4, pad.as_str()))
+        .await
+        .unwrap();
+    carol_saw.wait_len("carol gets all four", 4).await;
+    bob_errors
+        .wait_len("bob hears his room emits did not reach alice", 1)
+        .await;
+    assert_says(
+        &bob_errors.get()[0],
+        &["alice", "disconnected", "4 message(s)", "not delivered"],
+    );
+    eventually("the session has ended", || {
+        relay.server().held_bytes("alice").is_none()
+    })
+    .await;
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    eventually("alice is in the lobby again", || {
+        rooms_of(&relay, "alice").contains(&"lobby".to_string())
+    })
+    .await;
+    bob.emit_room("lobby", "r", (100,)).await.unwrap();
+    seen.wait_len("a room emit to the new session arrives", 1)
+        .await;
+    assert_eq!(
+        seen.get(),
+        vec!["r100".to_string()],
+        "nothing held was delivered"
+    );
+}
+
+// Past the grace period the room emits held for the absent member are dropped with its session:
+// the emitter hears how many did not reach it, nothing waits for the member, and its new session
+// gets none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_past_the_grace_period_are_not_delivered() {
+    let relay = relay_with(RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            resume_grace: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let bob_errors = record_errors(&bob);
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let (seen, _) = record_everything(&alice);
+    alice.join_room("lobby").await.unwrap();
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    for n in 1..=2 {
+        within("a room emit is answered", bob.emit_room("lobby", "r", (n,)))
+            .await
+            .unwrap();
+    }
+    eventually("bob's room emits are held", || {
+        relay.server().held_bytes("alice").unwrap_or(0) > 0
+    })
+    .await;
+    bob_errors
+        .wait_len("bob hears his room emits did not reach alice", 1)
+        .await;
+    assert_says(
+        &bob_errors.get()[0],
+        &["alice", "disconnected", "2 message(s)", "not delivered"],
+    );
+    assert_eq!(relay.server().held_bytes("alice"), None);
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    eventually("alice is in the lobby again", || {
+        rooms_of(&relay, "alice").contains(&"lobby".to_string())
+    })
+    .await;
+    bob.emit_room("lobby", "r", (100,)).await.unwrap();
+    seen.wait_len("a room emit to the new session arrives", 1)
+        .await;
+    assert_eq!(
+        seen.get(),
+        vec!["r100".to_string()],
+        "nothing held was delivered"
+    );
 }

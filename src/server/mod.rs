@@ -247,17 +247,36 @@ struct Held {
     full: bool,
     /// Ends the session when something does not fit; taken when called.
     on_full: Option<Box<dyn FnOnce() + Send>>,
+    /// Room events refused once the session was ending, by emitter: their emitters are told
+    /// with those of the held messages (see [`P2pServer::end_held`]).
+    refused: Vec<Arc<str>>,
 }
 
 /// One event held for a client.
 struct HeldItem {
-    event: String,
-    args: Vec<Arg>,
+    payload: Payload,
     /// Its size as the byte budget counts it.
     bytes: usize,
     /// The client that sent it and how many messages it carries, for a fire-and-forget message
     /// whose sender is told if it is never delivered.
     from: Option<(Arc<str>, usize)>,
+}
+
+/// What an event held for a client is made of.
+enum Payload {
+    /// An event of its own: `event(...args)`.
+    Args { event: String, args: Vec<Arg> },
+    /// The event a room member gets, its arguments encoded once for all members.
+    Room(members::RoomEvent),
+}
+
+impl Payload {
+    fn args(event: &str, args: Vec<Arg>) -> Payload {
+        Payload::Args {
+            event: event.to_string(),
+            args,
+        }
+    }
 }
 
 /// The session of an extension client whose connection dropped, kept for
@@ -268,6 +287,28 @@ struct Parked<A: Adapter> {
     rooms: Vec<String>,
     /// Peers it watched that left while it was away: it is told on its return.
     missed: Vec<Arc<str>>,
+}
+
+/// A session whose connection no longer stands for it in its rooms: parked, or being taken over
+/// by a new connection that has not joined them yet. Room events reach it through this (see
+/// [`P2pServer::room_members`]).
+struct Away<A: Adapter> {
+    peer: Arc<Peer<A>>,
+    /// The rooms it was in when its link dropped, less those destroyed since.
+    rooms: HashSet<String>,
+}
+
+/// Keeps a resumed session's old peer among the [`Away`] ones until dropped: once the new
+/// connection is in the session's rooms.
+struct AwayUntilJoined<'a, A: Adapter> {
+    inner: &'a Inner<A>,
+    old: Arc<Peer<A>>,
+}
+
+impl<A: Adapter> Drop for AwayUntilJoined<'_, A> {
+    fn drop(&mut self) {
+        self.inner.leave_away(&self.old);
+    }
 }
 
 /// What a connection that presented a session's resume secret takes over.
@@ -424,7 +465,8 @@ impl<A: Adapter> Peer<A> {
                 self.socket.emit(event, &protocol::ArgsRef(args))
             })
         };
-        self.send_or_hold(event, size, 1, None, || json_args(args), now)
+        let payload = || Payload::args(event, json_args(args));
+        self.send_or_hold(size, 1, None, false, payload, now)
     }
 
     /// Emits an answer or a notice: within twice the budget, and a client that cannot take it is
@@ -437,7 +479,8 @@ impl<A: Adapter> Peer<A> {
                 self.socket.emit(event, &protocol::ArgsRef(args))
             })
         };
-        let sent = self.send_or_hold(event, size, 2, None, || json_args(args), now);
+        let payload = || Payload::args(event, json_args(args));
+        let sent = self.send_or_hold(size, 2, None, false, payload, now);
         self.control_sent(sent, what)
     }
 
@@ -452,16 +495,18 @@ impl<A: Adapter> Peer<A> {
     }
 
     /// Queues an event for this client with `now`; while its session waits for its return,
-    /// holds it instead (`args` makes its arguments), or forwards it to the connection that took
-    /// the session over. Something that does not fit in
-    /// [`ServerOptions::resume_hold_bytes`] ends the parked session and is refused as gone.
+    /// holds it instead (`payload` makes it), or forwards it to the connection that took the
+    /// session over. Something that does not fit in [`ServerOptions::resume_hold_bytes`] ends the
+    /// parked session and is refused as gone; with `counted`, its sender (`from`) is also told
+    /// with those of the held messages (a room event, whose emitter is not refused: the other
+    /// members got it).
     fn send_or_hold(
         &self,
-        event: &str,
         size: usize,
         slack: u64,
         from: Option<(&Arc<str>, usize)>,
-        args: impl FnOnce() -> Vec<Arg>,
+        counted: bool,
+        payload: impl FnOnce() -> Payload,
         now: impl FnOnce() -> Result<(), Error>,
     ) -> Result<(), Error> {
         let gone = || Error::PeerGone(self.id.to_string());
@@ -476,8 +521,7 @@ impl<A: Adapter> Peer<A> {
                 let next = next.upgrade();
                 drop(hold);
                 let next = next.ok_or_else(gone)?;
-                let args = args();
-                return next.send_args(event, &args, slack, from);
+                return next.send_payload(payload(), slack, from, counted);
             }
             Hold::Holding(held) => held,
         };
@@ -486,6 +530,9 @@ impl<A: Adapter> Peer<A> {
         let over = held.bytes.saturating_add(size) > self.hold_limit && held.on_full.is_some();
         if held.full || over {
             held.full = true;
+            if let (true, Some((sender, _))) = (counted, from) {
+                held.refused.push(sender.clone());
+            }
             let end = held.on_full.take();
             drop(hold);
             if let Some(end) = end {
@@ -495,12 +542,20 @@ impl<A: Adapter> Peer<A> {
         }
         held.bytes += size;
         held.items.push_back(HeldItem {
-            event: event.to_string(),
-            args: args(),
+            payload: payload(),
             bytes: size,
             from: from.map(|(sender, n)| (sender.clone(), n)),
         });
         Ok(())
+    }
+
+    /// Holds what is addressed to this client from now on (its connection has dropped; its
+    /// session may be kept, see [`P2pServer::park`]).
+    fn start_holding(&self) {
+        let mut hold = self.hold.lock().unwrap();
+        if matches!(*hold, Hold::Open) {
+            *hold = Hold::Holding(Held::default());
+        }
     }
 
     /// Takes over what was held for the session of `old`, which this connection resumes: it is
@@ -517,11 +572,13 @@ impl<A: Adapter> Peer<A> {
                 for item in taken.items.into_iter().rev() {
                     held.items.push_front(item);
                 }
+                held.refused.extend(taken.refused);
             }
             other => {
                 *other = Hold::Holding(Held {
                     items: taken.items,
                     bytes: taken.bytes,
+                    refused: taken.refused,
                     ..Held::default()
                 })
             }
@@ -539,7 +596,12 @@ impl<A: Adapter> Peer<A> {
         };
         while let Some(item) = held.items.pop_front() {
             // Counted within the hold's budget already: not refused for the queue's.
-            let sent = self.queue_args(&item.event, &item.args, item.bytes, u64::MAX);
+            let sent = match &item.payload {
+                Payload::Args { event, args } => self.queue_args(event, args, item.bytes, u64::MAX),
+                Payload::Room(e) => self.queue(item.bytes, u64::MAX, || {
+                    self.socket.emit(e.name(), &e.args())
+                }),
+            };
             if let Err(e) = sent {
                 held.items.push_front(item);
                 drop(hold);
@@ -612,7 +674,22 @@ impl<A: Adapter> Peer<A> {
                 .map(|a| arg_size(a, self.ext) + 1)
                 .sum::<usize>();
         let now = || self.queue_args(event, args, size, slack);
-        self.send_or_hold(event, size, slack, from, || args.to_vec(), now)
+        let payload = || Payload::args(event, args.to_vec());
+        self.send_or_hold(size, slack, from, false, payload, now)
+    }
+
+    /// Sends what was addressed to an earlier connection of this client's session.
+    fn send_payload(
+        &self,
+        payload: Payload,
+        slack: u64,
+        from: Option<(&Arc<str>, usize)>,
+        counted: bool,
+    ) -> Result<(), Error> {
+        match payload {
+            Payload::Args { event, args } => self.send_args(&event, &args, slack, from),
+            Payload::Room(e) => self.send_room_form(&e, slack, from, counted),
+        }
     }
 
     /// Sends one binary stream frame (`P2P_FRAME` with one attachment) to this client.
@@ -1040,6 +1117,9 @@ pub(crate) struct Inner<A: Adapter> {
     /// Sessions whose connection dropped, kept for a while by client id (see
     /// [`ServerOptions::resume_grace`]).
     parked: Mutex<HashMap<Arc<str>, Parked<A>>>,
+    /// The sessions room events reach without a connection in the room, by client id (see
+    /// [`Away`]).
+    away: Mutex<HashMap<Arc<str>, Away<A>>>,
     pub(crate) services: crate::service::server::Services,
     /// What each event does: filled by the APIs when the server is built.
     ops: Operations<A>,
@@ -1125,6 +1205,7 @@ impl<A: Adapter> P2pServer<A> {
                 streams: crate::stream::server::Routes::new(metrics.clone()),
                 clients: RwLock::new(HashMap::new()),
                 parked: Mutex::new(HashMap::new()),
+                away: Mutex::new(HashMap::new()),
                 services: Default::default(),
                 ops: operations(),
                 io: io.clone(),
@@ -1558,6 +1639,12 @@ impl<A: Adapter> P2pServer<A> {
                 _ => None,
             }
         };
+        // Room events reach the session through its old peer until this connection is in its
+        // rooms.
+        let away = parked.as_ref().map(|p| AwayUntilJoined {
+            inner: &self.inner,
+            old: p.peer.clone(),
+        });
         let peer = Arc::new(Peer {
             id: id.clone(),
             socket: socket.clone(),
@@ -1698,7 +1785,8 @@ impl<A: Adapter> P2pServer<A> {
             // Its watchers are the new connection's, and it is in the same rooms.
             let watchers: Vec<_> = old.watchers.lock().unwrap().drain().collect();
             peer.watchers.lock().unwrap().extend(watchers);
-            for room in rooms {
+            // Its rooms as they are now: a topic destroyed while it was away is not among them.
+            for room in self.inner.away_rooms(&old).unwrap_or(rooms) {
                 socket.join(room);
             }
             if Arc::ptr_eq(&old.pending, &peer.pending) {
@@ -1727,6 +1815,7 @@ impl<A: Adapter> P2pServer<A> {
         socket
             .extensions
             .insert(members::PeerLink(Arc::downgrade(&peer)));
+        drop(away);
         if let Some(node) = self.node_room() {
             socket.join(node);
         }
@@ -1746,21 +1835,20 @@ impl<A: Adapter> P2pServer<A> {
             let weak = weak.clone();
             // Taken now: the socket leaves its rooms once this handler is done.
             let rooms: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
+            // What comes for a session that may be resumed is held from now on, not sent to
+            // the closed connection (see `park`).
+            if let Some(peer) = weak.upgrade() {
+                if may_park(&peer, &reason) && !peer.taken_over.load(Ordering::Acquire) {
+                    peer.start_holding();
+                }
+            }
             async move {
                 if let Some(peer) = weak.upgrade() {
                     tracing::debug!(client = %peer.id, ?reason, "client disconnected");
                     if peer.taken_over.load(Ordering::Acquire) {
                         return;
                     }
-                    // A connection that dropped (rather than one that either side closed on
-                    // purpose) may come back.
-                    let dropped = matches!(
-                        reason,
-                        DisconnectReason::TransportClose
-                            | DisconnectReason::TransportError
-                            | DisconnectReason::HeartbeatTimeout
-                    );
-                    if dropped && peer.resume.is_some() && !peer.closing.load(Ordering::Acquire) {
+                    if may_park(&peer, &reason) {
                         this.park(&peer, rooms);
                     } else {
                         this.forget(&peer);
@@ -1834,6 +1922,13 @@ impl<A: Adapter> P2pServer<A> {
                 }
             }
         }
+        self.inner.away.lock().unwrap().insert(
+            peer.id.clone(),
+            Away {
+                peer: peer.clone(),
+                rooms: rooms.iter().cloned().collect(),
+            },
+        );
         let earlier = self.inner.parked.lock().unwrap().insert(
             peer.id.clone(),
             Parked {
@@ -1897,6 +1992,7 @@ impl<A: Adapter> P2pServer<A> {
     /// Ends a kept session: what was held for it is dropped (see [`end_held`](Self::end_held)),
     /// requests waiting for it fail, and its watchers are told it left.
     fn end_parked(&self, peer: Arc<Peer<A>>) {
+        self.inner.leave_away(&peer);
         self.end_held(&peer);
         peer.pending.abandon_all();
         self.tell_watchers(&peer);
@@ -1918,8 +2014,23 @@ impl<A: Adapter> P2pServer<A> {
             }
         };
         let mut dropped: HashMap<Arc<str>, usize> = HashMap::new();
-        for (sender, n) in held.items.into_iter().filter_map(|item| item.from) {
-            *dropped.entry(sender).or_default() += n;
+        let mut own = 0;
+        for item in held.items {
+            match item.from {
+                Some((sender, n)) => *dropped.entry(sender).or_default() += n,
+                None => own += 1,
+            }
+        }
+        for sender in held.refused {
+            *dropped.entry(sender).or_default() += 1;
+        }
+        if own > 0 {
+            // Answers, notices and what the server's own API sent: nobody to tell but the log.
+            tracing::info!(
+                client = %peer.id,
+                events = own,
+                "the session ended with events held for it that no client sent"
+            );
         }
         for (sender, n) in dropped {
             let Some(to) = self.peer_or_away(&sender) else {
@@ -1976,6 +2087,38 @@ impl<A: Adapter> P2pServer<A> {
                 away.peer.watchers.lock().unwrap().remove(&peer.id);
                 away.missed.push(peer.id.clone());
             }
+        }
+    }
+}
+
+/// Whether the session of `peer`, whose connection ended for `reason`, is kept for its return: a
+/// connection that dropped (rather than one that either side closed on purpose) may come back.
+fn may_park<A: Adapter>(peer: &Peer<A>, reason: &DisconnectReason) -> bool {
+    let dropped = matches!(
+        reason,
+        DisconnectReason::TransportClose
+            | DisconnectReason::TransportError
+            | DisconnectReason::HeartbeatTimeout
+    );
+    dropped && peer.resume.is_some() && !peer.closing.load(Ordering::Acquire)
+}
+
+impl<A: Adapter> Inner<A> {
+    /// The rooms of `peer`'s session while it is away, if it is.
+    fn away_rooms(&self, peer: &Arc<Peer<A>>) -> Option<Vec<String>> {
+        let away = self.away.lock().unwrap();
+        let a = away.get(&peer.id).filter(|a| Arc::ptr_eq(&a.peer, peer))?;
+        Some(a.rooms.iter().cloned().collect())
+    }
+
+    /// Room events no longer reach `peer`'s session through it.
+    fn leave_away(&self, peer: &Arc<Peer<A>>) {
+        let mut away = self.away.lock().unwrap();
+        if away
+            .get(&peer.id)
+            .is_some_and(|a| Arc::ptr_eq(&a.peer, peer))
+        {
+            away.remove(&peer.id);
         }
     }
 }

@@ -417,8 +417,8 @@ impl<A: Adapter> ServiceHandle<A> {
         let server = self.server.clone();
         let topic = topic.to_string();
         let op = async move {
-            let local = server.local_members(members.clone());
-            let delivery = server.send_to_members(&local, |_| &publication);
+            let local = server.room_members(members.clone(), &room, None);
+            let delivery = server.send_to_members(&local, None, |_| &publication);
             if let Some(remote) = server.remote_members(members) {
                 let sent = remote.emit(publication.name(), &publication.args()).await;
                 sent.map_err(|e| adapter_error(&format!("publishing to '{topic}'"), e))?;
