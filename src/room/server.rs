@@ -278,7 +278,8 @@ pub(crate) fn adapter_error(what: &str, e: impl std::fmt::Display) -> Error {
 ///
 /// Each member on this server gets it through its byte budget, like a direct send (see
 /// [`P2pServer::send_to_members`]); members whose queue is full do not, and the caller is answered
-/// [`Error::Overloaded`] naming them. Members on other servers of the adapter get it through the
+/// [`Error::Overloaded`] naming them. A member whose session waits for its return has it held
+/// (see [`P2pServer::room_members`]). Members on other servers of the adapter get it through the
 /// adapter's broadcast, split by the marker rooms every connection joins ([`EXT_MEMBERS_ROOM`],
 /// [`SEED_MEMBERS_ROOM`]).
 fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom, r: OpReply) {

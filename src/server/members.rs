@@ -7,6 +7,10 @@
 //! refuses it, and a member whose queue is full does not get it and falls under the slow-consumer
 //! deadline. The [`Delivery`] says who was busy, for the sender's answer.
 //!
+//! A session whose link dropped and that waits for its return (see
+//! [`ServerOptions::resume_grace`](crate::ServerOptions::resume_grace)) stays a member of the
+//! rooms it was in: [`P2pServer::room_members`] finds it, and what is sent to it is held for it.
+//!
 //! Members on other servers of a cluster adapter are reached through the adapter's broadcast, as
 //! before: the members' own servers queue the packet through socketioxide, bounded by its packet
 //! count only (see [`P2pServer::remote_members`]).

@@ -124,7 +124,8 @@ pub struct ServerOptions {
     /// within it with the session's resume secret takes its rooms and watchers over, and its
     /// peers are not told it left. Past it the session ends as a disconnect does, and its peers
     /// are told. Default 10 s; zero turns resuming off. Messages, requests and answers addressed to
-    /// the client while it is away are held for it, up to
+    /// the client while it is away, and room events (room emits, topic publications) to the rooms
+    /// it was in when its link dropped, are held for it, up to
     /// [`resume_hold_bytes`](Self::resume_hold_bytes), and delivered in order on its return;
     /// its streams are reset as at a disconnect (see `PROTOCOL.md`, "Session resume").
     pub resume_grace: Duration,
@@ -132,8 +133,8 @@ pub struct ServerOptions {
     /// [`resume_grace`](Self::resume_grace)), counted as for
     /// [`max_queued_bytes`](Self::max_queued_bytes). Something addressed to the client that does
     /// not fit ends the session at once: its peers are told it left, requests held for it fail
-    /// with `PEER_GONE`, and the senders of messages held for it get a `SERVER_ERROR` saying how
-    /// many were not delivered. Default 4 MiB.
+    /// with `PEER_GONE`, and the clients whose messages or room emits were held for it get a
+    /// `SERVER_ERROR` saying how many were not delivered. Default 4 MiB.
     pub resume_hold_bytes: usize,
 }
 
