@@ -96,8 +96,11 @@ struct Seen {
     last: Option<Instant>,
 }
 
+/// When each probe `p(k)` arrived.
+type Probes = Arc<Mutex<Vec<(u64, Instant)>>>;
+
 /// Records `m(n)` at `bob`, and the arrival time of each probe `p(k)`.
-fn record(bob: &P2pClient) -> (Arc<Mutex<Seen>>, Arc<Mutex<Vec<(u64, Instant)>>>) {
+fn record(bob: &P2pClient) -> (Arc<Mutex<Seen>>, Probes) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s = seen.clone();
     bob.on("m", move |m| {
