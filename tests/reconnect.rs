@@ -1094,3 +1094,36 @@ async fn room_events_past_the_grace_period_are_not_delivered() {
         "nothing held was delivered"
     );
 }
+
+// A topic destroyed while a subscriber's link is down: the subscriber hears of it once it
+// resumes, after the publications held before it, and is no longer in the topic's room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_destroyed_during_the_gap_is_told_after_resume() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let news = relay.server().as_service("news");
+    news.create_topic("sport").unwrap();
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let (seen, topic) = record_everything(&alice);
+    alice
+        .subscribe_topic("news", "sport", topic("sport"))
+        .await
+        .unwrap();
+    let topic_room = |relay: &Relay| {
+        rooms_of(relay, "alice")
+            .into_iter()
+            .any(|r| r.contains("sport"))
+    };
+    assert!(topic_room(&relay), "{:?}", rooms_of(&relay, "alice"));
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    news.publish_topic("sport", (1,)).unwrap();
+    news.destroy_topic("sport").unwrap();
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    seen.wait_len("the publication and the end of the topic arrive", 2)
+        .await;
+    assert_eq!(seen.get(), vec!["sport1", "sport-destroyed"]);
+    assert!(!topic_room(&relay), "{:?}", rooms_of(&relay, "alice"));
+}
