@@ -247,19 +247,15 @@ impl<A: Adapter> P2pServer<A> {
         unique
     }
 
-    /// Removes `room` from the rooms of the sessions that wait for their return, which will not
-    /// be in it when they come back; returns those that were.
-    pub(crate) fn leave_room_while_away(&self, room: &str) -> Vec<Arc<Peer<A>>> {
-        let mut left = Vec::new();
+    /// Removes `room` from the rooms of the sessions that wait for their return: they will not
+    /// be in it when they come back.
+    pub(crate) fn leave_room_while_away(&self, room: &str) {
         for a in self.inner.away.lock().unwrap().values_mut() {
-            if a.rooms.remove(room) {
-                left.push(a.peer.clone());
-            }
+            a.rooms.remove(room);
         }
         for p in self.inner.parked.lock().unwrap().values_mut() {
             p.rooms.retain(|r| r != room);
         }
-        left
     }
 
     /// Sends each of `members` the form of the event `pick` chooses for it, through its budget;

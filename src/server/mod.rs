@@ -248,8 +248,8 @@ struct Held {
     full: bool,
     /// Ends the session when something does not fit; taken when called.
     on_full: Option<Box<dyn FnOnce() + Send>>,
-    /// Room events refused once the session was ending, by emitter: their emitters are told
-    /// with those of the held messages (see [`P2pServer::end_held`]).
+    /// The emitters of room events refused once the session was ending, one entry per event:
+    /// they are told with the senders of the held messages (see [`P2pServer::end_held`]).
     refused: Vec<Arc<str>>,
 }
 

@@ -400,12 +400,12 @@ impl<A: Adapter> ServiceHandle<A> {
     /// Each subscriber on this server gets it through its byte budget
     /// ([`ServerOptions::max_queued_bytes`](crate::ServerOptions::max_queued_bytes)), like a
     /// message sent to it alone: a subscriber whose queue is full does not get it, and this fails
-    /// with [`Error::Overloaded`] naming them (the others got it). A subscriber whose link dropped
-    /// and whose session the server keeps for its return has it held for it (see
-    /// [`ServerOptions::resume_grace`](crate::ServerOptions::resume_grace)). Subscribers on other servers of
-    /// a remote adapter get it through the adapter; with a remote adapter that has to wait for
-    /// other servers, the publication completes in the background, in order with the server's
-    /// other topic operations, and a failure there is logged.
+    /// with [`Error::Overloaded`] naming them (the others got it). A subscriber whose link
+    /// dropped and whose session the server keeps for its return has it held for it (see
+    /// [`ServerOptions::resume_grace`](crate::ServerOptions::resume_grace)). Subscribers on other
+    /// servers of a remote adapter get it through the adapter; with a remote adapter that has to
+    /// wait for other servers, the publication completes in the background, in order with the
+    /// server's other topic operations, and a failure there is logged.
     /// Arguments holding an object with the key `_placeholder` (which Socket.IO clients read as
     /// a binary attachment) are refused with [`Error::BadRequest`].
     pub fn publish_topic(&self, topic: &str, args: impl IntoArgs) -> Result<()> {
