@@ -187,7 +187,7 @@ impl<A: Adapter> Peer<A> {
         from: Option<(&Arc<str>, usize)>,
         counted: bool,
     ) -> Result<(), Error> {
-        let now = || self.queue(e.size(), slack, || self.socket.emit(e.name(), &e.args()));
+        let now = || self.queue_out(super::Out::Room(e), e.size(), slack, from);
         let payload = || Payload::Room(e.clone());
         self.send_or_hold(e.size(), slack, from, counted, payload, now)
     }

@@ -31,10 +31,12 @@ mod lane;
 mod limits;
 mod members;
 mod metrics;
+mod replay;
 
 pub(crate) use budget::Connections as WriteCounters;
 pub use budget::WriteCounter;
-use budget::{arg_size, json_size, Budget, Connections};
+use budget::{arg_size, Budget, Connections};
+pub(crate) use budget::json_size;
 
 pub(crate) use dispatch::Operations;
 use lane::Lane;
@@ -43,6 +45,7 @@ pub(crate) use members::{encode_args, RoomEvent};
 use metrics::SlowConsumer;
 pub use metrics::METRICS_CONTENT_TYPE;
 pub(crate) use metrics::{Metrics, Reason};
+pub(crate) use replay::{CONFIRM_AFTER, CONFIRM_EVERY};
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -136,6 +139,15 @@ pub struct ServerOptions {
     /// with `PEER_GONE`, and the clients whose messages or room emits were held for it get a
     /// `SERVER_ERROR` saying how many were not delivered. Default 4 MiB.
     pub resume_hold_bytes: usize,
+    /// Bytes of what the relay sent to one extension client and the client has not confirmed
+    /// yet (`P2P_RECEIVED`), kept to send again if its link drops and it resumes its session
+    /// (see `PROTOCOL.md`, "Session resume"), counted as for
+    /// [`max_queued_bytes`](Self::max_queued_bytes); stream frames are not kept. An event or
+    /// request that does not fit is refused and its sender told the target is busy, as for the
+    /// byte budget (a client that confirms nothing is a slow consumer); answers and notices are
+    /// not refused but push the oldest unconfirmed events out, and a client that resumes without
+    /// having received those starts a new session. Default 4 MiB.
+    pub resume_replay_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -161,6 +173,7 @@ impl Default for ServerOptions {
             default_permissions: Permissions::default(),
             resume_grace: Duration::from_secs(10),
             resume_hold_bytes: 4 << 20,
+            resume_replay_bytes: 4 << 20,
         }
     }
 }
@@ -224,6 +237,11 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     hold: Mutex<Hold<A>>,
     /// [`ServerOptions::resume_hold_bytes`].
     hold_limit: usize,
+    /// The counts of its session and what was sent to it unconfirmed, for a client that counts
+    /// and confirms (see [`replay`]); set once its connection is registered.
+    session: std::sync::OnceLock<Arc<replay::Session>>,
+    /// The latest count this connection confirmed (a count never goes back).
+    confirmed_here: std::sync::atomic::AtomicU64,
 }
 
 /// Where what is addressed to a client goes.
@@ -264,6 +282,7 @@ struct HeldItem {
 }
 
 /// What an event held for a client is made of.
+#[derive(Clone)]
 enum Payload {
     /// An event of its own: `event(...args)`.
     Args { event: String, args: Vec<Arg> },
@@ -276,6 +295,43 @@ impl Payload {
         Payload::Args {
             event: event.to_string(),
             args,
+        }
+    }
+
+    fn out(&self) -> Out<'_> {
+        match self {
+            Payload::Args { event, args } => Out::Args(event, args),
+            Payload::Room(e) => Out::Room(e),
+        }
+    }
+}
+
+/// An event on its way to a client's connection (see [`Peer::queue_out`]).
+enum Out<'a> {
+    Json(&'a str, &'a [Value]),
+    Args(&'a str, &'a [Arg]),
+    Room(&'a members::RoomEvent),
+    Frame(&'a bytes::Bytes),
+}
+
+impl Out<'_> {
+    fn emit<A: Adapter>(&self, socket: &SocketRef<A>, ext: bool) -> Result<(), SendError> {
+        match *self {
+            Out::Json(event, args) => socket.emit(event, &protocol::ArgsRef(args)),
+            Out::Args(event, args) if ext => socket.emit(event, &ExtArgs(args)),
+            Out::Args(event, args) => socket.emit(event, &SeedArgs(args)),
+            Out::Room(e) => socket.emit(e.name(), &e.args()),
+            Out::Frame(frame) => socket.emit(crate::stream::frame::FRAME_EVENT, frame),
+        }
+    }
+
+    /// What is kept of it until the client confirms it; `None` for a stream frame.
+    fn keep(&self) -> Option<Payload> {
+        match *self {
+            Out::Json(event, args) => Some(Payload::args(event, json_args(args))),
+            Out::Args(event, args) => Some(Payload::args(event, args.to_vec())),
+            Out::Room(e) => Some(Payload::Room(e.clone())),
+            Out::Frame(_) => None,
         }
     }
 }
@@ -394,6 +450,101 @@ impl<A: Adapter> Peer<A> {
         })
     }
 
+    /// The one way an event reaches this client's connection: for a client that confirms what
+    /// it receives, the event is counted and kept until confirmed (see [`replay`]), and written,
+    /// under its session's lock, so that the count's order is the order on the wire. An event
+    /// that may be refused (`slack` 1) and does not fit in
+    /// [`ServerOptions::resume_replay_bytes`] is refused as busy; `from` is its sender, told if
+    /// the session ends with it unconfirmed.
+    fn queue_out(
+        &self,
+        out: Out<'_>,
+        bytes: usize,
+        slack: u64,
+        from: Option<(&Arc<str>, usize)>,
+    ) -> Result<(), Error> {
+        let Some(session) = self.session.get() else {
+            return self.queue(bytes, slack, || out.emit(&self.socket, self.ext));
+        };
+        let mut kept = session.out.lock().unwrap();
+        if slack == 1 {
+            if let Err(full_for) = kept.fits(bytes) {
+                self.metrics.refused(Reason::Busy);
+                if full_for > self.slow_deadline {
+                    drop(kept);
+                    let why = format!(
+                        "client '{}' confirmed too little of what it received for {:?}",
+                        self.id, self.slow_deadline
+                    );
+                    self.lost("an event", &Error::Busy(why));
+                }
+                return Err(Error::Busy(self.id.to_string()));
+            }
+        }
+        self.queue(bytes, slack, || out.emit(&self.socket, self.ext))?;
+        kept.push(out.keep(), bytes, from);
+        Ok(())
+    }
+
+    /// One more event received from this client, for its session's count.
+    pub(crate) fn count_received(&self) {
+        if let Some(session) = self.session.get() {
+            session.count_received();
+        }
+    }
+
+    /// `P2P_RECEIVED(count)`: the client received `count` events of its session. A count that
+    /// goes back or past what was sent is refused with a `SERVER_ERROR`.
+    pub(crate) fn confirmed(&self, count: u64) {
+        let Some(session) = self.session.get() else {
+            return self.report(&Error::BadRequest(format!(
+                "{}: the connection did not say it counts what it receives (query '{}')",
+                event::P2P_RECEIVED,
+                protocol::QUERY_RECEIVED
+            )));
+        };
+        let before = self.confirmed_here.fetch_max(count, Ordering::AcqRel);
+        if count < before {
+            return self.report(&Error::BadRequest(format!(
+                "{} counts {count} event(s), fewer than the {before} it counted before",
+                event::P2P_RECEIVED
+            )));
+        }
+        let confirmed = session.out.lock().unwrap().confirm(count);
+        if let Err(why) = confirmed {
+            self.report(&Error::BadRequest(why));
+        }
+    }
+
+    /// Sends again, in order, what this client's session sent and the client had not received
+    /// before its link dropped (its `count`), right after the welcome of the connection that
+    /// resumed it. Returns whether it could.
+    fn send_again(&self, count: u64) -> bool {
+        let Some(session) = self.session.get() else {
+            return true;
+        };
+        let mut kept = session.out.lock().unwrap();
+        if let Err(why) = kept.check_resume(count) {
+            drop(kept);
+            self.lost("what it had not received", &Error::Protocol(why.to_string()));
+            return false;
+        }
+        kept.resume_from(count);
+        let mut failed = None;
+        for (payload, bytes) in kept.again() {
+            let sent = self.queue(bytes, u64::MAX, || payload.out().emit(&self.socket, self.ext));
+            if let Err(e) = sent {
+                failed = Some(e);
+                break;
+            }
+        }
+        drop(kept);
+        match failed {
+            Some(e) => self.control_sent(Err(e), "what it had not received"),
+            None => true,
+        }
+    }
+
     /// Watches this client's full queue; disconnects it if the queue stays full past the
     /// slow-consumer deadline.
     fn watch_slow(&self) {
@@ -461,11 +612,7 @@ impl<A: Adapter> Peer<A> {
     pub(crate) fn emit(&self, event: &str, args: &[Value]) -> Result<(), Error> {
         protocol::check_no_placeholder(args)?;
         let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
-        let now = || {
-            self.queue(size, 1, || {
-                self.socket.emit(event, &protocol::ArgsRef(args))
-            })
-        };
+        let now = || self.queue_out(Out::Json(event, args), size, 1, None);
         let payload = || Payload::args(event, json_args(args));
         self.send_or_hold(size, 1, None, false, payload, now)
     }
@@ -475,11 +622,7 @@ impl<A: Adapter> Peer<A> {
     /// return).
     fn emit_control(&self, event: &str, args: &[Value], what: &str) -> bool {
         let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
-        let now = || {
-            self.queue(size, 2, || {
-                self.socket.emit(event, &protocol::ArgsRef(args))
-            })
-        };
+        let now = || self.queue_out(Out::Json(event, args), size, 2, None);
         let payload = || Payload::args(event, json_args(args));
         let sent = self.send_or_hold(size, 2, None, false, payload, now);
         self.control_sent(sent, what)
@@ -489,10 +632,19 @@ impl<A: Adapter> Peer<A> {
     /// (the welcome of a resumed session, and what comes with it).
     fn emit_control_now(&self, event: &str, args: &[Value], what: &str) -> bool {
         let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
-        let sent = self.queue(size, 2, || {
-            self.socket.emit(event, &protocol::ArgsRef(args))
-        });
+        let sent = self.queue_out(Out::Json(event, args), size, 2, None);
         self.control_sent(sent, what)
+    }
+
+    /// Sends the welcome, which is not counted among the session's events.
+    fn send_welcome(&self, welcome: &Welcome) -> bool {
+        let args = welcome.to_values();
+        let size = event::P2P_WELCOME.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
+        let sent = self.queue(size, 2, || {
+            self.socket
+                .emit(event::P2P_WELCOME, &protocol::ArgsRef(&args))
+        });
+        self.control_sent(sent, "its welcome")
     }
 
     /// Queues an event for this client with `now`; while its session waits for its return,
@@ -597,12 +749,8 @@ impl<A: Adapter> Peer<A> {
         };
         while let Some(item) = held.items.pop_front() {
             // Counted within the hold's budget already: not refused for the queue's.
-            let sent = match &item.payload {
-                Payload::Args { event, args } => self.queue_args(event, args, item.bytes, u64::MAX),
-                Payload::Room(e) => self.queue(item.bytes, u64::MAX, || {
-                    self.socket.emit(e.name(), &e.args())
-                }),
-            };
+            let from = item.from.as_ref().map(|(s, n)| (s, *n));
+            let sent = self.queue_out(item.payload.out(), item.bytes, u64::MAX, from);
             if let Err(e) = sent {
                 held.items.push_front(item);
                 drop(hold);
@@ -614,16 +762,6 @@ impl<A: Adapter> Peer<A> {
         *hold = Hold::Open;
     }
 
-    /// Queues `event(...args)` of `size` bytes within `slack` times the budget.
-    fn queue_args(&self, event: &str, args: &[Arg], size: usize, slack: u64) -> Result<(), Error> {
-        self.queue(size, slack, || {
-            if self.ext {
-                self.socket.emit(event, &ExtArgs(args))
-            } else {
-                self.socket.emit(event, &SeedArgs(args))
-            }
-        })
-    }
 
     /// The outcome of queueing something this client must see (`what`): a client that could not
     /// take it is disconnected as a slow consumer. Returns whether it was queued.
@@ -674,7 +812,7 @@ impl<A: Adapter> Peer<A> {
                 .iter()
                 .map(|a| arg_size(a, self.ext) + 1)
                 .sum::<usize>();
-        let now = || self.queue_args(event, args, size, slack);
+        let now = || self.queue_out(Out::Args(event, args), size, slack, from);
         let payload = || Payload::args(event, args.to_vec());
         self.send_or_hold(size, slack, from, false, payload, now)
     }
@@ -701,17 +839,13 @@ impl<A: Adapter> Peer<A> {
     /// rule. A receiver that stops reading altogether still meets the slow-consumer deadline
     /// through the rest of its traffic.
     pub(crate) fn send_frame(&self, frame: &bytes::Bytes) -> Result<(), Error> {
-        self.queue(frame.len() + 20, u64::MAX, || {
-            self.socket.emit(crate::stream::frame::FRAME_EVENT, frame)
-        })
+        self.queue_out(Out::Frame(frame), frame.len() + 20, u64::MAX, None)
     }
 
     /// Sends a stream frame the client must see (a reset): a client that cannot take it is
     /// disconnected as a slow consumer.
     pub(crate) fn send_control_frame(&self, frame: &bytes::Bytes) {
-        let sent = self.queue(frame.len() + 20, 2, || {
-            self.socket.emit(crate::stream::frame::FRAME_EVENT, frame)
-        });
+        let sent = self.queue_out(Out::Frame(frame), frame.len() + 20, 2, None);
         self.control_sent(sent, "a stream reset");
     }
 
@@ -1575,12 +1709,14 @@ impl<A: Adapter> P2pServer<A> {
         let mut client_id = None;
         let mut ext = false;
         let mut resume = None;
+        let mut received = None;
         if let Some(q) = socket.req_parts().uri.query() {
             for (k, v) in protocol::query_pairs(q) {
                 match k.as_str() {
                     protocol::QUERY_CLIENT_ID => client_id = Some(v),
                     protocol::QUERY_EXTENSIONS => ext = v == "1",
                     protocol::QUERY_RESUME => resume = Some(v),
+                    protocol::QUERY_RECEIVED => received = Some(v),
                     _ => {}
                 }
             }
@@ -1617,6 +1753,19 @@ impl<A: Adapter> P2pServer<A> {
                 )
             }
         };
+        // A client that counts what it receives says how much of its session it has.
+        let received: Option<u64> = match received {
+            Some(v) if ext && !self.inner.opts.resume_grace.is_zero() => match v.parse() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return refuse(format!(
+                        "the query parameter '{}' is not a count: '{v}'",
+                        protocol::QUERY_RECEIVED
+                    ))
+                }
+            },
+            _ => None,
+        };
         let permissions = match identity.as_ref().and_then(|i| i.permissions.as_ref()) {
             Some(own) => (!own.allows_all()).then(|| Arc::new(own.clone())),
             None => self.inner.default_permissions.clone(),
@@ -1630,6 +1779,7 @@ impl<A: Adapter> P2pServer<A> {
                     .as_deref()
                     .is_some_and(|secret| secret_matches(secret, presented))
                     && (identity.is_some() || !old.authenticated)
+                    && replay_allows(old, received)
             })
         };
         // A session whose connection dropped a moment ago.
@@ -1674,11 +1824,14 @@ impl<A: Adapter> P2pServer<A> {
             resume: (ext && !self.inner.opts.resume_grace.is_zero()).then(resume_secret),
             taken_over: AtomicBool::new(false),
             // Resuming: what comes for it waits behind what was held, until its welcome is out.
-            hold: Mutex::new(match &parked {
-                Some(_) => Hold::Holding(Held::default()),
-                None => Hold::Open,
+            // A client that counts what it receives gets nothing before its welcome either.
+            hold: Mutex::new(match (&parked, received) {
+                (None, None) => Hold::Open,
+                _ => Hold::Holding(Held::default()),
             }),
             hold_limit: self.inner.opts.resume_hold_bytes,
+            session: std::sync::OnceLock::new(),
+            confirmed_here: std::sync::atomic::AtomicU64::new(received.unwrap_or(0)),
         });
         enum Registration<P> {
             Fresh,
@@ -1772,6 +1925,16 @@ impl<A: Adapter> P2pServer<A> {
             }
         }
         let was_resumed = resumed.is_some();
+        if received.is_some() {
+            // The session's counts go on from the old connection's, or start at 0.
+            let session = resumed
+                .as_ref()
+                .and_then(|r| r.old.session.get().cloned())
+                .unwrap_or_else(|| {
+                    Arc::new(replay::Session::new(self.inner.opts.resume_replay_bytes))
+                });
+            let _ = peer.session.set(session);
+        }
         let mut missed = Vec::new();
         if let Some(Resumed {
             old,
@@ -1871,8 +2034,19 @@ impl<A: Adapter> P2pServer<A> {
                 client_id: id.to_string(),
                 resume: peer.resume.clone(),
                 resumed: was_resumed,
+                received: peer
+                    .session
+                    .get()
+                    .filter(|_| was_resumed)
+                    .map(|s| s.received()),
             };
-            peer.emit_control_now(event::P2P_WELCOME, &welcome.to_values(), "its welcome");
+            peer.send_welcome(&welcome);
+            if let (true, Some(n)) = (was_resumed, received) {
+                peer.send_again(n);
+            }
+            if let Some(session) = peer.session.get() {
+                confirm_received(&peer, session.clone(), welcome.received.unwrap_or(0));
+            }
             for gone in missed {
                 let notice = TargetDisconnect(gone.to_string());
                 peer.emit_control_now(
@@ -1907,8 +2081,11 @@ impl<A: Adapter> P2pServer<A> {
             return self.forget(peer);
         }
         tracing::debug!(client = %peer.id, "keeping the session for its return");
-        // Requests sent over the dropped link fail; those sent from now on are held.
-        peer.pending.abandon_all();
+        // Requests relayed over the dropped link keep waiting: a client that confirms what it
+        // receives gets them again if it resumes. Those of a client that does not fail.
+        if peer.session.get().is_none() {
+            peer.pending.abandon_all();
+        }
         {
             let end = self.end_when_full(peer);
             let mut hold = peer.hold.lock().unwrap();
@@ -1994,6 +2171,7 @@ impl<A: Adapter> P2pServer<A> {
     /// requests waiting for it fail, and its watchers are told it left.
     fn end_parked(&self, peer: Arc<Peer<A>>) {
         self.inner.leave_away(&peer);
+        self.end_kept(&peer);
         self.end_held(&peer);
         peer.pending.abandon_all();
         self.tell_watchers(&peer);
@@ -2049,6 +2227,29 @@ impl<A: Adapter> P2pServer<A> {
         }
     }
 
+    /// Tells the senders of the messages sent to `peer`, whose session ended, that it never
+    /// confirmed how many of them.
+    fn end_kept(&self, peer: &Peer<A>) {
+        let Some(session) = peer.session.get() else {
+            return;
+        };
+        let senders = session.out.lock().unwrap().unconfirmed_senders();
+        for (sender, n) in senders {
+            let Some(to) = self.peer_or_away(&sender) else {
+                continue;
+            };
+            let gone = Error::PeerGone(peer.id.to_string());
+            to.send_server_error(ServerError {
+                message: format!(
+                    "Error: client '{}' disconnected: {n} message(s) sent to it before its link \
+                     dropped were not confirmed delivered",
+                    peer.id
+                ),
+                error: to.ext.then(|| gone.to_wire()),
+            });
+        }
+    }
+
     /// Removes a peer (if it is still the registered one for its id) and fails what waits on it.
     fn unregister(&self, peer: &Arc<Peer<A>>) {
         peer.pending.abandon_all();
@@ -2090,6 +2291,52 @@ impl<A: Adapter> P2pServer<A> {
             }
         }
     }
+}
+
+/// Whether a connection that says it received `received` events of the session of `old` may
+/// resume it: a session that keeps what it sent must still have everything after that count.
+fn replay_allows<A: Adapter>(old: &Peer<A>, received: Option<u64>) -> bool {
+    let Some(session) = old.session.get() else {
+        return true;
+    };
+    let Some(count) = received else {
+        tracing::info!(client = %old.id, "not resumed: the connection does not count what it receives");
+        return false;
+    };
+    match session.out.lock().unwrap().check_resume(count) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::info!(client = %old.id, "not resumed, a new session begins: {why}");
+            false
+        }
+    }
+}
+
+/// Confirms to the client of `peer` what its session received from it, with `P2P_RECEIVED`, at
+/// most every [`replay::CONFIRM_EVERY`] events or [`replay::CONFIRM_AFTER`] when something came,
+/// while its connection lasts. `told`: the count it already knows.
+fn confirm_received<A: Adapter>(peer: &Arc<Peer<A>>, session: Arc<replay::Session>, told: u64) {
+    let socket = peer.socket.clone();
+    tokio::spawn(async move {
+        let mut told = told;
+        loop {
+            if !session.received_past(told, Duration::from_secs(1)).await {
+                if !socket.connected() {
+                    return;
+                }
+                continue;
+            }
+            session
+                .received_past(told + replay::CONFIRM_EVERY - 1, replay::CONFIRM_AFTER)
+                .await;
+            if !socket.connected() {
+                return;
+            }
+            let n = session.received();
+            let _ = socket.emit(event::P2P_RECEIVED, &protocol::ArgsRef(&[Value::from(n)]));
+            told = n;
+        }
+    });
 }
 
 /// Whether the session of `peer`, whose connection ended for `reason`, is kept for its return: a
