@@ -810,6 +810,8 @@ impl ClientInner {
         *self.dismissed.lock().unwrap() = None;
         let (welcome_tx, welcome_rx) = oneshot::channel();
         *self.welcome.lock().unwrap() = Some(welcome_tx);
+        let (go_on_tx, go_on_rx) = oneshot::channel();
+        *self.go_on.lock().unwrap() = Some(go_on_tx);
         let url = &self.url;
         let sep = if url.contains('?') { '&' } else { '?' };
         let mut full_url = format!(
@@ -890,8 +892,6 @@ impl ClientInner {
         let tuned = nodelay::set_on_sockets_to(&relay_addrs);
         tracing::trace!(client = %self.id, tuned, "TCP_NODELAY set on sockets to the relay");
         let (stop_tx, stop_rx) = oneshot::channel();
-        let (go_on_tx, go_on_rx) = oneshot::channel();
-        *self.go_on.lock().unwrap() = Some(go_on_tx);
         {
             let mut link = self.link.lock().unwrap();
             if *self.state.borrow() == ConnectionState::Closed {

@@ -1490,6 +1490,17 @@ impl<A: Adapter> P2pServer<A> {
         }
     }
 
+    /// The bytes of what the relay sent to a client and the client has not confirmed yet, kept to
+    /// send again if its link drops (see [`ServerOptions::resume_replay_bytes`]); `None` for a
+    /// client that is neither connected nor away within its grace period, or that does not
+    /// confirm what it receives.
+    pub fn unconfirmed_bytes(&self, client_id: &str) -> Option<usize> {
+        let peer = self.peer_or_away(client_id)?;
+        let session = peer.session.get()?;
+        let bytes = session.out.lock().unwrap().bytes();
+        Some(bytes)
+    }
+
     /// How many credit-mode streams the relay is routing between clients.
     pub fn stream_count(&self) -> usize {
         self.inner.streams.len()

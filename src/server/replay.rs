@@ -251,4 +251,9 @@ impl Kept {
         self.bytes = 0;
         senders
     }
+
+    /// The bytes kept.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
