@@ -17,11 +17,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
 /// A TCP proxy on a loopback port in front of the relay: copies both ways, and can cut every
-/// connection it carries and refuse new ones for a while.
+/// connection it carries, refuse new ones for a while, and stop passing on what the relay sends.
 struct Proxy {
     addr: SocketAddr,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
     refusing: Arc<AtomicBool>,
+    /// While set, what the relay sends on the connections the proxy carries now is not passed on
+    /// to the client (it is kept back until the flag clears, or dropped with a cut).
+    stalled: Arc<AtomicBool>,
     accept: AbortHandle,
 }
 
@@ -31,17 +34,41 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let refusing = Arc::new(AtomicBool::new(false));
-        let (c, r) = (conns.clone(), refusing.clone());
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (c, r, st) = (conns.clone(), refusing.clone(), stalled.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if r.load(Ordering::Acquire) {
                     // Closed at once: the client's connection attempt fails.
                     drop(inbound);
                     continue;
                 }
+                let stalled = st.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(target).await {
+                        let (mut from_client, mut to_client) = inbound.into_split();
+                        let (mut from_relay, mut to_relay) = outbound.into_split();
+                        let up = tokio::io::copy(&mut from_client, &mut to_relay);
+                        let down = async {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let n = match from_relay.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                while stalled.load(Ordering::Acquire) {
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
+                                if to_client.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            _ = up => {}
+                            _ = down => {}
+                        }
                     }
                 });
                 c.lock().unwrap().push(task.abort_handle());
@@ -52,8 +79,14 @@ impl Proxy {
             addr,
             conns,
             refusing,
+            stalled,
             accept,
         }
+    }
+
+    /// Whether what the relay sends stops short of the client (see [`Proxy::stalled`]).
+    fn stall(&self, on: bool) {
+        self.stalled.store(on, Ordering::Release);
     }
 
     fn url(&self) -> String {
@@ -1139,4 +1172,323 @@ async fn a_topic_destroyed_during_the_gap_is_told_after_resume() {
         .await;
     assert_eq!(seen.get(), vec!["sport1", "sport-destroyed"]);
     assert!(!topic_room(&relay), "{:?}", rooms_of(&relay, "alice"));
+}
+
+// ---- Nothing lost at a cut: what was on its way when a link dropped is sent again ----
+
+/// Messages each sender sends in the runs below.
+const FLOW: i64 = 1_500;
+/// Every this many messages, the sender also makes a request.
+const ASK_EVERY: i64 = 100;
+
+/// Waits for `f`, at most 30 s: a run of many messages with cuts in it.
+async fn long<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Waits until `log` has at least `n` entries, at most 30 s.
+async fn long_wait_len<T: Clone>(log: &Log<T>, what: &str, n: usize) {
+    long(what, async {
+        while log.len() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// `sender` sends `m(1..=FLOW)` to `target` and, every `ASK_EVERY` messages, asks it for
+/// `double(n)` without waiting; returns the answers, each with the number asked.
+async fn flow(sender: P2pClient, target: &'static str) -> Vec<(i64, socketio_p2p::Result<i64>)> {
+    let mut asking = Vec::new();
+    for n in 1..=FLOW {
+        sender
+            .emit_to(target, "m", (n,))
+            .await
+            .unwrap_or_else(|e| panic!("'{}' sends m({n}): {e}", sender.id()));
+        if n % ASK_EVERY == 0 {
+            let s = sender.clone();
+            asking.push((
+                n,
+                tokio::spawn(async move {
+                    s.request::<i64>(target, "double", (n,))
+                        .timeout(Duration::from_secs(25))
+                        .await
+                }),
+            ));
+        }
+    }
+    let mut answers = Vec::new();
+    for (n, a) in asking {
+        answers.push((n, a.await.unwrap()));
+    }
+    answers
+}
+
+/// Answers `double(n)` with `2n`.
+fn answer_double(client: &P2pClient) {
+    client.on_request("double", |args, reply| {
+        let n = args.last().and_then(Value::as_i64).unwrap_or(0);
+        reply.send((n * 2,));
+    });
+}
+
+/// What `seen` got from each of `senders`, in order, is `m(first..=last)` exactly.
+fn assert_each_once_in_order(seen: &[(String, i64)], senders: &[&str], first: i64, last: i64) {
+    for sender in senders {
+        let from: Vec<i64> = seen
+            .iter()
+            .filter(|(s, _)| s == sender)
+            .map(|(_, n)| *n)
+            .collect();
+        let expected: Vec<i64> = (first..=last).collect();
+        if from != expected {
+            let missing = expected.iter().filter(|n| !from.contains(n)).count();
+            let twice = from.len() + missing - expected.len();
+            panic!(
+                "from {sender}: {} received, {missing} missing, {twice} more than once or out of \
+                 order (first differences: {:?})",
+                from.len(),
+                from.iter()
+                    .zip(expected.iter())
+                    .filter(|(a, b)| a != b)
+                    .take(5)
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// Every answer is `2n`.
+fn assert_answered(answers: &[(i64, socketio_p2p::Result<i64>)], who: &str) {
+    assert_eq!(answers.len() as i64, FLOW / ASK_EVERY, "{who}'s requests");
+    for (n, a) in answers {
+        match a {
+            Ok(v) => assert_eq!(*v, 2 * n, "{who}'s double({n})"),
+            Err(e) => panic!("{who}'s double({n}) failed: {e}"),
+        }
+    }
+}
+
+/// Cuts `client`'s link three times while `progress` grows past a third, a half and two thirds
+/// of `total`; each time the client comes back at once.
+async fn cut_three_times(
+    proxy: &Proxy,
+    client: &P2pClient,
+    progress: impl Fn() -> usize,
+    total: usize,
+) {
+    for k in [3, 2] {
+        let mark = total / k;
+        long("the flow goes on", async {
+            while progress() < mark {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        cut_and_see_reconnecting(proxy, client, true).await;
+    }
+    let mark = total * 2 / 3;
+    long("the flow goes on", async {
+        while progress() < mark {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    cut_and_see_reconnecting(proxy, client, true).await;
+}
+
+// Two senders stream numbered messages and requests to a client whose link is cut three times
+// while they flow: every message arrives once, each sender's in order, every request is answered,
+// and its peers are never told it left nor that anything was not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_cut_mid_flow_misses_nothing() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let carol = client(&relay, "carol").await;
+    let (bob_gone, carol_gone) = (record_gone(&bob), record_gone(&carol));
+    let (bob_errors, carol_errors) = (record_errors(&bob), record_errors(&carol));
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_numbered(&alice);
+    answer_double(&alice);
+
+    let from_bob = tokio::spawn(flow(bob.clone(), "alice"));
+    let from_carol = tokio::spawn(flow(carol.clone(), "alice"));
+    let total = 2 * FLOW as usize;
+    let s = seen.clone();
+    cut_three_times(&proxy, &alice, move || s.len(), total).await;
+
+    let bob_answers = long("bob's flow ends", from_bob).await.unwrap();
+    let carol_answers = long("carol's flow ends", from_carol).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while seen.len() < total {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        assert_each_once_in_order(&seen.get(), &["bob", "carol"], 1, FLOW);
+        panic!("{:?} {:?}", bob_errors.get(), carol_errors.get());
+    }
+    // One more from each: anything delivered twice would have come before these.
+    bob.emit_to("alice", "m", (FLOW + 1,)).await.unwrap();
+    carol.emit_to("alice", "m", (FLOW + 1,)).await.unwrap();
+    long_wait_len(&seen, "the last messages arrive", total + 2).await;
+    assert_each_once_in_order(&seen.get(), &["bob", "carol"], 1, FLOW + 1);
+    assert_answered(&bob_answers, "bob");
+    assert_answered(&carol_answers, "carol");
+    assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
+    assert!(
+        bob_gone.get().is_empty(),
+        "bob was told: {:?}",
+        bob_gone.get()
+    );
+    assert!(
+        carol_gone.get().is_empty(),
+        "carol was told: {:?}",
+        carol_gone.get()
+    );
+    assert!(bob_errors.get().is_empty(), "{:?}", bob_errors.get());
+    assert!(carol_errors.get().is_empty(), "{:?}", carol_errors.get());
+}
+
+// A sender whose link is cut three times while it streams numbered messages and requests: what it
+// wrote just before each cut is neither lost nor delivered twice, and every request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_cut_mid_flow_loses_nothing() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let bob_gone = record_gone(&bob);
+    let seen = record_numbered(&bob);
+    answer_double(&bob);
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let alice_errors = record_errors(&alice);
+    let carol = connect(&relay.url(), "carol", quick()).await;
+    let carol_seen = record_numbered(&carol);
+    answer_double(&carol);
+
+    // Alice streams to both bob and carol at once.
+    let to_bob = tokio::spawn(flow(alice.clone(), "bob"));
+    let to_carol = tokio::spawn(flow(alice.clone(), "carol"));
+    let (b, c) = (seen.clone(), carol_seen.clone());
+    let total = 2 * FLOW as usize;
+    cut_three_times(&proxy, &alice, move || b.len() + c.len(), total).await;
+
+    let bob_answers = long("the flow to bob ends", to_bob).await.unwrap();
+    let carol_answers = long("the flow to carol ends", to_carol).await.unwrap();
+    long_wait_len(&seen, "every message reaches bob", FLOW as usize).await;
+    long_wait_len(&carol_seen, "every message reaches carol", FLOW as usize).await;
+    alice.emit_to("bob", "m", (FLOW + 1,)).await.unwrap();
+    alice.emit_to("carol", "m", (FLOW + 1,)).await.unwrap();
+    long_wait_len(&seen, "the last message reaches bob", FLOW as usize + 1).await;
+    long_wait_len(
+        &carol_seen,
+        "the last message reaches carol",
+        FLOW as usize + 1,
+    )
+    .await;
+    assert_each_once_in_order(&seen.get(), &["alice"], 1, FLOW + 1);
+    assert_each_once_in_order(&carol_seen.get(), &["alice"], 1, FLOW + 1);
+    assert_answered(&bob_answers, "alice (to bob)");
+    assert_answered(&carol_answers, "alice (to carol)");
+    assert!(
+        bob_gone.get().is_empty(),
+        "bob was told: {:?}",
+        bob_gone.get()
+    );
+    assert!(alice_errors.get().is_empty(), "{:?}", alice_errors.get());
+}
+
+// A client whose count is older than what the relay kept for it (the record of what it was sent
+// is tiny, and an answer pushed an unconfirmed message out of it) cannot resume without loss: it
+// starts a new session. Its peers are told it left, the message's sender that it was not
+// confirmed delivered, its own request in flight fails clearly, and nothing arrives twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_older_than_what_was_kept_starts_a_new_session() {
+    let relay = relay_with(RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            resume_grace: Duration::from_secs(60),
+            resume_replay_bytes: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let carol = client(&relay, "carol").await;
+    let (bob_gone, carol_gone) = (record_gone(&bob), record_gone(&carol));
+    let bob_errors = record_errors(&bob);
+    answer_double(&bob);
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_numbered(&alice);
+    // Both become alice's peers; one message at a time fits in her record.
+    for (k, sender) in [&bob, &carol].into_iter().enumerate() {
+        send_numbered(sender, "alice", 0..=0).await;
+        seen.wait_len("alice gets the first messages", k + 1).await;
+        all_confirmed(&relay, "alice").await;
+    }
+
+    // What the relay sends alice stops short of her: a message to her, then the answer to her
+    // own request, which pushes the message out of the tiny record.
+    proxy.stall(true);
+    let pad = "p".repeat(500);
+    bob.emit_to("alice", "m", (1, pad.as_str())).await.unwrap();
+    eventually("the message waits for alice's confirmation", || {
+        relay.server().unconfirmed_bytes("alice").unwrap_or(0) >= 500
+    })
+    .await;
+    let asking = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice
+                .request::<i64>("bob", "double", (21,))
+                .timeout(Duration::from_secs(20))
+                .await
+        })
+    };
+    eventually("the answer pushes the message out", || {
+        (1..500).contains(&relay.server().unconfirmed_bytes("alice").unwrap_or(0))
+    })
+    .await;
+
+    proxy.refuse(true);
+    proxy.cut();
+    proxy.stall(false);
+    wait_state(&alice, ConnectionState::Reconnecting).await;
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+
+    bob_gone.wait_len("bob is told alice left", 1).await;
+    carol_gone.wait_len("carol is told alice left", 1).await;
+    assert_eq!(carol_gone.get(), vec!["alice".to_string()]);
+    bob_errors
+        .wait_len("bob hears his message was not confirmed", 1)
+        .await;
+    assert_says(
+        &bob_errors.get()[0],
+        &["alice", "1 message", "not confirmed delivered"],
+    );
+    let in_flight = within("alice's request in flight ends", asking)
+        .await
+        .unwrap();
+    match in_flight {
+        Err(Error::Disconnected(text)) => assert_says(&text, &["alice", "new session", "double"]),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    send_numbered(&bob, "alice", 2..=2).await;
+    seen.wait_len("a message of the new session arrives", 3)
+        .await;
+    assert_eq!(
+        seen.get(),
+        vec![
+            ("bob".to_string(), 0),
+            ("carol".to_string(), 0),
+            ("bob".to_string(), 2)
+        ],
+        "nothing of the old session arrived, nothing twice"
+    );
 }

@@ -805,7 +805,10 @@ impl ClientInner {
         // Events of older links are not counted from now on (see `on_event`).
         let (generation, received) = {
             let received = self.received.lock().unwrap();
-            (self.generation.fetch_add(1, Ordering::AcqRel) + 1, *received)
+            (
+                self.generation.fetch_add(1, Ordering::AcqRel) + 1,
+                *received,
+            )
         };
         *self.dismissed.lock().unwrap() = None;
         let (welcome_tx, welcome_rx) = oneshot::channel();

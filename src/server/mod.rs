@@ -33,10 +33,10 @@ mod members;
 mod metrics;
 mod replay;
 
+pub(crate) use budget::json_size;
 pub(crate) use budget::Connections as WriteCounters;
 pub use budget::WriteCounter;
 use budget::{arg_size, Budget, Connections};
-pub(crate) use budget::json_size;
 
 pub(crate) use dispatch::Operations;
 use lane::Lane;
@@ -526,13 +526,18 @@ impl<A: Adapter> Peer<A> {
         let mut kept = session.out.lock().unwrap();
         if let Err(why) = kept.check_resume(count) {
             drop(kept);
-            self.lost("what it had not received", &Error::Protocol(why.to_string()));
+            self.lost(
+                "what it had not received",
+                &Error::Protocol(why.to_string()),
+            );
             return false;
         }
         kept.resume_from(count);
         let mut failed = None;
         for (payload, bytes) in kept.again() {
-            let sent = self.queue(bytes, u64::MAX, || payload.out().emit(&self.socket, self.ext));
+            let sent = self.queue(bytes, u64::MAX, || {
+                payload.out().emit(&self.socket, self.ext)
+            });
             if let Err(e) = sent {
                 failed = Some(e);
                 break;
@@ -639,7 +644,8 @@ impl<A: Adapter> Peer<A> {
     /// Sends the welcome, which is not counted among the session's events.
     fn send_welcome(&self, welcome: &Welcome) -> bool {
         let args = welcome.to_values();
-        let size = event::P2P_WELCOME.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
+        let size =
+            event::P2P_WELCOME.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
         let sent = self.queue(size, 2, || {
             self.socket
                 .emit(event::P2P_WELCOME, &protocol::ArgsRef(&args))
@@ -761,7 +767,6 @@ impl<A: Adapter> Peer<A> {
         }
         *hold = Hold::Open;
     }
-
 
     /// The outcome of queueing something this client must see (`what`): a client that could not
     /// take it is disconnected as a slow consumer. Returns whether it was queued.
