@@ -2,9 +2,10 @@
 //! message throughput with one cut per second next to the same run without cuts.
 //!
 //! An embedded relay on loopback; `alice` sends to `bob`, whose link goes through a TCP proxy
-//! that can cut it. What the relay had already passed to the connection that dropped is not held
-//! (`PROTOCOL.md` 5.5): the figures count it as lost, and the sender, which lets a window of
-//! messages be on their way, writes it off after a short wait, which the cut run's rate includes.
+//! that can cut it. After each resume the relay sends again what bob had not confirmed receiving
+//! (`PROTOCOL.md` 5.5), so nothing should be lost: a message counts as lost only if it never
+//! arrives, and the sender, which lets a window of messages be on their way, writes off what has
+//! not arrived after a short wait on a working link (the cut run's rate includes that wait).
 //! Run with `cargo bench --bench resume`. Environment:
 //! - `CUTS` (20): cuts for the resume figures;
 //! - `SECS` (5): length of each throughput run, with and without cuts;
