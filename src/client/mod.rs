@@ -261,6 +261,8 @@ pub(crate) struct ClientInner {
     /// Events of this session received from the relay (`P2P_WELCOME` and `P2P_RECEIVED` not
     /// counted); taken with the generation of the link they came on.
     received: Mutex<u64>,
+    /// About the bytes of those events, for when to confirm them.
+    received_bytes: AtomicU64,
     /// Woken when `received` grows.
     received_news: Arc<tokio::sync::Notify>,
     /// What this client sent and the relay has not confirmed.
@@ -439,6 +441,7 @@ impl P2pClient {
             session: Mutex::new(Session::default()),
             dismissed: Mutex::new(None),
             received: Mutex::new(0),
+            received_bytes: AtomicU64::new(0),
             received_news: Arc::default(),
             kept: Mutex::new(Kept::new()),
             confirmed_news: tokio::sync::Notify::new(),
@@ -910,11 +913,15 @@ impl ClientInner {
                 drop_link(old);
             }
         }
+        // The writer is the one task that writes to the link (an event with binary attachments
+        // is several packets): confirmations go through it too.
+        let (confirm_tx, confirm_rx) = watch::channel(0u64);
         tokio::spawn(writer(
             sio.clone(),
             self.out_rx.clone(),
             stop_rx,
             go_on_rx,
+            confirm_rx,
             generation,
             self.me.clone(),
         ));
@@ -943,7 +950,7 @@ impl ClientInner {
                     self.pending.abandon_all();
                     self.hooks.lock().unwrap().clear();
                 }
-                tokio::spawn(confirm_received(self.me.clone(), sio.clone(), generation));
+                tokio::spawn(confirm_received(self.me.clone(), confirm_tx, generation));
                 self.link_up.store(true, Ordering::Release);
                 Ok(welcome)
             }
@@ -1070,6 +1077,14 @@ impl ClientInner {
                 _ => *received += 1,
             }
         }
+        let bytes = match &payload {
+            Payload::Text(args) => args.iter().map(crate::server::json_size).sum::<usize>(),
+            Payload::Binary(b) => b.len(),
+            #[allow(deprecated)]
+            Payload::String(s) => s.len(),
+        };
+        self.received_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         self.received_news.notify_one();
         self.demux(name, payload);
     }
@@ -1350,6 +1365,7 @@ async fn writer(
     out: Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>,
     mut stop: oneshot::Receiver<()>,
     go_on: oneshot::Receiver<Option<u64>>,
+    mut confirm: watch::Receiver<u64>,
     generation: u64,
     inner: Weak<ClientInner>,
 ) {
@@ -1382,6 +1398,15 @@ async fn writer(
         }
     }
     let mut held: Option<Outgoing> = None;
+    // Writes `P2P_RECEIVED(count)`; false when the link failed.
+    let confirm_now = |n: u64| {
+        let sio = sio.clone();
+        async move {
+            sio.emit(event::P2P_RECEIVED, Payload::Text(vec![Value::from(n)]))
+                .await
+                .is_ok()
+        }
+    };
     loop {
         let first = match held.take() {
             Some(item) => item,
@@ -1390,6 +1415,19 @@ async fn writer(
                     Some(item) => item,
                     None => break,
                 },
+                changed = confirm.changed() => {
+                    let n = *confirm.borrow_and_update();
+                    if changed.is_err() || !confirm_now(n).await {
+                        // The confirmations stopped: the link is going.
+                        if changed.is_ok() {
+                            if let Some(inner) = inner.upgrade() {
+                                inner.link_lost(generation, "sending failed");
+                            }
+                        }
+                        break;
+                    }
+                    continue;
+                }
                 _ = &mut stop => break,
             },
         };
@@ -1429,6 +1467,11 @@ async fn writer(
             }
             tokio::select! {
                 _ = freed => {}
+                // The relay waits for this client's confirmations too.
+                Ok(()) = confirm.changed() => {
+                    let n = *confirm.borrow_and_update();
+                    confirm_now(n).await;
+                }
                 _ = &mut stop => {
                     // Taken from the queue: kept as sent, the relay's count tells it was not.
                     let mut kept = me.kept.lock().unwrap();
@@ -1495,14 +1538,15 @@ impl ClientInner {
     }
 }
 
-/// Confirms to the relay what this client received, with `P2P_RECEIVED`, at most every
-/// `CONFIRM_EVERY` events or `CONFIRM_AFTER` when something came, while link `generation` is the
-/// client's.
-async fn confirm_received(me: Weak<ClientInner>, sio: SioClient, generation: u64) {
+/// Confirms to the relay what this client received, with `P2P_RECEIVED`, once `CONFIRM_EVERY`
+/// events or `CONFIRM_BYTES` bytes came since the last confirmation, or `CONFIRM_AFTER` after
+/// something came, while link `generation` is the client's.
+async fn confirm_received(me: Weak<ClientInner>, confirm: watch::Sender<u64>, generation: u64) {
     let current = |inner: &ClientInner| inner.generation.load(Ordering::Acquire) == generation;
     let count = |inner: &ClientInner| *inner.received.lock().unwrap();
-    let (mut told, news) = match me.upgrade() {
-        Some(inner) => (count(&inner), inner.received_news.clone()),
+    let bytes = |inner: &ClientInner| inner.received_bytes.load(Ordering::Relaxed);
+    let (mut told, mut told_bytes, news) = match me.upgrade() {
+        Some(inner) => (count(&inner), bytes(&inner), inner.received_news.clone()),
         None => return,
     };
     loop {
@@ -1523,7 +1567,9 @@ async fn confirm_received(me: Weak<ClientInner>, sio: SioClient, generation: u64
         loop {
             let news = news.notified();
             let Some(inner) = me.upgrade() else { return };
-            if past(&inner, told + crate::server::CONFIRM_EVERY - 1) {
+            if past(&inner, told + crate::server::CONFIRM_EVERY - 1)
+                || bytes(&inner) >= told_bytes + crate::server::CONFIRM_BYTES
+            {
                 break;
             }
             drop(inner);
@@ -1536,12 +1582,9 @@ async fn confirm_received(me: Weak<ClientInner>, sio: SioClient, generation: u64
             return;
         }
         let n = count(&inner);
+        told_bytes = bytes(&inner);
         drop(inner);
-        if sio
-            .emit(event::P2P_RECEIVED, Payload::Text(vec![Value::from(n)]))
-            .await
-            .is_err()
-        {
+        if confirm.send(n).is_err() {
             return;
         }
         told = n;

@@ -45,7 +45,7 @@ pub(crate) use members::{encode_args, RoomEvent};
 use metrics::SlowConsumer;
 pub use metrics::METRICS_CONTENT_TYPE;
 pub(crate) use metrics::{Metrics, Reason};
-pub(crate) use replay::{CONFIRM_AFTER, CONFIRM_EVERY};
+pub(crate) use replay::{CONFIRM_AFTER, CONFIRM_BYTES, CONFIRM_EVERY};
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -486,10 +486,10 @@ impl<A: Adapter> Peer<A> {
         Ok(())
     }
 
-    /// One more event received from this client, for its session's count.
-    pub(crate) fn count_received(&self) {
+    /// One more event received from this client, `v`, for its session's count.
+    pub(crate) fn count_received(&self, v: &SioValue) {
         if let Some(session) = self.session.get() {
-            session.count_received();
+            session.count_received(sio_value_size(v));
         }
     }
 
@@ -1046,6 +1046,14 @@ impl<A: Adapter> Peer<A> {
     }
 }
 
+/// The bytes of an event as it came: its packet's text and binary attachments.
+fn sio_value_size(v: &SioValue) -> usize {
+    match v {
+        SioValue::Str(s, bins) => s.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>(),
+        SioValue::Bytes(b) => b.len(),
+    }
+}
+
 /// JSON arguments as [`Arg`]s, to hold.
 fn json_args(args: &[Value]) -> Vec<Arg> {
     args.iter().cloned().map(Arg::Json).collect()
@@ -1593,12 +1601,7 @@ impl<A: Adapter> P2pServer<A> {
                 peer.id
             )));
         }
-        let size = match v {
-            SioValue::Str(s, bins) => {
-                s.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>()
-            }
-            SioValue::Bytes(b) => b.len(),
-        };
+        let size = sio_value_size(v);
         if size > opts.max_event_bytes {
             self.metrics().refused(Reason::Limit);
             return Err(Error::BadRequest(format!(
@@ -2328,27 +2331,31 @@ fn replay_allows<A: Adapter>(old: &Peer<A>, received: Option<u64>) -> bool {
     }
 }
 
-/// Confirms to the client of `peer` what its session received from it, with `P2P_RECEIVED`, at
-/// most every [`replay::CONFIRM_EVERY`] events or [`replay::CONFIRM_AFTER`] when something came,
-/// while its connection lasts. `told`: the count it already knows.
+/// Confirms to the client of `peer` what its session received from it, with `P2P_RECEIVED`, once
+/// [`replay::CONFIRM_EVERY`] events or [`replay::CONFIRM_BYTES`] bytes came since the last
+/// confirmation, or [`replay::CONFIRM_AFTER`] after something came, while its connection lasts.
+/// `told`: the count it already knows.
 fn confirm_received<A: Adapter>(peer: &Arc<Peer<A>>, session: Arc<replay::Session>, told: u64) {
     let socket = peer.socket.clone();
     tokio::spawn(async move {
-        let mut told = told;
+        let (mut told, mut told_bytes) = (told, session.received_bytes());
         loop {
-            if !session.received_past(told, Duration::from_secs(1)).await {
+            let news = |n: u64, _: u64| n > told;
+            if !session.received_enough(news, Duration::from_secs(1)).await {
                 if !socket.connected() {
                     return;
                 }
                 continue;
             }
-            session
-                .received_past(told + replay::CONFIRM_EVERY - 1, replay::CONFIRM_AFTER)
-                .await;
+            let enough = |n: u64, bytes: u64| {
+                n >= told + replay::CONFIRM_EVERY || bytes >= told_bytes + replay::CONFIRM_BYTES
+            };
+            session.received_enough(enough, replay::CONFIRM_AFTER).await;
             if !socket.connected() {
                 return;
             }
             let n = session.received();
+            told_bytes = session.received_bytes();
             let _ = socket.emit(event::P2P_RECEIVED, &protocol::ArgsRef(&[Value::from(n)]));
             told = n;
         }

@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 
 /// A confirmation goes out once this many events came since the last one...
 pub(crate) const CONFIRM_EVERY: u64 = 512;
+/// ...or this many bytes of them (as the byte budget counts them)...
+pub(crate) const CONFIRM_BYTES: u64 = 256 << 10;
 /// ...or this long after the last one, when something came since.
 pub(crate) const CONFIRM_AFTER: Duration = Duration::from_millis(100);
 
@@ -34,6 +36,8 @@ pub(crate) struct Session {
     pub(crate) out: Mutex<Kept>,
     /// Events received from the client in this session.
     received: AtomicU64,
+    /// Their bytes.
+    received_bytes: AtomicU64,
     /// Woken when `received` grows.
     news: Notify,
 }
@@ -103,14 +107,22 @@ impl Session {
                 full_since: None,
             }),
             received: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
             news: Notify::new(),
         }
     }
 
-    /// One more event received from the client.
-    pub(crate) fn count_received(&self) {
+    /// One more event, of `bytes`, received from the client.
+    pub(crate) fn count_received(&self, bytes: usize) {
+        self.received_bytes
+            .fetch_add(bytes as u64, Ordering::AcqRel);
         self.received.fetch_add(1, Ordering::AcqRel);
         self.news.notify_one();
+    }
+
+    /// Bytes of the events received from the client so far.
+    pub(crate) fn received_bytes(&self) -> u64 {
+        self.received_bytes.load(Ordering::Acquire)
     }
 
     /// Events received from the client so far.
@@ -118,17 +130,22 @@ impl Session {
         self.received.load(Ordering::Acquire)
     }
 
-    /// Waits until more than `seen` events were received, at most `limit`; returns whether they
-    /// were.
-    pub(crate) async fn received_past(&self, seen: u64, limit: Duration) -> bool {
+    /// Waits until `enough(events, bytes)` holds for what was received, at most `limit`;
+    /// returns whether it does.
+    pub(crate) async fn received_enough(
+        &self,
+        enough: impl Fn(u64, u64) -> bool,
+        limit: Duration,
+    ) -> bool {
         let until = tokio::time::Instant::now() + limit;
+        let now = || enough(self.received(), self.received_bytes());
         loop {
             let notified = self.news.notified();
-            if self.received() > seen {
+            if now() {
                 return true;
             }
             if tokio::time::timeout_at(until, notified).await.is_err() {
-                return self.received() > seen;
+                return now();
             }
         }
     }
