@@ -1809,6 +1809,15 @@ impl<A: Adapter> P2pServer<A> {
                 _ => None,
             }
         };
+        // A connection the relay still holds for the session (it has not seen it drop yet): the
+        // requests relayed to it wait for their answers through this one.
+        let holding = match &parked {
+            Some(_) => None,
+            None => {
+                let clients = self.inner.clients.read().unwrap();
+                clients.get(&id).filter(|old| may_resume(old)).cloned()
+            }
+        };
         // Room events reach the session through its old peer until this connection is in its
         // rooms.
         let away = parked.as_ref().map(|p| AwayUntilJoined {
@@ -1822,9 +1831,10 @@ impl<A: Adapter> P2pServer<A> {
             permissions,
             authenticated: identity.is_some(),
             watchers: Mutex::new(HashSet::new()),
-            pending: match &parked {
-                Some(p) => p.peer.pending.clone(),
-                None => Arc::new(PendingRequests::new(
+            pending: match (&parked, &holding) {
+                (Some(p), _) => p.peer.pending.clone(),
+                (None, Some(old)) if old.session.get().is_some() => old.pending.clone(),
+                _ => Arc::new(PendingRequests::new(
                     self.inner.opts.max_pending_per_client.max(1),
                 )),
             },
