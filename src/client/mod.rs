@@ -12,6 +12,13 @@
 //! is told apart. When a link fails, the client builds a new one with growing waits
 //! ([`ClientOptions::reconnect`]), presenting the relay's resume secret; the listeners, the
 //! outgoing queue and the state ([`ConnectionState`]) stay with the client across links.
+//!
+//! Nothing is lost at a cut: the demultiplexer counts the events of the session as they come
+//! (`ClientInner::on_event`), a task per link confirms them to the relay (`P2P_RECEIVED`, written
+//! by the writer, the one task that writes to a link), and the writer counts what it writes and
+//! keeps it until the relay confirms it ([`ClientOptions::resume_replay_bytes`]). After a resume
+//! the writer first sends again what the relay's welcome says it did not receive; the relay does
+//! the same for this client (see `PROTOCOL.md`, "Session resume").
 
 use crate::error::{Error, Result};
 use crate::protocol::{

@@ -9,9 +9,9 @@
 //! keeps the count in line while the link is up, and is left out when the rest is sent again,
 //! which numbers what is sent again from the other end's count on.
 //!
-//! Every event to a client that has this scheme goes through [`Peer::queue_out`]
-//! (super::Peer::queue_out), which counts it, keeps it and writes it under the session's lock, so
-//! that the count's order is the order on the wire.
+//! Every event to a client that has this scheme goes through `Peer::queue_out`, which counts it,
+//! keeps it and writes it under the session's lock, so that the count's order is the order on the
+//! wire.
 
 use super::Payload;
 use std::collections::{HashMap, VecDeque};
