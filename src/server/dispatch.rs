@@ -149,7 +149,9 @@ fn on_unknown<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) {
     peer.socket.on_fallback(Inline(
         move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
             let Some(peer) = weak.upgrade() else { return };
-            peer.count_received(&v);
+            if !peer.count_received(&v) {
+                return;
+            }
             let name = Event::from_message_parts(s, &mut v, &ack_id)
                 .map(|e| e.0)
                 .unwrap_or_default();
@@ -192,7 +194,9 @@ fn on<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, name: &'static str
         Inline(
             move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
                 let Some(peer) = weak.upgrade() else { return };
-                peer.count_received(&v);
+                if !peer.count_received(&v) {
+                    return;
+                }
                 let Some(entry) = server.inner.ops.ops.get(name) else {
                     return;
                 };
@@ -218,7 +222,9 @@ fn on_special<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, name: &'st
         Inline(
             move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
                 let Some(peer) = weak.upgrade() else { return };
-                peer.count_received(&v);
+                if !peer.count_received(&v) {
+                    return;
+                }
                 // Answers are not counted: they were asked for.
                 let admitted = if name == event::P2P_REQ {
                     server.admit_event(&peer, &v)
@@ -285,7 +291,9 @@ fn on_binary<A: Adapter>(
         name,
         Inline(move |_: &Arc<Socket<A>>, v: SioValue, _: Option<i64>| {
             let Some(peer) = weak.upgrade() else { return };
-            peer.count_received(&v);
+            if !peer.count_received(&v) {
+                return;
+            }
             let bin = match v {
                 SioValue::Str(_, Some(mut bins)) if bins.len() == 1 => bins.pop_front(),
                 _ => None,

@@ -486,10 +486,13 @@ impl<A: Adapter> Peer<A> {
         Ok(())
     }
 
-    /// One more event received from this client, `v`, for its session's count.
-    pub(crate) fn count_received(&self, v: &SioValue) {
-        if let Some(session) = self.session.get() {
-            session.count_received(sio_value_size(v));
+    /// One more event received from this client, `v`, for its session's count; false when this
+    /// connection no longer stands for its session (a new one took it over): the event is then
+    /// not handled, and the client sends it again on the new connection.
+    pub(crate) fn count_received(&self, v: &SioValue) -> bool {
+        match self.session.get() {
+            Some(session) => session.count_received(sio_value_size(v), &self.taken_over),
+            None => true,
         }
     }
 
@@ -1973,7 +1976,11 @@ impl<A: Adapter> P2pServer<A> {
         {
             missed = gone;
             tracing::info!(client = %id, "the client resumed its session");
-            old.taken_over.store(true, Ordering::Release);
+            match old.session.get() {
+                // What the old connection still gets from now on is not counted nor handled.
+                Some(session) => session.stop_counting(&old.taken_over),
+                None => old.taken_over.store(true, Ordering::Release),
+            }
             peer.take_over_held(&old);
             // Its watchers are the new connection's, and it is in the same rooms.
             let watchers: Vec<_> = old.watchers.lock().unwrap().drain().collect();

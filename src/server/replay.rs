@@ -34,8 +34,12 @@ const MAX_ENTRIES: usize = 1 << 20;
 /// The counts and the kept events of one session, shared by its connections.
 pub(crate) struct Session {
     pub(crate) out: Mutex<Kept>,
-    /// Events received from the client in this session.
+    /// Events received from the client in this session; taken with the check that the
+    /// connection they came on still stands for the session (see [`count_received`]
+    /// (Self::count_received)).
     received: AtomicU64,
+    /// Orders counting with the end of a connection's part in the session.
+    counting: Mutex<()>,
     /// Their bytes.
     received_bytes: AtomicU64,
     /// Woken when `received` grows.
@@ -107,17 +111,39 @@ impl Session {
                 full_since: None,
             }),
             received: AtomicU64::new(0),
+            counting: Mutex::new(()),
             received_bytes: AtomicU64::new(0),
             news: Notify::new(),
         }
     }
 
-    /// One more event, of `bytes`, received from the client.
-    pub(crate) fn count_received(&self, bytes: usize) {
+    /// One more event, of `bytes`, received from the client on a connection whose part in the
+    /// session is over once `over` is set: then it is not counted (the client sends it again
+    /// after the resume), and this returns false.
+    pub(crate) fn count_received(
+        &self,
+        bytes: usize,
+        over: &std::sync::atomic::AtomicBool,
+    ) -> bool {
+        {
+            let _counting = self.counting.lock().unwrap();
+            if over.load(Ordering::Acquire) {
+                return false;
+            }
+            self.received.fetch_add(1, Ordering::AcqRel);
+        }
         self.received_bytes
             .fetch_add(bytes as u64, Ordering::AcqRel);
-        self.received.fetch_add(1, Ordering::AcqRel);
         self.news.notify_one();
+        true
+    }
+
+    /// Ends a connection's part in the session (sets `over`, see
+    /// [`count_received`](Self::count_received)): from now on the count of what was received is
+    /// final until the next connection counts.
+    pub(crate) fn stop_counting(&self, over: &std::sync::atomic::AtomicBool) {
+        let _counting = self.counting.lock().unwrap();
+        over.store(true, Ordering::Release);
     }
 
     /// Bytes of the events received from the client so far.
