@@ -270,8 +270,11 @@ pub(crate) struct ClientInner {
     received: Mutex<u64>,
     /// About the bytes of those events, for when to confirm them.
     received_bytes: AtomicU64,
-    /// Woken when `received` grows.
+    /// Woken when `received` reaches `wake_at` or its bytes `wake_bytes_at` (set by the task
+    /// that confirms, so that counting wakes nobody for each event).
     received_news: Arc<tokio::sync::Notify>,
+    wake_at: AtomicU64,
+    wake_bytes_at: AtomicU64,
     /// What this client sent and the relay has not confirmed.
     kept: Mutex<Kept>,
     /// Woken when the relay confirms something.
@@ -450,6 +453,8 @@ impl P2pClient {
             received: Mutex::new(0),
             received_bytes: AtomicU64::new(0),
             received_news: Arc::default(),
+            wake_at: AtomicU64::new(u64::MAX),
+            wake_bytes_at: AtomicU64::new(u64::MAX),
             kept: Mutex::new(Kept::new()),
             confirmed_news: tokio::sync::Notify::new(),
             go_on: Mutex::new(None),
@@ -1073,7 +1078,7 @@ impl ClientInner {
     /// An event that came on link `generation`: counted, if that link is still the client's,
     /// and handed to the demultiplexer.
     fn on_event(self: &Arc<Self>, generation: u64, name: &str, payload: Payload) {
-        {
+        let count = {
             let mut received = self.received.lock().unwrap();
             if self.generation.load(Ordering::Acquire) != generation {
                 return;
@@ -1083,16 +1088,23 @@ impl ClientInner {
                 event::P2P_WELCOME | event::P2P_RECEIVED => {}
                 _ => *received += 1,
             }
-        }
+            *received
+        };
         let bytes = match &payload {
             Payload::Text(args) => args.iter().map(crate::server::json_size).sum::<usize>(),
             Payload::Binary(b) => b.len(),
             #[allow(deprecated)]
             Payload::String(s) => s.len(),
         };
-        self.received_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        self.received_news.notify_one();
+        let bytes = self
+            .received_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed)
+            + bytes as u64;
+        if count >= self.wake_at.load(Ordering::Acquire)
+            || bytes >= self.wake_bytes_at.load(Ordering::Acquire)
+        {
+            self.received_news.notify_one();
+        }
         self.demux(name, payload);
     }
 
@@ -1565,10 +1577,21 @@ async fn confirm_received(me: Weak<ClientInner>, confirm: watch::Sender<u64>, ge
         let past = |inner: &ClientInner, seen: u64| count(inner) > seen;
         if !past(&inner, told) {
             let news = news.notified();
+            inner.wake_at.store(told + 1, Ordering::Release);
+            inner.wake_bytes_at.store(u64::MAX, Ordering::Release);
+            if past(&inner, told) {
+                continue;
+            }
             drop(inner);
             let _ = tokio::time::timeout(Duration::from_secs(1), news).await;
             continue;
         }
+        inner
+            .wake_at
+            .store(told + crate::server::CONFIRM_EVERY, Ordering::Release);
+        inner
+            .wake_bytes_at
+            .store(told_bytes + crate::server::CONFIRM_BYTES, Ordering::Release);
         drop(inner);
         let until = tokio::time::Instant::now() + crate::server::CONFIRM_AFTER;
         loop {

@@ -2357,17 +2357,20 @@ fn confirm_received<A: Adapter>(peer: &Arc<Peer<A>>, session: Arc<replay::Sessio
     tokio::spawn(async move {
         let (mut told, mut told_bytes) = (told, session.received_bytes());
         loop {
-            let news = |n: u64, _: u64| n > told;
-            if !session.received_enough(news, Duration::from_secs(1)).await {
+            let news = session.received_reach(told + 1, u64::MAX, Duration::from_secs(1));
+            if !news.await {
                 if !socket.connected() {
                     return;
                 }
                 continue;
             }
-            let enough = |n: u64, bytes: u64| {
-                n >= told + replay::CONFIRM_EVERY || bytes >= told_bytes + replay::CONFIRM_BYTES
-            };
-            session.received_enough(enough, replay::CONFIRM_AFTER).await;
+            let (events, bytes) = (
+                told + replay::CONFIRM_EVERY,
+                told_bytes + replay::CONFIRM_BYTES,
+            );
+            session
+                .received_reach(events, bytes, replay::CONFIRM_AFTER)
+                .await;
             if !socket.connected() {
                 return;
             }

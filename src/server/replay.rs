@@ -42,8 +42,11 @@ pub(crate) struct Session {
     counting: Mutex<()>,
     /// Their bytes.
     received_bytes: AtomicU64,
-    /// Woken when `received` grows.
+    /// Woken when `received` reaches `wake_at` or its bytes `wake_bytes_at` (set by the waiter,
+    /// so that counting wakes nobody for each event).
     news: Notify,
+    wake_at: AtomicU64,
+    wake_bytes_at: AtomicU64,
 }
 
 /// What was sent to the client and not confirmed.
@@ -114,6 +117,8 @@ impl Session {
             counting: Mutex::new(()),
             received_bytes: AtomicU64::new(0),
             news: Notify::new(),
+            wake_at: AtomicU64::new(u64::MAX),
+            wake_bytes_at: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -132,9 +137,15 @@ impl Session {
             }
             self.received.fetch_add(1, Ordering::AcqRel);
         }
-        self.received_bytes
-            .fetch_add(bytes as u64, Ordering::AcqRel);
-        self.news.notify_one();
+        let total = self
+            .received_bytes
+            .fetch_add(bytes as u64, Ordering::AcqRel)
+            + bytes as u64;
+        if self.received() >= self.wake_at.load(Ordering::Acquire)
+            || total >= self.wake_bytes_at.load(Ordering::Acquire)
+        {
+            self.news.notify_one();
+        }
         true
     }
 
@@ -156,15 +167,13 @@ impl Session {
         self.received.load(Ordering::Acquire)
     }
 
-    /// Waits until `enough(events, bytes)` holds for what was received, at most `limit`;
-    /// returns whether it does.
-    pub(crate) async fn received_enough(
-        &self,
-        enough: impl Fn(u64, u64) -> bool,
-        limit: Duration,
-    ) -> bool {
+    /// Waits until `events` events or `bytes` bytes of them were received, at most `limit`;
+    /// returns whether they were.
+    pub(crate) async fn received_reach(&self, events: u64, bytes: u64, limit: Duration) -> bool {
         let until = tokio::time::Instant::now() + limit;
-        let now = || enough(self.received(), self.received_bytes());
+        self.wake_at.store(events, Ordering::Release);
+        self.wake_bytes_at.store(bytes, Ordering::Release);
+        let now = || self.received() >= events || self.received_bytes() >= bytes;
         loop {
             let notified = self.news.notified();
             if now() {
