@@ -189,6 +189,7 @@ struct Limits {
     connect_burst: Option<u32>,
     max_queued_bytes: Option<usize>,
     resume_hold_bytes: Option<usize>,
+    resume_replay_bytes: Option<usize>,
     #[serde(default, deserialize_with = "file_duration")]
     slow_consumer_deadline: Option<Duration>,
     max_buffer_size: Option<usize>,
@@ -268,6 +269,7 @@ impl Settings {
             flags.max_queued_bytes.or(l.max_queued_bytes),
         );
         set(&mut s.resume_hold_bytes, l.resume_hold_bytes);
+        set(&mut s.resume_replay_bytes, l.resume_replay_bytes);
         set(
             &mut s.slow_consumer_deadline,
             flags.slow_consumer_deadline.or(l.slow_consumer_deadline),
@@ -425,6 +427,7 @@ mod tests {
             ("connect_burst", l.connect_burst.is_some()),
             ("max_queued_bytes", l.max_queued_bytes.is_some()),
             ("resume_hold_bytes", l.resume_hold_bytes.is_some()),
+            ("resume_replay_bytes", l.resume_replay_bytes.is_some()),
             ("slow_consumer_deadline", l.slow_consumer_deadline.is_some()),
             ("max_buffer_size", l.max_buffer_size.is_some()),
         ] {

@@ -7,6 +7,7 @@ use common::*;
 use serde_json::{json, Value};
 use socketio_p2p::{
     ClientOptions, ConnectionState, Error, P2pClient, Relay, RelayOptions, ServiceClient,
+    TopicEvent,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -129,8 +130,8 @@ async fn cut_link_reconnects_and_everything_works_again() {
 }
 
 // A call made while the client reconnects waits for the link, at most its timeout, then fails
-// with a clear error; a request in flight when the link dropped fails at once, clearly. Once
-// back, calls work.
+// with a clear error; a request in flight when the link dropped keeps waiting and gets its answer
+// once the session is resumed. Once back, calls work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_while_reconnecting_fail_clearly() {
     let relay = relay().await;
@@ -158,11 +159,6 @@ async fn calls_while_reconnecting_fail_clearly() {
     kept.wait_len("bob holds the request", 1).await;
     cut_and_see_reconnecting(&proxy, &alice, false).await;
 
-    let in_flight = within("the request in flight ends", asking).await.unwrap();
-    match in_flight {
-        Err(Error::Disconnected(text)) => assert_says(&text, &["alice", "lost its link", "slow"]),
-        other => panic!("expected Disconnected, got {other:?}"),
-    }
     let during = within(
         "a call while reconnecting ends",
         alice.emit_to("bob", "hi", ()),
@@ -196,6 +192,13 @@ async fn calls_while_reconnecting_fail_clearly() {
     wait_state(&alice, ConnectionState::Connected).await;
     seen.wait_len("the message sent while reconnecting arrives", 1)
         .await;
+    // Bob answers the request alice made before her link dropped: it reaches her.
+    let reply = kept.get().remove(0);
+    reply.send(("late",));
+    let in_flight = within("the request in flight is answered", asking)
+        .await
+        .unwrap();
+    assert_eq!(in_flight.unwrap(), json!(["late"]));
 }
 
 // With reconnection off, a lost link closes the client for good, and calls fail clearly.
@@ -532,6 +535,7 @@ async fn scene(relay: &Relay, proxy: &Proxy) -> Scene {
     send_numbered(&bob, "alice", 0..=0).await;
     send_numbered(&carol, "alice", 0..=0).await;
     seen.wait_len("alice gets the first messages", 2).await;
+    all_confirmed(relay, "alice").await;
     Scene {
         bob,
         carol,
@@ -542,6 +546,15 @@ async fn scene(relay: &Relay, proxy: &Proxy) -> Scene {
         alice,
         seen,
     }
+}
+
+/// Waits until `client` has confirmed everything the relay sent it: a session that ends from now
+/// on has nothing unconfirmed to tell its senders about.
+async fn all_confirmed(relay: &Relay, client: &str) {
+    eventually(&format!("'{client}' confirms what it received"), || {
+        relay.server().unconfirmed_bytes(client) == Some(0)
+    })
+    .await;
 }
 
 /// `bob` asks the absent `alice` for `double(21)`; the request, once the relay holds it.
@@ -739,6 +752,7 @@ async fn a_gap_past_the_grace_period_ends_the_session() {
     });
     send_numbered(&bob, "alice", 0..=0).await;
     seen.wait_len("alice gets the first message", 1).await;
+    all_confirmed(&relay, "alice").await;
 
     cut_and_see_parked(&relay, &proxy, &alice).await;
     let asking = ask_while_away(&relay, &bob).await;
@@ -771,4 +785,618 @@ async fn a_gap_past_the_grace_period_ends_the_session() {
     seen.wait_len("a message after the new session arrives", 2)
         .await;
     assert_eq!(seen.get()[1], ("bob".to_string(), 100));
+}
+
+// ---- Room events and topic publications while a member's link is down ----
+
+/// A topic handler, made for one topic.
+type TopicHandler = Box<dyn Fn(TopicEvent) + Send + Sync>;
+
+/// What alice hears, in arrival order, as one list: `m<n>` for a message `m(n)`, `r<n>` for a
+/// room emit `r(n)`, `left<n>` for a room emit `left(n)`, `sport<n>` and `rain<n>` for
+/// publications of the server's topic `news/sport` and of the client-provided `weather/rain`.
+fn record_everything(alice: &P2pClient) -> (Log<String>, impl Fn(&str) -> TopicHandler) {
+    let seen = Log::new();
+    let s = seen.clone();
+    alice.on("m", move |m| s.push(format!("m{}", m.args[0])));
+    for event in ["r", "left"] {
+        let s = seen.clone();
+        alice.on_raw(event, move |args| s.push(format!("{event}{}", args[0])));
+    }
+    let log = seen.clone();
+    let topic = move |name: &str| -> TopicHandler {
+        let (s, name) = (log.clone(), name.to_string());
+        Box::new(move |e: TopicEvent| match e.args() {
+            Some(args) => s.push(format!("{name}{}", args[0])),
+            None => s.push(format!("{name}-destroyed")),
+        })
+    };
+    (seen, topic)
+}
+
+/// Records the room emits `r(n)` and the publications a member other than alice gets.
+fn record_member(member: &P2pClient) -> (Log<String>, impl Fn(&str) -> TopicHandler) {
+    let seen = Log::new();
+    let s = seen.clone();
+    member.on_raw("r", move |args| s.push(format!("r{}", args[0])));
+    let log = seen.clone();
+    let topic = move |name: &str| -> TopicHandler {
+        let (s, name) = (log.clone(), name.to_string());
+        Box::new(move |e: TopicEvent| {
+            if let Some(args) = e.args() {
+                s.push(format!("{name}{}", args[0]))
+            }
+        })
+    };
+    (seen, topic)
+}
+
+// Room emits and topic publications (of a server-provided and of a client-provided service) sent
+// to the rooms of a client whose link is down reach it once it resumes: in the order the relay
+// took them, interleaved with the messages held at the same time, each exactly once. The other
+// members got them at once; a room the client left before the drop sends it nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_during_the_gap_arrive_in_order_after_resume() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let news = relay.server().as_service("news");
+    news.create_topic("sport").unwrap();
+    let weather = ServiceClient::connect(&relay.url(), "weather")
+        .await
+        .unwrap();
+    weather.create_topic("rain").await.unwrap();
+    let bob = client(&relay, "bob").await;
+    let bob_errors = record_errors(&bob);
+    let carol = client(&relay, "carol").await;
+    let (carol_saw, carol_topic) = record_member(&carol);
+    carol.join_room("lobby").await.unwrap();
+    carol
+        .subscribe_topic("news", "sport", carol_topic("sport"))
+        .await
+        .unwrap();
+    carol
+        .subscribe_topic("weather", "rain", carol_topic("rain"))
+        .await
+        .unwrap();
+
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let (seen, topic) = record_everything(&alice);
+    alice.join_room("lobby").await.unwrap();
+    alice.join_room("old-room").await.unwrap();
+    alice
+        .subscribe_topic("news", "sport", topic("sport"))
+        .await
+        .unwrap();
+    alice
+        .subscribe_topic("weather", "rain", topic("rain"))
+        .await
+        .unwrap();
+    // Before the drop: one of each.
+    bob.emit_to("alice", "m", (0,)).await.unwrap();
+    bob.emit_room("lobby", "r", (0,)).await.unwrap();
+    news.publish_topic("sport", (0,)).unwrap();
+    weather.publish_topic("rain", (0,)).await.unwrap();
+    seen.wait_len("alice gets one of each before the cut", 4)
+        .await;
+    alice.leave_room("old-room").await.unwrap();
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    let mut expected = seen.get();
+    for n in 1..=10 {
+        bob.emit_to("alice", "m", (n,)).await.unwrap();
+        bob.emit_room("lobby", "r", (n,)).await.unwrap();
+        bob.emit_room("old-room", "left", (n,)).await.unwrap();
+        news.publish_topic("sport", (n,)).unwrap();
+        weather.publish_topic("rain", (n,)).await.unwrap();
+        expected.extend([
+            format!("m{n}"),
+            format!("r{n}"),
+            format!("sport{n}"),
+            format!("rain{n}"),
+        ]);
+    }
+    // The other member got them while alice was away.
+    carol_saw
+        .wait_len("carol gets every room event at once", 33)
+        .await;
+    assert_eq!(seen.len(), 4, "alice's link is down: {:?}", seen.get());
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    seen.wait_len("everything held reaches alice", expected.len())
+        .await;
+    // One more of each after the resume: anything delivered twice would have come before these.
+    bob.emit_to("alice", "m", (11,)).await.unwrap();
+    bob.emit_room("lobby", "r", (11,)).await.unwrap();
+    news.publish_topic("sport", (11,)).unwrap();
+    weather.publish_topic("rain", (11,)).await.unwrap();
+    expected.extend(["m11", "r11", "sport11", "rain11"].map(String::from));
+    seen.wait_len("the events after the resume arrive", expected.len())
+        .await;
+    assert_eq!(seen.get(), expected);
+    assert!(bob_errors.get().is_empty(), "{:?}", bob_errors.get());
+}
+
+// Room emits held for an absent member are bounded by resume_hold_bytes with the rest: the one
+// that does not fit ends the session. The emitter's room emits were answered as done (the other
+// members got them), and it hears in one SERVER_ERROR how many did not reach the absent member;
+// back, the client starts a new session that gets none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_past_the_hold_budget_end_the_session() {
+    let relay = relay_with(RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            resume_grace: Duration::from_secs(60),
+            resume_hold_bytes: 4_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let bob_errors = record_errors(&bob);
+    let carol = client(&relay, "carol").await;
+    let (carol_saw, _) = record_member(&carol);
+    carol.join_room("lobby").await.unwrap();
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let (seen, _) = record_everything(&alice);
+    alice.join_room("lobby").await.unwrap();
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    // Three of about 1,000 bytes are held; the fourth does not fit.
+    let pad = "x".repeat(1_000);
+    for n in 1..=3 {
+        bob.emit_room("lobby", "r", (n, pad.as_str()))
+            .await
+            .unwrap();
+    }
+    eventually("bob's room emits are held", || {
+        relay.server().held_bytes("alice").unwrap_or(0) >= 3_000
+    })
+    .await;
+    bob.emit_room("lobby", "r", (4, pad.as_str()))
+        .await
+        .unwrap();
+    carol_saw.wait_len("carol gets all four", 4).await;
+    bob_errors
+        .wait_len("bob hears his room emits did not reach alice", 1)
+        .await;
+    assert_says(
+        &bob_errors.get()[0],
+        &["alice", "disconnected", "4 message(s)", "not delivered"],
+    );
+    eventually("the session has ended", || {
+        relay.server().held_bytes("alice").is_none()
+    })
+    .await;
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    eventually("alice is in the lobby again", || {
+        rooms_of(&relay, "alice").contains(&"lobby".to_string())
+    })
+    .await;
+    bob.emit_room("lobby", "r", (100,)).await.unwrap();
+    seen.wait_len("a room emit to the new session arrives", 1)
+        .await;
+    assert_eq!(
+        seen.get(),
+        vec!["r100".to_string()],
+        "nothing held was delivered"
+    );
+}
+
+// Past the grace period the room emits held for the absent member are dropped with its session:
+// the emitter hears how many did not reach it, nothing waits for the member, and its new session
+// gets none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_past_the_grace_period_are_not_delivered() {
+    let relay = relay_with(RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            resume_grace: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let bob_errors = record_errors(&bob);
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let (seen, _) = record_everything(&alice);
+    alice.join_room("lobby").await.unwrap();
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    for n in 1..=2 {
+        within("a room emit is answered", bob.emit_room("lobby", "r", (n,)))
+            .await
+            .unwrap();
+    }
+    eventually("bob's room emits are held", || {
+        relay.server().held_bytes("alice").unwrap_or(0) > 0
+    })
+    .await;
+    bob_errors
+        .wait_len("bob hears his room emits did not reach alice", 1)
+        .await;
+    assert_says(
+        &bob_errors.get()[0],
+        &["alice", "disconnected", "2 message(s)", "not delivered"],
+    );
+    assert_eq!(relay.server().held_bytes("alice"), None);
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    eventually("alice is in the lobby again", || {
+        rooms_of(&relay, "alice").contains(&"lobby".to_string())
+    })
+    .await;
+    bob.emit_room("lobby", "r", (100,)).await.unwrap();
+    seen.wait_len("a room emit to the new session arrives", 1)
+        .await;
+    assert_eq!(
+        seen.get(),
+        vec!["r100".to_string()],
+        "nothing held was delivered"
+    );
+}
+
+// A topic destroyed while a subscriber's link is down: the subscriber hears of it once it
+// resumes, after the publications held before it, and is no longer in the topic's room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_destroyed_during_the_gap_is_told_after_resume() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let news = relay.server().as_service("news");
+    news.create_topic("sport").unwrap();
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let (seen, topic) = record_everything(&alice);
+    alice
+        .subscribe_topic("news", "sport", topic("sport"))
+        .await
+        .unwrap();
+    let topic_room = |relay: &Relay| {
+        rooms_of(relay, "alice")
+            .into_iter()
+            .any(|r| r.contains("sport"))
+    };
+    assert!(topic_room(&relay), "{:?}", rooms_of(&relay, "alice"));
+
+    cut_and_see_parked(&relay, &proxy, &alice).await;
+    news.publish_topic("sport", (1,)).unwrap();
+    news.destroy_topic("sport").unwrap();
+
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+    seen.wait_len("the publication and the end of the topic arrive", 2)
+        .await;
+    assert_eq!(seen.get(), vec!["sport1", "sport-destroyed"]);
+    assert!(!topic_room(&relay), "{:?}", rooms_of(&relay, "alice"));
+}
+
+// ---- Nothing lost at a cut: what was on its way when a link dropped is sent again ----
+
+/// Messages each sender sends in the runs below.
+const FLOW: i64 = 1_500;
+/// Every this many messages, the sender also makes a request.
+const ASK_EVERY: i64 = 100;
+
+/// Waits for `f`, at most 30 s: a run of many messages with cuts in it.
+async fn long<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Waits until `log` has at least `n` entries, at most 30 s.
+async fn long_wait_len<T: Clone>(log: &Log<T>, what: &str, n: usize) {
+    long(what, async {
+        while log.len() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// `sender` sends `m(1..=FLOW)` to `target` and, every `ASK_EVERY` messages, asks it for
+/// `double(n)` without waiting; returns the answers, each with the number asked.
+async fn flow(sender: P2pClient, target: &'static str) -> Vec<(i64, socketio_p2p::Result<i64>)> {
+    let mut asking = Vec::new();
+    for n in 1..=FLOW {
+        sender
+            .emit_to(target, "m", (n,))
+            .await
+            .unwrap_or_else(|e| panic!("'{}' sends m({n}): {e}", sender.id()));
+        if n % ASK_EVERY == 0 {
+            let s = sender.clone();
+            asking.push((
+                n,
+                tokio::spawn(async move {
+                    s.request::<i64>(target, "double", (n,))
+                        .timeout(Duration::from_secs(25))
+                        .await
+                }),
+            ));
+        }
+    }
+    let mut answers = Vec::new();
+    for (n, a) in asking {
+        answers.push((n, a.await.unwrap()));
+    }
+    answers
+}
+
+/// Answers `double(n)` with `2n`.
+fn answer_double(client: &P2pClient) {
+    client.on_request("double", |args, reply| {
+        let n = args.last().and_then(Value::as_i64).unwrap_or(0);
+        reply.send((n * 2,));
+    });
+}
+
+/// What `seen` got from each of `senders`, in order, is `m(first..=last)` exactly.
+fn assert_each_once_in_order(seen: &[(String, i64)], senders: &[&str], first: i64, last: i64) {
+    for sender in senders {
+        let from: Vec<i64> = seen
+            .iter()
+            .filter(|(s, _)| s == sender)
+            .map(|(_, n)| *n)
+            .collect();
+        let expected: Vec<i64> = (first..=last).collect();
+        if from != expected {
+            let missing = expected.iter().filter(|n| !from.contains(n)).count();
+            let twice = from.len() + missing - expected.len();
+            panic!(
+                "from {sender}: {} received, {missing} missing, {twice} more than once or out of \
+                 order (first differences: {:?})",
+                from.len(),
+                from.iter()
+                    .zip(expected.iter())
+                    .filter(|(a, b)| a != b)
+                    .take(5)
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// Every answer is `2n`.
+fn assert_answered(answers: &[(i64, socketio_p2p::Result<i64>)], who: &str) {
+    assert_eq!(answers.len() as i64, FLOW / ASK_EVERY, "{who}'s requests");
+    for (n, a) in answers {
+        match a {
+            Ok(v) => assert_eq!(*v, 2 * n, "{who}'s double({n})"),
+            Err(e) => panic!("{who}'s double({n}) failed: {e}"),
+        }
+    }
+}
+
+/// Cuts `client`'s link three times while `progress` grows past a third, a half and two thirds
+/// of `total`; each time the client comes back at once, through the proxy.
+async fn cut_three_times(
+    proxy: &Proxy,
+    client: &P2pClient,
+    progress: impl Fn() -> usize,
+    total: usize,
+) {
+    for k in [3, 2] {
+        let mark = total / k;
+        long("the flow goes on", async {
+            while progress() < mark {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        proxy.cut();
+        // Back through the proxy before the next cut.
+        long("the client connects again", async {
+            while !proxy.carries_any() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        wait_state(client, ConnectionState::Connected).await;
+    }
+    let mark = total * 2 / 3;
+    long("the flow goes on", async {
+        while progress() < mark {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    proxy.cut();
+}
+
+// Two senders stream numbered messages and requests to a client whose link is cut three times
+// while they flow: every message arrives once, each sender's in order, every request is answered,
+// and its peers are never told it left nor that anything was not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_cut_mid_flow_misses_nothing() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let carol = client(&relay, "carol").await;
+    let (bob_gone, carol_gone) = (record_gone(&bob), record_gone(&carol));
+    let (bob_errors, carol_errors) = (record_errors(&bob), record_errors(&carol));
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_numbered(&alice);
+    answer_double(&alice);
+
+    let from_bob = tokio::spawn(flow(bob.clone(), "alice"));
+    let from_carol = tokio::spawn(flow(carol.clone(), "alice"));
+    let total = 2 * FLOW as usize;
+    let s = seen.clone();
+    cut_three_times(&proxy, &alice, move || s.len(), total).await;
+
+    let bob_answers = long("bob's flow ends", from_bob).await.unwrap();
+    let carol_answers = long("carol's flow ends", from_carol).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while seen.len() < total {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        assert_each_once_in_order(&seen.get(), &["bob", "carol"], 1, FLOW);
+        panic!("{:?} {:?}", bob_errors.get(), carol_errors.get());
+    }
+    // One more from each: anything delivered twice would have come before these.
+    bob.emit_to("alice", "m", (FLOW + 1,)).await.unwrap();
+    carol.emit_to("alice", "m", (FLOW + 1,)).await.unwrap();
+    long_wait_len(&seen, "the last messages arrive", total + 2).await;
+    assert_each_once_in_order(&seen.get(), &["bob", "carol"], 1, FLOW + 1);
+    assert_answered(&bob_answers, "bob");
+    assert_answered(&carol_answers, "carol");
+    assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
+    assert!(
+        bob_gone.get().is_empty(),
+        "bob was told: {:?}",
+        bob_gone.get()
+    );
+    assert!(
+        carol_gone.get().is_empty(),
+        "carol was told: {:?}",
+        carol_gone.get()
+    );
+    assert!(bob_errors.get().is_empty(), "{:?}", bob_errors.get());
+    assert!(carol_errors.get().is_empty(), "{:?}", carol_errors.get());
+}
+
+// A sender whose link is cut three times while it streams numbered messages and requests: what it
+// wrote just before each cut is neither lost nor delivered twice, and every request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_cut_mid_flow_loses_nothing() {
+    let relay = relay().await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let bob_gone = record_gone(&bob);
+    let seen = record_numbered(&bob);
+    answer_double(&bob);
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let alice_errors = record_errors(&alice);
+    let carol = connect(&relay.url(), "carol", quick()).await;
+    let carol_seen = record_numbered(&carol);
+    answer_double(&carol);
+
+    // Alice streams to both bob and carol at once.
+    let to_bob = tokio::spawn(flow(alice.clone(), "bob"));
+    let to_carol = tokio::spawn(flow(alice.clone(), "carol"));
+    let (b, c) = (seen.clone(), carol_seen.clone());
+    let total = 2 * FLOW as usize;
+    cut_three_times(&proxy, &alice, move || b.len() + c.len(), total).await;
+
+    let bob_answers = long("the flow to bob ends", to_bob).await.unwrap();
+    let carol_answers = long("the flow to carol ends", to_carol).await.unwrap();
+    long_wait_len(&seen, "every message reaches bob", FLOW as usize).await;
+    long_wait_len(&carol_seen, "every message reaches carol", FLOW as usize).await;
+    alice.emit_to("bob", "m", (FLOW + 1,)).await.unwrap();
+    alice.emit_to("carol", "m", (FLOW + 1,)).await.unwrap();
+    long_wait_len(&seen, "the last message reaches bob", FLOW as usize + 1).await;
+    long_wait_len(
+        &carol_seen,
+        "the last message reaches carol",
+        FLOW as usize + 1,
+    )
+    .await;
+    assert_each_once_in_order(&seen.get(), &["alice"], 1, FLOW + 1);
+    assert_each_once_in_order(&carol_seen.get(), &["alice"], 1, FLOW + 1);
+    assert_answered(&bob_answers, "alice (to bob)");
+    assert_answered(&carol_answers, "alice (to carol)");
+    assert!(
+        bob_gone.get().is_empty(),
+        "bob was told: {:?}",
+        bob_gone.get()
+    );
+    assert!(alice_errors.get().is_empty(), "{:?}", alice_errors.get());
+}
+
+// A client whose count is older than what the relay kept for it (the record of what it was sent
+// is tiny, and an answer pushed an unconfirmed message out of it) cannot resume without loss: it
+// starts a new session. Its peers are told it left, the message's sender that it was not
+// confirmed delivered, its own request in flight fails clearly, and nothing arrives twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_older_than_what_was_kept_starts_a_new_session() {
+    let relay = relay_with(RelayOptions {
+        server: socketio_p2p::ServerOptions {
+            resume_grace: Duration::from_secs(60),
+            resume_replay_bytes: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    let bob = client(&relay, "bob").await;
+    let carol = client(&relay, "carol").await;
+    let (bob_gone, carol_gone) = (record_gone(&bob), record_gone(&carol));
+    let bob_errors = record_errors(&bob);
+    answer_double(&bob);
+    let alice = connect(&proxy.url(), "alice", quick()).await;
+    let seen = record_numbered(&alice);
+    // Both become alice's peers; one message at a time fits in her record.
+    for (k, sender) in [&bob, &carol].into_iter().enumerate() {
+        send_numbered(sender, "alice", 0..=0).await;
+        seen.wait_len("alice gets the first messages", k + 1).await;
+        all_confirmed(&relay, "alice").await;
+    }
+
+    // What the relay sends alice stops short of her: a message to her, then the answer to her
+    // own request, which pushes the message out of the tiny record.
+    proxy.stall(true);
+    let pad = "p".repeat(500);
+    bob.emit_to("alice", "m", (1, pad.as_str())).await.unwrap();
+    eventually("the message waits for alice's confirmation", || {
+        relay.server().unconfirmed_bytes("alice").unwrap_or(0) >= 500
+    })
+    .await;
+    let asking = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice
+                .request::<i64>("bob", "double", (21,))
+                .timeout(Duration::from_secs(20))
+                .await
+        })
+    };
+    eventually("the answer pushes the message out", || {
+        (1..500).contains(&relay.server().unconfirmed_bytes("alice").unwrap_or(0))
+    })
+    .await;
+
+    proxy.refuse(true);
+    proxy.cut();
+    proxy.stall(false);
+    wait_state(&alice, ConnectionState::Reconnecting).await;
+    proxy.refuse(false);
+    wait_state(&alice, ConnectionState::Connected).await;
+
+    bob_gone.wait_len("bob is told alice left", 1).await;
+    carol_gone.wait_len("carol is told alice left", 1).await;
+    assert_eq!(carol_gone.get(), vec!["alice".to_string()]);
+    bob_errors
+        .wait_len("bob hears his message was not confirmed", 1)
+        .await;
+    assert_says(
+        &bob_errors.get()[0],
+        &["alice", "1 message", "not confirmed delivered"],
+    );
+    let in_flight = within("alice's request in flight ends", asking)
+        .await
+        .unwrap();
+    match in_flight {
+        Err(Error::Disconnected(text)) => assert_says(&text, &["alice", "new session", "double"]),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    send_numbered(&bob, "alice", 2..=2).await;
+    seen.wait_len("a message of the new session arrives", 3)
+        .await;
+    assert_eq!(
+        seen.get(),
+        vec![
+            ("bob".to_string(), 0),
+            ("carol".to_string(), 0),
+            ("bob".to_string(), 2)
+        ],
+        "nothing of the old session arrived, nothing twice"
+    );
 }

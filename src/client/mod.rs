@@ -12,6 +12,13 @@
 //! is told apart. When a link fails, the client builds a new one with growing waits
 //! ([`ClientOptions::reconnect`]), presenting the relay's resume secret; the listeners, the
 //! outgoing queue and the state ([`ConnectionState`]) stay with the client across links.
+//!
+//! Nothing is lost at a cut: the demultiplexer counts the events of the session as they come
+//! (`ClientInner::on_event`), a task per link confirms them to the relay (`P2P_RECEIVED`, written
+//! by the writer, the one task that writes to a link), and the writer counts what it writes and
+//! keeps it until the relay confirms it ([`ClientOptions::resume_replay_bytes`]). After a resume
+//! the writer first sends again what the relay's welcome says it did not receive; the relay does
+//! the same for this client (see `PROTOCOL.md`, "Session resume").
 
 use crate::error::{Error, Result};
 use crate::protocol::{
@@ -78,6 +85,11 @@ pub struct ClientOptions {
     /// callback, the default) sends [`token`](Self::token) again. With a callback, a relay that
     /// refuses the token does not end the reconnection: the next attempt asks again.
     pub token_refresh: Option<TokenRefresh>,
+    /// Bytes of what this client sent and the relay has not confirmed yet (`P2P_RECEIVED`),
+    /// kept to send again after a resume (stream frames are not kept: streams resend their own
+    /// bytes). When it is full, sending waits for the relay's confirmations, at most
+    /// [`timeout`](Self::timeout). Default 4 MiB.
+    pub resume_replay_bytes: usize,
 }
 
 /// A callback that gives the token to send at a reconnection: see
@@ -98,6 +110,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("reconnect_delay", &self.reconnect_delay)
             .field("reconnect_delay_max", &self.reconnect_delay_max)
             .field("max_reconnect_attempts", &self.max_reconnect_attempts)
+            .field("resume_replay_bytes", &self.resume_replay_bytes)
             .field(
                 "token_refresh",
                 &self.token_refresh.as_ref().map(|_| "<callback>"),
@@ -171,6 +184,7 @@ impl Default for ClientOptions {
             reconnect_delay_max: Duration::from_secs(5),
             max_reconnect_attempts: None,
             token_refresh: None,
+            resume_replay_bytes: 4 << 20,
         }
     }
 }
@@ -183,7 +197,8 @@ pub enum ConnectionState {
     /// The link was lost and the client is connecting again (see
     /// [`ClientOptions::reconnect`]). Calls made now wait for the link, at most their timeout,
     /// then fail with [`Error::Disconnected`]; requests that were in flight when the link dropped
-    /// have failed with [`Error::Disconnected`].
+    /// keep waiting, at most their timeout: they are answered if the session is resumed, and fail
+    /// with [`Error::Disconnected`] if a new session begins.
     Reconnecting,
     /// The client is closed for good: by [`P2pClient::disconnect`], by the relay, or because
     /// reconnection is off or gave up. Every call fails with [`Error::Disconnected`].
@@ -254,9 +269,100 @@ pub(crate) struct ClientInner {
     resume: Mutex<Option<String>>,
     /// What a new session has to set up again on the relay.
     pub(crate) session: Mutex<Session>,
+    /// Events of this session received from the relay (`P2P_WELCOME` and `P2P_RECEIVED` not
+    /// counted); taken with the generation of the link they came on.
+    received: Mutex<u64>,
+    /// About the bytes of those events, for when to confirm them.
+    received_bytes: AtomicU64,
+    /// Woken when `received` reaches `wake_at` or its bytes `wake_bytes_at` (set by the task
+    /// that confirms, so that counting wakes nobody for each event).
+    received_news: Arc<tokio::sync::Notify>,
+    wake_at: AtomicU64,
+    wake_bytes_at: AtomicU64,
+    /// What this client sent and the relay has not confirmed.
+    kept: Mutex<Kept>,
+    /// Woken when the relay confirms something.
+    confirmed_news: tokio::sync::Notify,
+    /// Tells the current link's writer, once welcomed, where to go on from: the relay's count
+    /// of what it received in a resumed session, `None` for a new one.
+    go_on: Mutex<Option<oneshot::Sender<Option<u64>>>>,
     /// The relay's reason, when it said it is disconnecting this client (`SERVER_ERROR`
     /// `Error: disconnected: ...`): the link's end is then final, not a reason to reconnect.
     dismissed: Mutex<Option<String>>,
+}
+
+/// What this client sent in its session and the relay has not confirmed, in order.
+struct Kept {
+    /// Events sent in this session: the number of the newest.
+    sent: u64,
+    confirmed: u64,
+    /// The events numbered `confirmed + 1 ..= sent`; `None`: a stream frame's marker.
+    entries: std::collections::VecDeque<(&'static str, Option<Payload>, usize)>,
+    bytes: usize,
+}
+
+impl Kept {
+    fn new() -> Kept {
+        Kept {
+            sent: 0,
+            confirmed: 0,
+            entries: Default::default(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts an event written (or about to be) to the relay, kept until confirmed; a stream
+    /// frame leaves a marker of no bytes.
+    fn push(&mut self, name: &'static str, payload: &Payload, size: usize) {
+        let keep = match payload {
+            Payload::Binary(_) => None,
+            other => Some(other.clone()),
+        };
+        let size = if keep.is_some() { size } else { 0 };
+        self.sent += 1;
+        self.bytes += size;
+        self.entries.push_back((name, keep, size));
+    }
+
+    /// [`push`](Self::push) for an event taken from the queue and never written: the relay's
+    /// count after a resume shows it did not arrive, and it is sent then.
+    fn push_outgoing(&mut self, item: Outgoing) {
+        let (name, payload) = match item {
+            Outgoing::Event(name, args) => (name, Payload::Text(args)),
+            Outgoing::Binary(name, bytes) => (name, Payload::Binary(bytes)),
+            Outgoing::Emit(p) => (event::P2P_EMIT, Payload::Text(vec![p])),
+        };
+        let size = kept_size(name, &payload);
+        self.push(name, &payload, size);
+    }
+
+    /// The relay received `count` events; `false` for a count that goes back or past what was
+    /// sent.
+    fn confirm(&mut self, count: u64) -> bool {
+        if count < self.confirmed || count > self.sent {
+            return false;
+        }
+        while self.confirmed < count {
+            if let Some((_, _, bytes)) = self.entries.pop_front() {
+                self.bytes -= bytes;
+            }
+            self.confirmed += 1;
+        }
+        true
+    }
+}
+
+/// The bytes an outgoing event is counted for in [`Kept`]: a lower bound of its JSON.
+fn kept_size(name: &str, payload: &Payload) -> usize {
+    name.len()
+        + 4
+        + match payload {
+            Payload::Text(args) => args
+                .iter()
+                .map(|a| crate::server::json_size(a) + 1)
+                .sum::<usize>(),
+            _ => 0,
+        }
 }
 
 /// How the relay's `SERVER_ERROR` begins when it disconnects a client on purpose (replaced by a
@@ -349,6 +455,14 @@ impl P2pClient {
             resume: Mutex::new(None),
             session: Mutex::new(Session::default()),
             dismissed: Mutex::new(None),
+            received: Mutex::new(0),
+            received_bytes: AtomicU64::new(0),
+            received_news: Arc::default(),
+            wake_at: AtomicU64::new(u64::MAX),
+            wake_bytes_at: AtomicU64::new(u64::MAX),
+            kept: Mutex::new(Kept::new()),
+            confirmed_news: tokio::sync::Notify::new(),
+            go_on: Mutex::new(None),
         });
 
         inner.establish(opts.token.clone()).await?;
@@ -486,8 +600,18 @@ impl ClientInner {
     /// Queues an event for the writer, waiting while the client reconnects (at most its
     /// timeout) and when the queue is full.
     pub(crate) async fn send(&self, item: Outgoing) -> Result<()> {
-        self.ready(self.opts.timeout).await?;
-        self.out.send(item).await.map_err(|_| self.closed_error())
+        let limit = self.opts.timeout;
+        self.ready(limit).await?;
+        match tokio::time::timeout(limit, self.out.send(item)).await {
+            Ok(sent) => sent.map_err(|_| self.closed_error()),
+            Err(_) => Err(Error::Timeout {
+                peer: None,
+                event: "sending (the queue to the relay stayed full: the relay confirms too \
+                        little of what this client sent)"
+                    .into(),
+                after: limit,
+            }),
+        }
     }
 
     /// Queues an event without waiting; used from synchronous handlers.
@@ -575,8 +699,9 @@ impl ClientInner {
         match self.pending.wait(waiting, timeout).await {
             Ok(answer) => answer.into_result(&from),
             Err(NoAnswer::Abandoned) => Err(Error::Disconnected(format!(
-                "client '{}' lost its link to the relay while waiting for '{}' \
-                 (the answer, if any, is lost)",
+                "client '{}' lost its session with the relay while waiting for '{}' (the \
+                 client closed, or its link dropped and a new session began); the answer, if \
+                 any, is lost",
                 self.id, about.event
             ))),
             // A request with a hook keeps it for a late answer (the relay always answers, at
@@ -677,7 +802,6 @@ impl ClientInner {
                     let _ = w.send(Err(Error::Disconnected(why.to_string())));
                 }
                 drop(link);
-                self.pending.abandon_all();
                 return;
             }
             if let Some(l) = link.take() {
@@ -689,8 +813,7 @@ impl ClientInner {
             return;
         }
         tracing::info!(client = %self.id, "link to the relay lost ({why}); reconnecting");
-        self.pending.abandon_all();
-        self.hooks.lock().unwrap().clear();
+        // Requests in flight keep waiting: a resumed session answers them.
         for sink in self.apis.sinks() {
             sink.link_down(self, why);
         }
@@ -699,10 +822,19 @@ impl ClientInner {
 
     /// Opens a link to the relay and waits for its welcome: the link is then the client's.
     async fn establish(self: &Arc<Self>, token: Option<String>) -> Result<Welcome> {
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        // Events of older links are not counted from now on (see `on_event`).
+        let (generation, received) = {
+            let received = self.received.lock().unwrap();
+            (
+                self.generation.fetch_add(1, Ordering::AcqRel) + 1,
+                *received,
+            )
+        };
         *self.dismissed.lock().unwrap() = None;
         let (welcome_tx, welcome_rx) = oneshot::channel();
         *self.welcome.lock().unwrap() = Some(welcome_tx);
+        let (go_on_tx, go_on_rx) = oneshot::channel();
+        *self.go_on.lock().unwrap() = Some(go_on_tx);
         let url = &self.url;
         let sep = if url.contains('?') { '&' } else { '?' };
         let mut full_url = format!(
@@ -711,12 +843,14 @@ impl ClientInner {
             protocol::percent_encode(&self.id),
             protocol::QUERY_EXTENSIONS
         );
-        if let Some(secret) = self.resume.lock().unwrap().as_deref() {
-            full_url.push_str(&format!(
-                "&{}={}",
+        match self.resume.lock().unwrap().as_deref() {
+            Some(secret) => full_url.push_str(&format!(
+                "&{}={}&{}={received}",
                 protocol::QUERY_RESUME,
-                protocol::percent_encode(secret)
-            ));
+                protocol::percent_encode(secret),
+                protocol::QUERY_RECEIVED,
+            )),
+            None => full_url.push_str(&format!("&{}=0", protocol::QUERY_RECEIVED)),
         }
         let weak = self.me.clone();
         let weak_close = weak.clone();
@@ -737,9 +871,7 @@ impl ClientInner {
         let connecting = builder
             .on_any(move |ev, payload, _| {
                 if let Some(inner) = weak.upgrade() {
-                    if inner.generation.load(Ordering::Acquire) == generation {
-                        inner.demux(&String::from(ev), payload);
-                    }
+                    inner.on_event(generation, &String::from(ev), payload);
                 }
                 futures::future::ready(()).boxed()
             })
@@ -798,10 +930,15 @@ impl ClientInner {
                 drop_link(old);
             }
         }
+        // The writer is the one task that writes to the link (an event with binary attachments
+        // is several packets): confirmations go through it too.
+        let (confirm_tx, confirm_rx) = watch::channel(0u64);
         tokio::spawn(writer(
             sio.clone(),
             self.out_rx.clone(),
             stop_rx,
+            go_on_rx,
+            confirm_rx,
             generation,
             self.me.clone(),
         ));
@@ -825,6 +962,12 @@ impl ClientInner {
         match outcome {
             Ok(welcome) => {
                 *self.resume.lock().unwrap() = welcome.resume.clone();
+                if !welcome.resumed {
+                    // A new session: what waited for an answer from the old one gets none.
+                    self.pending.abandon_all();
+                    self.hooks.lock().unwrap().clear();
+                }
+                tokio::spawn(confirm_received(self.me.clone(), confirm_tx, generation));
                 self.link_up.store(true, Ordering::Release);
                 self.welcomed.send_replace(generation);
                 Ok(welcome)
@@ -938,6 +1081,53 @@ impl ClientInner {
         });
     }
 
+    /// An event that came on link `generation`: counted, if that link is still the client's,
+    /// and handed to the demultiplexer.
+    fn on_event(self: &Arc<Self>, generation: u64, name: &str, payload: Payload) {
+        let count = {
+            let mut received = self.received.lock().unwrap();
+            if self.generation.load(Ordering::Acquire) != generation {
+                return;
+            }
+            match name {
+                // Not counted; a welcome starts the count of a new session.
+                event::P2P_WELCOME | event::P2P_RECEIVED => {}
+                _ => *received += 1,
+            }
+            *received
+        };
+        let bytes = match &payload {
+            Payload::Text(args) => args.iter().map(crate::server::json_size).sum::<usize>(),
+            Payload::Binary(b) => b.len(),
+            #[allow(deprecated)]
+            Payload::String(s) => s.len(),
+        };
+        let bytes = self
+            .received_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed)
+            + bytes as u64;
+        if count >= self.wake_at.load(Ordering::Acquire)
+            || bytes >= self.wake_bytes_at.load(Ordering::Acquire)
+        {
+            self.received_news.notify_one();
+        }
+        self.demux(name, payload);
+    }
+
+    /// `P2P_RECEIVED(count)`: the relay received `count` events of this session.
+    fn on_confirmed(&self, args: Vec<Value>) {
+        let count = match args.as_slice() {
+            [n] => n.as_u64(),
+            _ => None,
+        };
+        let ok = count.is_some_and(|n| self.kept.lock().unwrap().confirm(n));
+        if !ok {
+            tracing::warn!(client = %self.id, "bad {}: {args:?}", event::P2P_RECEIVED);
+            return;
+        }
+        self.confirmed_news.notify_waiters();
+    }
+
     /// The demultiplexer: every event from the server comes through here.
     fn demux(self: &Arc<Self>, name: &str, payload: Payload) {
         let args = match payload {
@@ -956,6 +1146,7 @@ impl ClientInner {
             Payload::String(s) => vec![Value::String(s)],
         };
         match name {
+            event::P2P_RECEIVED => self.on_confirmed(args),
             event::P2P_RES => self.on_res(args),
             event::P2P_REQ => self.on_req(args),
             event::P2P_BATCH => match RelayedBatch::from_values(args) {
@@ -992,8 +1183,20 @@ impl ClientInner {
                         client_id: self.id.clone(),
                         resume: None,
                         resumed: false,
+                        received: None,
                     }
                 });
+                let go_on = if welcome.resumed {
+                    let confirmed = self.kept.lock().unwrap().confirmed;
+                    Some(welcome.received.unwrap_or(confirmed))
+                } else {
+                    // A new session: its counts start here.
+                    *self.received.lock().unwrap() = 0;
+                    None
+                };
+                if let Some(tx) = self.go_on.lock().unwrap().take() {
+                    let _ = tx.send(go_on);
+                }
                 if let Some(w) = self.welcome.lock().unwrap().take() {
                     let _ = w.send(Ok(welcome));
                 }
@@ -1189,6 +1392,8 @@ async fn writer(
     sio: SioClient,
     out: Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>,
     mut stop: oneshot::Receiver<()>,
+    go_on: oneshot::Receiver<Option<u64>>,
+    mut confirm: watch::Receiver<u64>,
     generation: u64,
     inner: Weak<ClientInner>,
 ) {
@@ -1204,7 +1409,40 @@ async fn writer(
         rx = out.lock() => rx,
         _ = &mut stop => return,
     };
+    // Nothing goes out before the welcome: it says where the session goes on from.
+    let go_on = tokio::select! {
+        go_on = go_on => match go_on {
+            Ok(go_on) => go_on,
+            Err(_) => return,
+        },
+        _ = &mut stop => return,
+    };
+    let again = match inner.upgrade() {
+        Some(inner) => inner.go_on_from(go_on),
+        None => return,
+    };
+    for (name, payload) in again {
+        let sent = tokio::select! {
+            sent = sio.emit(name, payload) => sent,
+            _ = &mut stop => return,
+        };
+        if let Err(e) = sent {
+            if let Some(inner) = inner.upgrade() {
+                inner.link_lost(generation, &format!("sending failed: {e}"));
+            }
+            return;
+        }
+    }
     let mut held: Option<Outgoing> = None;
+    // Writes `P2P_RECEIVED(count)`; false when the link failed.
+    let confirm_now = |n: u64| {
+        let sio = sio.clone();
+        async move {
+            sio.emit(event::P2P_RECEIVED, Payload::Text(vec![Value::from(n)]))
+                .await
+                .is_ok()
+        }
+    };
     loop {
         let first = match held.take() {
             Some(item) => item,
@@ -1213,6 +1451,19 @@ async fn writer(
                     Some(item) => item,
                     None => break,
                 },
+                changed = confirm.changed() => {
+                    let n = *confirm.borrow_and_update();
+                    if changed.is_err() || !confirm_now(n).await {
+                        // The confirmations stopped: the link is going.
+                        if changed.is_ok() {
+                            if let Some(inner) = inner.upgrade() {
+                                inner.link_lost(generation, "sending failed");
+                            }
+                        }
+                        break;
+                    }
+                    continue;
+                }
                 _ = &mut stop => break,
             },
         };
@@ -1238,6 +1489,37 @@ async fn writer(
                 }
             }
         };
+        // Kept until the relay confirms it, once there is room.
+        let Some(me) = inner.upgrade() else { break };
+        let size = kept_size(name, &payload);
+        loop {
+            let freed = me.confirmed_news.notified();
+            {
+                let mut kept = me.kept.lock().unwrap();
+                if kept.entries.is_empty() || kept.bytes + size <= me.opts.resume_replay_bytes {
+                    kept.push(name, &payload, size);
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = freed => {}
+                // The relay waits for this client's confirmations too.
+                Ok(()) = confirm.changed() => {
+                    let n = *confirm.borrow_and_update();
+                    confirm_now(n).await;
+                }
+                _ = &mut stop => {
+                    // Taken from the queue: kept as sent, the relay's count tells it was not.
+                    let mut kept = me.kept.lock().unwrap();
+                    kept.push(name, &payload, size);
+                    if let Some(item) = held.take() {
+                        kept.push_outgoing(item);
+                    }
+                    return;
+                }
+            }
+        }
+        drop(me);
         let sent = tokio::select! {
             sent = sio.emit(name, payload) => sent,
             _ = &mut stop => break,
@@ -1248,6 +1530,111 @@ async fn writer(
             }
             break;
         }
+    }
+    // What was taken from the queue and not written goes with what is sent again after a resume.
+    if let (Some(item), Some(inner)) = (held, inner.upgrade()) {
+        inner.kept.lock().unwrap().push_outgoing(item);
+    }
+}
+
+impl ClientInner {
+    /// Where a new link goes on from, once welcomed: in a resumed session, what the relay had not
+    /// received (`count` is its count), numbered from its count on, stream frames left out; in a
+    /// new session, from nothing.
+    fn go_on_from(&self, count: Option<u64>) -> Vec<(&'static str, Payload)> {
+        let mut kept = self.kept.lock().unwrap();
+        let Some(count) = count else {
+            let lost = kept.entries.len();
+            if lost > 0 {
+                tracing::warn!(
+                    client = %self.id,
+                    events = lost,
+                    "a new session began: events sent before the link dropped may not have \
+                     reached the relay"
+                );
+            }
+            *kept = Kept::new();
+            return Vec::new();
+        };
+        if !kept.confirm(count) {
+            tracing::warn!(
+                client = %self.id,
+                "the relay's count of what it received ({count}) does not match what was sent \
+                 ({} confirmed, {} sent)",
+                kept.confirmed,
+                kept.sent
+            );
+        }
+        kept.entries.retain(|(_, p, _)| p.is_some());
+        kept.sent = kept.confirmed + kept.entries.len() as u64;
+        kept.entries
+            .iter()
+            .filter_map(|(name, p, _)| p.clone().map(|p| (*name, p)))
+            .collect()
+    }
+}
+
+/// Confirms to the relay what this client received, with `P2P_RECEIVED`, once `CONFIRM_EVERY`
+/// events or `CONFIRM_BYTES` bytes came since the last confirmation, or `CONFIRM_AFTER` after
+/// something came, while link `generation` is the client's.
+async fn confirm_received(me: Weak<ClientInner>, confirm: watch::Sender<u64>, generation: u64) {
+    let current = |inner: &ClientInner| inner.generation.load(Ordering::Acquire) == generation;
+    let count = |inner: &ClientInner| *inner.received.lock().unwrap();
+    let bytes = |inner: &ClientInner| inner.received_bytes.load(Ordering::Relaxed);
+    let (mut told, mut told_bytes, news) = match me.upgrade() {
+        Some(inner) => (count(&inner), bytes(&inner), inner.received_news.clone()),
+        None => return,
+    };
+    loop {
+        let Some(inner) = me.upgrade() else { return };
+        if !current(&inner) || *inner.state.borrow() == ConnectionState::Closed {
+            return;
+        }
+        // Something new, then more of it or a while.
+        let past = |inner: &ClientInner, seen: u64| count(inner) > seen;
+        if !past(&inner, told) {
+            let news = news.notified();
+            inner.wake_at.store(told + 1, Ordering::Release);
+            inner.wake_bytes_at.store(u64::MAX, Ordering::Release);
+            if past(&inner, told) {
+                continue;
+            }
+            drop(inner);
+            let _ = tokio::time::timeout(Duration::from_secs(1), news).await;
+            continue;
+        }
+        inner
+            .wake_at
+            .store(told + crate::server::CONFIRM_EVERY, Ordering::Release);
+        inner
+            .wake_bytes_at
+            .store(told_bytes + crate::server::CONFIRM_BYTES, Ordering::Release);
+        drop(inner);
+        let until = tokio::time::Instant::now() + crate::server::CONFIRM_AFTER;
+        loop {
+            let news = news.notified();
+            let Some(inner) = me.upgrade() else { return };
+            if past(&inner, told + crate::server::CONFIRM_EVERY - 1)
+                || bytes(&inner) >= told_bytes + crate::server::CONFIRM_BYTES
+            {
+                break;
+            }
+            drop(inner);
+            if tokio::time::timeout_at(until, news).await.is_err() {
+                break;
+            }
+        }
+        let Some(inner) = me.upgrade() else { return };
+        if !current(&inner) {
+            return;
+        }
+        let n = count(&inner);
+        told_bytes = bytes(&inner);
+        drop(inner);
+        if confirm.send(n).is_err() {
+            return;
+        }
+        told = n;
     }
 }
 

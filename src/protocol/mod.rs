@@ -39,6 +39,12 @@ pub const QUERY_EXTENSIONS: &str = "p2pExt";
 /// session (from `P2P_WELCOME`), to take that session over.
 pub const QUERY_RESUME: &str = "resume";
 
+/// Query parameter with which an extension client says how many events of its session it has
+/// received from the relay (0 for a new session): a client that sends it counts and confirms
+/// what it receives with `P2P_RECEIVED`, and the relay keeps what it sent until confirmed, to
+/// send it again after a resume (see `PROTOCOL.md`, "Session resume").
+pub const QUERY_RECEIVED: &str = "received";
+
 /// Seed event names.
 pub mod event {
     /// Join a room, or one of the action forms (see `PROTOCOL.md`).
@@ -72,6 +78,9 @@ pub mod event {
     /// Extension: several `P2P_EMIT` payloads in one event, in order (client to server), or several
     /// relayed events in one event (server to client).
     pub const P2P_BATCH: &str = "P2P_BATCH";
+    /// Extension: how many events of the session one end has received from the other:
+    /// `P2P_RECEIVED(count)`. Not counted itself.
+    pub const P2P_RECEIVED: &str = "P2P_RECEIVED";
 }
 
 /// Action strings that select the non-room forms of `JOIN_ROOM`/`LEAVE_ROOM`.
@@ -231,6 +240,7 @@ pub const RESERVED_EVENTS: &[&str] = &[
     event::P2P_RES,
     event::P2P_WELCOME,
     event::P2P_BATCH,
+    event::P2P_RECEIVED,
     "P2P_FRAME",
     "P2P_ROOM",
 ];

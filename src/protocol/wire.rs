@@ -544,7 +544,7 @@ pub fn response_id(packet: &str) -> Option<u64> {
     serde_json::from_str::<Id>(packet).ok().and_then(|id| id.0)
 }
 
-/// `P2P_WELCOME({clientId, resume?, resumed?})`: the relay registered this client.
+/// `P2P_WELCOME({clientId, resume?, resumed?, received?})`: the relay registered this client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Welcome {
@@ -558,6 +558,10 @@ pub struct Welcome {
     /// watchers were kept) rather than starting a new session.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resumed: bool,
+    /// In a resumed welcome: how many events of the session the relay has received from this
+    /// client; the client sends again what it sent after those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<u64>,
 }
 
 impl Welcome {

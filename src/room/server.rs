@@ -306,9 +306,12 @@ pub(crate) async fn destroy_here<A: Adapter>(
         &[],
         Default::default(),
     );
-    for m in server.local_members(members.clone()) {
+    for m in server.room_members(members.clone(), &room, None) {
         m.send_room_notice(&notice, "the end of a topic it is subscribed to");
     }
+    // A member whose session waits for its return gets the notice when it comes back, and is
+    // not put back into the room then.
+    server.leave_room_while_away(&room);
     let told = match server.remote_members(members.clone()) {
         Some(remote) => remote.emit(notice.name(), &notice.args()).await,
         None => Ok(()),
@@ -330,7 +333,8 @@ pub(crate) fn adapter_error(what: &str, e: impl std::fmt::Display) -> Error {
 ///
 /// Each member on this server gets it through its byte budget, like a direct send (see
 /// [`P2pServer::send_to_members`]); members whose queue is full do not, and the caller is answered
-/// [`Error::Overloaded`] naming them. Members on other servers of the adapter get it through the
+/// [`Error::Overloaded`] naming them. A member whose session waits for its return has it held
+/// (see [`P2pServer::room_members`]). Members on other servers of the adapter get it through the
 /// adapter's broadcast, split by the marker rooms every connection joins ([`EXT_MEMBERS_ROOM`],
 /// [`SEED_MEMBERS_ROOM`]). Members on other relays of a cluster get it through their relays (see
 /// [`crate::server::members`]): the answer waits until Redis has it, and is
@@ -365,9 +369,9 @@ fn emit_room<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, e: EmitRoom
     let ext_form = RoomEvent::new(RoomEmit::EVENT, &[&room, &event], args.clone());
     let (server, socket, from) = (server.clone(), peer.socket.clone(), peer.id.clone());
     let op = async move {
-        let members = server.local_members(socket.to(room.clone()));
-        let delivery =
-            server.send_to_members(&members, |m| if m.ext { &ext_form } else { &seed_form });
+        let members = server.room_members(socket.to(room.clone()), &room, Some(&from));
+        let pick = |m: &Peer<A>| if m.ext { &ext_form } else { &seed_form };
+        let delivery = server.send_to_members(&members, Some(&from), pick);
         if let Some(remote) = server.remote_members(socket.to(room.clone())) {
             let seed = (remote.clone().except(EXT_MEMBERS_ROOM))
                 .emit(seed_form.name(), &seed_form.args())

@@ -133,6 +133,7 @@ pub(super) fn register<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) {
     if peer.ext {
         on_special(server, peer, event::P2P_REQ);
         on_special(server, peer, event::P2P_RES);
+        on_received(server, peer);
         for (&name, &op) in &ops.binary {
             on_binary(server, peer, name, op);
         }
@@ -148,6 +149,9 @@ fn on_unknown<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) {
     peer.socket.on_fallback(Inline(
         move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
             let Some(peer) = weak.upgrade() else { return };
+            if !peer.count_received(&v) {
+                return;
+            }
             let name = Event::from_message_parts(s, &mut v, &ack_id)
                 .map(|e| e.0)
                 .unwrap_or_default();
@@ -190,6 +194,9 @@ fn on<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, name: &'static str
         Inline(
             move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
                 let Some(peer) = weak.upgrade() else { return };
+                if !peer.count_received(&v) {
+                    return;
+                }
                 let Some(entry) = server.inner.ops.ops.get(name) else {
                     return;
                 };
@@ -215,6 +222,9 @@ fn on_special<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, name: &'st
         Inline(
             move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
                 let Some(peer) = weak.upgrade() else { return };
+                if !peer.count_received(&v) {
+                    return;
+                }
                 // Answers are not counted: they were asked for.
                 let admitted = if name == event::P2P_REQ {
                     server.admit_event(&peer, &v)
@@ -227,6 +237,40 @@ fn on_special<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>, name: &'st
                 }
                 match args {
                     Ok(args) => p2p_req(&server, &peer, args, admitted),
+                    Err(e) => peer.report(&e),
+                }
+            },
+        ),
+    );
+}
+
+/// `P2P_RECEIVED(count)`: how many events of its session the client has received (not counted
+/// itself). Counts against the event rate like any event.
+fn on_received<A: Adapter>(server: &P2pServer<A>, peer: &Arc<Peer<A>>) {
+    let server = server.clone();
+    let weak = Arc::downgrade(peer);
+    peer.socket.on(
+        event::P2P_RECEIVED,
+        Inline(
+            move |s: &Arc<Socket<A>>, mut v: SioValue, ack_id: Option<i64>| {
+                let Some(peer) = weak.upgrade() else { return };
+                if let Err(e) = server.admit_event(&peer, &v) {
+                    return peer.report(&e);
+                }
+                let count = decode_args(s, &mut v, &ack_id).and_then(|args| {
+                    match args.as_slice() {
+                        [Arg::Json(n)] => n.as_u64(),
+                        _ => None,
+                    }
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!(
+                            "{}(count) takes one count of events",
+                            event::P2P_RECEIVED
+                        ))
+                    })
+                });
+                match count {
+                    Ok(n) => peer.confirmed(n),
                     Err(e) => peer.report(&e),
                 }
             },
@@ -247,6 +291,9 @@ fn on_binary<A: Adapter>(
         name,
         Inline(move |_: &Arc<Socket<A>>, v: SioValue, _: Option<i64>| {
             let Some(peer) = weak.upgrade() else { return };
+            if !peer.count_received(&v) {
+                return;
+            }
             let bin = match v {
                 SioValue::Str(_, Some(mut bins)) if bins.len() == 1 => bins.pop_front(),
                 _ => None,

@@ -7,6 +7,10 @@
 //! refuses it, and a member whose queue is full does not get it and falls under the slow-consumer
 //! deadline. The [`Delivery`] says who was busy, for the sender's answer.
 //!
+//! A session whose link dropped and that waits for its return (see
+//! [`ServerOptions::resume_grace`](crate::ServerOptions::resume_grace)) stays a member of the
+//! rooms it was in: [`P2pServer::room_members`] finds it, and what is sent to it is held for it.
+//!
 //! Members on other servers of a cluster adapter are reached through the adapter's broadcast, as
 //! before: the members' own servers queue the packet through socketioxide, bounded by its packet
 //! count only (see [`P2pServer::remote_members`]).
@@ -18,7 +22,7 @@
 //! answer before answering the sender); a room event that cannot be handed to the other relays
 //! (Redis out of reach) fails with [`Error::Cluster`], the members here having got it.
 
-use super::{P2pServer, Peer};
+use super::{P2pServer, Payload, Peer};
 use crate::cluster::{Cluster, Envelope};
 use crate::error::Error;
 use crate::protocol::{RoomEmit, RESERVED_ROOM_PREFIX};
@@ -27,6 +31,7 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::operators::BroadcastOperators;
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 /// Arguments encoded once as JSON, shared by the forms of one room event.
@@ -45,6 +50,7 @@ pub(crate) fn encode_args<T: Serialize>(
 
 /// One event for the members of a room: `event(...head, ...args)`, its arguments already JSON, so
 /// that a room of many members costs one encoding of them.
+#[derive(Clone)]
 pub(crate) struct RoomEvent {
     event: String,
     head: Vec<Box<RawValue>>,
@@ -163,16 +169,36 @@ impl<A: Adapter> Clone for PeerLink<A> {
 
 impl<A: Adapter> Peer<A> {
     /// Queues a room event for this member within its budget; [`Error::Busy`] when it does not
-    /// fit (the slow-consumer watch starts as for a direct send).
-    pub(crate) fn send_room_event(&self, e: &RoomEvent) -> Result<(), Error> {
-        self.queue(e.size(), 1, || self.socket.emit(e.name(), &e.args()))
+    /// fit (the slow-consumer watch starts as for a direct send). While the member's session
+    /// waits for its return, the event is held for it instead, and `from`, the client that
+    /// emitted it, is told if it is never delivered.
+    pub(crate) fn send_room_event(
+        &self,
+        e: &RoomEvent,
+        from: Option<&Arc<str>>,
+    ) -> Result<(), Error> {
+        self.send_room_form(e, 1, from.map(|f| (f, 1)), true)
     }
 
-    /// Queues a notice about a room for this member (twice the budget); a member that cannot
-    /// take it is disconnected as a slow consumer. Returns whether it was queued.
+    /// Queues a notice about a room for this member (twice the budget), or holds it as
+    /// [`send_room_event`](Self::send_room_event) does; a member that cannot take it is
+    /// disconnected as a slow consumer. Returns whether it was queued.
     pub(crate) fn send_room_notice(&self, e: &RoomEvent, what: &str) -> bool {
-        let sent = self.queue(e.size(), 2, || self.socket.emit(e.name(), &e.args()));
+        let sent = self.send_room_form(e, 2, None, false);
         self.control_sent(sent, what)
+    }
+
+    /// Queues `e` within `slack` times the budget, or holds it (see [`Peer::send_or_hold`]).
+    pub(super) fn send_room_form(
+        &self,
+        e: &RoomEvent,
+        slack: u64,
+        from: Option<(&Arc<str>, usize)>,
+        counted: bool,
+    ) -> Result<(), Error> {
+        let now = || self.queue_out(super::Out::Room(e), e.size(), slack, from);
+        let payload = || Payload::Room(e.clone());
+        self.send_or_hold(e.size(), slack, from, counted, payload, now)
     }
 }
 
@@ -187,18 +213,77 @@ impl<A: Adapter> P2pServer<A> {
             .collect()
     }
 
-    /// Sends each of `members` the form of the event `pick` chooses for it, through its budget.
+    /// The members of `room` on this server (`ops` is `room` on some operators): the connected
+    /// clients among its sockets, and the sessions that were in it when their link dropped and
+    /// wait for their return (what is sent to those is held for them), but not the client
+    /// `except`. Each client once, whichever of its connections stands for it.
+    pub(crate) fn room_members(
+        &self,
+        ops: BroadcastOperators<A>,
+        room: &str,
+        except: Option<&str>,
+    ) -> Vec<Arc<Peer<A>>> {
+        // Taken together under the lock: a session being resumed is among the away ones until
+        // its new connection is in its rooms, so one of the two always finds it.
+        let away = self.inner.away.lock().unwrap();
+        let mut members = self.local_members(ops);
+        if away.is_empty() && members.iter().all(|m| m.socket.connected()) {
+            return members;
+        }
+        members.extend(
+            away.values()
+                .filter(|a| a.rooms.contains(room) && except != Some(&*a.peer.id))
+                .map(|a| a.peer.clone()),
+        );
+        drop(away);
+        // A closed connection still in the room, the session it belonged to, the connection
+        // that resumed it: one client, reached once, through the connected one if any.
+        let mut index: HashMap<Arc<str>, usize> = HashMap::with_capacity(members.len());
+        let mut unique: Vec<Arc<Peer<A>>> = Vec::with_capacity(members.len());
+        for m in members {
+            match index.get(&m.id) {
+                Some(&i) => {
+                    if !unique[i].socket.connected() && m.socket.connected() {
+                        unique[i] = m;
+                    }
+                }
+                None => {
+                    index.insert(m.id.clone(), unique.len());
+                    unique.push(m);
+                }
+            }
+        }
+        unique
+    }
+
+    /// Removes `room` from the rooms of the sessions that wait for their return: they will not
+    /// be in it when they come back.
+    pub(crate) fn leave_room_while_away(&self, room: &str) {
+        for a in self.inner.away.lock().unwrap().values_mut() {
+            a.rooms.remove(room);
+        }
+        for p in self.inner.parked.lock().unwrap().values_mut() {
+            p.rooms.retain(|r| r != room);
+        }
+    }
+
+    /// Sends each of `members` the form of the event `pick` chooses for it, through its budget;
+    /// `from` is the client that emitted it, told if it is held for a member and never
+    /// delivered.
     pub(crate) fn send_to_members<'e>(
         &self,
         members: &[Arc<Peer<A>>],
+        from: Option<&Arc<str>>,
         pick: impl Fn(&Peer<A>) -> &'e RoomEvent,
     ) -> Delivery {
         let mut d = Delivery::default();
         for m in members {
-            match m.send_room_event(pick(m)) {
+            match m.send_room_event(pick(m), from) {
                 Ok(()) => d.sent += 1,
                 Err(Error::Busy(_)) => d.busy.push(m.id.clone()),
-                // Gone meanwhile: it has left the room too.
+                // Gone meanwhile: it has left the room too. (A session that waits for its return
+                // and whose hold this event overflows has ended; the emitter is told with the
+                // rest of what was held for it.)
                 Err(Error::PeerGone(_)) => {}
                 Err(e) => {
                     tracing::warn!(client = %m.id, "could not send a room event: {e}");
@@ -419,11 +504,13 @@ impl<A: Adapter> P2pServer<A> {
                 let seed_form = RoomEvent::new(&event, &[], args.clone());
                 let ext_form =
                     wrap.then(|| RoomEvent::new(RoomEmit::EVENT, &[&room, &event], args));
-                let members = self.local_members(members);
-                let delivery = self.send_to_members(&members, |m| match &ext_form {
-                    Some(ext) if m.ext => ext,
-                    _ => &seed_form,
-                });
+                let members = self.room_members(members, &room, from.as_deref());
+                let sender: Option<Arc<str>> = from.as_deref().map(Arc::from);
+                let delivery =
+                    self.send_to_members(&members, sender.as_ref(), |m| match &ext_form {
+                        Some(ext) if m.ext => ext,
+                        _ => &seed_form,
+                    });
                 if let Err(e) = delivery.into_result(&room, &event) {
                     let error = match e {
                         Error::Overloaded(text) => text,

@@ -32,10 +32,12 @@ mod limits;
 mod members;
 mod metrics;
 mod remote;
+mod replay;
 
+pub(crate) use budget::json_size;
 pub(crate) use budget::Connections as WriteCounters;
 pub use budget::WriteCounter;
-use budget::{arg_size, json_size, Budget, Connections};
+use budget::{arg_size, Budget, Connections};
 
 pub(crate) use dispatch::Operations;
 use lane::Lane;
@@ -45,6 +47,7 @@ use metrics::SlowConsumer;
 pub use metrics::METRICS_CONTENT_TYPE;
 pub(crate) use metrics::{Metrics, Reason};
 pub(crate) use remote::{Remote, Target};
+pub(crate) use replay::{CONFIRM_AFTER, CONFIRM_BYTES, CONFIRM_EVERY};
 
 /// What the server does when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,7 +129,8 @@ pub struct ServerOptions {
     /// within it with the session's resume secret takes its rooms and watchers over, and its
     /// peers are not told it left. Past it the session ends as a disconnect does, and its peers
     /// are told. Default 10 s; zero turns resuming off. Messages, requests and answers addressed to
-    /// the client while it is away are held for it, up to
+    /// the client while it is away, and room events (room emits, topic publications) to the rooms
+    /// it was in when its link dropped, are held for it, up to
     /// [`resume_hold_bytes`](Self::resume_hold_bytes), and delivered in order on its return;
     /// its credit-mode streams go on after the resume, their senders sending again what it
     /// missed (see `PROTOCOL.md`, "Session resume").
@@ -135,9 +139,18 @@ pub struct ServerOptions {
     /// [`resume_grace`](Self::resume_grace)), counted as for
     /// [`max_queued_bytes`](Self::max_queued_bytes). Something addressed to the client that does
     /// not fit ends the session at once: its peers are told it left, requests held for it fail
-    /// with `PEER_GONE`, and the senders of messages held for it get a `SERVER_ERROR` saying how
-    /// many were not delivered. Default 4 MiB.
+    /// with `PEER_GONE`, and the clients whose messages or room emits were held for it get a
+    /// `SERVER_ERROR` saying how many were not delivered. Default 4 MiB.
     pub resume_hold_bytes: usize,
+    /// Bytes of what the relay sent to one extension client and the client has not confirmed
+    /// yet (`P2P_RECEIVED`), kept to send again if its link drops and it resumes its session
+    /// (see `PROTOCOL.md`, "Session resume"), counted as for
+    /// [`max_queued_bytes`](Self::max_queued_bytes); stream frames are not kept. An event or
+    /// request that does not fit is refused and its sender told the target is busy, as for the
+    /// byte budget (a client that confirms nothing is a slow consumer); answers and notices are
+    /// not refused but push the oldest unconfirmed events out, and a client that resumes without
+    /// having received those starts a new session. Default 4 MiB.
+    pub resume_replay_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -163,6 +176,7 @@ impl Default for ServerOptions {
             default_permissions: Permissions::default(),
             resume_grace: Duration::from_secs(10),
             resume_hold_bytes: 4 << 20,
+            resume_replay_bytes: 4 << 20,
         }
     }
 }
@@ -226,6 +240,11 @@ pub(crate) struct Peer<A: Adapter = LocalAdapter> {
     hold: Mutex<Hold<A>>,
     /// [`ServerOptions::resume_hold_bytes`].
     hold_limit: usize,
+    /// The counts of its session and what was sent to it unconfirmed, for a client that counts
+    /// and confirms (see [`replay`]); set once its connection is registered.
+    session: std::sync::OnceLock<Arc<replay::Session>>,
+    /// The latest count this connection confirmed (a count never goes back).
+    confirmed_here: std::sync::atomic::AtomicU64,
 }
 
 /// Where a client's session stands, for what outlives its connection (stream routes).
@@ -262,17 +281,74 @@ struct Held {
     full: bool,
     /// Ends the session when something does not fit; taken when called.
     on_full: Option<Box<dyn FnOnce() + Send>>,
+    /// The emitters of room events refused once the session was ending, one entry per event:
+    /// they are told with the senders of the held messages (see [`P2pServer::end_held`]).
+    refused: Vec<Arc<str>>,
 }
 
 /// One event held for a client.
 struct HeldItem {
-    event: String,
-    args: Vec<Arg>,
+    payload: Payload,
     /// Its size as the byte budget counts it.
     bytes: usize,
     /// The client that sent it and how many messages it carries, for a fire-and-forget message
     /// whose sender is told if it is never delivered.
     from: Option<(Arc<str>, usize)>,
+}
+
+/// What an event held for a client is made of.
+#[derive(Clone)]
+enum Payload {
+    /// An event of its own: `event(...args)`.
+    Args { event: String, args: Vec<Arg> },
+    /// The event a room member gets, its arguments encoded once for all members.
+    Room(members::RoomEvent),
+}
+
+impl Payload {
+    fn args(event: &str, args: Vec<Arg>) -> Payload {
+        Payload::Args {
+            event: event.to_string(),
+            args,
+        }
+    }
+
+    fn out(&self) -> Out<'_> {
+        match self {
+            Payload::Args { event, args } => Out::Args(event, args),
+            Payload::Room(e) => Out::Room(e),
+        }
+    }
+}
+
+/// An event on its way to a client's connection (see [`Peer::queue_out`]).
+enum Out<'a> {
+    Json(&'a str, &'a [Value]),
+    Args(&'a str, &'a [Arg]),
+    Room(&'a members::RoomEvent),
+    Frame(&'a bytes::Bytes),
+}
+
+impl Out<'_> {
+    fn emit<A: Adapter>(&self, socket: &SocketRef<A>, ext: bool) -> Result<(), SendError> {
+        match *self {
+            Out::Json(event, args) => socket.emit(event, &protocol::ArgsRef(args)),
+            Out::Args(event, args) if ext => socket.emit(event, &ExtArgs(args)),
+            Out::Args(event, args) => socket.emit(event, &SeedArgs(args)),
+            Out::Room(e) => socket.emit(e.name(), &e.args()),
+            Out::Frame(frame) => socket.emit(crate::stream::frame::FRAME_EVENT, frame),
+        }
+    }
+
+    /// What is kept of it until the client confirms it; `None` for a stream frame.
+    fn keep(&self) -> Option<Payload> {
+        match *self {
+            Out::Json(event, args) => Some(Payload::args(event, json_args(args))),
+            Out::Args(event, args) => Some(Payload::args(event, args.to_vec())),
+            Out::Room(e) => Some(Payload::Room(e.clone())),
+            Out::Frame(_) => None,
+        }
+    }
 }
 
 /// The session of an extension client whose connection dropped, kept for
@@ -283,6 +359,28 @@ struct Parked<A: Adapter> {
     rooms: Vec<String>,
     /// Peers it watched that left while it was away: it is told on its return.
     missed: Vec<Arc<str>>,
+}
+
+/// A session whose connection no longer stands for it in its rooms: parked, or being taken over
+/// by a new connection that has not joined them yet. Room events reach it through this (see
+/// [`P2pServer::room_members`]).
+struct Away<A: Adapter> {
+    peer: Arc<Peer<A>>,
+    /// The rooms it was in when its link dropped, less those destroyed since.
+    rooms: HashSet<String>,
+}
+
+/// Keeps a resumed session's old peer among the [`Away`] ones until dropped: once the new
+/// connection is in the session's rooms.
+struct AwayUntilJoined<'a, A: Adapter> {
+    inner: &'a Inner<A>,
+    old: Arc<Peer<A>>,
+}
+
+impl<A: Adapter> Drop for AwayUntilJoined<'_, A> {
+    fn drop(&mut self) {
+        self.inner.leave_away(&self.old);
+    }
 }
 
 /// What a connection that presented a session's resume secret takes over.
@@ -367,6 +465,109 @@ impl<A: Adapter> Peer<A> {
         })
     }
 
+    /// The one way an event reaches this client's connection: for a client that confirms what
+    /// it receives, the event is counted and kept until confirmed (see [`replay`]), and written,
+    /// under its session's lock, so that the count's order is the order on the wire. An event
+    /// that may be refused (`slack` 1) and does not fit in
+    /// [`ServerOptions::resume_replay_bytes`] is refused as busy; `from` is its sender, told if
+    /// the session ends with it unconfirmed.
+    fn queue_out(
+        &self,
+        out: Out<'_>,
+        bytes: usize,
+        slack: u64,
+        from: Option<(&Arc<str>, usize)>,
+    ) -> Result<(), Error> {
+        let Some(session) = self.session.get() else {
+            return self.queue(bytes, slack, || out.emit(&self.socket, self.ext));
+        };
+        let mut kept = session.out.lock().unwrap();
+        if slack == 1 {
+            if let Err(full_for) = kept.fits(bytes) {
+                self.metrics.refused(Reason::Busy);
+                if full_for > self.slow_deadline {
+                    drop(kept);
+                    let why = format!(
+                        "client '{}' confirmed too little of what it received for {:?}",
+                        self.id, self.slow_deadline
+                    );
+                    self.lost("an event", &Error::Busy(why));
+                }
+                return Err(Error::Busy(self.id.to_string()));
+            }
+        }
+        self.queue(bytes, slack, || out.emit(&self.socket, self.ext))?;
+        kept.push(out.keep(), bytes, from);
+        Ok(())
+    }
+
+    /// One more event received from this client, `v`, for its session's count; false when this
+    /// connection no longer stands for its session (a new one took it over): the event is then
+    /// not handled, and the client sends it again on the new connection.
+    pub(crate) fn count_received(&self, v: &SioValue) -> bool {
+        match self.session.get() {
+            Some(session) => session.count_received(sio_value_size(v), &self.taken_over),
+            None => true,
+        }
+    }
+
+    /// `P2P_RECEIVED(count)`: the client received `count` events of its session. A count that
+    /// goes back or past what was sent is refused with a `SERVER_ERROR`.
+    pub(crate) fn confirmed(&self, count: u64) {
+        let Some(session) = self.session.get() else {
+            return self.report(&Error::BadRequest(format!(
+                "{}: the connection did not say it counts what it receives (query '{}')",
+                event::P2P_RECEIVED,
+                protocol::QUERY_RECEIVED
+            )));
+        };
+        let before = self.confirmed_here.fetch_max(count, Ordering::AcqRel);
+        if count < before {
+            return self.report(&Error::BadRequest(format!(
+                "{} counts {count} event(s), fewer than the {before} it counted before",
+                event::P2P_RECEIVED
+            )));
+        }
+        let confirmed = session.out.lock().unwrap().confirm(count);
+        if let Err(why) = confirmed {
+            self.report(&Error::BadRequest(why));
+        }
+    }
+
+    /// Sends again, in order, what this client's session sent and the client had not received
+    /// before its link dropped (its `count`), right after the welcome of the connection that
+    /// resumed it. Returns whether it could.
+    fn send_again(&self, count: u64) -> bool {
+        let Some(session) = self.session.get() else {
+            return true;
+        };
+        let mut kept = session.out.lock().unwrap();
+        if let Err(why) = kept.check_resume(count) {
+            drop(kept);
+            self.lost(
+                "what it had not received",
+                &Error::Protocol(why.to_string()),
+            );
+            return false;
+        }
+        kept.resume_from(count);
+        let mut failed = None;
+        for (payload, bytes) in kept.again() {
+            let sent = self.queue(bytes, u64::MAX, || {
+                payload.out().emit(&self.socket, self.ext)
+            });
+            if let Err(e) = sent {
+                failed = Some(e);
+                break;
+            }
+        }
+        drop(kept);
+        match failed {
+            Some(e) => self.control_sent(Err(e), "what it had not received"),
+            None => true,
+        }
+    }
+
     /// Watches this client's full queue; disconnects it if the queue stays full past the
     /// slow-consumer deadline.
     fn watch_slow(&self) {
@@ -434,12 +635,9 @@ impl<A: Adapter> Peer<A> {
     pub(crate) fn emit(&self, event: &str, args: &[Value]) -> Result<(), Error> {
         protocol::check_no_placeholder(args)?;
         let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
-        let now = || {
-            self.queue(size, 1, || {
-                self.socket.emit(event, &protocol::ArgsRef(args))
-            })
-        };
-        self.send_or_hold(event, size, 1, None, || json_args(args), now)
+        let now = || self.queue_out(Out::Json(event, args), size, 1, None);
+        let payload = || Payload::args(event, json_args(args));
+        self.send_or_hold(size, 1, None, false, payload, now)
     }
 
     /// Emits an answer or a notice: within twice the budget, and a client that cannot take it is
@@ -447,12 +645,9 @@ impl<A: Adapter> Peer<A> {
     /// return).
     fn emit_control(&self, event: &str, args: &[Value], what: &str) -> bool {
         let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
-        let now = || {
-            self.queue(size, 2, || {
-                self.socket.emit(event, &protocol::ArgsRef(args))
-            })
-        };
-        let sent = self.send_or_hold(event, size, 2, None, || json_args(args), now);
+        let now = || self.queue_out(Out::Json(event, args), size, 2, None);
+        let payload = || Payload::args(event, json_args(args));
+        let sent = self.send_or_hold(size, 2, None, false, payload, now);
         self.control_sent(sent, what)
     }
 
@@ -460,23 +655,35 @@ impl<A: Adapter> Peer<A> {
     /// (the welcome of a resumed session, and what comes with it).
     fn emit_control_now(&self, event: &str, args: &[Value], what: &str) -> bool {
         let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
-        let sent = self.queue(size, 2, || {
-            self.socket.emit(event, &protocol::ArgsRef(args))
-        });
+        let sent = self.queue_out(Out::Json(event, args), size, 2, None);
         self.control_sent(sent, what)
     }
 
+    /// Sends the welcome, which is not counted among the session's events.
+    fn send_welcome(&self, welcome: &Welcome) -> bool {
+        let args = welcome.to_values();
+        let size =
+            event::P2P_WELCOME.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
+        let sent = self.queue(size, 2, || {
+            self.socket
+                .emit(event::P2P_WELCOME, &protocol::ArgsRef(&args))
+        });
+        self.control_sent(sent, "its welcome")
+    }
+
     /// Queues an event for this client with `now`; while its session waits for its return,
-    /// holds it instead (`args` makes its arguments), or forwards it to the connection that took
-    /// the session over. Something that does not fit in
-    /// [`ServerOptions::resume_hold_bytes`] ends the parked session and is refused as gone.
+    /// holds it instead (`payload` makes it), or forwards it to the connection that took the
+    /// session over. Something that does not fit in [`ServerOptions::resume_hold_bytes`] ends the
+    /// parked session and is refused as gone; with `counted`, its sender (`from`) is also told
+    /// with those of the held messages (a room event, whose emitter is not refused: the other
+    /// members got it).
     fn send_or_hold(
         &self,
-        event: &str,
         size: usize,
         slack: u64,
         from: Option<(&Arc<str>, usize)>,
-        args: impl FnOnce() -> Vec<Arg>,
+        counted: bool,
+        payload: impl FnOnce() -> Payload,
         now: impl FnOnce() -> Result<(), Error>,
     ) -> Result<(), Error> {
         let gone = || Error::PeerGone(self.id.to_string());
@@ -491,8 +698,7 @@ impl<A: Adapter> Peer<A> {
                 let next = next.upgrade();
                 drop(hold);
                 let next = next.ok_or_else(gone)?;
-                let args = args();
-                return next.send_args(event, &args, slack, from);
+                return next.send_payload(payload(), slack, from, counted);
             }
             Hold::Holding(held) => held,
         };
@@ -501,6 +707,9 @@ impl<A: Adapter> Peer<A> {
         let over = held.bytes.saturating_add(size) > self.hold_limit && held.on_full.is_some();
         if held.full || over {
             held.full = true;
+            if let (true, Some((sender, _))) = (counted, from) {
+                held.refused.push(sender.clone());
+            }
             let end = held.on_full.take();
             drop(hold);
             if let Some(end) = end {
@@ -510,12 +719,20 @@ impl<A: Adapter> Peer<A> {
         }
         held.bytes += size;
         held.items.push_back(HeldItem {
-            event: event.to_string(),
-            args: args(),
+            payload: payload(),
             bytes: size,
             from: from.map(|(sender, n)| (sender.clone(), n)),
         });
         Ok(())
+    }
+
+    /// Holds what is addressed to this client from now on (its connection has dropped; its
+    /// session may be kept, see [`P2pServer::park`]).
+    fn start_holding(&self) {
+        let mut hold = self.hold.lock().unwrap();
+        if matches!(*hold, Hold::Open) {
+            *hold = Hold::Holding(Held::default());
+        }
     }
 
     /// Takes over what was held for the session of `old`, which this connection resumes: it is
@@ -532,11 +749,13 @@ impl<A: Adapter> Peer<A> {
                 for item in taken.items.into_iter().rev() {
                     held.items.push_front(item);
                 }
+                held.refused.extend(taken.refused);
             }
             other => {
                 *other = Hold::Holding(Held {
                     items: taken.items,
                     bytes: taken.bytes,
+                    refused: taken.refused,
                     ..Held::default()
                 })
             }
@@ -554,7 +773,8 @@ impl<A: Adapter> Peer<A> {
         };
         while let Some(item) = held.items.pop_front() {
             // Counted within the hold's budget already: not refused for the queue's.
-            let sent = self.queue_args(&item.event, &item.args, item.bytes, u64::MAX);
+            let from = item.from.as_ref().map(|(s, n)| (s, *n));
+            let sent = self.queue_out(item.payload.out(), item.bytes, u64::MAX, from);
             if let Err(e) = sent {
                 held.items.push_front(item);
                 drop(hold);
@@ -564,17 +784,6 @@ impl<A: Adapter> Peer<A> {
             held.bytes = held.bytes.saturating_sub(item.bytes);
         }
         *hold = Hold::Open;
-    }
-
-    /// Queues `event(...args)` of `size` bytes within `slack` times the budget.
-    fn queue_args(&self, event: &str, args: &[Arg], size: usize, slack: u64) -> Result<(), Error> {
-        self.queue(size, slack, || {
-            if self.ext {
-                self.socket.emit(event, &ExtArgs(args))
-            } else {
-                self.socket.emit(event, &SeedArgs(args))
-            }
-        })
     }
 
     /// The outcome of queueing something this client must see (`what`): a client that could not
@@ -626,8 +835,23 @@ impl<A: Adapter> Peer<A> {
                 .iter()
                 .map(|a| arg_size(a, self.ext) + 1)
                 .sum::<usize>();
-        let now = || self.queue_args(event, args, size, slack);
-        self.send_or_hold(event, size, slack, from, || args.to_vec(), now)
+        let now = || self.queue_out(Out::Args(event, args), size, slack, from);
+        let payload = || Payload::args(event, args.to_vec());
+        self.send_or_hold(size, slack, from, false, payload, now)
+    }
+
+    /// Sends what was addressed to an earlier connection of this client's session.
+    fn send_payload(
+        &self,
+        payload: Payload,
+        slack: u64,
+        from: Option<(&Arc<str>, usize)>,
+        counted: bool,
+    ) -> Result<(), Error> {
+        match payload {
+            Payload::Args { event, args } => self.send_args(&event, &args, slack, from),
+            Payload::Room(e) => self.send_room_form(&e, slack, from, counted),
+        }
     }
 
     /// Where this client's session stands (see [`Session`]).
@@ -654,17 +878,13 @@ impl<A: Adapter> Peer<A> {
     /// rule. A receiver that stops reading altogether still meets the slow-consumer deadline
     /// through the rest of its traffic.
     pub(crate) fn send_frame(&self, frame: &bytes::Bytes) -> Result<(), Error> {
-        self.queue(frame.len() + 20, u64::MAX, || {
-            self.socket.emit(crate::stream::frame::FRAME_EVENT, frame)
-        })
+        self.queue_out(Out::Frame(frame), frame.len() + 20, u64::MAX, None)
     }
 
     /// Sends a stream frame the client must see (a reset): a client that cannot take it is
     /// disconnected as a slow consumer.
     pub(crate) fn send_control_frame(&self, frame: &bytes::Bytes) {
-        let sent = self.queue(frame.len() + 20, 2, || {
-            self.socket.emit(crate::stream::frame::FRAME_EVENT, frame)
-        });
+        let sent = self.queue_out(Out::Frame(frame), frame.len() + 20, 2, None);
         self.control_sent(sent, "a stream reset");
     }
 
@@ -857,6 +1077,14 @@ impl<A: Adapter> Peer<A> {
         ];
         let sent = self.emit_args_within(event::P2P_RES, &res, 2);
         self.control_sent(sent, "an answer")
+    }
+}
+
+/// The bytes of an event as it came: its packet's text and binary attachments.
+fn sio_value_size(v: &SioValue) -> usize {
+    match v {
+        SioValue::Str(s, bins) => s.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>(),
+        SioValue::Bytes(b) => b.len(),
     }
 }
 
@@ -1071,6 +1299,9 @@ pub(crate) struct Inner<A: Adapter> {
     /// Sessions whose connection dropped, kept for a while by client id (see
     /// [`ServerOptions::resume_grace`]).
     parked: Mutex<HashMap<Arc<str>, Parked<A>>>,
+    /// The sessions room events reach without a connection in the room, by client id (see
+    /// [`Away`]).
+    away: Mutex<HashMap<Arc<str>, Away<A>>>,
     pub(crate) services: crate::service::server::Services,
     /// What each event does: filled by the APIs when the server is built.
     ops: Operations<A>,
@@ -1158,6 +1389,7 @@ impl<A: Adapter> P2pServer<A> {
                 streams: crate::stream::server::Routes::new(metrics.clone()),
                 clients: RwLock::new(HashMap::new()),
                 parked: Mutex::new(HashMap::new()),
+                away: Mutex::new(HashMap::new()),
                 services: Default::default(),
                 ops: operations(),
                 io: io.clone(),
@@ -1305,6 +1537,17 @@ impl<A: Adapter> P2pServer<A> {
         }
     }
 
+    /// The bytes of what the relay sent to a client and the client has not confirmed yet, kept to
+    /// send again if its link drops (see [`ServerOptions::resume_replay_bytes`]); `None` for a
+    /// client that is neither connected nor away within its grace period, or that does not
+    /// confirm what it receives.
+    pub fn unconfirmed_bytes(&self, client_id: &str) -> Option<usize> {
+        let peer = self.peer_or_away(client_id)?;
+        let session = peer.session.get()?;
+        let bytes = session.out.lock().unwrap().bytes();
+        Some(bytes)
+    }
+
     /// How many credit-mode streams the relay is routing between clients.
     pub fn stream_count(&self) -> usize {
         self.inner.streams.len()
@@ -1392,12 +1635,7 @@ impl<A: Adapter> P2pServer<A> {
                 peer.id
             )));
         }
-        let size = match v {
-            SioValue::Str(s, bins) => {
-                s.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>()
-            }
-            SioValue::Bytes(b) => b.len(),
-        };
+        let size = sio_value_size(v);
         if size > opts.max_event_bytes {
             self.metrics().refused(Reason::Limit);
             return Err(Error::BadRequest(format!(
@@ -1547,12 +1785,14 @@ impl<A: Adapter> P2pServer<A> {
         let mut client_id = None;
         let mut ext = false;
         let mut resume = None;
+        let mut received = None;
         if let Some(q) = socket.req_parts().uri.query() {
             for (k, v) in protocol::query_pairs(q) {
                 match k.as_str() {
                     protocol::QUERY_CLIENT_ID => client_id = Some(v),
                     protocol::QUERY_EXTENSIONS => ext = v == "1",
                     protocol::QUERY_RESUME => resume = Some(v),
+                    protocol::QUERY_RECEIVED => received = Some(v),
                     _ => {}
                 }
             }
@@ -1589,6 +1829,19 @@ impl<A: Adapter> P2pServer<A> {
                 )
             }
         };
+        // A client that counts what it receives says how much of its session it has.
+        let received: Option<u64> = match received {
+            Some(v) if ext && !self.inner.opts.resume_grace.is_zero() => match v.parse() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return refuse(format!(
+                        "the query parameter '{}' is not a count: '{v}'",
+                        protocol::QUERY_RECEIVED
+                    ))
+                }
+            },
+            _ => None,
+        };
         let permissions = match identity.as_ref().and_then(|i| i.permissions.as_ref()) {
             Some(own) => (!own.allows_all()).then(|| Arc::new(own.clone())),
             None => self.inner.default_permissions.clone(),
@@ -1602,6 +1855,7 @@ impl<A: Adapter> P2pServer<A> {
                     .as_deref()
                     .is_some_and(|secret| secret_matches(secret, presented))
                     && (identity.is_some() || !old.authenticated)
+                    && replay_allows(old, received)
             })
         };
         // A session whose connection dropped a moment ago.
@@ -1612,6 +1866,21 @@ impl<A: Adapter> P2pServer<A> {
                 _ => None,
             }
         };
+        // A connection the relay still holds for the session (it has not seen it drop yet): the
+        // requests relayed to it wait for their answers through this one.
+        let holding = match &parked {
+            Some(_) => None,
+            None => {
+                let clients = self.inner.clients.read().unwrap();
+                clients.get(&id).filter(|old| may_resume(old)).cloned()
+            }
+        };
+        // Room events reach the session through its old peer until this connection is in its
+        // rooms.
+        let away = parked.as_ref().map(|p| AwayUntilJoined {
+            inner: &self.inner,
+            old: p.peer.clone(),
+        });
         let peer = Arc::new(Peer {
             id: id.clone(),
             socket: socket.clone(),
@@ -1619,9 +1888,10 @@ impl<A: Adapter> P2pServer<A> {
             permissions,
             authenticated: identity.is_some(),
             watchers: Mutex::new(HashSet::new()),
-            pending: match &parked {
-                Some(p) => p.peer.pending.clone(),
-                None => Arc::new(PendingRequests::new(
+            pending: match (&parked, &holding) {
+                (Some(p), _) => p.peer.pending.clone(),
+                (None, Some(old)) if old.session.get().is_some() => old.pending.clone(),
+                _ => Arc::new(PendingRequests::new(
                     self.inner.opts.max_pending_per_client.max(1),
                 )),
             },
@@ -1640,11 +1910,14 @@ impl<A: Adapter> P2pServer<A> {
             resume: (ext && !self.inner.opts.resume_grace.is_zero()).then(resume_secret),
             taken_over: AtomicBool::new(false),
             // Resuming: what comes for it waits behind what was held, until its welcome is out.
-            hold: Mutex::new(match &parked {
-                Some(_) => Hold::Holding(Held::default()),
-                None => Hold::Open,
+            // A client that counts what it receives gets nothing before its welcome either.
+            hold: Mutex::new(match (&parked, received) {
+                (None, None) => Hold::Open,
+                _ => Hold::Holding(Held::default()),
             }),
             hold_limit: self.inner.opts.resume_hold_bytes,
+            session: std::sync::OnceLock::new(),
+            confirmed_here: std::sync::atomic::AtomicU64::new(received.unwrap_or(0)),
         });
         enum Registration<P> {
             Fresh,
@@ -1739,6 +2012,16 @@ impl<A: Adapter> P2pServer<A> {
             }
         }
         let was_resumed = resumed.is_some();
+        if received.is_some() {
+            // The session's counts go on from the old connection's, or start at 0.
+            let session = resumed
+                .as_ref()
+                .and_then(|r| r.old.session.get().cloned())
+                .unwrap_or_else(|| {
+                    Arc::new(replay::Session::new(self.inner.opts.resume_replay_bytes))
+                });
+            let _ = peer.session.set(session);
+        }
         let mut missed = Vec::new();
         if let Some(Resumed {
             old,
@@ -1748,12 +2031,17 @@ impl<A: Adapter> P2pServer<A> {
         {
             missed = gone;
             tracing::info!(client = %id, "the client resumed its session");
-            old.taken_over.store(true, Ordering::Release);
+            match old.session.get() {
+                // What the old connection still gets from now on is not counted nor handled.
+                Some(session) => session.stop_counting(&old.taken_over),
+                None => old.taken_over.store(true, Ordering::Release),
+            }
             peer.take_over_held(&old);
             // Its watchers are the new connection's, and it is in the same rooms.
             let watchers: Vec<_> = old.watchers.lock().unwrap().drain().collect();
             peer.watchers.lock().unwrap().extend(watchers);
-            for room in rooms {
+            // Its rooms as they are now: a topic destroyed while it was away is not among them.
+            for room in self.inner.away_rooms(&old).unwrap_or(rooms) {
                 socket.join(room);
             }
             if Arc::ptr_eq(&old.pending, &peer.pending) {
@@ -1783,6 +2071,7 @@ impl<A: Adapter> P2pServer<A> {
         socket
             .extensions
             .insert(members::PeerLink(Arc::downgrade(&peer)));
+        drop(away);
         if let Some(node) = self.node_room() {
             socket.join(node);
         }
@@ -1802,21 +2091,20 @@ impl<A: Adapter> P2pServer<A> {
             let weak = weak.clone();
             // Taken now: the socket leaves its rooms once this handler is done.
             let rooms: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
+            // What comes for a session that may be resumed is held from now on, not sent to
+            // the closed connection (see `park`).
+            if let Some(peer) = weak.upgrade() {
+                if may_park(&peer, &reason) && !peer.taken_over.load(Ordering::Acquire) {
+                    peer.start_holding();
+                }
+            }
             async move {
                 if let Some(peer) = weak.upgrade() {
                     tracing::debug!(client = %peer.id, ?reason, "client disconnected");
                     if peer.taken_over.load(Ordering::Acquire) {
                         return;
                     }
-                    // A connection that dropped (rather than one that either side closed on
-                    // purpose) may come back.
-                    let dropped = matches!(
-                        reason,
-                        DisconnectReason::TransportClose
-                            | DisconnectReason::TransportError
-                            | DisconnectReason::HeartbeatTimeout
-                    );
-                    if dropped && peer.resume.is_some() && !peer.closing.load(Ordering::Acquire) {
+                    if may_park(&peer, &reason) {
                         this.park(&peer, rooms);
                     } else {
                         this.forget(&peer);
@@ -1838,8 +2126,19 @@ impl<A: Adapter> P2pServer<A> {
                 client_id: id.to_string(),
                 resume: peer.resume.clone(),
                 resumed: was_resumed,
+                received: peer
+                    .session
+                    .get()
+                    .filter(|_| was_resumed)
+                    .map(|s| s.received()),
             };
-            peer.emit_control_now(event::P2P_WELCOME, &welcome.to_values(), "its welcome");
+            peer.send_welcome(&welcome);
+            if let (true, Some(n)) = (was_resumed, received) {
+                peer.send_again(n);
+            }
+            if let Some(session) = peer.session.get() {
+                confirm_received(&peer, session.clone(), welcome.received.unwrap_or(0));
+            }
             for gone in missed {
                 let notice = TargetDisconnect(gone.to_string());
                 peer.emit_control_now(
@@ -1874,8 +2173,11 @@ impl<A: Adapter> P2pServer<A> {
             return self.forget(peer);
         }
         tracing::debug!(client = %peer.id, "keeping the session for its return");
-        // Requests sent over the dropped link fail; those sent from now on are held.
-        peer.pending.abandon_all();
+        // Requests relayed over the dropped link keep waiting: a client that confirms what it
+        // receives gets them again if it resumes. Those of a client that does not fail.
+        if peer.session.get().is_none() {
+            peer.pending.abandon_all();
+        }
         {
             let end = self.end_when_full(peer);
             let mut hold = peer.hold.lock().unwrap();
@@ -1890,6 +2192,13 @@ impl<A: Adapter> P2pServer<A> {
                 }
             }
         }
+        self.inner.away.lock().unwrap().insert(
+            peer.id.clone(),
+            Away {
+                peer: peer.clone(),
+                rooms: rooms.iter().cloned().collect(),
+            },
+        );
         let earlier = self.inner.parked.lock().unwrap().insert(
             peer.id.clone(),
             Parked {
@@ -1953,6 +2262,8 @@ impl<A: Adapter> P2pServer<A> {
     /// Ends a kept session: what was held for it is dropped (see [`end_held`](Self::end_held)),
     /// requests waiting for it fail, and its watchers are told it left.
     fn end_parked(&self, peer: Arc<Peer<A>>) {
+        self.inner.leave_away(&peer);
+        self.end_kept(&peer);
         self.end_held(&peer);
         peer.pending.abandon_all();
         crate::stream::server::session_ended(self, &peer);
@@ -1975,8 +2286,23 @@ impl<A: Adapter> P2pServer<A> {
             }
         };
         let mut dropped: HashMap<Arc<str>, usize> = HashMap::new();
-        for (sender, n) in held.items.into_iter().filter_map(|item| item.from) {
-            *dropped.entry(sender).or_default() += n;
+        let mut own = 0;
+        for item in held.items {
+            match item.from {
+                Some((sender, n)) => *dropped.entry(sender).or_default() += n,
+                None => own += 1,
+            }
+        }
+        for sender in held.refused {
+            *dropped.entry(sender).or_default() += 1;
+        }
+        if own > 0 {
+            // Answers, notices and what the server's own API sent: nobody to tell but the log.
+            tracing::info!(
+                client = %peer.id,
+                events = own,
+                "the session ended with events held for it that no client sent"
+            );
         }
         for (sender, n) in dropped {
             let Some(to) = self.peer_or_away(&sender) else {
@@ -1987,6 +2313,29 @@ impl<A: Adapter> P2pServer<A> {
                 message: format!(
                     "Error: client '{}' disconnected: {n} message(s) sent to it while its link \
                      was down were not delivered",
+                    peer.id
+                ),
+                error: to.ext.then(|| gone.to_wire()),
+            });
+        }
+    }
+
+    /// Tells the senders of the messages sent to `peer`, whose session ended, that it never
+    /// confirmed how many of them.
+    fn end_kept(&self, peer: &Peer<A>) {
+        let Some(session) = peer.session.get() else {
+            return;
+        };
+        let senders = session.out.lock().unwrap().unconfirmed_senders();
+        for (sender, n) in senders {
+            let Some(to) = self.peer_or_away(&sender) else {
+                continue;
+            };
+            let gone = Error::PeerGone(peer.id.to_string());
+            to.send_server_error(ServerError {
+                message: format!(
+                    "Error: client '{}' disconnected: {n} message(s) sent to it before its link \
+                     dropped were not confirmed delivered",
                     peer.id
                 ),
                 error: to.ext.then(|| gone.to_wire()),
@@ -2028,6 +2377,91 @@ impl<A: Adapter> P2pServer<A> {
             }
         }
         self.left_cluster(peer, elsewhere);
+    }
+}
+
+/// Whether a connection that says it received `received` events of the session of `old` may
+/// resume it: a session that keeps what it sent must still have everything after that count.
+fn replay_allows<A: Adapter>(old: &Peer<A>, received: Option<u64>) -> bool {
+    let Some(session) = old.session.get() else {
+        return true;
+    };
+    let Some(count) = received else {
+        tracing::info!(client = %old.id, "not resumed: the connection does not count what it receives");
+        return false;
+    };
+    match session.out.lock().unwrap().check_resume(count) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::info!(client = %old.id, "not resumed, a new session begins: {why}");
+            false
+        }
+    }
+}
+
+/// Confirms to the client of `peer` what its session received from it, with `P2P_RECEIVED`, once
+/// [`replay::CONFIRM_EVERY`] events or [`replay::CONFIRM_BYTES`] bytes came since the last
+/// confirmation, or [`replay::CONFIRM_AFTER`] after something came, while its connection lasts.
+/// `told`: the count it already knows.
+fn confirm_received<A: Adapter>(peer: &Arc<Peer<A>>, session: Arc<replay::Session>, told: u64) {
+    let socket = peer.socket.clone();
+    tokio::spawn(async move {
+        let (mut told, mut told_bytes) = (told, session.received_bytes());
+        loop {
+            let news = session.received_reach(told + 1, u64::MAX, Duration::from_secs(1));
+            if !news.await {
+                if !socket.connected() {
+                    return;
+                }
+                continue;
+            }
+            let (events, bytes) = (
+                told + replay::CONFIRM_EVERY,
+                told_bytes + replay::CONFIRM_BYTES,
+            );
+            session
+                .received_reach(events, bytes, replay::CONFIRM_AFTER)
+                .await;
+            if !socket.connected() {
+                return;
+            }
+            let n = session.received();
+            told_bytes = session.received_bytes();
+            let _ = socket.emit(event::P2P_RECEIVED, &protocol::ArgsRef(&[Value::from(n)]));
+            told = n;
+        }
+    });
+}
+
+/// Whether the session of `peer`, whose connection ended for `reason`, is kept for its return: a
+/// connection that dropped (rather than one that either side closed on purpose) may come back.
+fn may_park<A: Adapter>(peer: &Peer<A>, reason: &DisconnectReason) -> bool {
+    let dropped = matches!(
+        reason,
+        DisconnectReason::TransportClose
+            | DisconnectReason::TransportError
+            | DisconnectReason::HeartbeatTimeout
+    );
+    dropped && peer.resume.is_some() && !peer.closing.load(Ordering::Acquire)
+}
+
+impl<A: Adapter> Inner<A> {
+    /// The rooms of `peer`'s session while it is away, if it is.
+    fn away_rooms(&self, peer: &Arc<Peer<A>>) -> Option<Vec<String>> {
+        let away = self.away.lock().unwrap();
+        let a = away.get(&peer.id).filter(|a| Arc::ptr_eq(&a.peer, peer))?;
+        Some(a.rooms.iter().cloned().collect())
+    }
+
+    /// Room events no longer reach `peer`'s session through it.
+    fn leave_away(&self, peer: &Arc<Peer<A>>) {
+        let mut away = self.away.lock().unwrap();
+        if away
+            .get(&peer.id)
+            .is_some_and(|a| Arc::ptr_eq(&a.peer, peer))
+        {
+            away.remove(&peer.id);
+        }
     }
 }
 

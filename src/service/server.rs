@@ -407,10 +407,12 @@ impl<A: Adapter> ServiceHandle<A> {
     /// Each subscriber on this server gets it through its byte budget
     /// ([`ServerOptions::max_queued_bytes`](crate::ServerOptions::max_queued_bytes)), like a
     /// message sent to it alone: a subscriber whose queue is full does not get it, and this fails
-    /// with [`Error::Overloaded`] naming them (the others got it). Subscribers on other servers of
-    /// a remote adapter get it through the adapter; with a remote adapter that has to wait for
-    /// other servers, the publication completes in the background, in order with the server's
-    /// other topic operations, and a failure there is logged.
+    /// with [`Error::Overloaded`] naming them (the others got it). A subscriber whose link
+    /// dropped and whose session the server keeps for its return has it held for it (see
+    /// [`ServerOptions::resume_grace`](crate::ServerOptions::resume_grace)). Subscribers on other
+    /// servers of a remote adapter get it through the adapter; with a remote adapter that has to
+    /// wait for other servers, the publication completes in the background, in order with the
+    /// server's other topic operations, and a failure there is logged.
     ///
     /// In a cluster ([`crate::cluster`]) the subscribers on the other relays get it too, through
     /// their relays and their own budgets there (each relay provides the service, but a
@@ -430,8 +432,8 @@ impl<A: Adapter> ServiceHandle<A> {
         let server = self.server.clone();
         let topic = topic.to_string();
         let op = async move {
-            let local = server.local_members(members.clone());
-            let delivery = server.send_to_members(&local, |_| &publication);
+            let local = server.room_members(members.clone(), &room, None);
+            let delivery = server.send_to_members(&local, None, |_| &publication);
             if let Some(remote) = server.remote_members(members) {
                 let sent = remote.emit(publication.name(), &publication.args()).await;
                 sent.map_err(|e| adapter_error(&format!("publishing to '{topic}'"), e))?;
