@@ -602,6 +602,12 @@ impl ClientInner {
     pub(crate) async fn send(&self, item: Outgoing) -> Result<()> {
         let limit = self.opts.timeout;
         self.ready(limit).await?;
+        // Most sends find room at once: no timer for them.
+        let item = match self.out.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.closed_error()),
+            Err(mpsc::error::TrySendError::Full(item)) => item,
+        };
         match tokio::time::timeout(limit, self.out.send(item)).await {
             Ok(sent) => sent.map_err(|_| self.closed_error()),
             Err(_) => Err(Error::Timeout {

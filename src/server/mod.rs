@@ -483,15 +483,12 @@ impl<A: Adapter> Peer<A> {
         };
         let mut kept = session.out.lock().unwrap();
         if slack == 1 {
-            if let Err(full_for) = kept.fits(bytes) {
+            if let Err(full) = kept.fits(bytes) {
                 self.metrics.refused(Reason::Busy);
-                if full_for > self.slow_deadline {
-                    drop(kept);
-                    let why = format!(
-                        "client '{}' confirmed too little of what it received for {:?}",
-                        self.id, self.slow_deadline
-                    );
-                    self.lost("an event", &Error::Busy(why));
+                if full.is_zero() {
+                    // Full from now on: a client that confirms nothing more within the
+                    // slow-consumer deadline is disconnected.
+                    self.watch_unconfirmed(session.clone());
                 }
                 return Err(Error::Busy(self.id.to_string()));
             }
@@ -499,6 +496,27 @@ impl<A: Adapter> Peer<A> {
         self.queue(bytes, slack, || out.emit(&self.socket, self.ext))?;
         kept.push(out.keep(), bytes, from);
         Ok(())
+    }
+
+    /// Disconnects this client as a slow consumer if what it was sent stays unconfirmed and
+    /// over [`ServerOptions::resume_replay_bytes`] for the slow-consumer deadline.
+    fn watch_unconfirmed(&self, session: Arc<replay::Session>) {
+        let socket = self.socket.clone();
+        let id = self.id.clone();
+        let deadline = self.slow_deadline;
+        let slow = self.slow.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            let stayed = session.out.lock().unwrap().full_for(deadline);
+            if stayed && socket.connected() {
+                slow.count();
+                let reason = format!(
+                    "Error: disconnected: slow consumer: client '{id}' confirmed too little of \
+                     what it received for {deadline:?}"
+                );
+                disconnect_with(&socket, &id, &reason);
+            }
+        });
     }
 
     /// One more event received from this client, `v`, for its session's count; false when this

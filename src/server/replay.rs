@@ -188,16 +188,27 @@ impl Session {
 
 impl Kept {
     /// Whether an event of `bytes` that may be refused fits (an empty record takes one of any
-    /// size). Starts or checks the slow-consumer clock: `Err` with how long the record has stayed
-    /// full when it does not fit.
+    /// size). Starts the slow-consumer clock when it does not: `Err` with how long the record
+    /// has been full (zero: from now on).
     pub(crate) fn fits(&mut self, bytes: usize) -> Result<(), Duration> {
         let over = (self.bytes.saturating_add(bytes) > self.limit && !self.entries.is_empty())
             || self.entries.len() >= MAX_ENTRIES;
         if !over {
             return Ok(());
         }
-        let since = *self.full_since.get_or_insert_with(Instant::now);
-        Err(since.elapsed())
+        match self.full_since {
+            Some(since) => Err(since.elapsed().max(Duration::from_nanos(1))),
+            None => {
+                self.full_since = Some(Instant::now());
+                Err(Duration::ZERO)
+            }
+        }
+    }
+
+    /// Whether the record has stayed full (no confirmation brought it to half its limit) for at
+    /// least `long`.
+    pub(crate) fn full_for(&self, long: Duration) -> bool {
+        self.full_since.is_some_and(|since| since.elapsed() >= long)
     }
 
     /// Counts an event written to the client, keeping `payload` (`None`: a frame's marker) until
