@@ -42,8 +42,8 @@ impl Proxy {
                     let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let (mut from_client, mut to_relay) = inbound.into_split();
-                    let (mut from_relay, mut to_client) = outbound.into_split();
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_relay, mut to_relay) = outbound.into_split();
                     let up = tokio::io::copy(&mut from_client, &mut to_relay);
                     let down = async {
                         let mut buf = vec![0u8; 16 * 1024];
