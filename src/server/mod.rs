@@ -109,9 +109,10 @@ pub struct ServerOptions {
     /// is refused and its sender told the target is busy (a client with nothing queued takes one
     /// packet of any size). Room emits and topic publications count for each member on this
     /// server like an event sent to it alone: a member whose queue is full does not get one, the
-    /// others do, and the sender hears which members did not ([`Error::Overloaded`]). Answers and
-    /// notices may use twice this before the client is disconnected as a slow consumer. Stream
-    /// frames are counted but not refused (the stream's window bounds them).
+    /// others do, and the sender hears which members did not ([`Error::Overloaded`]). Notices may
+    /// use twice this before the client is disconnected as a slow consumer. Stream frames, stream
+    /// resets and the answers to the client's own requests (`P2P_RES`) are counted but not refused
+    /// (the stream's window, the streams and the requests in flight per client bound them).
     pub max_queued_bytes: usize,
     /// How long a client's queue may stay full (more than half of
     /// [`max_queued_bytes`](Self::max_queued_bytes) pending since a send to it was refused)
@@ -669,6 +670,20 @@ impl<A: Adapter> Peer<A> {
         self.control_sent(sent, what)
     }
 
+    /// Emits `P2P_RES(...args)`, the answer to one of this client's own requests: never refused
+    /// for the budget, since the client has at most
+    /// [`ServerOptions::max_pending_per_client`] requests in flight, and the stream frames queued
+    /// ahead of it (bounded by their windows, not by the budget) must not make it look like a
+    /// slow consumer.
+    fn emit_answer(&self, args: &[Value]) -> bool {
+        let event = event::P2P_RES;
+        let size = event.len() + 4 + args.iter().map(|a| json_size(a) + 1).sum::<usize>();
+        let now = || self.queue_out(Out::Json(event, args), size, u64::MAX, None);
+        let payload = || Payload::args(event, json_args(args));
+        let sent = self.send_or_hold(size, u64::MAX, None, false, payload, now);
+        self.control_sent(sent, "an answer")
+    }
+
     /// [`emit_control`](Self::emit_control) straight to the connection, ahead of anything held
     /// (the welcome of a resumed session, and what comes with it).
     fn emit_control_now(&self, event: &str, args: &[Value], what: &str) -> bool {
@@ -901,8 +916,11 @@ impl<A: Adapter> Peer<A> {
 
     /// Sends a stream frame the client must see (a reset): a client that cannot take it is
     /// disconnected as a slow consumer.
+    /// Never refused for the budget, as for frames: a client has at most
+    /// [`ServerOptions::max_streams_per_client`] streams to reset, and the stream frames ahead of
+    /// it (bounded by their windows) must not make it look like a slow consumer.
     pub(crate) fn send_control_frame(&self, frame: &bytes::Bytes) {
-        let sent = self.queue_out(Out::Frame(frame), frame.len() + 20, 2, None);
+        let sent = self.queue_out(Out::Frame(frame), frame.len() + 20, u64::MAX, None);
         self.control_sent(sent, "a stream reset");
     }
 
@@ -1093,7 +1111,7 @@ impl<A: Adapter> Peer<A> {
             Arg::Json(Value::from(id)),
             Arg::Object(vec![("ok".to_string(), Arg::Array(args))]),
         ];
-        let sent = self.emit_args_within(event::P2P_RES, &res, 2);
+        let sent = self.emit_args_within(event::P2P_RES, &res, u64::MAX);
         self.control_sent(sent, "an answer")
     }
 }
@@ -1259,7 +1277,7 @@ impl OpReply {
                         id,
                         body: ResAnswer::from_result(answer),
                     };
-                    to.emit_control(event::P2P_RES, &res.to_values(), "an answer")
+                    to.emit_answer(&res.to_values())
                 }
             };
             if !sent {
