@@ -1190,7 +1190,7 @@ async fn heartbeat_loop(cluster: Weak<Cluster>, host: Weak<dyn Host>) {
 const RESYNC_EVERY: u64 = 10;
 
 impl Cluster {
-    async fn beat(&self, host: &dyn Host, beats: u64) -> Result<(), Error> {
+    async fn beat(self: &Arc<Self>, host: &dyn Host, beats: u64) -> Result<(), Error> {
         let lease = u64::try_from(self.opts.lease.as_millis()).unwrap_or(u64::MAX);
         let mut renew = redis::cmd("SET");
         renew
@@ -1201,6 +1201,9 @@ impl Cluster {
             .arg("GET");
         let before: Option<String> = self.run(&renew).await?;
         self.trim_windows();
+        if self.is_up() {
+            self.report_owed();
+        }
         if self.check_due.swap(false, Ordering::AcqRel) {
             if let Err(e) = self.check().await {
                 self.check_due.store(true, Ordering::Release);
@@ -1401,13 +1404,18 @@ struct Last {
 /// The numbers of what this relay received (see [Loss](self#loss)).
 #[derive(Default)]
 struct Heard {
+    /// By sending relay. One not in it has sent this relay nothing yet: a relay's id is new at
+    /// each start, so the counters towards it start from nothing.
     from: HashMap<String, Last>,
-    /// Whether a check of the counters came through since this relay started: from then on, a
-    /// sending relay first heard of had sent nothing before.
-    baselined: bool,
     /// The token of the check under way.
     token: Option<String>,
+    /// Gaps found but not yet reported to their senders (the report did not leave): sent again
+    /// at the next heartbeat, each at most [`REPORT_TRIES`] times.
+    owed: HashMap<String, (Vec<Gap>, u32)>,
 }
+
+/// How many times the report of a gap is sent before it is given up (its sender gone).
+const REPORT_TRIES: u32 = 30;
 
 impl Heard {
     /// Envelope `seq` of epoch `epoch` arrived from `relay`: the gaps it shows.
@@ -1419,7 +1427,7 @@ impl Heard {
                     tracing::warn!(relay, "too many sending relays to follow; not followed");
                     return gaps;
                 }
-                if self.baselined && seq > 1 {
+                if seq > 1 {
                     gaps.push(Gap::new(epoch, 0, Some(seq - 1)));
                 }
                 self.from.insert(
@@ -1462,7 +1470,6 @@ impl Heard {
     /// gaps they show, by sending relay.
     fn counters(&mut self, counters: HashMap<String, (String, u64)>) -> Vec<(String, Vec<Gap>)> {
         let mut out = Vec::new();
-        let baselined = std::mem::replace(&mut self.baselined, true);
         self.from.retain(|relay, last| {
             if counters.contains_key(relay) {
                 return true;
@@ -1478,7 +1485,7 @@ impl Heard {
                     if self.from.len() >= MAX_SENDERS {
                         continue;
                     }
-                    if baselined && count > 0 {
+                    if count > 0 {
                         gaps.push(Gap::new(&epoch, 0, Some(count)));
                     }
                     self.from.insert(relay.clone(), Last { epoch, seq: count });
@@ -1554,7 +1561,7 @@ impl Cluster {
     }
 
     /// One message on this relay's channel: an envelope (numbered or not), or a check's result.
-    fn heard(&self, payload: &[u8]) -> Option<Envelope> {
+    fn heard(self: &Arc<Self>, payload: &[u8]) -> Option<Envelope> {
         match payload.first() {
             Some(b'#') => {
                 let split = payload.iter().position(|b| *b == b'\n')?;
@@ -1571,7 +1578,7 @@ impl Cluster {
                 };
                 let gaps = self.heard.lock().unwrap().envelope(relay, epoch, seq);
                 if !gaps.is_empty() {
-                    self.report_gaps(relay, gaps);
+                    self.report_gaps(relay, gaps, 0);
                 }
                 Envelope::decode(body)
             }
@@ -1598,7 +1605,7 @@ impl Cluster {
     }
 
     /// A check's result arrived on this relay's channel: `!<token> field value ...`.
-    fn checked(&self, payload: &[u8]) {
+    fn checked(self: &Arc<Self>, payload: &[u8]) {
         let Ok(text) = std::str::from_utf8(&payload[1..]) else {
             return;
         };
@@ -1632,23 +1639,52 @@ impl Cluster {
         let found = heard.counters(counters);
         drop(heard);
         for (relay, gaps) in found {
-            self.report_gaps(&relay, gaps);
+            self.report_gaps(&relay, gaps, 0);
         }
     }
 
-    /// Tells relay `relay` which of its envelopes this relay missed.
-    fn report_gaps(&self, relay: &str, gaps: Vec<Gap>) {
-        tracing::warn!(
-            %relay,
-            gaps = ?gaps,
-            "envelopes from another relay were lost on the way (this relay's link to Redis broke); \
-             telling it"
-        );
+    /// Tells relay `relay` which of its envelopes this relay missed (`tries`: how many times
+    /// before); a report that does not leave is owed, and sent again at the next heartbeat.
+    fn report_gaps(self: &Arc<Self>, relay: &str, gaps: Vec<Gap>, tries: u32) {
+        if tries == 0 {
+            tracing::warn!(
+                %relay,
+                gaps = ?gaps,
+                "envelopes from another relay were lost on the way (this relay's link to Redis \
+                 broke); telling it"
+            );
+        }
         let env = Envelope::Missed {
             relay: self.id.clone(),
-            gaps,
+            gaps: gaps.clone(),
         };
-        self.send_to_relay(relay, &env);
+        let this = Arc::downgrade(self);
+        let to = relay.to_string();
+        let done: Done = Box::new(move |sent: Result<String, Error>| {
+            let (Err(e), Some(this)) = (sent, this.upgrade()) else {
+                return;
+            };
+            if tries + 1 >= REPORT_TRIES {
+                tracing::warn!(relay = %to, "could not report lost envelopes to their relay: {e}");
+                return;
+            }
+            let mut heard = this.heard.lock().unwrap();
+            let owed = heard
+                .owed
+                .entry(to)
+                .or_insert_with(|| (Vec::new(), tries + 1));
+            owed.0.extend(gaps);
+            owed.0.truncate(MAX_GAPS);
+        });
+        self.send(Route::Relay(relay.to_string()), &env, Some(done));
+    }
+
+    /// Sends again the reports of loss that did not leave.
+    fn report_owed(self: &Arc<Self>) {
+        let owed = std::mem::take(&mut self.heard.lock().unwrap().owed);
+        for (relay, (gaps, tries)) in owed {
+            self.report_gaps(&relay, gaps, tries);
+        }
     }
 
     /// Relay `relay` reports it missed `gaps` of what this relay sent it: requests among them
