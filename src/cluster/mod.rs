@@ -31,6 +31,13 @@
 //! - `P:room:<room>`: the relays holding members of room `<room>`, and `P:relay:<relay>:rooms`,
 //!   the rooms a relay has members in (see [Rooms](#rooms)).
 //!   A relay's entries are removed with its other entries when it is found dead.
+//! - `P:relay:<relay>:seq`: the counters of the directed envelopes relay `<relay>` received, a
+//!   hash with, for each relay that sent it some, field `<sender>` (the count) and field
+//!   `<sender>:e` (the counter's epoch); see [Loss](#loss). Removed, and the fields of a dead
+//!   relay in the others', when a relay is found dead.
+//! - `P:authed:<id>`: present while the connection holding client id `<id>` is authenticated, so
+//!   that under the policy `replace` an unauthenticated connection to another relay does not take
+//!   the id (as on one relay). Removed with the client's entry.
 //!
 //! Since a Redis started without persistence forgets all of it when it restarts, each relay
 //! writes its part again when it finds its liveness key missing, and every few seconds anyway.
@@ -72,10 +79,52 @@
 //! its clients fail with `PEER_GONE`.
 //!
 //! `PUBLISH` counts a message delivered once Redis has queued it for the target relay's
-//! subscription: one that breaks before the relay reads it (a relay that falls far behind is cut
-//! off by Redis' `client-output-buffer-limit pubsub`) loses what was in it. The subscriber reads
-//! without pause and hands each envelope over at once (nothing here waits on a client), so that
-//! only a relay that cannot keep up at all is at risk.
+//! subscription; what is lost when that subscription breaks is found and told (see
+//! [Loss](#loss)). The subscriber reads without pause and hands each envelope over at once
+//! (nothing here waits on a client), so that only a relay that cannot keep up at all is cut off.
+//!
+//! # Loss
+//!
+//! A subscription can break with envelopes queued in it and not yet read: Redis cuts a relay that
+//! falls behind (`client-output-buffer-limit pubsub`), Redis restarts, the network between relay
+//! and Redis is cut. To find what that loses, every directed envelope (to a client's relay, to a
+//! relay, a room event to each relay) is numbered per pair of relays by the script that publishes
+//! it: it increments the pair's counter (field `<sender>` of `P:relay:<receiver>:seq`) and
+//! publishes `#<sender> <epoch> <number>` and a line break before the envelope. A number nobody
+//! received (no subscriber) is given back at once, so the counter counts only what reached a
+//! subscription. The receiving relay keeps the last number it read from each sending relay, and
+//! finds a gap:
+//!
+//! - when a number skips ahead of the last one plus one;
+//! - when the epoch changes: the counter was made again (Redis forgot it). Every number after the
+//!   last one read in the old epoch is lost, and so is every number before the one read in the
+//!   new. The epoch is the time (Redis' `TIME`, to the microsecond) the counter was first written,
+//!   so a counter made again never passes for the old one;
+//! - after each new subscription (a reconnection): the relay runs a script that reads its counters
+//!   and publishes them, with a token of its own, on its own channel, in one step; when they come
+//!   in, everything before them on the channel was read, so a counter past the last number read,
+//!   in another epoch, or gone, shows what was lost even if its sender sends nothing more.
+//!
+//! A relay's id is new at each start, so the counters towards it start from nothing: a sending
+//! relay first heard of at number `n` sent `n - 1` before that were lost.
+//!
+//! The receiving relay tells the sending relay the gaps (an envelope of kind `missed`; a report that
+//! cannot leave is sent again at each heartbeat, up to 30 times, and one that is lost in turn is
+//! made again). The sending relay keeps, for each receiving relay, what each of its last 16,384
+//! envelopes of the last 60 s was: whose messages (`P2P_EMIT`, `P2P_BATCH`) or room events, which
+//! request, which answer, or a notice. On a report it tells each client whose messages or room
+//! events were lost, once per report, with a `SERVER_ERROR` of code `CLUSTER`
+//! (`n message(s) to clients of another relay were lost: its link to Redis broke`,
+//! `n room event(s) to members on other relays were lost: …`); fails its requests among them at
+//! once with [`Error::Cluster`] (`the request to client '…' on another relay was lost on its way`)
+//! rather than at their timeout; sends an error in place of each lost answer, so that the asking
+//! client gets it at once too; and logs lost notices (a disconnect notice, a report of messages not
+//! delivered, a takeover) and the server's own emits. Envelopes older than that window are counted
+//! in the sending relay's log only (a warning with their number).
+//!
+//! What is not covered: a Redis restored from a snapshot older than its last writes (RDB
+//! persistence) may bring a counter back within the same epoch; the receiving relay logs that
+//! the counter went back, and losses around that restart may go untold.
 //!
 //! Carried between relays: messages (`P2P_EMIT`, `P2P_BATCH`), requests and their answers
 //! (`P2P_EMIT_ACKNOWLEDGE`, `P2P_REQ`, the server's own [`P2pServer::request`](crate::P2pServer::request)),
@@ -1328,7 +1377,9 @@ enum Sent {
     Request(u64),
     /// The answer to another relay's request.
     Reply(u64),
-    /// Anything else: a notice, the server's own emits, a report of loss.
+    /// A report of loss: made again if it is lost too.
+    Report(Vec<Gap>),
+    /// Anything else: a notice, the server's own emits.
     Notice(&'static str),
 }
 
@@ -1352,6 +1403,7 @@ impl Sent {
             },
             Envelope::Request { id, .. } | Envelope::RoomMember { id, .. } => Sent::Request(*id),
             Envelope::Reply { id, .. } => Sent::Reply(*id),
+            Envelope::Missed { gaps, .. } => Sent::Report(gaps.clone()),
             other => Sent::Notice(other.kind()),
         }
     }
@@ -1528,6 +1580,8 @@ pub(crate) struct Lost {
     /// Gaps past the newest envelope kept yet (its number may not be back from Redis): to read
     /// again in a moment.
     pub(crate) ahead: Vec<Gap>,
+    /// Gaps this relay reported that were lost in turn: to report again.
+    pub(crate) reports: Vec<Gap>,
 }
 
 impl Cluster {
@@ -1679,6 +1733,14 @@ impl Cluster {
         self.send(Route::Relay(relay.to_string()), &env, Some(done));
     }
 
+    /// Reports again `gaps` of what relay `relay` sent, whose first report was lost.
+    pub(crate) fn report_again(self: &Arc<Self>, relay: &str, mut gaps: Vec<Gap>) {
+        if !gaps.is_empty() {
+            gaps.truncate(MAX_GAPS);
+            self.report_gaps(relay, gaps, 1);
+        }
+    }
+
     /// Sends again the reports of loss that did not leave.
     fn report_owed(self: &Arc<Self>) {
         let owed = std::mem::take(&mut self.heard.lock().unwrap().owed);
@@ -1766,11 +1828,70 @@ impl Cluster {
                     );
                     self.send_to_relay(relay, &Envelope::reply(id, Err(e)));
                 }
+                Sent::Report(gaps) => lost.reports.extend(gaps),
                 Sent::Notice(kind) => {
                     tracing::warn!(%relay, kind, "a notice to another relay was lost on its way");
                 }
             }
         }
         lost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(list: &[(&str, &str, u64)]) -> HashMap<String, (String, u64)> {
+        list.iter()
+            .map(|(r, e, n)| (r.to_string(), (e.to_string(), *n)))
+            .collect()
+    }
+
+    #[test]
+    fn numbers_show_the_gaps_and_a_counter_that_restarts() {
+        let mut heard = Heard::default();
+        assert!(heard.envelope("a", "e1", 1).is_empty());
+        assert!(heard.envelope("a", "e1", 2).is_empty());
+        assert_eq!(heard.envelope("a", "e1", 5), [Gap::new("e1", 2, Some(4))]);
+        // Redis forgot the counter: what came after 5 in the old epoch is lost, and so is what
+        // came before this one in the new.
+        assert_eq!(
+            heard.envelope("a", "e2", 3),
+            [Gap::new("e1", 5, None), Gap::new("e2", 0, Some(2))]
+        );
+        // A relay first heard of at its third envelope: the first two were lost.
+        assert_eq!(heard.envelope("b", "f", 3), [Gap::new("f", 0, Some(2))]);
+
+        // A check after a reconnection: b sent 4 more, c sent 2 never seen, a's counter is gone.
+        let found = heard.counters(counters(&[("b", "f", 7), ("c", "g", 2)]));
+        let found: HashMap<String, Vec<Gap>> = found.into_iter().collect();
+        assert_eq!(found["a"], [Gap::new("e2", 3, None)]);
+        assert_eq!(found["b"], [Gap::new("f", 3, Some(7))]);
+        assert_eq!(found["c"], [Gap::new("g", 0, Some(2))]);
+        // Nothing new: nothing found.
+        assert!(heard
+            .counters(counters(&[("b", "f", 7), ("c", "g", 2)]))
+            .is_empty());
+        assert!(heard.envelope("b", "f", 8).is_empty());
+    }
+
+    #[test]
+    fn a_window_keeps_its_bound() {
+        let mut w = Window::default();
+        let now = Instant::now();
+        for seq in 1..=(WINDOW_LEN as u64 + 10) {
+            w.kept.push_back(Kept {
+                at: now,
+                epoch: "e".into(),
+                seq,
+                what: Sent::Notice("gone"),
+            });
+            w.trim(now);
+        }
+        assert_eq!(w.kept.len(), WINDOW_LEN);
+        assert_eq!(w.forgotten, Some(("e".to_string(), 10)));
+        w.trim(now + WINDOW_AGE + Duration::from_secs(1));
+        assert!(w.kept.is_empty());
     }
 }

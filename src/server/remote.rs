@@ -592,6 +592,7 @@ fn deliver<A: Adapter>(server: &P2pServer<A>, cluster: &Arc<Cluster>, env: Envel
         Envelope::Missed { relay, gaps } => {
             let lost = cluster.missed(&relay, gaps, false);
             tell_lost(server, lost.clients);
+            cluster.report_again(&relay, lost.reports);
             if !lost.ahead.is_empty() {
                 // Their numbers may not be back from Redis yet: read again in a moment.
                 let (server, cluster) = (server.clone(), cluster.clone());
@@ -599,6 +600,7 @@ fn deliver<A: Adapter>(server: &P2pServer<A>, cluster: &Arc<Cluster>, env: Envel
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     let lost = cluster.missed(&relay, lost.ahead, true);
                     tell_lost(&server, lost.clients);
+                    cluster.report_again(&relay, lost.reports);
                 });
             }
         }
