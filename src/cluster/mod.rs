@@ -100,17 +100,18 @@
 //!   last one read in the old epoch is lost, and so is every number before the one read in the
 //!   new. The epoch is the time (Redis' `TIME`, to the microsecond) the counter was first written,
 //!   so a counter made again never passes for the old one;
-//! - after each new subscription (a reconnection): the relay runs a script that reads its counters
-//!   and publishes them, with a token of its own, on its own channel, in one step; when they come
-//!   in, everything before them on the channel was read, so a counter past the last number read,
-//!   in another epoch, or gone, shows what was lost even if its sender sends nothing more.
+//! - after each new subscription (a reconnection), and every ten heartbeats: the relay runs a
+//!   script that reads its counters and publishes them, with a token of its own, on its own
+//!   channel, in one step; when they come in, everything before them on the channel was read, so
+//!   a counter past the last number read, in another epoch, or gone, shows what was lost even if
+//!   its sender sends nothing more.
 //!
 //! A relay's id is new at each start, so the counters towards it start from nothing: a sending
 //! relay first heard of at number `n` sent `n - 1` before that were lost.
 //!
-//! The receiving relay tells the sending relay the gaps (an envelope of kind `missed`; a report that
-//! cannot leave is sent again at each heartbeat, up to 30 times, and one that is lost in turn is
-//! made again). The sending relay keeps, for each receiving relay, what each of its last 16,384
+//! The receiving relay tells the sending relay the gaps (an envelope of kind `missed`; a report
+//! that cannot leave is sent again at each heartbeat, up to 30 times, and one that is lost in turn
+//! is made again). The sending relay keeps, for each receiving relay, what each of its last 16,384
 //! envelopes of the last 60 s was: whose messages (`P2P_EMIT`, `P2P_BATCH`) or room events, which
 //! request, which answer, or a notice. On a report it tells each client whose messages or room
 //! events were lost, once per report, with a `SERVER_ERROR` of code `CLUSTER`
@@ -1253,7 +1254,8 @@ impl Cluster {
         if self.is_up() {
             self.report_owed();
         }
-        if self.check_due.swap(false, Ordering::AcqRel) {
+        // Also now and then, should anything be missed on a subscription that did not break.
+        if self.check_due.swap(false, Ordering::AcqRel) || beats % RESYNC_EVERY == 0 {
             if let Err(e) = self.check().await {
                 self.check_due.store(true, Ordering::Release);
                 return Err(e);
