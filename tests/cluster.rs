@@ -1560,3 +1560,237 @@ async fn a_stream_across_relays_goes_on_through_cuts_of_either_link() {
         .unwrap()
         .expect("the writer's calls all succeed");
 }
+
+// ---- What a relay's broken subscription loses is told to its senders ----
+
+/// Runs `redis-cli` on `redis` with `args`; what it prints.
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Has Redis cut every subscriber whose output buffer grows past its reply buffer (`on`), as
+/// `client-output-buffer-limit pubsub` cuts a relay that falls behind, or go back to its default.
+fn cut_laggards(redis: &RedisServer, on: bool) {
+    let limit = if on {
+        "pubsub 1 1 0"
+    } else {
+        "pubsub 32mb 8mb 60"
+    };
+    let out = redis_cli(
+        redis,
+        &["CONFIG", "SET", "client-output-buffer-limit", limit],
+    );
+    assert_eq!(out, "OK", "CONFIG SET answers");
+}
+
+/// The messages the `SERVER_ERROR`s `texts` count as lost or not delivered (`<n> message(s)`,
+/// `<n> messages`; one for a single message refused as `client 'bob' disconnected`).
+fn counted(texts: &[String]) -> usize {
+    texts
+        .iter()
+        .filter_map(|t| match t.find(" message") {
+            Some(end) => t[..end]
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<usize>()
+                .ok(),
+            None => (t == "Error: client 'bob' disconnected").then_some(1),
+        })
+        .sum()
+}
+
+/// Floods `bob` from `alice` with `tasks` tasks of `each` messages at most, stopping once alice
+/// is told of a loss; how many messages `emit_to` took.
+async fn flood(alice: &P2pClient, told: &Log<String>, tasks: usize, each: usize) -> usize {
+    let data = std::sync::Arc::new("x".repeat(1 << 10));
+    let floods: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (alice, told, data) = (alice.clone(), told.clone(), data.clone());
+            tokio::spawn(async move {
+                let mut sent = 0usize;
+                for _ in 0..each {
+                    if !loss_notices(&told.get()).is_empty() {
+                        break;
+                    }
+                    if alice.emit_to("bob", "flood", data.as_str()).await.is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for f in floods {
+        sent += bounded("a flood", f).await.unwrap();
+    }
+    sent
+}
+
+/// Notices that messages were lost between relays.
+fn loss_notices(texts: &[String]) -> Vec<String> {
+    texts
+        .iter()
+        .filter(|t| t.contains("to clients of another relay were lost: its link to Redis broke"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_lost_in_a_broken_subscription_is_told_to_its_sender() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    let told = Log::new();
+    let t = told.clone();
+    alice.on_server_error(move |text| t.push(text));
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = received.clone();
+    bob.on_raw("flood", move |_| {
+        r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+
+    // Some get through; then Redis cuts bob's relay as soon as it lags.
+    let mut sent = flood(&alice, &told, 1, 200).await;
+    eventually_long("the first messages arrive", || {
+        let n = received.load(std::sync::atomic::Ordering::Relaxed);
+        async move { n > 0 }
+    })
+    .await;
+    cut_laggards(&redis, true);
+    sent += flood(&alice, &told, 8, 4000).await;
+    cut_laggards(&redis, false);
+
+    let account = || received.load(std::sync::atomic::Ordering::Relaxed) + counted(&told.get());
+    eventually_long("every message sent is received or told lost", || {
+        let balanced = account() == sent;
+        async move { balanced }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(account(), sent, "nothing counted twice: {:?}", told.get());
+    let notices = loss_notices(&told.get());
+    assert!(
+        !notices.is_empty(),
+        "the flood broke bob's relay's subscription and alice was told: {:?}",
+        told.get()
+    );
+    assert_says(&notices[0], &["Error: cluster:", "message(s)"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_lost_in_a_broken_subscription_fails_at_once_with_a_clear_error() {
+    let redis = RedisServer::start();
+    let (r1, r2) = (member(&redis).await, member(&redis).await);
+    // Far longer than the relay's own wait (30 s): only the relay's answer ends a call.
+    let alice = client_with_timeout(&r1, "alice", Duration::from_secs(300)).await;
+    let bob = client(&r2, "bob").await;
+    bob.on("ping", |m| m.respond("pong"));
+    let pong: String = within("a request crosses", alice.request("bob", "ping", "hi"))
+        .await
+        .unwrap();
+    assert_eq!(pong, "pong");
+
+    cut_laggards(&redis, true);
+    let data = "y".repeat(16 << 10);
+    let calls: Vec<_> = (0..300)
+        .map(|_| {
+            let (alice, data) = (alice.clone(), data.clone());
+            tokio::spawn(async move { alice.request::<String>("bob", "ping", data).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(bounded("each request ends", call).await.unwrap());
+    }
+    cut_laggards(&redis, false);
+
+    let mut lost = 0;
+    for r in &results {
+        match r {
+            Ok(pong) => assert_eq!(pong, "pong"),
+            Err(Error::Cluster(why)) if why.contains("was lost on its way") => {
+                assert_says(why, &["request to client 'bob'", "link to Redis broke"]);
+                lost += 1;
+            }
+            // Refused at once while bob's relay was resubscribing.
+            Err(Error::PeerGone(who)) => assert_eq!(who, "bob"),
+            Err(e) => panic!("a request ends with a clear error, not {e:?}"),
+        }
+    }
+    assert!(lost > 0, "some requests were lost: {results:?}");
+    let pong: String = within("requests cross again", alice.request("bob", "ping", "hi"))
+        .await
+        .unwrap();
+    assert_eq!(pong, "pong");
+}
+
+/// A relay of the cluster on `redis` under the duplicate-id policy `replace`, authenticating with
+/// [`JWT_SECRET`] tokens when `tokens`.
+async fn replacing_member(redis: &RedisServer, tokens: bool) -> Relay {
+    let mut server = ServerOptions {
+        duplicate_ids: DuplicateIdPolicy::Replace,
+        ..ServerOptions::default()
+    };
+    if !tokens {
+        return member_with(redis, server).await;
+    }
+    server =
+        server.authenticate_with(socketio_p2p::auth::JwtAuthenticator::hs256(JWT_SECRET).unwrap());
+    let relay = relay_with(RelayOptions {
+        server,
+        cluster: Some(ClusterOptions::new(redis.url())),
+        ..RelayOptions::default()
+    })
+    .await;
+    let probe = format!("probe-{}", rand_suffix());
+    let c = connect_token(&relay, &probe, Some(jwt_token(&probe)))
+        .await
+        .unwrap();
+    eventually_async("the relay joins the cluster", || {
+        let (c, probe) = (c.clone(), probe.clone());
+        async move { c.list_clients().await.is_ok_and(|ids| ids.contains(&probe)) }
+    })
+    .await;
+    c.disconnect().await.unwrap();
+    relay
+}
+
+#[tokio::test]
+async fn an_unauthenticated_connection_never_replaces_an_authenticated_one_on_another_relay() {
+    let redis = RedisServer::start();
+    let with_auth = replacing_member(&redis, true).await;
+    let open = replacing_member(&redis, false).await;
+    let dora = connect_token(&with_auth, "dora", Some(jwt_token("dora")))
+        .await
+        .unwrap();
+    let told = Log::new();
+    let t = told.clone();
+    dora.on_server_error(move |text| t.push(text));
+
+    let impostor = P2pClient::connect_with(&open.url(), "dora", quick()).await;
+    assert!(
+        matches!(&impostor, Err(Error::Refused(why)) if why == "client id 'dora' is already connected"),
+        "an unauthenticated connection is refused: {:?}",
+        impostor.map(|_| ())
+    );
+    assert!(with_auth.server().is_connected("dora"));
+    assert!(dora.is_connected());
+
+    // A connection that proves the same identity on another relay does take the id over.
+    let third = replacing_member(&redis, true).await;
+    let _new = connect_token(&third, "dora", Some(jwt_token("dora")))
+        .await
+        .unwrap();
+    told.wait_len("the older connection is told", 1).await;
+    assert_says(
+        &told.get()[0],
+        &["newer connection took over client id 'dora'"],
+    );
+}

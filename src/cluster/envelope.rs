@@ -130,9 +130,54 @@ pub(crate) enum Envelope {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         err: Option<WireError>,
     },
+    /// Relay `relay` missed envelopes the receiving relay sent it (its subscription broke before
+    /// it read them): the receiving relay tells whose they were.
+    Missed { relay: String, gaps: Vec<Gap> },
+}
+
+/// Envelopes one relay missed of what another sent it: those numbered past `after`, up to
+/// `upto` (`None`: every one after) in the counter of epoch `epoch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Gap {
+    pub(crate) epoch: String,
+    pub(crate) after: u64,
+    pub(crate) upto: Option<u64>,
+}
+
+impl Gap {
+    pub(crate) fn new(epoch: &str, after: u64, upto: Option<u64>) -> Gap {
+        Gap {
+            epoch: epoch.to_string(),
+            after,
+            upto,
+        }
+    }
 }
 
 impl Envelope {
+    /// The envelope's kind, for logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Envelope::Emit { .. } => "emit",
+            Envelope::Batch { .. } => "batch",
+            Envelope::Request { .. } => "request",
+            Envelope::Reply { .. } => "reply",
+            Envelope::Gone { .. } => "gone",
+            Envelope::Undelivered { .. } => "undelivered",
+            Envelope::Kick { .. } => "kick",
+            Envelope::Resumed { .. } => "resumed",
+            Envelope::Watchers { .. } => "watchers",
+            Envelope::RoomEmit { .. } => "room_emit",
+            Envelope::RoomBusy { .. } => "room_busy",
+            Envelope::RoomDestroy { .. } => "room_destroy",
+            Envelope::RoomMember { .. } => "room_member",
+            Envelope::Missed { .. } => "missed",
+            Envelope::StreamOpen { .. } => "stream_open",
+            Envelope::StreamAnswer { .. } => "stream_answer",
+        }
+    }
+
     /// The envelope as it travels.
     pub(crate) fn encode(&self) -> Result<String, Error> {
         Ok(serde_json::to_string(self)?)

@@ -19,19 +19,26 @@ use crate::error::Error;
 use std::collections::HashSet;
 
 /// Publishes `ARGV[3]` to the channel of every live relay of set `KEYS[1]` but `ARGV[2]`
-/// (`ARGV[1]`: the start of a relay's liveness key and channel). Returns how many relays
-/// received it.
-pub(super) const ROOM_PUBLISH: &str = r#"
-local n = 0
+/// (`ARGV[1]`: the start of a relay's liveness key and channel), each numbered for its relay.
+/// Returns how many relays received it, then relay, number and epoch of each.
+pub(super) const ROOM_PUBLISH: &str = concat!(
+    publish_lua!(),
+    r#"
+local out = {0}
 for _, r in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if r ~= ARGV[2] and redis.call('EXISTS', ARGV[1] .. r) == 1 then
-    if redis.call('PUBLISH', ARGV[1] .. r, ARGV[3]) > 0 then
-      n = n + 1
+    local got, n, e = publish(ARGV[1], ARGV[2], r, ARGV[3])
+    if got > 0 then
+      out[1] = out[1] + 1
+      table.insert(out, r)
+      table.insert(out, n)
+      table.insert(out, e)
     end
   end
 end
-return n
-"#;
+return out
+"#
+);
 
 /// What this relay wrote of its rooms into Redis.
 #[derive(Default)]

@@ -116,6 +116,8 @@ impl Cluster {
             route: Route::Channel(channel.clone()),
             payload: payload(&self.id, route, frame),
             done: Some(done),
+            // Not numbered: a relay whose subscription breaks resets the streams through it.
+            what: super::Sent::Notice("stream frame"),
         };
         self.outbox.try_send(out).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::Overloaded(format!(

@@ -1812,7 +1812,14 @@ impl<A: Adapter> P2pServer<A> {
         let Some(id) = id else { return };
         let secret = raw_query_value(socket, protocol::QUERY_RESUME)
             .and_then(|s| protocol::percent_decode_strict(s).ok());
-        if let Some(reason) = self.claim_in_cluster(&id, secret.as_deref()).await {
+        let authenticated = matches!(
+            socket.extensions.get::<Admission>(),
+            Some(Admission::Identified(_))
+        );
+        if let Some(reason) = self
+            .claim_in_cluster(&id, secret.as_deref(), authenticated)
+            .await
+        {
             socket.extensions.insert(Admission::Refused(reason.into()));
         }
     }

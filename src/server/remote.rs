@@ -116,7 +116,14 @@ impl<A: Adapter> P2pServer<A> {
     /// of reach the client is let in, and its id claimed when Redis is back.
     /// A connection presenting the resume secret of the session of `id` on another relay
     /// (`secret`) takes the id over whatever the policy.
-    pub(crate) async fn claim_in_cluster(&self, id: &str, secret: Option<&str>) -> Option<String> {
+    /// Under the policy `replace`, an unauthenticated connection (`authenticated` false) never
+    /// takes the id from an authenticated one on another relay, as on one relay.
+    pub(crate) async fn claim_in_cluster(
+        &self,
+        id: &str,
+        secret: Option<&str>,
+        authenticated: bool,
+    ) -> Option<String> {
         let cluster = self.cluster()?;
         let take = self.inner.opts.duplicate_ids == super::DuplicateIdPolicy::Replace;
         let secret = secret.filter(|_| !self.inner.opts.resume_grace.is_zero());
@@ -126,7 +133,7 @@ impl<A: Adapter> P2pServer<A> {
             cluster.claim_later();
             return None;
         }
-        match cluster.claim(id, take, secret).await {
+        match cluster.claim(id, take, secret, authenticated).await {
             Ok(Claim::Claimed) => None,
             Ok(Claim::HeldBy(relay)) => {
                 tracing::debug!(client = %id, %relay, "the client id is held by another relay");
@@ -423,19 +430,26 @@ impl<A: Adapter> Host for HostOf<A> {
         }
     }
 
-    fn local_ids(&self) -> Vec<String> {
+    fn local_ids(&self) -> Vec<(String, bool)> {
         let Some(server) = self.server() else {
             return Vec::new();
         };
-        let mut ids = server.client_ids();
+        let mut ids: Vec<(String, bool)> = server
+            .client_ids()
+            .into_iter()
+            .map(|id| {
+                let authed = server.peer(&id).is_some_and(|p| p.authenticated);
+                (id, authed)
+            })
+            .collect();
         ids.extend(
             server
                 .inner
                 .parked
                 .lock()
                 .unwrap()
-                .keys()
-                .map(|k| k.to_string()),
+                .iter()
+                .map(|(k, p)| (k.to_string(), p.peer.authenticated)),
         );
         ids
     }
@@ -620,6 +634,21 @@ fn deliver<A: Adapter>(server: &P2pServer<A>, cluster: &Arc<Cluster>, env: Envel
             cluster.answered(id, result);
         }
         Envelope::Kick { client, reason } => server.evict_local(&client, &reason),
+        Envelope::Missed { relay, gaps } => {
+            let lost = cluster.missed(&relay, gaps, false);
+            tell_lost(server, lost.clients);
+            cluster.report_again(&relay, lost.reports);
+            if !lost.ahead.is_empty() {
+                // Their numbers may not be back from Redis yet: read again in a moment.
+                let (server, cluster) = (server.clone(), cluster.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let lost = cluster.missed(&relay, lost.ahead, true);
+                    tell_lost(&server, lost.clients);
+                    cluster.report_again(&relay, lost.reports);
+                });
+            }
+        }
         Envelope::Resumed { relay, client } => server.resumed_elsewhere(cluster, &relay, &client),
         Envelope::Watchers {
             client,
@@ -650,4 +679,35 @@ fn undelivered(cluster: &Cluster, relay: &str, from: &str, to: &str, n: usize, e
         error: e.to_wire(),
     };
     cluster.send_to_relay(relay, &env);
+}
+
+/// Tells each client of this relay how many of its messages and room events another relay lost
+/// (see [`Cluster::missed`]).
+fn tell_lost<A: Adapter>(
+    server: &P2pServer<A>,
+    lost: std::collections::HashMap<String, (usize, usize)>,
+) {
+    for (from, (messages, events)) in lost {
+        tracing::warn!(
+            client = %from,
+            messages,
+            room_events = events,
+            "what the client sent to another relay was lost on its way"
+        );
+        let Some(sender) = server.peer_or_away(&from) else {
+            continue;
+        };
+        if messages > 0 {
+            sender.report(&Error::Cluster(format!(
+                "{messages} message(s) to clients of another relay were lost: its link to Redis \
+                 broke"
+            )));
+        }
+        if events > 0 {
+            sender.report(&Error::Cluster(format!(
+                "{events} room event(s) to members on other relays were lost: a relay's link to \
+                 Redis broke"
+            )));
+        }
+    }
 }
