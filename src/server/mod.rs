@@ -613,7 +613,7 @@ impl<A: Adapter> Peer<A> {
     /// connection when a packet arrives for a client it has just disconnected, and a connection
     /// closed while the other end still sends is reset, throwing away what that end had not read
     /// yet.
-    fn close_after_notice(&self) {
+    pub(crate) fn close_after_notice(&self) {
         let (budget, socket) = (self.budget.clone(), self.socket.clone());
         let sent_after = self.sent_after_notice.clone();
         tokio::spawn(async move {

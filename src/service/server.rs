@@ -252,7 +252,9 @@ impl<A: Adapter> P2pServer<A> {
         }
         tracing::info!(client = %name, "{reason}");
         peer.server_error(&reason);
-        let _ = peer.socket.clone().disconnect();
+        // Closed once the notice is written: a client whose connection is still being set up
+        // gets it after its welcome, not never.
+        peer.close_after_notice();
     }
 
     /// The names of the services this server provides, sorted.
