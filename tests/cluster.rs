@@ -18,22 +18,40 @@ async fn member(redis: &RedisServer) -> Relay {
     member_with(redis, ServerOptions::default()).await
 }
 
+/// A relay of the cluster on `redis` with `server` for its options.
 async fn member_with(redis: &RedisServer, server: ServerOptions) -> Relay {
+    cluster_member(redis, server, false).await
+}
+
+/// A relay of the cluster on `redis` with `server` for its options, requiring tokens signed with
+/// [`JWT_SECRET`] when `tokens`; returned once it has joined the cluster.
+async fn cluster_member(redis: &RedisServer, server: ServerOptions, tokens: bool) -> Relay {
+    let server = if tokens {
+        server.authenticate_with(socketio_p2p::auth::JwtAuthenticator::hs256(JWT_SECRET).unwrap())
+    } else {
+        server
+    };
     let relay = relay_with(RelayOptions {
         server,
         cluster: Some(ClusterOptions::new(redis.url())),
         ..RelayOptions::default()
     })
     .await;
-    linked(&relay.url()).await;
+    linked(&relay.url(), tokens).await;
     relay
 }
 
-/// Waits until the relay at `url` has joined its cluster: a client there sees itself in the
-/// cluster's `LIST_CLIENTS` (which fails while the relay is not linked).
-async fn linked(url: &str) {
+/// Waits until the relay at `url` has joined its cluster: a client there (with a [`JWT_SECRET`]
+/// token when `tokens`) sees itself in the cluster's `LIST_CLIENTS` (which fails while the relay
+/// is not linked).
+async fn linked(url: &str, tokens: bool) {
     let probe = format!("probe-{}", rand_suffix());
-    let c = client_at(url, &probe).await;
+    let c = within(
+        "the probe connects",
+        P2pClient::connect_with(url, &probe, token_opts(tokens.then(|| jwt_token(&probe)))),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("client '{probe}' connects to {url}: {e}"));
     eventually_async("the relay joins the cluster", || {
         let c = c.clone();
         let probe = probe.clone();
@@ -284,7 +302,7 @@ async fn serve(redis: &RedisServer) -> (tokio::process::Child, String) {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(["serve", "--port", "0", "--redis", &redis.url()]);
     let (child, url, _lines) = spawn_serve(cmd).await;
-    linked(&url).await;
+    linked(&url, false).await;
     (child, url)
 }
 
@@ -1011,35 +1029,16 @@ async fn a_seed_era_javascript_member_gets_room_emits_and_topics_from_another_re
     assert_eq!(lines.last().map(String::as_str), Some("DONE"));
 }
 
-/// A relay of the cluster on `redis` that requires tokens signed with [`JWT_SECRET`].
-async fn jwt_member(redis: &RedisServer) -> Relay {
-    let auth = socketio_p2p::auth::JwtAuthenticator::hs256(JWT_SECRET).unwrap();
-    let relay = relay_with(RelayOptions {
-        server: ServerOptions::default().authenticate_with(auth),
-        cluster: Some(ClusterOptions::new(redis.url())),
-        ..RelayOptions::default()
-    })
-    .await;
-    let probe = format!("probe-{}", rand_suffix());
-    let c = connect_token(&relay, &probe, Some(jwt_token(&probe)))
-        .await
-        .unwrap();
-    eventually_async("the relay joins the cluster", || {
-        let (c, probe) = (c.clone(), probe.clone());
-        async move { c.list_clients().await.is_ok_and(|ids| ids.contains(&probe)) }
-    })
-    .await;
-    c.disconnect().await.unwrap();
-    relay
-}
-
 /// What a client may do is checked on its own relay, whatever relay the members of a room, or
 /// the service, are on: a denied room emit reaches nobody, a denied subscription joins nothing.
 #[tokio::test]
 async fn permissions_hold_whatever_relay_the_members_are_on() {
     use socketio_p2p::auth::{Permissions, Rule};
     let redis = RedisServer::start();
-    let (r1, r2) = (jwt_member(&redis).await, jwt_member(&redis).await);
+    let (r1, r2) = (
+        cluster_member(&redis, ServerOptions::default(), true).await,
+        cluster_member(&redis, ServerOptions::default(), true).await,
+    );
     let bob = connect_token(&r2, "bob", Some(jwt_token("bob")))
         .await
         .unwrap();
@@ -1734,32 +1733,11 @@ async fn a_request_lost_in_a_broken_subscription_fails_at_once_with_a_clear_erro
 /// A relay of the cluster on `redis` under the duplicate-id policy `replace`, authenticating with
 /// [`JWT_SECRET`] tokens when `tokens`.
 async fn replacing_member(redis: &RedisServer, tokens: bool) -> Relay {
-    let mut server = ServerOptions {
+    let server = ServerOptions {
         duplicate_ids: DuplicateIdPolicy::Replace,
         ..ServerOptions::default()
     };
-    if !tokens {
-        return member_with(redis, server).await;
-    }
-    server =
-        server.authenticate_with(socketio_p2p::auth::JwtAuthenticator::hs256(JWT_SECRET).unwrap());
-    let relay = relay_with(RelayOptions {
-        server,
-        cluster: Some(ClusterOptions::new(redis.url())),
-        ..RelayOptions::default()
-    })
-    .await;
-    let probe = format!("probe-{}", rand_suffix());
-    let c = connect_token(&relay, &probe, Some(jwt_token(&probe)))
-        .await
-        .unwrap();
-    eventually_async("the relay joins the cluster", || {
-        let (c, probe) = (c.clone(), probe.clone());
-        async move { c.list_clients().await.is_ok_and(|ids| ids.contains(&probe)) }
-    })
-    .await;
-    c.disconnect().await.unwrap();
-    relay
+    cluster_member(redis, server, tokens).await
 }
 
 #[tokio::test]
