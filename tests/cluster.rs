@@ -459,28 +459,13 @@ async fn a_seed_era_javascript_client_talks_to_a_rust_client_of_another_relay() 
         let n: i64 = m.arg(0).unwrap_or(0);
         m.respond(n + 1);
     });
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut ready_tx = Some(ready_tx);
-    let url = r1.url();
-    let node = tokio::spawn(async move {
-        run_node(
-            "message-interop.js",
-            &[&url],
-            Duration::from_secs(40),
-            move |l| {
-                println!("message-interop: {l}");
-                if l == "READY" {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            },
-        )
-        .await
-    });
-    within("the JavaScript peer is ready", ready_rx)
-        .await
-        .unwrap();
+    let node = node_until_ready(
+        "message-interop.js",
+        vec![r1.url()],
+        Duration::from_secs(40),
+        "the JavaScript peer is ready",
+    )
+    .await;
     assert_eq!(added.get(), ["js-peer"]);
     assert_eq!(
         hellos.get(),
@@ -985,28 +970,13 @@ async fn a_seed_era_javascript_member_gets_room_emits_and_topics_from_another_re
     alice.join_room("hall").await.unwrap();
     let svc = service_client(&r2, "rust-svc").await;
     svc.create_topic("news").await.unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut ready_tx = Some(ready_tx);
-    let url = r1.url();
-    let node = tokio::spawn(async move {
-        run_node(
-            "room-interop.js",
-            &[&url],
-            Duration::from_secs(40),
-            move |l| {
-                println!("room-interop: {l}");
-                if l == "READY" {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            },
-        )
-        .await
-    });
-    within("the JavaScript member is ready", ready_rx)
-        .await
-        .unwrap();
+    let node = node_until_ready(
+        "room-interop.js",
+        vec![r1.url()],
+        Duration::from_secs(40),
+        "the JavaScript member is ready",
+    )
+    .await;
     assert!(rooms_of(&r1, "js-member").contains(&"hall".to_string()));
     alice
         .emit_room("hall", "flash", ("hello", 42))

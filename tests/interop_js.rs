@@ -42,28 +42,13 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
             }
         });
     }
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut ready_tx = Some(ready_tx);
-    let url = relay.url();
-    let node = tokio::spawn(async move {
-        run_node(
-            "message-interop.js",
-            &[&url],
-            Duration::from_secs(40),
-            move |l| {
-                println!("message-interop: {l}");
-                if l == "READY" {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            },
-        )
-        .await
-    });
-    within("the JavaScript peer is ready", ready_rx)
-        .await
-        .unwrap();
+    let node = node_until_ready(
+        "message-interop.js",
+        vec![relay.url()],
+        Duration::from_secs(40),
+        "the JavaScript peer is ready",
+    )
+    .await;
     // What the JavaScript peer did before READY reached the Rust peer.
     assert_eq!(added.lock().unwrap().clone(), vec!["js-peer".to_string()]);
     assert_eq!(

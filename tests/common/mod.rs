@@ -290,6 +290,34 @@ pub async fn run_node(
     (status, seen)
 }
 
+/// [`run_node`] as a task of its own, each line printed after the script's name; returns once
+/// the script prints `READY` (waited for with [`within`] as `ready`), with the task that yields
+/// its exit status and lines.
+pub async fn node_until_ready(
+    script: &'static str,
+    args: Vec<String>,
+    limit: Duration,
+    ready: &str,
+) -> tokio::task::JoinHandle<(std::process::ExitStatus, Vec<String>)> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut ready_tx = Some(ready_tx);
+    let name = script.trim_end_matches(".js");
+    let node = tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_node(script, &args, limit, move |l| {
+            println!("{name}: {l}");
+            if l == "READY" {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        })
+        .await
+    });
+    within(ready, ready_rx).await.unwrap();
+    node
+}
+
 /// A client with a small stream window and a short call timeout.
 pub async fn client_window(relay: &Relay, id: &str, window: u32) -> P2pClient {
     let opts = ClientOptions {
