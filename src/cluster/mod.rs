@@ -644,13 +644,7 @@ impl Cluster {
             .arg(self.resume_key(client))
             .arg(&self.id)
             .arg(secret);
-        let this = self.clone();
-        let client = client.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = this.run::<i64>(&cmd).await {
-                tracing::debug!(%client, "could not record the session's resume secret: {e}");
-            }
-        });
+        self.run_in_background(cmd, client, "record the session's resume secret");
     }
 
     /// Releases client id `client`, if this relay still holds it.
@@ -664,12 +658,18 @@ impl Cluster {
             .arg(self.authed_key(client))
             .arg(&self.id)
             .arg(client);
+        // When it fails, the id is written again, or pruned, at the next resynchronisation.
+        self.run_in_background(cmd, client, "release the client id");
+    }
+
+    /// Runs `cmd`, a script about `client`, without waiting for it; a failure is only logged, as
+    /// "could not `what`".
+    fn run_in_background(self: &Arc<Self>, cmd: redis::Cmd, client: &str, what: &'static str) {
         let this = self.clone();
         let client = client.to_string();
         tokio::spawn(async move {
             if let Err(e) = this.run::<i64>(&cmd).await {
-                // Written again, or pruned, at the next resynchronisation.
-                tracing::debug!(%client, "could not release the client id: {e}");
+                tracing::debug!(%client, "could not {what}: {e}");
             }
         });
     }
