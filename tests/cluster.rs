@@ -471,19 +471,7 @@ async fn a_seed_era_javascript_client_talks_to_a_rust_client_of_another_relay() 
         hellos.get(),
         [("js-peer".to_string(), vec![json!("from js"), json!(42)])]
     );
-    rust.emit_to("js-peer", "greet", "hi from rust")
-        .await
-        .unwrap();
-    let answer: i64 = rust
-        .request("js-peer", "question", 21)
-        .timeout(Duration::from_secs(3))
-        .await
-        .unwrap();
-    assert_eq!(answer, 42);
-    rust.disconnect().await.unwrap();
-    let (status, lines) = within("the JavaScript peer finishes", node).await.unwrap();
-    assert!(status.success(), "message-interop.js failed: {lines:?}");
-    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+    finish_message_interop(&rust, node).await;
 }
 
 /// A connection to another relay that presents the session's resume secret takes the client id
@@ -992,11 +980,7 @@ async fn a_seed_era_javascript_member_gets_room_emits_and_topics_from_another_re
         [("from-js".to_string(), vec![json!("hi rust"), json!(7)])]
     );
     svc.destroy_topic("news").await.unwrap();
-    let (status, lines) = within("the JavaScript member finishes", node)
-        .await
-        .unwrap();
-    assert!(status.success(), "room-interop.js failed: {lines:?}");
-    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+    node_done("the JavaScript member finishes", "room-interop.js", node).await;
 }
 
 /// What a client may do is checked on its own relay, whatever relay the members of a room, or
@@ -1159,6 +1143,14 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
+/// Waits until neither `r1` nor `r2` holds a stream.
+async fn streams_freed(r1: &Relay, r2: &Relay) {
+    eventually("both relays free the stream", || {
+        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_stream_crosses_relays_byte_exact_both_ways() {
     let redis = RedisServer::start();
@@ -1182,10 +1174,7 @@ async fn a_64_mib_stream_crosses_relays_byte_exact_both_ways() {
     assert!(b == there, "alice -> bob arrives byte-exact");
     assert_eq!(a.len(), back.len());
     assert!(a == back, "bob -> alice arrives byte-exact");
-    eventually("both relays free the stream", || {
-        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
-    })
-    .await;
+    streams_freed(&r1, &r2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1345,10 +1334,7 @@ async fn a_client_that_leaves_resets_its_stream_on_the_other_relay() {
         .await
         .expect_err("the stream does not end cleanly");
     assert_says(&e.to_string(), &["bob"]);
-    eventually("both relays free the stream", || {
-        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
-    })
-    .await;
+    streams_freed(&r1, &r2).await;
 }
 
 /// A hand-driven extension client that overruns its credit on a stream to a client of another
@@ -1431,10 +1417,7 @@ async fn a_writer_past_its_credit_is_cut_off_across_relays() {
         .await
         .expect_err("reset");
     assert_says(&e.to_string(), &["protocol violation"]);
-    eventually("both relays free the stream", || {
-        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
-    })
-    .await;
+    streams_freed(&r1, &r2).await;
 }
 
 /// Cuts the link of `c` (behind `proxy`, a client of `relay`) until the relay has seen it drop,

@@ -56,17 +56,5 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
         vec![("js-peer".to_string(), vec![json!("from js"), json!(42)])]
     );
     // Rust -> JavaScript: a message, then a request answered by a Socket.IO acknowledgement.
-    rust.emit_to("js-peer", "greet", "hi from rust")
-        .await
-        .unwrap();
-    let answer: i64 = rust
-        .request("js-peer", "question", 21)
-        .timeout(Duration::from_secs(3))
-        .await
-        .unwrap();
-    assert_eq!(answer, 42);
-    rust.disconnect().await.unwrap();
-    let (status, lines) = within("the JavaScript peer finishes", node).await.unwrap();
-    assert!(status.success(), "message-interop.js failed: {lines:?}");
-    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+    finish_message_interop(&rust, node).await;
 }

@@ -318,6 +318,38 @@ pub async fn node_until_ready(
     node
 }
 
+/// Waits (as `what`) for the task of [`node_until_ready`] running `script`, and checks that the
+/// script exited successfully with `DONE` as its last line.
+pub async fn node_done(
+    what: &str,
+    script: &str,
+    node: tokio::task::JoinHandle<(std::process::ExitStatus, Vec<String>)>,
+) {
+    let (status, lines) = within(what, node).await.unwrap();
+    assert!(status.success(), "{script} failed: {lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+}
+
+/// The Rust peer's part of `interop/message-interop.js` once the JavaScript peer is ready: a
+/// message to it, a request it answers with a Socket.IO acknowledgement, then leaving, after
+/// which the script ends (`node`, from [`node_until_ready`]).
+pub async fn finish_message_interop(
+    rust: &P2pClient,
+    node: tokio::task::JoinHandle<(std::process::ExitStatus, Vec<String>)>,
+) {
+    rust.emit_to("js-peer", "greet", "hi from rust")
+        .await
+        .unwrap();
+    let answer: i64 = rust
+        .request("js-peer", "question", 21)
+        .timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(answer, 42);
+    rust.disconnect().await.unwrap();
+    node_done("the JavaScript peer finishes", "message-interop.js", node).await;
+}
+
 /// A client with a small stream window and a short call timeout.
 pub async fn client_window(relay: &Relay, id: &str, window: u32) -> P2pClient {
     let opts = ClientOptions {
