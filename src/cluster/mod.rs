@@ -568,6 +568,20 @@ impl Cluster {
         }
     }
 
+    /// The [`PRUNE`] script over the keys of this relay's cluster.
+    fn prune_cmd(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(PRUNE)
+            .arg(1)
+            .arg(self.key("relays"))
+            .arg(self.relay_prefix())
+            .arg(self.key("client:"))
+            .arg(self.key("resume:"))
+            .arg(self.key("room:"))
+            .arg(self.key("authed:"));
+        cmd
+    }
+
     /// `authed`: `1`, `0` or `d`, as [`CLAIM`] reads them.
     fn claim_cmd(
         &self,
@@ -940,16 +954,7 @@ impl Cluster {
         }
         let mut pipe = redis::pipe();
         pipe.del(self.key(&format!("relay:{}", self.id))).ignore();
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(PRUNE)
-            .arg(1)
-            .arg(self.key("relays"))
-            .arg(self.relay_prefix())
-            .arg(self.key("client:"))
-            .arg(self.key("resume:"))
-            .arg(self.key("room:"))
-            .arg(self.key("authed:"));
-        pipe.add_command(cmd).ignore();
+        pipe.add_command(self.prune_cmd()).ignore();
         if let Err(e) = self.run_pipe(&pipe).await {
             tracing::debug!("could not leave the cluster cleanly: {e}");
         }
@@ -1312,16 +1317,7 @@ impl Cluster {
             return Ok(());
         }
         if beats % RESYNC_EVERY == 0 {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(PRUNE)
-                .arg(1)
-                .arg(self.key("relays"))
-                .arg(self.relay_prefix())
-                .arg(self.key("client:"))
-                .arg(self.key("resume:"))
-                .arg(self.key("room:"))
-                .arg(self.key("authed:"));
-            self.run::<i64>(&cmd).await?;
+            self.run::<i64>(&self.prune_cmd()).await?;
         }
         let relays = self.relays_of_interest();
         if relays.is_empty() {
