@@ -28,17 +28,6 @@ async fn connect(url: &str, id: &str, opts: ClientOptions) -> P2pClient {
         .unwrap_or_else(|e| panic!("client '{id}' connects: {e}"))
 }
 
-/// Waits (bounded) until `client` is in `state`.
-async fn wait_state(client: &P2pClient, state: ConnectionState) {
-    let mut rx = client.state();
-    within(
-        &format!("client '{}' becomes {state:?}", client.id()),
-        rx.wait_for(|s| *s == state),
-    )
-    .await
-    .expect("the client's state can be watched");
-}
-
 /// Cuts the link of a client behind `proxy` while the proxy refuses new connections: the client
 /// is seen reconnecting. The proxy lets connections through again when `resume` is set.
 async fn cut_and_see_reconnecting(proxy: &Proxy, client: &P2pClient, resume: bool) {
@@ -379,18 +368,9 @@ async fn past_grace_peers_are_told_and_a_new_session_begins() {
 
 /// The resume secret in the `P2P_WELCOME` a raw extension client got, and whether it resumed.
 async fn welcome_of(raw: &RawClient) -> (String, bool) {
-    eventually("a P2P_WELCOME arrives", || {
-        raw.events.get().iter().any(|(ev, _)| ev == "P2P_WELCOME")
-    })
-    .await;
-    let events = raw.events.get();
-    let (_, args) = events.iter().find(|(ev, _)| ev == "P2P_WELCOME").unwrap();
-    let secret = args[0]["resume"]
-        .as_str()
-        .expect("a resume secret")
-        .to_string();
+    let (secret, resumed) = p2p_welcome(raw).await;
     assert_eq!(secret.len(), 64);
-    (secret, args[0]["resumed"].as_bool().unwrap_or(false))
+    (secret, resumed)
 }
 
 // A connection that presents the session's resume secret takes over a connection the relay

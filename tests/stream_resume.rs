@@ -44,16 +44,6 @@ async fn behind(proxy: &Proxy, id: &str) -> P2pClient {
         .unwrap_or_else(|e| panic!("client '{id}' connects: {e}"))
 }
 
-async fn wait_state(client: &P2pClient, state: ConnectionState) {
-    let mut rx = client.state();
-    within(
-        &format!("client '{}' becomes {state:?}", client.id()),
-        rx.wait_for(|s| *s == state),
-    )
-    .await
-    .expect("the client's state can be watched");
-}
-
 /// Cuts `client`'s link and keeps it down until the relay has seen it drop (its session is
 /// kept), then lets it come back after `down`.
 async fn cut(relay: &Relay, proxy: &Proxy, client: &P2pClient, down: Duration) {

@@ -350,6 +350,17 @@ pub async fn finish_message_interop(
     node_done("the JavaScript peer finishes", "message-interop.js", node).await;
 }
 
+/// Waits (bounded) until `client` is in `state`.
+pub async fn wait_state(client: &P2pClient, state: socketio_p2p::ConnectionState) {
+    let mut rx = client.state();
+    within(
+        &format!("client '{}' becomes {state:?}", client.id()),
+        rx.wait_for(|s| *s == state),
+    )
+    .await
+    .expect("the client's state can be watched");
+}
+
 /// A client with a small stream window and a short call timeout.
 pub async fn client_window(relay: &Relay, id: &str, window: u32) -> P2pClient {
     let opts = ClientOptions {
