@@ -98,12 +98,18 @@ async fn lists(c: &P2pClient, ids: &[&str]) {
     .await;
 }
 
+/// Two relays of the cluster on `redis`, with alice a client of the first and bob of the second.
+async fn alice_and_bob(redis: &RedisServer) -> (Relay, Relay, P2pClient, P2pClient) {
+    let (r1, r2) = (member(redis).await, member(redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    (r1, r2, alice, bob)
+}
+
 #[tokio::test]
 async fn messages_keep_their_order_and_requests_go_both_ways() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (_r1, _r2, alice, bob) = alice_and_bob(&redis).await;
 
     let got = Log::new();
     let g = got.clone();
@@ -178,9 +184,7 @@ fn hold_replies(c: &P2pClient, event: &str) -> std::sync::Arc<std::sync::Mutex<V
 #[tokio::test]
 async fn add_target_list_clients_and_disconnect_notices_cross_relays() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (_r1, r2, alice, bob) = alice_and_bob(&redis).await;
     let carol = client(&r2, "carol").await;
 
     let added = Log::new();
@@ -521,22 +525,11 @@ async fn the_resume_secret_takes_the_id_over_on_another_relay() {
 #[tokio::test]
 async fn bad_envelopes_on_a_relays_channel_are_dropped() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (_r1, _r2, alice, bob) = alice_and_bob(&redis).await;
     let got = Log::new();
     let g = got.clone();
     bob.on_raw("hi", move |args| g.push(args.to_vec()));
 
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let channels: Vec<String> = redis::cmd("PUBSUB")
-        .arg("CHANNELS")
-        .arg("socketio-p2p:relay:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(channels.len(), 2, "one channel per relay: {channels:?}");
     let hostile = [
         "not json".to_string(),
         "\u{0}\u{1}".to_string(),
@@ -550,8 +543,26 @@ async fn bad_envelopes_on_a_relays_channel_are_dropped() {
                "args": [{"binary": "zz"}]})
         .to_string(),
     ];
+    let channels = publish_on_relay_channels(&redis, &hostile).await;
+    assert_eq!(channels, 2, "one channel per relay");
+    alice.emit_to("bob", "hi", "still here").await.unwrap();
+    got.wait_len("the relays still relay", 1).await;
+    assert_eq!(got.get(), [vec![json!("alice"), json!("still here")]]);
+}
+
+/// Publishes each of `payloads` on every relay channel of the cluster on `redis`, as if a relay
+/// had sent it; returns how many channels there are.
+async fn publish_on_relay_channels(redis: &RedisServer, payloads: &[String]) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("socketio-p2p:relay:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     for channel in &channels {
-        for payload in &hostile {
+        for payload in payloads {
             let _: i64 = redis::cmd("PUBLISH")
                 .arg(channel)
                 .arg(payload)
@@ -560,9 +571,7 @@ async fn bad_envelopes_on_a_relays_channel_are_dropped() {
                 .unwrap();
         }
     }
-    alice.emit_to("bob", "hi", "still here").await.unwrap();
-    got.wait_len("the relays still relay", 1).await;
-    assert_eq!(got.get(), [vec![json!("alice"), json!("still here")]]);
+    channels.len()
 }
 
 // ---- Rooms, room emits and service topics across relays ----
@@ -1063,20 +1072,10 @@ async fn permissions_hold_whatever_relay_the_members_are_on() {
 #[tokio::test]
 async fn hostile_room_envelopes_are_dropped() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (_r1, r2, alice, bob) = alice_and_bob(&redis).await;
     let b = hear(&bob, &["hi"]);
     bob.join_room("hall").await.unwrap();
 
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let channels: Vec<String> = redis::cmd("PUBSUB")
-        .arg("CHANNELS")
-        .arg("socketio-p2p:relay:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     let hostile = [
         json!({"kind": "room_emit", "relay": "x", "from": null, "room": "__p2p_ext__",
                "event": "hi", "args": ["to every extension client"], "wrap": false}),
@@ -1089,16 +1088,7 @@ async fn hostile_room_envelopes_are_dropped() {
                "room": "__p2p_node__", "join": true}),
         json!({"kind": "room_busy", "to": "nobody", "error": "x"}),
     ];
-    for channel in &channels {
-        for payload in &hostile {
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload.to_string())
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
+    publish_on_relay_channels(&redis, &hostile.map(|p| p.to_string())).await;
     alice.emit_room("hall", "hi", "still here").await.unwrap();
     b.wait_len("the relays still relay room emits", 1).await;
     assert_eq!(heard(&b, "hi"), [vec![json!("still here")]]);
@@ -1154,9 +1144,7 @@ async fn streams_freed(r1: &Relay, r2: &Relay) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_stream_crosses_relays_byte_exact_both_ways() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (r1, r2, alice, bob) = alice_and_bob(&redis).await;
     let (mine, theirs) = open_pair(&alice, &bob, Default::default()).await;
     assert!(!mine.info().seed_mode);
     assert_eq!(theirs.info().peer, "alice");
@@ -1324,9 +1312,7 @@ async fn a_seed_form_stream_to_another_relay_is_refused_with_the_seed_words() {
 async fn a_client_that_leaves_resets_its_stream_on_the_other_relay() {
     use tokio::io::AsyncReadExt;
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (r1, r2, alice, bob) = alice_and_bob(&redis).await;
     let (mut mine, _theirs) = open_pair(&alice, &bob, Default::default()).await;
     bob.disconnect().await.unwrap();
     let mut buf = [0u8; 16];
@@ -1596,9 +1582,7 @@ fn loss_notices(texts: &[String]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_lost_in_a_broken_subscription_is_told_to_its_sender() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (_r1, _r2, alice, bob) = alice_and_bob(&redis).await;
     let told = Log::new();
     let t = told.clone();
     alice.on_server_error(move |text| t.push(text));
