@@ -582,6 +582,21 @@ impl Cluster {
         cmd
     }
 
+    /// `script` ([`CLAIM`] or [`RELEASE`]) over the four keys of client id `client` (its owner,
+    /// this relay's client set, its resume secret, its authentication mark) and this relay's id,
+    /// for the caller to add the rest of its arguments.
+    fn client_script(&self, script: &str, client: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script)
+            .arg(4)
+            .arg(self.client_key(client))
+            .arg(self.own_clients_key())
+            .arg(self.resume_key(client))
+            .arg(self.authed_key(client))
+            .arg(&self.id);
+        cmd
+    }
+
     /// `authed`: `1`, `0` or `d`, as [`CLAIM`] reads them.
     fn claim_cmd(
         &self,
@@ -590,15 +605,8 @@ impl Cluster {
         secret: Option<&str>,
         authed: &str,
     ) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(CLAIM)
-            .arg(4)
-            .arg(self.client_key(client))
-            .arg(self.own_clients_key())
-            .arg(self.resume_key(client))
-            .arg(self.authed_key(client))
-            .arg(&self.id)
-            .arg(self.relay_prefix())
+        let mut cmd = self.client_script(CLAIM, client);
+        cmd.arg(self.relay_prefix())
             .arg(client)
             .arg(if take { "take" } else { "claim" })
             .arg(secret.unwrap_or(""))
@@ -663,15 +671,8 @@ impl Cluster {
 
     /// Releases client id `client`, if this relay still holds it.
     pub(crate) fn release(self: &Arc<Self>, client: &str) {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RELEASE)
-            .arg(4)
-            .arg(self.client_key(client))
-            .arg(self.own_clients_key())
-            .arg(self.resume_key(client))
-            .arg(self.authed_key(client))
-            .arg(&self.id)
-            .arg(client);
+        let mut cmd = self.client_script(RELEASE, client);
+        cmd.arg(client);
         // When it fails, the id is written again, or pruned, at the next resynchronisation.
         self.run_in_background(cmd, client, "release the client id");
     }
