@@ -908,9 +908,9 @@ async fn new_session_gets_no_held_room_emit(
     seen: &Log<String>,
 ) {
     proxy.refuse(false);
-    wait_state(&alice, ConnectionState::Connected).await;
+    wait_state(alice, ConnectionState::Connected).await;
     eventually("alice is in the lobby again", || {
-        rooms_of(&relay, "alice").contains(&"lobby".to_string())
+        rooms_of(relay, "alice").contains(&"lobby".to_string())
     })
     .await;
     bob.emit_room("lobby", "r", (100,)).await.unwrap();
