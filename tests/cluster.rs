@@ -18,22 +18,40 @@ async fn member(redis: &RedisServer) -> Relay {
     member_with(redis, ServerOptions::default()).await
 }
 
+/// A relay of the cluster on `redis` with `server` for its options.
 async fn member_with(redis: &RedisServer, server: ServerOptions) -> Relay {
+    cluster_member(redis, server, false).await
+}
+
+/// A relay of the cluster on `redis` with `server` for its options, requiring tokens signed with
+/// [`JWT_SECRET`] when `tokens`; returned once it has joined the cluster.
+async fn cluster_member(redis: &RedisServer, server: ServerOptions, tokens: bool) -> Relay {
+    let server = if tokens {
+        server.authenticate_with(socketio_p2p::auth::JwtAuthenticator::hs256(JWT_SECRET).unwrap())
+    } else {
+        server
+    };
     let relay = relay_with(RelayOptions {
         server,
         cluster: Some(ClusterOptions::new(redis.url())),
         ..RelayOptions::default()
     })
     .await;
-    linked(&relay.url()).await;
+    linked(&relay.url(), tokens).await;
     relay
 }
 
-/// Waits until the relay at `url` has joined its cluster: a client there sees itself in the
-/// cluster's `LIST_CLIENTS` (which fails while the relay is not linked).
-async fn linked(url: &str) {
+/// Waits until the relay at `url` has joined its cluster: a client there (with a [`JWT_SECRET`]
+/// token when `tokens`) sees itself in the cluster's `LIST_CLIENTS` (which fails while the relay
+/// is not linked).
+async fn linked(url: &str, tokens: bool) {
     let probe = format!("probe-{}", rand_suffix());
-    let c = client_at(url, &probe).await;
+    let c = within(
+        "the probe connects",
+        P2pClient::connect_with(url, &probe, token_opts(tokens.then(|| jwt_token(&probe)))),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("client '{probe}' connects to {url}: {e}"));
     eventually_async("the relay joins the cluster", || {
         let c = c.clone();
         let probe = probe.clone();
@@ -80,12 +98,18 @@ async fn lists(c: &P2pClient, ids: &[&str]) {
     .await;
 }
 
+/// Two relays of the cluster on `redis`, with alice a client of the first and bob of the second.
+async fn alice_and_bob(redis: &RedisServer) -> (Relay, Relay, P2pClient, P2pClient) {
+    let (r1, r2) = (member(redis).await, member(redis).await);
+    let alice = client(&r1, "alice").await;
+    let bob = client(&r2, "bob").await;
+    (r1, r2, alice, bob)
+}
+
 #[tokio::test]
 async fn messages_keep_their_order_and_requests_go_both_ways() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (_r1, _r2, alice, bob) = alice_and_bob(&redis).await;
 
     let got = Log::new();
     let g = got.clone();
@@ -160,9 +184,7 @@ fn hold_replies(c: &P2pClient, event: &str) -> std::sync::Arc<std::sync::Mutex<V
 #[tokio::test]
 async fn add_target_list_clients_and_disconnect_notices_cross_relays() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (_r1, r2, alice, bob) = alice_and_bob(&redis).await;
     let carol = client(&r2, "carol").await;
 
     let added = Log::new();
@@ -284,7 +306,7 @@ async fn serve(redis: &RedisServer) -> (tokio::process::Child, String) {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(["serve", "--port", "0", "--redis", &redis.url()]);
     let (child, url, _lines) = spawn_serve(cmd).await;
-    linked(&url).await;
+    linked(&url, false).await;
     (child, url)
 }
 
@@ -441,46 +463,19 @@ async fn a_seed_era_javascript_client_talks_to_a_rust_client_of_another_relay() 
         let n: i64 = m.arg(0).unwrap_or(0);
         m.respond(n + 1);
     });
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut ready_tx = Some(ready_tx);
-    let url = r1.url();
-    let node = tokio::spawn(async move {
-        run_node(
-            "message-interop.js",
-            &[&url],
-            Duration::from_secs(40),
-            move |l| {
-                println!("message-interop: {l}");
-                if l == "READY" {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            },
-        )
-        .await
-    });
-    within("the JavaScript peer is ready", ready_rx)
-        .await
-        .unwrap();
+    let node = node_until_ready(
+        "message-interop.js",
+        vec![r1.url()],
+        Duration::from_secs(40),
+        "the JavaScript peer is ready",
+    )
+    .await;
     assert_eq!(added.get(), ["js-peer"]);
     assert_eq!(
         hellos.get(),
         [("js-peer".to_string(), vec![json!("from js"), json!(42)])]
     );
-    rust.emit_to("js-peer", "greet", "hi from rust")
-        .await
-        .unwrap();
-    let answer: i64 = rust
-        .request("js-peer", "question", 21)
-        .timeout(Duration::from_secs(3))
-        .await
-        .unwrap();
-    assert_eq!(answer, 42);
-    rust.disconnect().await.unwrap();
-    let (status, lines) = within("the JavaScript peer finishes", node).await.unwrap();
-    assert!(status.success(), "message-interop.js failed: {lines:?}");
-    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+    finish_message_interop(&rust, node).await;
 }
 
 /// A connection to another relay that presents the session's resume secret takes the client id
@@ -530,22 +525,11 @@ async fn the_resume_secret_takes_the_id_over_on_another_relay() {
 #[tokio::test]
 async fn bad_envelopes_on_a_relays_channel_are_dropped() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (_r1, _r2, alice, bob) = alice_and_bob(&redis).await;
     let got = Log::new();
     let g = got.clone();
     bob.on_raw("hi", move |args| g.push(args.to_vec()));
 
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let channels: Vec<String> = redis::cmd("PUBSUB")
-        .arg("CHANNELS")
-        .arg("socketio-p2p:relay:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(channels.len(), 2, "one channel per relay: {channels:?}");
     let hostile = [
         "not json".to_string(),
         "\u{0}\u{1}".to_string(),
@@ -559,8 +543,26 @@ async fn bad_envelopes_on_a_relays_channel_are_dropped() {
                "args": [{"binary": "zz"}]})
         .to_string(),
     ];
+    let channels = publish_on_relay_channels(&redis, &hostile).await;
+    assert_eq!(channels, 2, "one channel per relay");
+    alice.emit_to("bob", "hi", "still here").await.unwrap();
+    got.wait_len("the relays still relay", 1).await;
+    assert_eq!(got.get(), [vec![json!("alice"), json!("still here")]]);
+}
+
+/// Publishes each of `payloads` on every relay channel of the cluster on `redis`, as if a relay
+/// had sent it; returns how many channels there are.
+async fn publish_on_relay_channels(redis: &RedisServer, payloads: &[String]) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("socketio-p2p:relay:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     for channel in &channels {
-        for payload in &hostile {
+        for payload in payloads {
             let _: i64 = redis::cmd("PUBLISH")
                 .arg(channel)
                 .arg(payload)
@@ -569,9 +571,7 @@ async fn bad_envelopes_on_a_relays_channel_are_dropped() {
                 .unwrap();
         }
     }
-    alice.emit_to("bob", "hi", "still here").await.unwrap();
-    got.wait_len("the relays still relay", 1).await;
-    assert_eq!(got.get(), [vec![json!("alice"), json!("still here")]]);
+    channels.len()
 }
 
 // ---- Rooms, room emits and service topics across relays ----
@@ -967,28 +967,13 @@ async fn a_seed_era_javascript_member_gets_room_emits_and_topics_from_another_re
     alice.join_room("hall").await.unwrap();
     let svc = service_client(&r2, "rust-svc").await;
     svc.create_topic("news").await.unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut ready_tx = Some(ready_tx);
-    let url = r1.url();
-    let node = tokio::spawn(async move {
-        run_node(
-            "room-interop.js",
-            &[&url],
-            Duration::from_secs(40),
-            move |l| {
-                println!("room-interop: {l}");
-                if l == "READY" {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            },
-        )
-        .await
-    });
-    within("the JavaScript member is ready", ready_rx)
-        .await
-        .unwrap();
+    let node = node_until_ready(
+        "room-interop.js",
+        vec![r1.url()],
+        Duration::from_secs(40),
+        "the JavaScript member is ready",
+    )
+    .await;
     assert!(rooms_of(&r1, "js-member").contains(&"hall".to_string()));
     alice
         .emit_room("hall", "flash", ("hello", 42))
@@ -1004,33 +989,7 @@ async fn a_seed_era_javascript_member_gets_room_emits_and_topics_from_another_re
         [("from-js".to_string(), vec![json!("hi rust"), json!(7)])]
     );
     svc.destroy_topic("news").await.unwrap();
-    let (status, lines) = within("the JavaScript member finishes", node)
-        .await
-        .unwrap();
-    assert!(status.success(), "room-interop.js failed: {lines:?}");
-    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
-}
-
-/// A relay of the cluster on `redis` that requires tokens signed with [`JWT_SECRET`].
-async fn jwt_member(redis: &RedisServer) -> Relay {
-    let auth = socketio_p2p::auth::JwtAuthenticator::hs256(JWT_SECRET).unwrap();
-    let relay = relay_with(RelayOptions {
-        server: ServerOptions::default().authenticate_with(auth),
-        cluster: Some(ClusterOptions::new(redis.url())),
-        ..RelayOptions::default()
-    })
-    .await;
-    let probe = format!("probe-{}", rand_suffix());
-    let c = connect_token(&relay, &probe, Some(jwt_token(&probe)))
-        .await
-        .unwrap();
-    eventually_async("the relay joins the cluster", || {
-        let (c, probe) = (c.clone(), probe.clone());
-        async move { c.list_clients().await.is_ok_and(|ids| ids.contains(&probe)) }
-    })
-    .await;
-    c.disconnect().await.unwrap();
-    relay
+    node_done("the JavaScript member finishes", "room-interop.js", node).await;
 }
 
 /// What a client may do is checked on its own relay, whatever relay the members of a room, or
@@ -1039,7 +998,10 @@ async fn jwt_member(redis: &RedisServer) -> Relay {
 async fn permissions_hold_whatever_relay_the_members_are_on() {
     use socketio_p2p::auth::{Permissions, Rule};
     let redis = RedisServer::start();
-    let (r1, r2) = (jwt_member(&redis).await, jwt_member(&redis).await);
+    let (r1, r2) = (
+        cluster_member(&redis, ServerOptions::default(), true).await,
+        cluster_member(&redis, ServerOptions::default(), true).await,
+    );
     let bob = connect_token(&r2, "bob", Some(jwt_token("bob")))
         .await
         .unwrap();
@@ -1110,20 +1072,10 @@ async fn permissions_hold_whatever_relay_the_members_are_on() {
 #[tokio::test]
 async fn hostile_room_envelopes_are_dropped() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (_r1, r2, alice, bob) = alice_and_bob(&redis).await;
     let b = hear(&bob, &["hi"]);
     bob.join_room("hall").await.unwrap();
 
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let channels: Vec<String> = redis::cmd("PUBSUB")
-        .arg("CHANNELS")
-        .arg("socketio-p2p:relay:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     let hostile = [
         json!({"kind": "room_emit", "relay": "x", "from": null, "room": "__p2p_ext__",
                "event": "hi", "args": ["to every extension client"], "wrap": false}),
@@ -1136,16 +1088,7 @@ async fn hostile_room_envelopes_are_dropped() {
                "room": "__p2p_node__", "join": true}),
         json!({"kind": "room_busy", "to": "nobody", "error": "x"}),
     ];
-    for channel in &channels {
-        for payload in &hostile {
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload.to_string())
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
+    publish_on_relay_channels(&redis, &hostile.map(|p| p.to_string())).await;
     alice.emit_room("hall", "hi", "still here").await.unwrap();
     b.wait_len("the relays still relay room emits", 1).await;
     assert_eq!(heard(&b, "hi"), [vec![json!("still here")]]);
@@ -1190,12 +1133,18 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
+/// Waits until neither `r1` nor `r2` holds a stream.
+async fn streams_freed(r1: &Relay, r2: &Relay) {
+    eventually("both relays free the stream", || {
+        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_stream_crosses_relays_byte_exact_both_ways() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (r1, r2, alice, bob) = alice_and_bob(&redis).await;
     let (mine, theirs) = open_pair(&alice, &bob, Default::default()).await;
     assert!(!mine.info().seed_mode);
     assert_eq!(theirs.info().peer, "alice");
@@ -1213,10 +1162,7 @@ async fn a_64_mib_stream_crosses_relays_byte_exact_both_ways() {
     assert!(b == there, "alice -> bob arrives byte-exact");
     assert_eq!(a.len(), back.len());
     assert!(a == back, "bob -> alice arrives byte-exact");
-    eventually("both relays free the stream", || {
-        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
-    })
-    .await;
+    streams_freed(&r1, &r2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1366,9 +1312,7 @@ async fn a_seed_form_stream_to_another_relay_is_refused_with_the_seed_words() {
 async fn a_client_that_leaves_resets_its_stream_on_the_other_relay() {
     use tokio::io::AsyncReadExt;
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (r1, r2, alice, bob) = alice_and_bob(&redis).await;
     let (mut mine, _theirs) = open_pair(&alice, &bob, Default::default()).await;
     bob.disconnect().await.unwrap();
     let mut buf = [0u8; 16];
@@ -1376,10 +1320,7 @@ async fn a_client_that_leaves_resets_its_stream_on_the_other_relay() {
         .await
         .expect_err("the stream does not end cleanly");
     assert_says(&e.to_string(), &["bob"]);
-    eventually("both relays free the stream", || {
-        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
-    })
-    .await;
+    streams_freed(&r1, &r2).await;
 }
 
 /// A hand-driven extension client that overruns its credit on a stream to a client of another
@@ -1462,10 +1403,7 @@ async fn a_writer_past_its_credit_is_cut_off_across_relays() {
         .await
         .expect_err("reset");
     assert_says(&e.to_string(), &["protocol violation"]);
-    eventually("both relays free the stream", || {
-        r1.server().stream_count() == 0 && r2.server().stream_count() == 0
-    })
-    .await;
+    streams_freed(&r1, &r2).await;
 }
 
 /// Cuts the link of `c` (behind `proxy`, a client of `relay`) until the relay has seen it drop,
@@ -1644,9 +1582,7 @@ fn loss_notices(texts: &[String]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_lost_in_a_broken_subscription_is_told_to_its_sender() {
     let redis = RedisServer::start();
-    let (r1, r2) = (member(&redis).await, member(&redis).await);
-    let alice = client(&r1, "alice").await;
-    let bob = client(&r2, "bob").await;
+    let (_r1, _r2, alice, bob) = alice_and_bob(&redis).await;
     let told = Log::new();
     let t = told.clone();
     alice.on_server_error(move |text| t.push(text));
@@ -1734,32 +1670,11 @@ async fn a_request_lost_in_a_broken_subscription_fails_at_once_with_a_clear_erro
 /// A relay of the cluster on `redis` under the duplicate-id policy `replace`, authenticating with
 /// [`JWT_SECRET`] tokens when `tokens`.
 async fn replacing_member(redis: &RedisServer, tokens: bool) -> Relay {
-    let mut server = ServerOptions {
+    let server = ServerOptions {
         duplicate_ids: DuplicateIdPolicy::Replace,
         ..ServerOptions::default()
     };
-    if !tokens {
-        return member_with(redis, server).await;
-    }
-    server =
-        server.authenticate_with(socketio_p2p::auth::JwtAuthenticator::hs256(JWT_SECRET).unwrap());
-    let relay = relay_with(RelayOptions {
-        server,
-        cluster: Some(ClusterOptions::new(redis.url())),
-        ..RelayOptions::default()
-    })
-    .await;
-    let probe = format!("probe-{}", rand_suffix());
-    let c = connect_token(&relay, &probe, Some(jwt_token(&probe)))
-        .await
-        .unwrap();
-    eventually_async("the relay joins the cluster", || {
-        let (c, probe) = (c.clone(), probe.clone());
-        async move { c.list_clients().await.is_ok_and(|ids| ids.contains(&probe)) }
-    })
-    .await;
-    c.disconnect().await.unwrap();
-    relay
+    cluster_member(redis, server, tokens).await
 }
 
 #[tokio::test]

@@ -42,28 +42,13 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
             }
         });
     }
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut ready_tx = Some(ready_tx);
-    let url = relay.url();
-    let node = tokio::spawn(async move {
-        run_node(
-            "message-interop.js",
-            &[&url],
-            Duration::from_secs(40),
-            move |l| {
-                println!("message-interop: {l}");
-                if l == "READY" {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            },
-        )
-        .await
-    });
-    within("the JavaScript peer is ready", ready_rx)
-        .await
-        .unwrap();
+    let node = node_until_ready(
+        "message-interop.js",
+        vec![relay.url()],
+        Duration::from_secs(40),
+        "the JavaScript peer is ready",
+    )
+    .await;
     // What the JavaScript peer did before READY reached the Rust peer.
     assert_eq!(added.lock().unwrap().clone(), vec!["js-peer".to_string()]);
     assert_eq!(
@@ -71,17 +56,5 @@ async fn rust_and_javascript_exchange_messages_and_replies() {
         vec![("js-peer".to_string(), vec![json!("from js"), json!(42)])]
     );
     // Rust -> JavaScript: a message, then a request answered by a Socket.IO acknowledgement.
-    rust.emit_to("js-peer", "greet", "hi from rust")
-        .await
-        .unwrap();
-    let answer: i64 = rust
-        .request("js-peer", "question", 21)
-        .timeout(Duration::from_secs(3))
-        .await
-        .unwrap();
-    assert_eq!(answer, 42);
-    rust.disconnect().await.unwrap();
-    let (status, lines) = within("the JavaScript peer finishes", node).await.unwrap();
-    assert!(status.success(), "message-interop.js failed: {lines:?}");
-    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+    finish_message_interop(&rust, node).await;
 }

@@ -28,17 +28,6 @@ async fn connect(url: &str, id: &str, opts: ClientOptions) -> P2pClient {
         .unwrap_or_else(|e| panic!("client '{id}' connects: {e}"))
 }
 
-/// Waits (bounded) until `client` is in `state`.
-async fn wait_state(client: &P2pClient, state: ConnectionState) {
-    let mut rx = client.state();
-    within(
-        &format!("client '{}' becomes {state:?}", client.id()),
-        rx.wait_for(|s| *s == state),
-    )
-    .await
-    .expect("the client's state can be watched");
-}
-
 /// Cuts the link of a client behind `proxy` while the proxy refuses new connections: the client
 /// is seen reconnecting. The proxy lets connections through again when `resume` is set.
 async fn cut_and_see_reconnecting(proxy: &Proxy, client: &P2pClient, resume: bool) {
@@ -301,6 +290,26 @@ fn record_gone(watcher: &P2pClient) -> Log<String> {
     gone
 }
 
+/// A relay with `server` for its options, and a proxy in front of it whose link can be cut.
+async fn relay_behind_proxy(server: socketio_p2p::ServerOptions) -> (Relay, Proxy) {
+    let relay = relay_with(RelayOptions {
+        server,
+        ..Default::default()
+    })
+    .await;
+    let proxy = Proxy::start(relay.local_addr()).await;
+    (relay, proxy)
+}
+
+/// Asserts that `watcher`'s disconnect notices (see [`record_gone`]) are empty.
+fn assert_told_nothing(gone: &Log<String>, watcher: &str) {
+    assert!(
+        gone.get().is_empty(),
+        "{watcher} was told: {:?}",
+        gone.get()
+    );
+}
+
 // A client whose link is cut and that comes back within the grace period resumes its session:
 // the peer watching it is told nothing, keeps its listeners for it, and the client is still in
 // its rooms and gets messages.
@@ -323,7 +332,7 @@ async fn resume_within_grace_tells_peers_nothing() {
     message_arrives(&alice, &bob, &from_alice, 1).await;
     // A notice sent before would have reached bob before the answer to this.
     assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
-    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+    assert_told_nothing(&gone, "bob");
     assert_eq!(bob.from("alice").listener_count(), 1);
     assert!(rooms_of(&relay, "alice").contains(&"lobby".to_string()));
     // Its watchers are the new connection's: when it leaves for good, bob is told.
@@ -336,15 +345,11 @@ async fn resume_within_grace_tells_peers_nothing() {
 // comes back as a new session that joins its rooms again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_grace_peers_are_told_and_a_new_session_begins() {
-    let relay = relay_with(RelayOptions {
-        server: socketio_p2p::ServerOptions {
-            resume_grace: Duration::from_millis(200),
-            ..Default::default()
-        },
+    let (relay, proxy) = relay_behind_proxy(socketio_p2p::ServerOptions {
+        resume_grace: Duration::from_millis(200),
         ..Default::default()
     })
     .await;
-    let proxy = Proxy::start(relay.local_addr()).await;
     let bob = client(&relay, "bob").await;
     let gone = record_gone(&bob);
     let alice = connect(&proxy.url(), "alice", quick()).await;
@@ -363,18 +368,9 @@ async fn past_grace_peers_are_told_and_a_new_session_begins() {
 
 /// The resume secret in the `P2P_WELCOME` a raw extension client got, and whether it resumed.
 async fn welcome_of(raw: &RawClient) -> (String, bool) {
-    eventually("a P2P_WELCOME arrives", || {
-        raw.events.get().iter().any(|(ev, _)| ev == "P2P_WELCOME")
-    })
-    .await;
-    let events = raw.events.get();
-    let (_, args) = events.iter().find(|(ev, _)| ev == "P2P_WELCOME").unwrap();
-    let secret = args[0]["resume"]
-        .as_str()
-        .expect("a resume secret")
-        .to_string();
+    let (secret, resumed) = p2p_welcome(raw).await;
     assert_eq!(secret.len(), 64);
-    (secret, args[0]["resumed"].as_bool().unwrap_or(false))
+    (secret, resumed)
 }
 
 // A connection that presents the session's resume secret takes over a connection the relay
@@ -413,7 +409,7 @@ async fn the_secret_takes_over_a_stale_connection() {
     })
     .await;
     assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
-    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+    assert_told_nothing(&gone, "bob");
     wrong.wait_closed("the refused connection is closed").await;
 }
 
@@ -448,7 +444,7 @@ async fn resume_with_authentication_sends_a_fresh_token() {
     );
     message_arrives(&bob, &alice, &seen, 1).await;
     assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
-    assert!(gone.get().is_empty(), "bob was told: {:?}", gone.get());
+    assert_told_nothing(&gone, "bob");
 }
 
 // A client whose reconnection attempts all fail gives up after max_reconnect_attempts and ends
@@ -631,16 +627,8 @@ async fn what_is_sent_during_the_gap_arrives_in_order_after_resume() {
         .await
         .unwrap()
         .contains(&"alice".into()));
-    assert!(
-        bob_gone.get().is_empty(),
-        "bob was told: {:?}",
-        bob_gone.get()
-    );
-    assert!(
-        carol_gone.get().is_empty(),
-        "carol was told: {:?}",
-        carol_gone.get()
-    );
+    assert_told_nothing(&bob_gone, "bob");
+    assert_told_nothing(&carol_gone, "carol");
     assert!(bob_errors.get().is_empty(), "{:?}", bob_errors.get());
     assert!(carol_errors.get().is_empty(), "{:?}", carol_errors.get());
 }
@@ -651,16 +639,12 @@ async fn what_is_sent_during_the_gap_arrives_in_order_after_resume() {
 // are told it left; back, the client starts a new session without any of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_past_the_hold_budget_ends_the_session() {
-    let relay = relay_with(RelayOptions {
-        server: socketio_p2p::ServerOptions {
-            resume_grace: Duration::from_secs(60),
-            resume_hold_bytes: 4_000,
-            ..Default::default()
-        },
+    let (relay, proxy) = relay_behind_proxy(socketio_p2p::ServerOptions {
+        resume_grace: Duration::from_secs(60),
+        resume_hold_bytes: 4_000,
         ..Default::default()
     })
     .await;
-    let proxy = Proxy::start(relay.local_addr()).await;
     let Scene {
         bob,
         carol,
@@ -733,15 +717,11 @@ async fn a_gap_past_the_hold_budget_ends_the_session() {
 // messages are told they were not delivered, and the client's new session gets none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_past_the_grace_period_ends_the_session() {
-    let relay = relay_with(RelayOptions {
-        server: socketio_p2p::ServerOptions {
-            resume_grace: Duration::from_secs(2),
-            ..Default::default()
-        },
+    let (relay, proxy) = relay_behind_proxy(socketio_p2p::ServerOptions {
+        resume_grace: Duration::from_secs(2),
         ..Default::default()
     })
     .await;
-    let proxy = Proxy::start(relay.local_addr()).await;
     let bob = client(&relay, "bob").await;
     let gone = record_gone(&bob);
     let errors = record_errors(&bob);
@@ -917,22 +897,44 @@ async fn room_events_during_the_gap_arrive_in_order_after_resume() {
     assert!(bob_errors.get().is_empty(), "{:?}", bob_errors.get());
 }
 
+/// Lets `alice` back through `proxy` after her session ended, and checks that her new session is
+/// in the lobby again and gets `bob`'s next room emit there, and nothing that was held for the
+/// old one (`seen` is her record from [`record_everything`]).
+async fn new_session_gets_no_held_room_emit(
+    relay: &Relay,
+    proxy: &Proxy,
+    alice: &P2pClient,
+    bob: &P2pClient,
+    seen: &Log<String>,
+) {
+    proxy.refuse(false);
+    wait_state(alice, ConnectionState::Connected).await;
+    eventually("alice is in the lobby again", || {
+        rooms_of(relay, "alice").contains(&"lobby".to_string())
+    })
+    .await;
+    bob.emit_room("lobby", "r", (100,)).await.unwrap();
+    seen.wait_len("a room emit to the new session arrives", 1)
+        .await;
+    assert_eq!(
+        seen.get(),
+        vec!["r100".to_string()],
+        "nothing held was delivered"
+    );
+}
+
 // Room emits held for an absent member are bounded by resume_hold_bytes with the rest: the one
 // that does not fit ends the session. The emitter's room emits were answered as done (the other
 // members got them), and it hears in one SERVER_ERROR how many did not reach the absent member;
 // back, the client starts a new session that gets none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_events_past_the_hold_budget_end_the_session() {
-    let relay = relay_with(RelayOptions {
-        server: socketio_p2p::ServerOptions {
-            resume_grace: Duration::from_secs(60),
-            resume_hold_bytes: 4_000,
-            ..Default::default()
-        },
+    let (relay, proxy) = relay_behind_proxy(socketio_p2p::ServerOptions {
+        resume_grace: Duration::from_secs(60),
+        resume_hold_bytes: 4_000,
         ..Default::default()
     })
     .await;
-    let proxy = Proxy::start(relay.local_addr()).await;
     let bob = client(&relay, "bob").await;
     let bob_errors = record_errors(&bob);
     let carol = client(&relay, "carol").await;
@@ -970,20 +972,7 @@ async fn room_events_past_the_hold_budget_end_the_session() {
     })
     .await;
 
-    proxy.refuse(false);
-    wait_state(&alice, ConnectionState::Connected).await;
-    eventually("alice is in the lobby again", || {
-        rooms_of(&relay, "alice").contains(&"lobby".to_string())
-    })
-    .await;
-    bob.emit_room("lobby", "r", (100,)).await.unwrap();
-    seen.wait_len("a room emit to the new session arrives", 1)
-        .await;
-    assert_eq!(
-        seen.get(),
-        vec!["r100".to_string()],
-        "nothing held was delivered"
-    );
+    new_session_gets_no_held_room_emit(&relay, &proxy, &alice, &bob, &seen).await;
 }
 
 // Past the grace period the room emits held for the absent member are dropped with its session:
@@ -991,15 +980,11 @@ async fn room_events_past_the_hold_budget_end_the_session() {
 // gets none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_events_past_the_grace_period_are_not_delivered() {
-    let relay = relay_with(RelayOptions {
-        server: socketio_p2p::ServerOptions {
-            resume_grace: Duration::from_secs(2),
-            ..Default::default()
-        },
+    let (relay, proxy) = relay_behind_proxy(socketio_p2p::ServerOptions {
+        resume_grace: Duration::from_secs(2),
         ..Default::default()
     })
     .await;
-    let proxy = Proxy::start(relay.local_addr()).await;
     let bob = client(&relay, "bob").await;
     let bob_errors = record_errors(&bob);
     let alice = connect(&proxy.url(), "alice", quick()).await;
@@ -1025,20 +1010,7 @@ async fn room_events_past_the_grace_period_are_not_delivered() {
     );
     assert_eq!(relay.server().held_bytes("alice"), None);
 
-    proxy.refuse(false);
-    wait_state(&alice, ConnectionState::Connected).await;
-    eventually("alice is in the lobby again", || {
-        rooms_of(&relay, "alice").contains(&"lobby".to_string())
-    })
-    .await;
-    bob.emit_room("lobby", "r", (100,)).await.unwrap();
-    seen.wait_len("a room emit to the new session arrives", 1)
-        .await;
-    assert_eq!(
-        seen.get(),
-        vec!["r100".to_string()],
-        "nothing held was delivered"
-    );
+    new_session_gets_no_held_room_emit(&relay, &proxy, &alice, &bob, &seen).await;
 }
 
 // A topic destroyed while a subscriber's link is down: the subscriber hears of it once it
@@ -1248,16 +1220,8 @@ async fn a_receiver_cut_mid_flow_misses_nothing() {
     assert_answered(&bob_answers, "bob");
     assert_answered(&carol_answers, "carol");
     assert!(bob.list_clients().await.unwrap().contains(&"alice".into()));
-    assert!(
-        bob_gone.get().is_empty(),
-        "bob was told: {:?}",
-        bob_gone.get()
-    );
-    assert!(
-        carol_gone.get().is_empty(),
-        "carol was told: {:?}",
-        carol_gone.get()
-    );
+    assert_told_nothing(&bob_gone, "bob");
+    assert_told_nothing(&carol_gone, "carol");
     assert!(bob_errors.get().is_empty(), "{:?}", bob_errors.get());
     assert!(carol_errors.get().is_empty(), "{:?}", carol_errors.get());
 }
@@ -1302,11 +1266,7 @@ async fn a_sender_cut_mid_flow_loses_nothing() {
     assert_each_once_in_order(&carol_seen.get(), &["alice"], 1, FLOW + 1);
     assert_answered(&bob_answers, "alice (to bob)");
     assert_answered(&carol_answers, "alice (to carol)");
-    assert!(
-        bob_gone.get().is_empty(),
-        "bob was told: {:?}",
-        bob_gone.get()
-    );
+    assert_told_nothing(&bob_gone, "bob");
     assert!(alice_errors.get().is_empty(), "{:?}", alice_errors.get());
 }
 
@@ -1316,16 +1276,12 @@ async fn a_sender_cut_mid_flow_loses_nothing() {
 // confirmed delivered, its own request in flight fails clearly, and nothing arrives twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_count_older_than_what_was_kept_starts_a_new_session() {
-    let relay = relay_with(RelayOptions {
-        server: socketio_p2p::ServerOptions {
-            resume_grace: Duration::from_secs(60),
-            resume_replay_bytes: 1,
-            ..Default::default()
-        },
+    let (relay, proxy) = relay_behind_proxy(socketio_p2p::ServerOptions {
+        resume_grace: Duration::from_secs(60),
+        resume_replay_bytes: 1,
         ..Default::default()
     })
     .await;
-    let proxy = Proxy::start(relay.local_addr()).await;
     let bob = client(&relay, "bob").await;
     let carol = client(&relay, "carol").await;
     let (bob_gone, carol_gone) = (record_gone(&bob), record_gone(&carol));

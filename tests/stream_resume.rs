@@ -44,16 +44,6 @@ async fn behind(proxy: &Proxy, id: &str) -> P2pClient {
         .unwrap_or_else(|e| panic!("client '{id}' connects: {e}"))
 }
 
-async fn wait_state(client: &P2pClient, state: ConnectionState) {
-    let mut rx = client.state();
-    within(
-        &format!("client '{}' becomes {state:?}", client.id()),
-        rx.wait_for(|s| *s == state),
-    )
-    .await
-    .expect("the client's state can be watched");
-}
-
 /// Cuts `client`'s link and keeps it down until the relay has seen it drop (its session is
 /// kept), then lets it come back after `down`.
 async fn cut(relay: &Relay, proxy: &Proxy, client: &P2pClient, down: Duration) {
@@ -132,6 +122,37 @@ async fn read_past(progress: &mut tokio::sync::watch::Receiver<u64>, bytes: u64)
     }
 }
 
+/// Writes `len` bytes from `out` to `inn`, cutting a client's link for `pause` each time the
+/// reader is past the offset of an entry of `cuts` (the offset, the proxy, the client). Checks
+/// that the reader gets every byte, in order, once, and that the writer's calls all succeed.
+async fn carry_through_cuts(
+    relay: &Relay,
+    out: P2pDuplex,
+    inn: P2pDuplex,
+    len: u64,
+    cuts: &[(u64, &Proxy, &P2pClient)],
+    pause: Duration,
+) {
+    let (progress, mut seen) = tokio::sync::watch::channel(0u64);
+    let writing = writer(out, len);
+    let reading = reader(inn, progress);
+    for &(at, proxy, client) in cuts {
+        read_past(&mut seen, at).await;
+        cut(relay, proxy, client, pause).await;
+    }
+    read_past(&mut seen, len).await;
+    let total = within("the reader finishes", reading)
+        .await
+        .unwrap()
+        .expect("every byte arrives, in order, once");
+    assert_eq!(total, len);
+    let out = within("the writer finishes", writing)
+        .await
+        .unwrap()
+        .expect("the writer's calls all succeed");
+    drop(out);
+}
+
 /// Peak memory of this process (VmHWM), in bytes.
 fn peak_memory() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -154,29 +175,12 @@ async fn a_stream_goes_on_through_cuts_of_either_link() {
     let sender = behind(&sp, "sender").await;
     let receiver = behind(&rp, "receiver").await;
     let (out, inn) = open_pair(&sender, &receiver, Default::default()).await;
-    let (progress, mut seen) = tokio::sync::watch::channel(0u64);
-    let writing = writer(out, LEN);
-    let reading = reader(inn, progress);
-
-    let pause = Duration::from_millis(300);
-    read_past(&mut seen, 40 * MIB).await;
-    cut(&relay, &sp, &sender, pause).await;
-    read_past(&mut seen, 100 * MIB).await;
-    cut(&relay, &rp, &receiver, pause).await;
-    read_past(&mut seen, 170 * MIB).await;
-    cut(&relay, &sp, &sender, pause).await;
-
-    read_past(&mut seen, LEN).await;
-    let total = within("the reader finishes", reading)
-        .await
-        .unwrap()
-        .expect("every byte arrives, in order, once");
-    assert_eq!(total, LEN);
-    let out = within("the writer finishes", writing)
-        .await
-        .unwrap()
-        .expect("the writer's calls all succeed");
-    drop(out);
+    let cuts = [
+        (40 * MIB, &sp, &sender),
+        (100 * MIB, &rp, &receiver),
+        (170 * MIB, &sp, &sender),
+    ];
+    carry_through_cuts(&relay, out, inn, LEN, &cuts, Duration::from_millis(300)).await;
     assert!(sender.is_connected() && receiver.is_connected());
     all_freed(&relay, &[&sender, &receiver]).await;
     if let Some(peak) = peak_memory() {
@@ -297,24 +301,9 @@ async fn a_stream_with_the_servers_own_end_goes_on_through_cuts() {
         .expect("the stream opens");
 
     // The server writes, carol reads.
-    let (progress, mut seen) = tokio::sync::watch::channel(0u64);
-    let writing = writer(at_server, LEN);
-    let reading = reader(at_carol, progress);
-    read_past(&mut seen, LEN / 3).await;
-    cut(&relay, &proxy, &carol, Duration::from_millis(200)).await;
-    read_past(&mut seen, LEN).await;
-    assert_eq!(
-        within("carol reads to the end", reading)
-            .await
-            .unwrap()
-            .unwrap(),
-        LEN
-    );
-    let at_server = within("the server's writes end", writing)
-        .await
-        .unwrap()
-        .expect("the server's writes all succeed");
-    drop(at_server);
+    let cuts = [(LEN / 3, &proxy, &carol)];
+    let pause = Duration::from_millis(200);
+    carry_through_cuts(&relay, at_server, at_carol, LEN, &cuts, pause).await;
     all_freed(&relay, &[&carol]).await;
 
     // And the other way round.
@@ -330,25 +319,8 @@ async fn a_stream_with_the_servers_own_end_goes_on_through_cuts() {
         .await
         .unwrap()
         .expect("the stream opens");
-    let (progress, mut seen) = tokio::sync::watch::channel(0u64);
-    let writing = writer(at_carol, LEN);
-    let reading = reader(at_server, progress);
-    read_past(&mut seen, LEN / 2).await;
-    cut(&relay, &proxy, &carol, Duration::from_millis(200)).await;
-    read_past(&mut seen, LEN).await;
-    assert_eq!(
-        within("the server reads to the end", reading)
-            .await
-            .unwrap()
-            .unwrap(),
-        LEN
-    );
-    drop(
-        within("carol's writes end", writing)
-            .await
-            .unwrap()
-            .expect("carol's writes all succeed"),
-    );
+    let cuts = [(LEN / 2, &proxy, &carol)];
+    carry_through_cuts(&relay, at_carol, at_server, LEN, &cuts, pause).await;
     all_freed(&relay, &[&carol]).await;
 }
 
@@ -373,29 +345,11 @@ async fn a_small_send_queue_keeps_the_resent_bytes_in_order() {
         .await
         .expect("the receiver connects");
     let (out, inn) = open_pair(&sender, &receiver, Default::default()).await;
-    let (progress, mut seen) = tokio::sync::watch::channel(0u64);
-    let writing = writer(out, LEN);
-    let reading = reader(inn, progress);
-    for (i, at) in [8, 20, 32].into_iter().enumerate() {
-        read_past(&mut seen, at * MIB).await;
-        let (proxy, client) = if i % 2 == 0 {
-            (&sp, &sender)
-        } else {
-            (&rp, &receiver)
-        };
-        cut(&relay, proxy, client, Duration::from_millis(100)).await;
-    }
-    read_past(&mut seen, LEN).await;
-    let total = within("the reader finishes", reading)
-        .await
-        .unwrap()
-        .expect("every byte arrives, in order, once");
-    assert_eq!(total, LEN);
-    drop(
-        within("the writer finishes", writing)
-            .await
-            .unwrap()
-            .expect("the writer's calls all succeed"),
-    );
+    let cuts = [
+        (8 * MIB, &sp, &sender),
+        (20 * MIB, &rp, &receiver),
+        (32 * MIB, &sp, &sender),
+    ];
+    carry_through_cuts(&relay, out, inn, LEN, &cuts, Duration::from_millis(100)).await;
     all_freed(&relay, &[&sender, &receiver]).await;
 }

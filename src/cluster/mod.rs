@@ -568,6 +568,35 @@ impl Cluster {
         }
     }
 
+    /// The [`PRUNE`] script over the keys of this relay's cluster.
+    fn prune_cmd(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(PRUNE)
+            .arg(1)
+            .arg(self.key("relays"))
+            .arg(self.relay_prefix())
+            .arg(self.key("client:"))
+            .arg(self.key("resume:"))
+            .arg(self.key("room:"))
+            .arg(self.key("authed:"));
+        cmd
+    }
+
+    /// `script` ([`CLAIM`] or [`RELEASE`]) over the four keys of client id `client` (its owner,
+    /// this relay's client set, its resume secret, its authentication mark) and this relay's id,
+    /// for the caller to add the rest of its arguments.
+    fn client_script(&self, script: &str, client: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script)
+            .arg(4)
+            .arg(self.client_key(client))
+            .arg(self.own_clients_key())
+            .arg(self.resume_key(client))
+            .arg(self.authed_key(client))
+            .arg(&self.id);
+        cmd
+    }
+
     /// `authed`: `1`, `0` or `d`, as [`CLAIM`] reads them.
     fn claim_cmd(
         &self,
@@ -576,15 +605,8 @@ impl Cluster {
         secret: Option<&str>,
         authed: &str,
     ) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(CLAIM)
-            .arg(4)
-            .arg(self.client_key(client))
-            .arg(self.own_clients_key())
-            .arg(self.resume_key(client))
-            .arg(self.authed_key(client))
-            .arg(&self.id)
-            .arg(self.relay_prefix())
+        let mut cmd = self.client_script(CLAIM, client);
+        cmd.arg(self.relay_prefix())
             .arg(client)
             .arg(if take { "take" } else { "claim" })
             .arg(secret.unwrap_or(""))
@@ -644,32 +666,25 @@ impl Cluster {
             .arg(self.resume_key(client))
             .arg(&self.id)
             .arg(secret);
-        let this = self.clone();
-        let client = client.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = this.run::<i64>(&cmd).await {
-                tracing::debug!(%client, "could not record the session's resume secret: {e}");
-            }
-        });
+        self.run_in_background(cmd, client, "record the session's resume secret");
     }
 
     /// Releases client id `client`, if this relay still holds it.
     pub(crate) fn release(self: &Arc<Self>, client: &str) {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RELEASE)
-            .arg(4)
-            .arg(self.client_key(client))
-            .arg(self.own_clients_key())
-            .arg(self.resume_key(client))
-            .arg(self.authed_key(client))
-            .arg(&self.id)
-            .arg(client);
+        let mut cmd = self.client_script(RELEASE, client);
+        cmd.arg(client);
+        // When it fails, the id is written again, or pruned, at the next resynchronisation.
+        self.run_in_background(cmd, client, "release the client id");
+    }
+
+    /// Runs `cmd`, a script about `client`, without waiting for it; a failure is only logged, as
+    /// "could not `what`".
+    fn run_in_background(self: &Arc<Self>, cmd: redis::Cmd, client: &str, what: &'static str) {
         let this = self.clone();
         let client = client.to_string();
         tokio::spawn(async move {
             if let Err(e) = this.run::<i64>(&cmd).await {
-                // Written again, or pruned, at the next resynchronisation.
-                tracing::debug!(%client, "could not release the client id: {e}");
+                tracing::debug!(%client, "could not {what}: {e}");
             }
         });
     }
@@ -940,16 +955,7 @@ impl Cluster {
         }
         let mut pipe = redis::pipe();
         pipe.del(self.key(&format!("relay:{}", self.id))).ignore();
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(PRUNE)
-            .arg(1)
-            .arg(self.key("relays"))
-            .arg(self.relay_prefix())
-            .arg(self.key("client:"))
-            .arg(self.key("resume:"))
-            .arg(self.key("room:"))
-            .arg(self.key("authed:"));
-        pipe.add_command(cmd).ignore();
+        pipe.add_command(self.prune_cmd()).ignore();
         if let Err(e) = self.run_pipe(&pipe).await {
             tracing::debug!("could not leave the cluster cleanly: {e}");
         }
@@ -1312,16 +1318,7 @@ impl Cluster {
             return Ok(());
         }
         if beats % RESYNC_EVERY == 0 {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(PRUNE)
-                .arg(1)
-                .arg(self.key("relays"))
-                .arg(self.relay_prefix())
-                .arg(self.key("client:"))
-                .arg(self.key("resume:"))
-                .arg(self.key("room:"))
-                .arg(self.key("authed:"));
-            self.run::<i64>(&cmd).await?;
+            self.run::<i64>(&self.prune_cmd()).await?;
         }
         let relays = self.relays_of_interest();
         if relays.is_empty() {

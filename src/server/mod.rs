@@ -2347,20 +2347,11 @@ impl<A: Adapter> P2pServer<A> {
                 "the session ended with events held for it that no client sent"
             );
         }
-        for (sender, n) in dropped {
-            let Some(to) = self.peer_or_away(&sender) else {
-                continue;
-            };
-            let gone = Error::PeerGone(peer.id.to_string());
-            to.send_server_error(ServerError {
-                message: format!(
-                    "Error: client '{}' disconnected: {n} message(s) sent to it while its link \
-                     was down were not delivered",
-                    peer.id
-                ),
-                error: to.ext.then(|| gone.to_wire()),
-            });
-        }
+        self.tell_senders_of_loss(
+            peer,
+            dropped,
+            "sent to it while its link was down were not delivered",
+        );
     }
 
     /// Tells the senders of the messages sent to `peer`, whose session ended, that it never
@@ -2370,6 +2361,17 @@ impl<A: Adapter> P2pServer<A> {
             return;
         };
         let senders = session.out.lock().unwrap().unconfirmed_senders();
+        self.tell_senders_of_loss(
+            peer,
+            senders,
+            "sent to it before its link dropped were not confirmed delivered",
+        );
+    }
+
+    /// Sends each client of `senders` still here (or away) a `SERVER_ERROR`: `peer`, whose
+    /// session ended, disconnected, and the sender's count of messages to it `lost` (the rest of
+    /// the sentence).
+    fn tell_senders_of_loss(&self, peer: &Peer<A>, senders: HashMap<Arc<str>, usize>, lost: &str) {
         for (sender, n) in senders {
             let Some(to) = self.peer_or_away(&sender) else {
                 continue;
@@ -2377,8 +2379,7 @@ impl<A: Adapter> P2pServer<A> {
             let gone = Error::PeerGone(peer.id.to_string());
             to.send_server_error(ServerError {
                 message: format!(
-                    "Error: client '{}' disconnected: {n} message(s) sent to it before its link \
-                     dropped were not confirmed delivered",
+                    "Error: client '{}' disconnected: {n} message(s) {lost}",
                     peer.id
                 ),
                 error: to.ext.then(|| gone.to_wire()),

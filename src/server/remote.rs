@@ -3,7 +3,7 @@
 
 use super::{P2pServer, Peer, Reason};
 use crate::cluster::{Claim, Cluster, ClusterOptions, Envelope, Host, WireArg};
-use crate::error::Error;
+use crate::error::{Error, WireError};
 use crate::protocol::{batch_item, event, Arg, TargetDisconnect};
 use socketioxide::adapter::Adapter;
 use std::sync::{Arc, Weak};
@@ -573,14 +573,7 @@ fn deliver<A: Adapter>(server: &P2pServer<A>, cluster: &Arc<Cluster>, env: Envel
             });
         }
         Envelope::Reply { id, ok, err } => {
-            let result = match (ok, err) {
-                (_, Some(err)) => Err(Error::from_wire(err, "another relay")),
-                (Some(ok), None) => WireArg::into_args(ok),
-                (None, None) => Err(Error::Protocol(
-                    "an answer from another relay with neither a result nor an error".into(),
-                )),
-            };
-            cluster.answered(id, result);
+            cluster.answered(id, answer_of(ok, err));
         }
         Envelope::Gone { relay, client, to } => {
             cluster.unwatch(&relay, &client);
@@ -624,14 +617,7 @@ fn deliver<A: Adapter>(server: &P2pServer<A>, cluster: &Arc<Cluster>, env: Envel
                 // Before the answer is read, so the frames behind it find the route's other half.
                 crate::stream::server::connect_remote(server, cluster, for_route, &relay, route);
             }
-            let result = match (ok, err) {
-                (_, Some(err)) => Err(Error::from_wire(err, "another relay")),
-                (Some(ok), None) => WireArg::into_args(ok),
-                (None, None) => Err(Error::Protocol(
-                    "an answer from another relay with neither a result nor an error".into(),
-                )),
-            };
-            cluster.answered(id, result);
+            cluster.answered(id, answer_of(ok, err));
         }
         Envelope::Kick { client, reason } => server.evict_local(&client, &reason),
         Envelope::Missed { relay, gaps } => {
@@ -666,6 +652,18 @@ fn deliver<A: Adapter>(server: &P2pServer<A>, cluster: &Arc<Cluster>, env: Envel
                 });
             }
         }
+    }
+}
+
+/// The result an answer from another relay carries: its error if it has one, else its
+/// arguments.
+fn answer_of(ok: Option<Vec<WireArg>>, err: Option<WireError>) -> Result<Vec<Arg>, Error> {
+    match (ok, err) {
+        (_, Some(err)) => Err(Error::from_wire(err, "another relay")),
+        (Some(ok), None) => WireArg::into_args(ok),
+        (None, None) => Err(Error::Protocol(
+            "an answer from another relay with neither a result nor an error".into(),
+        )),
     }
 }
 

@@ -290,6 +290,77 @@ pub async fn run_node(
     (status, seen)
 }
 
+/// [`run_node`] as a task of its own, each line printed after the script's name; returns once
+/// the script prints `READY` (waited for with [`within`] as `ready`), with the task that yields
+/// its exit status and lines.
+pub async fn node_until_ready(
+    script: &'static str,
+    args: Vec<String>,
+    limit: Duration,
+    ready: &str,
+) -> tokio::task::JoinHandle<(std::process::ExitStatus, Vec<String>)> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut ready_tx = Some(ready_tx);
+    let name = script.trim_end_matches(".js");
+    let node = tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_node(script, &args, limit, move |l| {
+            println!("{name}: {l}");
+            if l == "READY" {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        })
+        .await
+    });
+    within(ready, ready_rx).await.unwrap();
+    node
+}
+
+/// Waits (as `what`) for the task of [`node_until_ready`] running `script`, and checks that the
+/// script exited successfully with `DONE` as its last line.
+pub async fn node_done(
+    what: &str,
+    script: &str,
+    node: tokio::task::JoinHandle<(std::process::ExitStatus, Vec<String>)>,
+) {
+    let (status, lines) = within(what, node).await.unwrap();
+    assert!(status.success(), "{script} failed: {lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+}
+
+/// The Rust peer's part of `interop/message-interop.js` once the JavaScript peer is ready: a
+/// message to it, a request it answers with a Socket.IO acknowledgement, then leaving, after
+/// which the script ends (`node`, from [`node_until_ready`]).
+pub async fn finish_message_interop(
+    rust: &P2pClient,
+    node: tokio::task::JoinHandle<(std::process::ExitStatus, Vec<String>)>,
+) {
+    rust.emit_to("js-peer", "greet", "hi from rust")
+        .await
+        .unwrap();
+    let answer: i64 = rust
+        .request("js-peer", "question", 21)
+        .timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(answer, 42);
+    rust.disconnect().await.unwrap();
+    node_done("the JavaScript peer finishes", "message-interop.js", node).await;
+}
+
+/// Waits (bounded) until `client` is in `state`.
+pub async fn wait_state(client: &P2pClient, state: socketio_p2p::ConnectionState) {
+    let mut rx = client.state();
+    within(
+        &format!("client '{}' becomes {state:?}", client.id()),
+        rx.wait_for(|s| *s == state),
+    )
+    .await
+    .expect("the client's state can be watched");
+}
+
 /// A client with a small stream window and a short call timeout.
 pub async fn client_window(relay: &Relay, id: &str, window: u32) -> P2pClient {
     let opts = ClientOptions {
