@@ -470,6 +470,47 @@ impl<A: Adapter> Endpoint for Routes<A> {
     }
 }
 
+/// After the opener's answer, sends it what the acceptor sent before the opener knew the route
+/// (`held`), in order. When that fails, or the answer did (`failed`), the route is torn down at
+/// both ends, as for a frame that cannot be forwarded; otherwise it is removed if both ends have
+/// already finished.
+#[allow(clippy::too_many_arguments)]
+fn release_opening<A: Adapter>(
+    routes: &Routes<A>,
+    rt: &Arc<Route<A>>,
+    mut st: MutexGuard<'_, RouteState>,
+    id: u64,
+    held: Vec<Bytes>,
+    finished: bool,
+    mut failed: Option<(u32, String)>,
+    opener: &str,
+) {
+    for f in held {
+        if failed.is_some() {
+            break;
+        }
+        match rt.end(Side::A).deliver(routes, id, &f) {
+            Ok(Delivered::Lost) => {
+                failed = Some((
+                    code::RELAY,
+                    format!("'{opener}' left while the stream was being opened"),
+                ))
+            }
+            Ok(_) => frame::peek(&f).iter().for_each(|h| routes.count(h)),
+            Err(e) => failed = Some(e),
+        }
+    }
+    if let Some((c, reason)) = failed {
+        st.finish();
+        drop(st);
+        return routes.tear_down(rt, c, &reason);
+    }
+    drop(st);
+    if finished {
+        routes.unlink(id);
+    }
+}
+
 /// Abandons a route the server is opening when dropped with a reason (see
 /// [`P2pServer::add_p2p_stream`]).
 struct OpenGuard<'a, A: Adapter> {
@@ -649,39 +690,14 @@ fn finish_open<A: Adapter>(
                 window: accept.window,
                 route: Some(id),
             };
-            let mut failed = None;
-            if !r.respond_delivered(Ok(vec![answer.to_value()])) {
+            let failed = (!r.respond_delivered(Ok(vec![answer.to_value()]))).then(|| {
                 // The opener never learns the route: the stream cannot work.
-                failed = Some((
+                (
                     code::RELAY,
                     format!("relay could not tell '{}' the stream is open", peer.id),
-                ));
-            }
-            for f in held {
-                if failed.is_some() {
-                    break;
-                }
-                match rt.end(Side::A).deliver(routes, id, &f) {
-                    Ok(Delivered::Lost) => {
-                        failed = Some((
-                            code::RELAY,
-                            format!("'{}' left while the stream was being opened", peer.id),
-                        ))
-                    }
-                    Ok(_) => frame::peek(&f).iter().for_each(|h| routes.count(h)),
-                    Err(e) => failed = Some(e),
-                }
-            }
-            if let Some((c, reason)) = failed {
-                // As for a frame that cannot be forwarded: both ends are told.
-                st.finish();
-                drop(st);
-                return routes.tear_down(&rt, c, &reason);
-            }
-            drop(st);
-            if finished {
-                routes.unlink(id);
-            }
+                )
+            });
+            release_opening(routes, &rt, st, id, held, finished, failed, &peer.id);
         }
         CreateAnswer::Invalid(what) => {
             routes.abandon(id, code::PROTOCOL, "accept answer had no valid window");
@@ -874,25 +890,7 @@ pub(crate) fn open_from_relay<A: Adapter>(
                     route: None,
                 };
                 answer(Some(id), Ok(vec![accepted.to_value()]));
-                let mut failed = None;
-                for f in held {
-                    match rt.end(Side::A).deliver(&routes, id, &f) {
-                        Ok(_) => frame::peek(&f).iter().for_each(|h| routes.count(h)),
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                }
-                if let Some((c, reason)) = failed {
-                    st.finish();
-                    drop(st);
-                    return routes.tear_down(&rt, c, &reason);
-                }
-                drop(st);
-                if finished {
-                    routes.unlink(id);
-                }
+                release_opening(&routes, &rt, st, id, held, finished, None, &from);
             }
             CreateAnswer::Refused(_) => {
                 routes.discard(id);
